@@ -1,0 +1,1 @@
+"""Actor behaviours built on pykka."""

@@ -1,0 +1,1 @@
+"""The ergo-py command."""

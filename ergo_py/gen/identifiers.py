@@ -1,0 +1,137 @@
+"""Identifiers: Atom, PID, ProcessID, Alias, Ref.
+
+All are immutable, hashable and ordered, and cross the wire (see
+``ergo_py.net.codec``). They are plain ``__slots__`` classes, not tuples, so
+that msgpack hands them to our encoder instead of flattening them into arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Atom(str):
+    """A name: node names, registered process names, reasons."""
+
+    __slots__ = ()
+
+    @property
+    def host(self) -> str:
+        """The part after ``@`` of a node name ("" when there is none)."""
+        _, _, host = self.partition("@")
+        return host
+
+    def __repr__(self) -> str:
+        return f"Atom({str.__repr__(self)})"
+
+
+class _Ident:
+    """Shared machinery: equality, ordering and hashing over ``_key()``."""
+
+    __slots__ = ()
+
+    def _key(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __lt__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._key() < other._key()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, *self._key()))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+
+class PID(_Ident):
+    """A process: its node, a node-unique id and the node's creation stamp."""
+
+    __slots__ = ("creation", "id", "node")
+    node: Atom
+    id: int
+    creation: int
+
+    def __init__(self, node: str, id: int, creation: int) -> None:
+        object.__setattr__(self, "node", Atom(node))
+        object.__setattr__(self, "id", int(id))
+        object.__setattr__(self, "creation", int(creation))
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.node, self.id, self.creation)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PID, (str(self.node), self.id, self.creation))
+
+    def __repr__(self) -> str:
+        return f"<{self.node}.{self.id}.{self.creation}>"
+
+
+class ProcessID(_Ident):
+    """A registered name on a node: ``ProcessID("pong", "b@localhost")``."""
+
+    __slots__ = ("name", "node")
+    name: Atom
+    node: Atom
+
+    def __init__(self, name: str, node: str) -> None:
+        object.__setattr__(self, "name", Atom(name))
+        object.__setattr__(self, "node", Atom(node))
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.name, self.node)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ProcessID, (str(self.name), str(self.node)))
+
+    def __repr__(self) -> str:
+        return f"ProcessID({str(self.name)!r}, {str(self.node)!r})"
+
+
+class Ref(_Ident):
+    """A unique reference: node, creation and a full-width random id.
+
+    The id is 96 random bits (Ergo packs refs into fewer bits and misroutes
+    aliases after 2^18 of them: ergo-services/ergo#265).
+    """
+
+    __slots__ = ("creation", "id", "node")
+    node: Atom
+    id: int
+    creation: int
+
+    def __init__(self, node: str, id: int, creation: int) -> None:
+        object.__setattr__(self, "node", Atom(node))
+        object.__setattr__(self, "id", int(id))
+        object.__setattr__(self, "creation", int(creation))
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.node, self.id, self.creation)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self.node), self.id, self.creation))
+
+    def __repr__(self) -> str:
+        return f"Ref#<{self.node}.{self.id:x}.{self.creation}>"
+
+
+class Alias(Ref):
+    """A temporary address of a process, made from a ref; it can be deleted."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Alias#<{self.node}.{self.id:x}.{self.creation}>"

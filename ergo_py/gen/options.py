@@ -1,0 +1,114 @@
+"""Node, network and acceptor options, and the defaults Ergo uses.
+
+Every constant has one home, here, named as Ergo names it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ergo_py.gen.certmanager import CertManager
+
+DEFAULT_PORT = 11144
+DEFAULT_PORT_RANGE = 50
+DEFAULT_REGISTRAR_PORT = 4499
+DEFAULT_REQUEST_TIMEOUT = 5.0
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+DEFAULT_CONNECT_TIMEOUT = 3.0
+DEFAULT_POOL_SIZE = 3
+DEFAULT_MAX_HANDSHAKES = 64
+DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE = 65535
+DEFAULT_MAX_MESSAGE_SIZE = 0  # 0: unlimited, as in Ergo
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+DEFAULT_TERMINATE_TIMEOUT = 5.0
+MAX_NODE_NAME_BYTES = 255
+
+
+class NetworkMode(enum.IntEnum):
+    """Ergo's network modes."""
+
+    ENABLED = 0
+    HIDDEN = 1  # dials out, no acceptor, no registration
+    DISABLED = -1  # no network at all
+
+
+class NetworkFlags(enum.IntFlag):
+    """Features a node offers its peers; one is used only if both offer it."""
+
+    ENABLE = 1
+    ENABLE_REMOTE_SPAWN = 2
+    ENABLE_REMOTE_APPLICATION_START = 4
+    ENABLE_FRAGMENTATION = 8
+    ENABLE_PROXY_TRANSIT = 16
+    ENABLE_PROXY_ACCEPT = 32
+    ENABLE_IMPORTANT_DELIVERY = 64
+    ENABLE_SIMULTANEOUS_CONNECT = 128
+
+
+DEFAULT_NETWORK_FLAGS = (
+    NetworkFlags.ENABLE
+    | NetworkFlags.ENABLE_REMOTE_SPAWN
+    | NetworkFlags.ENABLE_IMPORTANT_DELIVERY
+    | NetworkFlags.ENABLE_SIMULTANEOUS_CONNECT
+)
+
+
+@dataclass
+class AcceptorOptions:
+    """One listening socket.
+
+    ``cert_manager``: None inherits the node's; ``tls=False`` makes a plain
+    acceptor even on a TLS node (Ergo cannot express that).
+    ``cookie``: None inherits the node's (Ergo ignores a per-acceptor cookie).
+    """
+
+    host: str = ""
+    port: int = DEFAULT_PORT
+    port_range: int = DEFAULT_PORT_RANGE
+    cert_manager: CertManager | None = None
+    tls: bool | None = None
+    cookie: str | None = None
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    handshake_max_message_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE
+    max_message_size: int | None = None
+    route_host: str = ""
+    route_port: int = 0
+
+
+@dataclass
+class NetworkOptions:
+    """How the node talks to other nodes."""
+
+    mode: NetworkMode = NetworkMode.ENABLED
+    cookie: str = ""
+    flags: NetworkFlags = DEFAULT_NETWORK_FLAGS
+    acceptors: list[AcceptorOptions] = field(default_factory=list)
+    insecure_skip_verify: bool = False
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    pool_size: int = DEFAULT_POOL_SIZE
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    registrar_port: int = DEFAULT_REGISTRAR_PORT
+    registrar_enabled: bool = True
+
+
+@dataclass
+class NodeOptions:
+    """Everything ``start_node`` takes besides the name."""
+
+    cert_manager: CertManager | None = None
+    network: NetworkOptions = field(default_factory=NetworkOptions)
+    env: dict[str, Any] = field(default_factory=dict)
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+
+
+@dataclass
+class ProcessOptions:
+    """Per-process spawn options."""
+
+    link_parent: bool = False
+    env: dict[str, Any] = field(default_factory=dict)

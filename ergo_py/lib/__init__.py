@@ -1,0 +1,1 @@
+"""Certificate helpers: generation, loading, a small CA."""

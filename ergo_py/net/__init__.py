@@ -1,0 +1,1 @@
+"""The wire: term codec, handshake and framing (sans-IO), transport, acceptor, dialer."""

@@ -1,0 +1,192 @@
+"""The term codec: Python values <-> msgpack bytes.
+
+Local sends use it too, so a message that works between two local processes
+also crosses the wire, and the receiver never shares a mutable object with the
+sender (Erlang copies messages; so do we).
+
+Natively: None, bool, int (64-bit), float, str, bytes, list, dict. As msgpack
+extension types: tuple, Atom, PID, ProcessID, Ref, Alias, exceptions (as exit
+reasons) and dataclasses registered with ``gen.register_type``. Anything else
+raises ``gen.ErrUnsupportedType`` at the sender. Bytes that do not decode raise
+``gen.RemoteProtocolError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+import msgpack
+
+from ergo_py.gen import errors as _errors
+from ergo_py.gen.errors import ErgoError, ErrUnsupportedType, RemoteProtocolError
+from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
+from ergo_py.gen.types import make_registered, registered_name
+
+EXT_TUPLE = 1
+EXT_ATOM = 2
+EXT_PID = 3
+EXT_PROCESS_ID = 4
+EXT_REF = 5
+EXT_ALIAS = 6
+EXT_REGISTERED = 7
+EXT_ERROR = 8
+
+_REF_ID_BYTES = 16
+
+
+class RemoteException(ErgoError):
+    """An exception from another process that has no ergo_py class here.
+
+    ``type_name`` is the original class's qualified name; ``str()`` is its text.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"RemoteException({self.type_name!r}, {self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemoteException) and (other.type_name, other.message) == (
+            self.type_name,
+            self.message,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.type_name, self.message))
+
+
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    p: msgpack.Packer | None = getattr(_local, "packer", None)
+    if p is None:
+        p = msgpack.Packer(default=_default, strict_types=True, use_bin_type=True)
+        _local.packer = p
+    return p
+
+
+def _pack_nested(obj: Any) -> bytes:
+    # A fresh packer: the thread's own one is busy with the outer value.
+    return msgpack.packb(obj, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _default(obj: Any) -> Any:
+    t = type(obj)
+    if t is tuple:
+        return msgpack.ExtType(EXT_TUPLE, _pack_nested(list(obj)))
+    if t is Atom:
+        return msgpack.ExtType(EXT_ATOM, str(obj).encode())
+    if t is PID:
+        return msgpack.ExtType(EXT_PID, _pack_nested([str(obj.node), obj.id, obj.creation]))
+    if t is ProcessID:
+        return msgpack.ExtType(EXT_PROCESS_ID, _pack_nested([str(obj.name), str(obj.node)]))
+    if t is Ref or t is Alias:
+        code = EXT_REF if t is Ref else EXT_ALIAS
+        rid = obj.id.to_bytes(_REF_ID_BYTES, "big")
+        return msgpack.ExtType(code, _pack_nested([str(obj.node), rid, obj.creation]))
+    if isinstance(obj, BaseException):
+        return msgpack.ExtType(EXT_ERROR, _pack_nested(encode_error(obj)))
+    reg = registered_name(t)
+    if reg is not None:
+        name, fields = reg
+        values = [getattr(obj, f) for f in fields]
+        return msgpack.ExtType(EXT_REGISTERED, _pack_nested([name, values]))
+    if t is not bool and isinstance(obj, int):
+        return int(obj)  # IntEnum and friends travel as their value
+    if isinstance(obj, str):
+        return str(obj)
+    if dataclasses.is_dataclass(obj):
+        raise ErrUnsupportedType(
+            f"{t.__qualname__} is a dataclass that is not registered: call gen.register_type"
+        )
+    raise ErrUnsupportedType(f"cannot send a value of type {t.__qualname__}")
+
+
+def encode_error(exc: BaseException) -> list[str]:
+    """An exception as [class name, text]: ergo_py errors keep their class."""
+    if isinstance(exc, RemoteException):
+        return [exc.type_name, exc.message]
+    t = type(exc)
+    name = t.__name__ if getattr(_errors, t.__name__, None) is t else t.__qualname__
+    if t.__module__ not in ("builtins", _errors.__name__):
+        name = f"{t.__module__}.{t.__qualname__}"
+    return [name, str(exc)]
+
+
+def decode_error(name: str, message: str) -> BaseException:
+    """The inverse of :func:`encode_error`."""
+    cls = getattr(_errors, name, None)
+    if (
+        isinstance(cls, type)
+        and issubclass(cls, ErgoError)
+        and cls is not _errors.HandshakeRejected
+    ):
+        return cls(message)
+    return RemoteException(name, message)
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    try:
+        if code == EXT_ATOM:
+            return Atom(data.decode())
+        inner = msgpack.unpackb(
+            data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True
+        )
+        if code == EXT_TUPLE:
+            return tuple(inner)
+        if code == EXT_PID:
+            node, pid_id, creation = inner
+            return PID(node, pid_id, creation)
+        if code == EXT_PROCESS_ID:
+            name, node = inner
+            return ProcessID(name, node)
+        if code in (EXT_REF, EXT_ALIAS):
+            node, rid, creation = inner
+            cls = Ref if code == EXT_REF else Alias
+            return cls(node, int.from_bytes(rid, "big"), creation)
+        if code == EXT_ERROR:
+            name, message = inner
+            return decode_error(str(name), str(message))
+        if code == EXT_REGISTERED:
+            name, values = inner
+            return make_registered(name, tuple(values))
+    except RemoteProtocolError:
+        raise
+    except Exception as exc:
+        raise RemoteProtocolError(f"malformed extension type {code}: {exc}") from exc
+    raise RemoteProtocolError(f"unknown extension type {code}")
+
+
+def encode(obj: Any) -> bytes:
+    """Pack one term; raises ``ErrUnsupportedType`` for values that cannot cross."""
+    try:
+        return _packer().pack(obj)  # type: ignore[no-any-return]
+    except ErgoError:
+        _local.packer = None  # a failed pack may leave the buffer dirty
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        _local.packer = None
+        raise ErrUnsupportedType(str(exc)) from exc
+
+
+def decode(data: bytes) -> Any:
+    """Unpack exactly one term; anything malformed raises ``RemoteProtocolError``."""
+    try:
+        return msgpack.unpackb(
+            data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True
+        )
+    except RemoteProtocolError:
+        raise
+    except Exception as exc:
+        raise RemoteProtocolError(f"malformed term: {exc}") from exc
+
+
+def copy(obj: Any) -> Any:
+    """What a receiver gets: ``decode(encode(obj))``."""
+    return decode(encode(obj))

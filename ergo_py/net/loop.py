@@ -1,0 +1,114 @@
+"""The node's event-loop thread: the one place all network I/O runs.
+
+One ``LoopThread`` per node. It owns the thread and the loop; ``stop()`` is the
+one place both end. Other threads hand work over with ``call_soon`` (fire and
+forget) or ``run`` (wait for a coroutine's result, bounded by a timeout). Code
+running *on* the loop must never call ``run``: it would wait on itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ergo_py.gen.errors import ErgoError, ErrNodeTerminated, ErrTimeout
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio loop running in a daemon thread of its own."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._ready = threading.Event()
+        self._stopped = False
+        self._lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=f"ergo-loop[{name}]", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            try:
+                self._cancel_leftovers()
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            finally:
+                self.loop.close()
+
+    def _cancel_leftovers(self) -> None:
+        tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped
+
+    def in_loop_thread(self) -> bool:
+        return threading.get_ident() == self._thread.ident
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Schedule ``fn(*args)`` on the loop from any thread; raises after stop."""
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError as exc:  # loop closed
+            raise ErrNodeTerminated(f"node {self._name} is stopped") from exc
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and wait for its result (not from the loop thread).
+
+        Raises ``gen.ErrTimeout`` after ``timeout`` seconds (the coroutine is
+        cancelled), and whatever the coroutine raised otherwise.
+        """
+        if self.in_loop_thread():
+            coro.close()
+            raise RuntimeError("LoopThread.run called from its own loop thread")
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError as exc:
+            coro.close()
+            raise ErrNodeTerminated(f"node {self._name} is stopped") from exc
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError as exc:
+            fut.cancel()
+            raise ErrTimeout(f"no result within {timeout} s") from exc
+        except concurrent.futures.CancelledError as exc:
+            raise ErrNodeTerminated(f"node {self._name} is stopping") from exc
+        except ErgoError:
+            raise
+
+    def stop(self, cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
+        """Run ``cleanup`` on the loop (bounded), stop the loop and join the thread.
+
+        Idempotent and callable from any thread but the loop's own.
+        """
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if cleanup is not None:
+            try:
+                fut = asyncio.run_coroutine_threadsafe(cleanup(), self.loop)
+                fut.result(10.0)
+            except Exception:
+                log.exception("network cleanup of %s failed", self._name)
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if not self.in_loop_thread():
+            self._thread.join(10.0)

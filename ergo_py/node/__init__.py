@@ -1,0 +1,1 @@
+"""The node runtime: process table, names, links and monitors, routing."""

@@ -1,0 +1,701 @@
+"""The embedded registrar: one node per host serves, the others register with it.
+
+Election: the first node to bind the registrar port on 127.0.0.1 serves
+(``gen.options.DEFAULT_REGISTRAR_PORT``, 4499, unless told otherwise). Every
+other node registers over a TCP connection it keeps open: that connection is
+the registration's lease, and the server drops the registration when it
+closes. When the server goes away, each client retries every
+``retry_interval`` seconds, first trying to become the server itself, then
+registering with whoever did (failover). Resolution uses a short-lived TCP
+request connection; the serving node answers from its own table without I/O.
+
+Only names registered on this host can be resolved; names on other hosts need
+static routes. Hidden nodes neither serve nor register, but may resolve.
+
+Everything here runs on one event loop (the node's); no method is thread-safe.
+The wire format lives in :mod:`ergo_py.net.registrar_proto`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Sequence
+from typing import Final, cast
+
+from ergo_py.gen.errors import (
+    ErgoError,
+    ErrIncorrect,
+    ErrNoConnection,
+    ErrNodeTerminated,
+    ErrTimeout,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from ergo_py.gen.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REGISTRAR_PORT
+from ergo_py.net.registrar_proto import (
+    DEFAULT_MAX_FRAME_SIZE,
+    ERROR_INCORRECT,
+    ERROR_NO_ROUTE,
+    ERROR_TAKEN,
+    FrameDecoder,
+    Message,
+    Register,
+    RegisterReply,
+    Resolve,
+    ResolveReply,
+    Route,
+    Unregister,
+    encode,
+    error_for,
+)
+
+__all__ = [
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_RESOLVE_TIMEOUT",
+    "DEFAULT_RETRY_INTERVAL",
+    "REGISTRAR_HOST",
+    "Registrar",
+    "Route",
+]
+
+log = logging.getLogger(__name__)
+
+REGISTRAR_HOST: Final = "127.0.0.1"
+DEFAULT_RESOLVE_TIMEOUT: Final = 3.0
+DEFAULT_RETRY_INTERVAL: Final = 1.0
+DEFAULT_FRAME_TIMEOUT: Final = 5.0
+DEFAULT_IDLE_TIMEOUT: Final = 10.0
+DEFAULT_MAX_CONNECTIONS: Final = 1024
+_CLOSE_TIMEOUT: Final = 1.0
+
+
+def _valid_node_name(name: str) -> bool:
+    node, sep, host = name.partition("@")
+    return bool(sep and node and host and "@" not in host)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _ServerConnection(asyncio.Protocol):
+    """One accepted client: a thin shell moving bytes between socket and decoder.
+
+    Owns its transport and its timer; the transport's ``connection_lost`` is
+    the one place both end and the connection's registration is dropped.
+    """
+
+    def __init__(self, server: _Server) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._decoder = FrameDecoder(server.max_frame_size)
+        self._registered: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = ""
+        self._closed = False
+        self.peer = "?"
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self.peer = str(transport.get_extra_info("peername"))
+        if not self._server._admit(self):
+            self._closed = True
+            self._transport.abort()
+            return
+        self._rearm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            self._decoder.receive_data(data)
+            while (message := self._decoder.next_message()) is not None:
+                self._dispatch(message)
+                if self._closed:
+                    return
+        except ErgoError as exc:
+            self.fail(exc)
+            return
+        self._rearm()
+
+    def eof_received(self) -> bool | None:
+        if self._decoder.buffered and not self._closed:
+            self.fail(RemoteProtocolError("connection closed mid-frame"))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._cancel_timer()
+        self._server._forget(self, self._registered)
+        self._registered = None
+
+    # behaviour
+
+    def _dispatch(self, message: Message) -> None:
+        if isinstance(message, Resolve):
+            routes, error = self._server.lookup_code(message.node)
+            self._send(ResolveReply(routes, error))
+        elif isinstance(message, Register):
+            if self._registered is not None:
+                raise RemoteProtocolError(
+                    f"second Register ({message.node!r}) on the connection of {self._registered!r}"
+                )
+            error = self._server.register_code(message.node, message.routes, self)
+            self._send(RegisterReply(error))
+            if error is None:
+                self._registered = message.node
+                log.info("registrar: registered %s from %s", message.node, self.peer)
+        elif isinstance(message, Unregister):
+            if message.node != self._registered:
+                raise RemoteProtocolError(
+                    f"Unregister of {message.node!r} on a connection that registered "
+                    f"{self._registered!r}"
+                )
+            log.info("registrar: %s unregistered", message.node)
+            self.close()
+        else:
+            raise RemoteProtocolError(f"unexpected {type(message).__name__} from a client")
+
+    def _send(self, message: Message) -> None:
+        assert self._transport is not None
+        self._transport.write(encode(message, self._server.max_frame_size))
+        if self._transport.get_write_buffer_size() > 4 * self._server.max_frame_size:
+            raise RemoteProtocolError("client does not read its replies")
+
+    def fail(self, exc: ErgoError) -> None:
+        """Log why and drop the connection at once (its registration goes with it)."""
+        if self._closed:
+            return
+        log.warning(
+            "registrar: closing connection from %s: %s: %s", self.peer, type(exc).__name__, exc
+        )
+        self._closed = True
+        self._cancel_timer()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self, *, abort: bool = False) -> None:
+        """Close: politely (pending replies flushed first) or, with ``abort``, at once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel_timer()
+        if self._transport is not None:
+            if abort:
+                self._transport.abort()
+            else:
+                self._transport.close()
+
+    # timers: a started frame must complete within frame_timeout (from its
+    # first byte); a connection without a registration may idle idle_timeout.
+
+    def _rearm(self) -> None:
+        if self._decoder.buffered:
+            if self._timer_kind != "frame":
+                self._set_timer("frame", self._server.frame_timeout, self._on_stall)
+        elif self._registered is None:
+            self._set_timer("idle", self._server.idle_timeout, self._on_idle)
+        else:
+            self._cancel_timer()
+
+    def _set_timer(self, kind: str, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer_kind = kind
+        self._timer = asyncio.get_running_loop().call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_kind = ""
+
+    def _on_stall(self) -> None:
+        self._timer = None
+        self.fail(ErrTimeout(f"client stalled mid-frame for {self._server.frame_timeout} s"))
+
+    def _on_idle(self) -> None:
+        self._timer = None
+        log.debug("registrar: closing idle connection from %s", self.peer)
+        self.close()
+
+
+class _Server:
+    """The registrar service: the listening socket, the table, every connection.
+
+    ``bind`` takes the port synchronously (``OSError`` if another node holds
+    it); ``start`` begins accepting; ``close`` ends the listener and every
+    connection and is idempotent.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_frame_size: int,
+        frame_timeout: float,
+        idle_timeout: float,
+        max_connections: int,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_frame_size = max_frame_size
+        self.frame_timeout = frame_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self._sock: socket.socket | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[_ServerConnection] = set()
+        self._entries: dict[str, tuple[tuple[Route, ...], _ServerConnection | None]] = {}
+        self._closing = False
+
+    def bind(self) -> None:
+        """Take the port now (no await, so no cancellation can leak the socket)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            # SO_REUSEADDR lets a new server take over a port whose old
+            # connections linger in TIME_WAIT; on Linux and BSD it does not
+            # let two sockets listen on one port.
+            # On Windows SO_REUSEADDR would let a second server steal the
+            # port; SO_EXCLUSIVEADDRUSE is the safe equivalent there.
+            exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
+            if exclusive is not None:
+                sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+
+    async def start(self) -> None:
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        # With a ready socket and start_serving=False this never suspends, so
+        # the Server object always reaches self before any cancellation can.
+        self._server = await loop.create_server(
+            lambda: _ServerConnection(self), sock=self._sock, start_serving=False
+        )
+        self._sock = None
+        await self._server.start_serving()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.close(abort=True)
+        # connection_lost runs on a later loop turn; wait for it, bounded.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CLOSE_TIMEOUT
+        while self._connections and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), _CLOSE_TIMEOUT)
+            self._server = None
+        self._entries.clear()
+
+    # connection bookkeeping
+
+    def _admit(self, conn: _ServerConnection) -> bool:
+        if self._closing:
+            return False
+        if len(self._connections) >= self.max_connections:
+            log.warning(
+                "registrar: refusing connection from %s: %d connections open",
+                conn.peer,
+                len(self._connections),
+            )
+            return False
+        self._connections.add(conn)
+        return True
+
+    def _forget(self, conn: _ServerConnection, registered: str | None) -> None:
+        self._connections.discard(conn)
+        if registered is not None:
+            entry = self._entries.get(registered)
+            if entry is not None and entry[1] is conn:
+                del self._entries[registered]
+                log.info("registrar: lease of %s ended; registration dropped", registered)
+
+    # the table
+
+    def register_code(
+        self, node: str, routes: tuple[Route, ...], owner: _ServerConnection | None
+    ) -> str | None:
+        """Add ``node``; the error code (taken, incorrect) or None on success."""
+        if not routes or not _valid_node_name(node):
+            return ERROR_INCORRECT
+        if node in self._entries:
+            return ERROR_TAKEN
+        self._entries[node] = (routes, owner)
+        return None
+
+    def lookup_code(self, node: str) -> tuple[tuple[Route, ...], str | None]:
+        entry = self._entries.get(node)
+        if entry is None:
+            return (), ERROR_NO_ROUTE
+        return entry[0], None
+
+
+# --------------------------------------------------------------------------- client
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
+    except (TimeoutError, OSError):
+        writer.transport.abort()
+
+
+async def _read_message(
+    reader: asyncio.StreamReader,
+    decoder: FrameDecoder,
+    *,
+    idle_timeout: float | None,
+    frame_timeout: float,
+) -> Message | None:
+    """The next message, or None on a clean EOF between frames.
+
+    Waits up to ``idle_timeout`` (None: forever) for a frame to begin and
+    ``frame_timeout`` for a begun frame to complete; raises ``gen.ErrTimeout``
+    when either runs out and ``gen.RemoteProtocolError`` for malformed bytes
+    or an EOF mid-frame.
+    """
+    loop = asyncio.get_running_loop()
+    frame_deadline: float | None = None
+    while (message := decoder.next_message()) is None:
+        if decoder.buffered:
+            if frame_deadline is None:
+                frame_deadline = loop.time() + frame_timeout
+            timeout: float | None = max(0.0, frame_deadline - loop.time())
+        else:
+            timeout = idle_timeout
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can drop a result
+        # that completes while it is being cancelled.
+        try:
+            async with asyncio.timeout(timeout):
+                data = await reader.read(65536)
+        except TimeoutError:
+            what = "stalled mid-frame" if decoder.buffered else "sent nothing"
+            raise ErrTimeout(f"registrar peer {what} for {timeout} s") from None
+        if not data:
+            if decoder.buffered:
+                raise RemoteProtocolError("registrar connection closed mid-frame")
+            return None
+        decoder.receive_data(data)
+    return message
+
+
+class Registrar:
+    """The node's handle on the host's registrar, serving it or registered with it.
+
+    Lifecycle: ``start`` once, ``resolve`` any number of times, ``stop`` once
+    (idempotent). The Registrar owns the server (when it serves), the lease
+    connection and the one background task that watches the lease and fails
+    over; ``stop`` ends all of them. Every network wait is bounded:
+    ``connect_timeout`` per connect, ``resolve_timeout`` per request,
+    ``frame_timeout`` per begun frame.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = DEFAULT_REGISTRAR_PORT,
+        host: str = REGISTRAR_HOST,
+        resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._resolve_timeout = resolve_timeout
+        self._connect_timeout = connect_timeout
+        self._retry_interval = retry_interval
+        self._frame_timeout = frame_timeout
+        self._idle_timeout = idle_timeout
+        self._max_frame_size = max_frame_size
+        self._max_connections = max_connections
+        self._node = ""
+        self._routes: tuple[Route, ...] = ()
+        self._hidden = False
+        self._started = False
+        self._stopped = False
+        self._server: _Server | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._lease: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    @property
+    def port(self) -> int:
+        """The registrar's TCP port on this host."""
+        return self._port
+
+    @property
+    def is_server(self) -> bool:
+        """True while this node serves the host's registrar."""
+        return self._server is not None
+
+    async def start(self, node_name: str, routes: Sequence[Route], *, hidden: bool = False) -> None:
+        """Serve the registrar or register with it; returns once registered.
+
+        Raises ``gen.ErrTaken`` if the name is registered already,
+        ``gen.ErrIncorrect`` for a bad name or no routes,
+        ``gen.ErrNoConnection``/``gen.ErrTimeout`` if the registrar port is
+        held by something that does not answer, ``gen.RemoteProtocolError``
+        if it answers nonsense. On error nothing is left running. A hidden
+        node (``hidden=True``) neither serves nor registers; ``routes`` are
+        then ignored. If the port's holder goes away meanwhile, the election
+        is retried every ``retry_interval`` for up to ``resolve_timeout``.
+        """
+        if self._stopped:
+            raise ErrNodeTerminated("registrar is stopped")
+        if self._started:
+            raise LocalProtocolError("registrar already started")
+        if not _valid_node_name(node_name):
+            raise ErrIncorrect(f"bad node name {node_name!r} (example: node@localhost)")
+        routes = () if hidden else Register(node_name, tuple(routes)).routes
+        if not hidden and not routes:
+            raise ErrIncorrect("a registered node needs at least one route")
+        self._node = node_name
+        self._hidden = hidden
+        self._routes = routes
+        self._started = True
+        if hidden:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._resolve_timeout
+        try:
+            while True:
+                try:
+                    lease = await self._attempt()
+                    break
+                except ErrNoConnection:
+                    # The port was held a moment ago but nobody answers now:
+                    # a server is going away. Retry the election, bounded.
+                    if loop.time() + self._retry_interval >= deadline:
+                        raise
+                    await asyncio.sleep(self._retry_interval)
+        except BaseException:
+            self._started = False
+            if self._server is not None:
+                server, self._server = self._server, None
+                await server.close()
+            raise
+        if lease is not None:
+            self._lease = lease
+            self._supervisor = asyncio.get_running_loop().create_task(
+                self._supervise(), name=f"registrar-lease[{node_name}]"
+            )
+
+    async def resolve(self, name: str) -> list[Route]:
+        """The routes ``name`` registered on this host.
+
+        Raises ``gen.ErrNoRoute`` if it is not registered,
+        ``gen.ErrNoConnection`` if no registrar could be reached and
+        ``gen.ErrTimeout`` if it did not answer, both within
+        ``resolve_timeout``; ``gen.ErrIncorrect`` for a bad name. While the
+        registrar fails over, resolution retries until the timeout.
+        """
+        if self._stopped:
+            raise ErrNodeTerminated("registrar is stopped")
+        Resolve(name)  # validates the name
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._resolve_timeout
+        last: ErrNoConnection | None = None
+        while True:
+            if self._server is not None:
+                routes, error = self._server.lookup_code(name)
+                if error is not None:
+                    raise error_for(error, name)
+                return list(routes)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                reply = await self._request(Resolve(name), remaining)
+            except ErrNoConnection as exc:
+                last = exc
+                log.debug("registrar: resolve %s: %s; retrying", name, exc)
+                await asyncio.sleep(min(self._retry_interval, max(0.0, deadline - loop.time())))
+                continue
+            if not isinstance(reply, ResolveReply):
+                raise RemoteProtocolError(f"expected ResolveReply, got {type(reply).__name__}")
+            if reply.error is not None:
+                raise error_for(reply.error, name)
+            return list(reply.routes)
+        raise ErrNoConnection(f"no registrar reachable on port {self._port}: {last}") from last
+
+    async def stop(self) -> None:
+        """End the lease (the server drops our registration), the server and the task.
+
+        Idempotent; after it returns nothing the Registrar started is running.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        await self._drop_lease(unregister=True)
+        server, self._server = self._server, None
+        if server is not None:
+            await server.close()
+
+    # internals
+
+    async def _attempt(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """One round of the election: serve (returns None) or register (returns the lease)."""
+        server = _Server(
+            self._host,
+            self._port,
+            max_frame_size=self._max_frame_size,
+            frame_timeout=self._frame_timeout,
+            idle_timeout=self._idle_timeout,
+            max_connections=self._max_connections,
+        )
+        try:
+            server.bind()
+        except OSError as exc:
+            log.debug("registrar: port %d held (%s); registering as a client", self._port, exc)
+        else:
+            self._server = server
+            try:
+                await server.start()
+            except BaseException:
+                self._server = None
+                await server.close()
+                raise
+            server.register_code(self._node, self._routes, None)
+            log.info("registrar: %s serves on %s:%d", self._node, self._host, self._port)
+            return None
+        reader, writer = await self._connect()
+        try:
+            decoder = FrameDecoder(self._max_frame_size)
+            writer.write(encode(Register(self._node, self._routes), self._max_frame_size))
+            reply = await _read_message(
+                reader,
+                decoder,
+                idle_timeout=self._resolve_timeout,
+                frame_timeout=self._frame_timeout,
+            )
+            if reply is None:
+                raise ErrNoConnection("registrar closed the connection before replying")
+            if not isinstance(reply, RegisterReply):
+                raise RemoteProtocolError(f"expected RegisterReply, got {type(reply).__name__}")
+            if reply.error is not None:
+                raise error_for(reply.error, self._node)
+        except BaseException:
+            await _close_writer(writer)
+            raise
+        log.info("registrar: %s registered on port %d", self._node, self._port)
+        return reader, writer
+
+    async def _connect(
+        self, timeout: float | None = None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the registrar port, or ``gen.ErrNoConnection`` in time."""
+        if timeout is None:
+            timeout = self._connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.open_connection(self._host, self._port)
+        except TimeoutError:
+            raise ErrNoConnection(f"connect to registrar port {self._port} timed out") from None
+        except OSError as exc:
+            raise ErrNoConnection(f"cannot connect to registrar port {self._port}: {exc}") from exc
+
+    async def _request(self, message: Message, timeout: float) -> Message:
+        """Send ``message`` on a fresh connection and return the one reply.
+
+        ``gen.ErrNoConnection`` if the registrar cannot be reached or hangs up
+        before replying; ``gen.ErrTimeout`` if it is reached but no reply
+        arrives within ``timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        reader, writer = await self._connect(min(self._connect_timeout, timeout))
+        try:
+            writer.write(encode(message, self._max_frame_size))
+            remaining = max(0.0, deadline - loop.time())
+            reply = await _read_message(
+                reader,
+                FrameDecoder(self._max_frame_size),
+                idle_timeout=remaining,
+                frame_timeout=min(self._frame_timeout, remaining),
+            )
+        finally:
+            await _close_writer(writer)
+        if reply is None:
+            raise ErrNoConnection("registrar closed the connection before replying")
+        return reply
+
+    async def _supervise(self) -> None:
+        """Watch the lease; when it breaks, fail over until registered or serving again.
+
+        Ends by cancellation (``stop``) or by becoming the server. The lease
+        itself belongs to the Registrar (``self._lease``), so a stop that
+        cancels this task before it ever ran still closes it.
+        """
+        while self._lease is not None:
+            await self._hold(self._lease[0])
+            await self._drop_lease(unregister=False)
+            while not self._stopped:
+                await asyncio.sleep(self._retry_interval)
+                try:
+                    self._lease = await self._attempt()
+                except (ErgoError, OSError) as exc:
+                    level = logging.DEBUG if isinstance(exc, ErrNoConnection) else logging.WARNING
+                    log.log(level, "registrar: failover attempt for %s: %s", self._node, exc)
+                    continue
+                break
+
+    async def _hold(self, reader: asyncio.StreamReader) -> None:
+        """Return when the lease breaks (server gone, or it broke the protocol)."""
+        decoder = FrameDecoder(self._max_frame_size)
+        try:
+            message = await _read_message(
+                reader, decoder, idle_timeout=None, frame_timeout=self._frame_timeout
+            )
+        except ConnectionError as exc:
+            log.info("registrar: server went away (%s); %s fails over", exc, self._node)
+            return
+        except (ErgoError, OSError) as exc:
+            log.warning("registrar: lease of %s broken: %s", self._node, exc)
+            return
+        if message is None:
+            log.info("registrar: server went away; %s fails over", self._node)
+        else:
+            log.warning(
+                "registrar: unexpected %s on the lease of %s", type(message).__name__, self._node
+            )
+
+    async def _drop_lease(self, *, unregister: bool) -> None:
+        """The one place the lease connection ends; idempotent."""
+        lease, self._lease = self._lease, None
+        if lease is None:
+            return
+        writer = lease[1]
+        if unregister:
+            with contextlib.suppress(Exception):
+                writer.write(encode(Unregister(self._node), self._max_frame_size))
+        await _close_writer(writer)

@@ -1,0 +1,356 @@
+"""The embedded registrar's wire format, sans-IO: messages in, bytes out, and back.
+
+Our own protocol in the spirit of Ergo's "ESRD R1" (not byte compatible with
+Go). A frame is ``[version: u8][type: u8][length: u32 BE][msgpack body]``; the
+body is a msgpack array holding the message's fields in order. Nothing here
+touches a socket: :func:`encode` turns a message into one frame and
+:class:`FrameDecoder` turns a byte stream into messages. Anything malformed
+raises ``gen.RemoteProtocolError``; a frame over the size limit is refused at
+the sender with ``gen.ErrTooLarge`` and at the receiver (as soon as its header
+arrives) with ``gen.RemoteProtocolError``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+import msgpack
+
+from ergo_py.gen.errors import (
+    ErgoError,
+    ErrIncorrect,
+    ErrNoRoute,
+    ErrTaken,
+    ErrTooLarge,
+    ErrUnsupported,
+    RemoteProtocolError,
+)
+from ergo_py.gen.options import MAX_NODE_NAME_BYTES
+
+PROTOCOL_VERSION: Final = 1
+HEADER: Final = struct.Struct(">BBI")
+DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024
+MAX_ROUTES: Final = 64
+MAX_HOST_BYTES: Final = 255
+
+# Error codes carried in replies, and the exception each stands for. The table
+# is closed: a reply with any other code is a protocol error.
+ERROR_TAKEN: Final = "taken"
+ERROR_INCORRECT: Final = "incorrect"
+ERROR_NO_ROUTE: Final = "no_route"
+ERROR_UNSUPPORTED: Final = "unsupported"
+_ERROR_CLASSES: Final[dict[str, type[ErgoError]]] = {
+    ERROR_TAKEN: ErrTaken,
+    ERROR_INCORRECT: ErrIncorrect,
+    ERROR_NO_ROUTE: ErrNoRoute,
+    ERROR_UNSUPPORTED: ErrUnsupported,
+}
+
+
+def error_for(code: str, node: str = "") -> ErgoError:
+    """The exception a reply's error ``code`` stands for (``node`` goes in its text)."""
+    cls = _ERROR_CLASSES.get(code)
+    if cls is None:
+        return RemoteProtocolError(f"registrar: unknown error code {code!r}")
+    subject = f" for {node!r}" if node else ""
+    return cls(f"registrar: {code}{subject}")
+
+
+def _check_error_code(code: object) -> str | None:
+    if code is None:
+        return None
+    if not isinstance(code, str) or code not in _ERROR_CLASSES:
+        raise ErrIncorrect(f"unknown registrar error code {code!r}")
+    return code
+
+
+def _check_node(node: object) -> str:
+    if not isinstance(node, str) or not node:
+        raise ErrIncorrect(f"node name must be a non-empty str, got {node!r}")
+    if len(node.encode("utf-8", "surrogatepass")) > MAX_NODE_NAME_BYTES:
+        raise ErrIncorrect(f"node name longer than {MAX_NODE_NAME_BYTES} bytes")
+    return node
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a node accepts connections.
+
+    ``host`` empty means "the host part of the node's name". ``tls`` says
+    whether the acceptor speaks TLS; no certificate data travels here.
+    Constructing a Route with a bad field raises ``gen.ErrIncorrect``.
+    """
+
+    host: str
+    port: int
+    tls: bool = False
+    handshake_version: int = 1
+    proto_version: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or len(self.host.encode("utf-8")) > MAX_HOST_BYTES:
+            raise ErrIncorrect(f"route host must be a str of at most {MAX_HOST_BYTES} bytes")
+        if not _is_int(self.port) or not 0 < self.port < 65536:
+            raise ErrIncorrect(f"route port must be in 1..65535, got {self.port!r}")
+        if not isinstance(self.tls, bool):
+            raise ErrIncorrect(f"route tls must be a bool, got {self.tls!r}")
+        for field_name in ("handshake_version", "proto_version"):
+            value = getattr(self, field_name)
+            if not _is_int(value) or not 0 <= value < 2**32:
+                raise ErrIncorrect(f"route {field_name} must be in 0..2**32-1, got {value!r}")
+
+    def _to_wire(self) -> list[Any]:
+        return [self.host, self.port, self.tls, self.handshake_version, self.proto_version]
+
+    @classmethod
+    def _from_wire(cls, raw: object) -> Route:
+        if not isinstance(raw, list) or len(raw) != 5:
+            raise ErrIncorrect("a route is an array of 5 fields")
+        return cls(*raw)
+
+
+def _check_routes(routes: object) -> tuple[Route, ...]:
+    if not isinstance(routes, tuple) or not all(isinstance(r, Route) for r in routes):
+        raise ErrIncorrect("routes must be a tuple of Route")
+    if len(routes) > MAX_ROUTES:
+        raise ErrIncorrect(f"more than {MAX_ROUTES} routes")
+    return routes
+
+
+def _routes_from_wire(raw: object) -> tuple[Route, ...]:
+    if not isinstance(raw, list):
+        raise ErrIncorrect("routes must be an array")
+    if len(raw) > MAX_ROUTES:
+        raise ErrIncorrect(f"more than {MAX_ROUTES} routes")
+    return tuple(Route._from_wire(r) for r in raw)
+
+
+class Message:
+    """Base of the registrar's messages; ``TYPE`` is the frame's type byte."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int]
+
+    def _fields(self) -> list[Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def _from_fields(cls, fields: list[Any]) -> Message:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Register(Message):
+    """Client → server: register ``node`` reachable at ``routes``.
+
+    Sent as the first frame of a connection that then stays open as the
+    registration's lease.
+    """
+
+    TYPE: ClassVar[int] = 44
+    node: str
+    routes: tuple[Route, ...]
+
+    def __post_init__(self) -> None:
+        _check_node(self.node)
+        _check_routes(self.routes)
+
+    def _fields(self) -> list[Any]:
+        return [self.node, [r._to_wire() for r in self.routes]]
+
+    @classmethod
+    def _from_fields(cls, fields: list[Any]) -> Register:
+        node, routes = _unpack_fields(cls, fields, 2)
+        return cls(node, _routes_from_wire(routes))
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterReply(Message):
+    """Server → client: ``error`` is None on success, else an error code."""
+
+    TYPE: ClassVar[int] = 45
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_error_code(self.error)
+
+    def _fields(self) -> list[Any]:
+        return [self.error]
+
+    @classmethod
+    def _from_fields(cls, fields: list[Any]) -> RegisterReply:
+        (error,) = _unpack_fields(cls, fields, 1)
+        return cls(error)
+
+
+@dataclass(frozen=True, slots=True)
+class Unregister(Message):
+    """Client → server: drop the registration of ``node`` made on this connection.
+
+    The server closes the connection afterwards; it sends no reply.
+    """
+
+    TYPE: ClassVar[int] = 48
+    node: str
+
+    def __post_init__(self) -> None:
+        _check_node(self.node)
+
+    def _fields(self) -> list[Any]:
+        return [self.node]
+
+    @classmethod
+    def _from_fields(cls, fields: list[Any]) -> Unregister:
+        (node,) = _unpack_fields(cls, fields, 1)
+        return cls(node)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve(Message):
+    """Client → server: where does ``node`` accept connections?"""
+
+    TYPE: ClassVar[int] = 46
+    node: str
+
+    def __post_init__(self) -> None:
+        _check_node(self.node)
+
+    def _fields(self) -> list[Any]:
+        return [self.node]
+
+    @classmethod
+    def _from_fields(cls, fields: list[Any]) -> Resolve:
+        (node,) = _unpack_fields(cls, fields, 1)
+        return cls(node)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveReply(Message):
+    """Server → client: the node's routes, or an error code (then no routes)."""
+
+    TYPE: ClassVar[int] = 47
+    routes: tuple[Route, ...] = ()
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_routes(self.routes)
+        _check_error_code(self.error)
+        if self.error is not None and self.routes:
+            raise ErrIncorrect("a ResolveReply carries routes or an error, not both")
+
+    def _fields(self) -> list[Any]:
+        return [[r._to_wire() for r in self.routes], self.error]
+
+    @classmethod
+    def _from_fields(cls, fields: list[Any]) -> ResolveReply:
+        routes, error = _unpack_fields(cls, fields, 2)
+        return cls(_routes_from_wire(routes), error)
+
+
+_MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
+    cls.TYPE: cls for cls in (Register, RegisterReply, Unregister, Resolve, ResolveReply)
+}
+
+
+def _unpack_fields(cls: type[Message], fields: list[Any], count: int) -> list[Any]:
+    if len(fields) != count:
+        raise ErrIncorrect(f"{cls.__name__} has {count} fields, got {len(fields)}")
+    return fields
+
+
+def encode(message: Message, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
+    """One complete frame for ``message``.
+
+    Raises ``gen.ErrTooLarge`` if the body exceeds ``max_frame_size``.
+    """
+    body: bytes = msgpack.packb(message._fields(), use_bin_type=True)
+    if len(body) > max_frame_size:
+        raise ErrTooLarge(f"registrar frame of {len(body)} bytes exceeds {max_frame_size}")
+    return HEADER.pack(PROTOCOL_VERSION, message.TYPE, len(body)) + body
+
+
+def decode_body(type_code: int, body: bytes) -> Message:
+    """The message a frame's type byte and body stand for.
+
+    Raises ``gen.RemoteProtocolError`` for an unknown type or a malformed body.
+    """
+    cls = _MESSAGE_TYPES.get(type_code)
+    if cls is None:
+        raise RemoteProtocolError(f"registrar: unknown message type {type_code}")
+    try:
+        fields = msgpack.unpackb(
+            body, raw=False, use_list=True, strict_map_key=True, max_bin_len=0, max_ext_len=0
+        )
+    except Exception as exc:  # msgpack raises many unrelated types for bad input
+        raise RemoteProtocolError(f"registrar: undecodable {cls.__name__} body: {exc}") from exc
+    if not isinstance(fields, list):
+        raise RemoteProtocolError(f"registrar: {cls.__name__} body is not an array")
+    try:
+        return cls._from_fields(fields)
+    except (ErrIncorrect, TypeError) as exc:
+        raise RemoteProtocolError(f"registrar: malformed {cls.__name__}: {exc}") from exc
+
+
+class FrameDecoder:
+    """Turns a byte stream into messages, one frame at a time.
+
+    Feed bytes with :meth:`receive_data`; take messages with
+    :meth:`next_message` until it returns None. After it has raised
+    ``gen.RemoteProtocolError`` the stream cannot be resynchronised: every
+    later call raises the same error, and the caller should close the
+    connection.
+    """
+
+    __slots__ = ("_buffer", "_error", "_max_frame_size")
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self._max_frame_size = max_frame_size
+        self._buffer = bytearray()
+        self._error: RemoteProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not yet form a whole frame (0: between frames)."""
+        return len(self._buffer)
+
+    def receive_data(self, data: bytes) -> None:
+        """Append bytes read from the peer."""
+        if self._error is not None:
+            raise self._error
+        self._buffer += data
+
+    def next_message(self) -> Message | None:
+        """The next complete message, or None if more bytes are needed."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._buffer.clear()
+            raise
+
+    def _next(self) -> Message | None:
+        if len(self._buffer) < HEADER.size:
+            return None
+        version, type_code, length = HEADER.unpack_from(self._buffer)
+        if version != PROTOCOL_VERSION:
+            raise RemoteProtocolError(f"registrar: unsupported protocol version {version}")
+        if type_code not in _MESSAGE_TYPES:
+            raise RemoteProtocolError(f"registrar: unknown message type {type_code}")
+        if length > self._max_frame_size:
+            raise RemoteProtocolError(
+                f"registrar: frame of {length} bytes exceeds {self._max_frame_size}"
+            )
+        end = HEADER.size + length
+        if len(self._buffer) < end:
+            return None
+        body = bytes(self._buffer[HEADER.size : end])
+        del self._buffer[:end]
+        return decode_body(type_code, body)

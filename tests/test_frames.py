@@ -1,0 +1,241 @@
+"""The frame codec: every frame round-trips; limits and malformed input are typed errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import msgpack
+import pytest
+
+from ergo_py import gen
+from ergo_py.gen import PID, Alias, Atom, ProcessID, Ref
+from ergo_py.net import codec
+from ergo_py.net import frames as fr
+from ergo_py.net.frames import FrameDecoder, decode_frame, encode_frame, frame_order, order_byte
+
+A = PID("a@localhost", 1000, 7)
+B = PID("b@localhost", 2000, 9)
+NAME = ProcessID("pong", "b@localhost")
+ALIAS = Alias("b@localhost", 2**90 + 5, 9)
+REF = Ref("a@localhost", 2**95 + 3, 7)
+MSG = {"text": "hi", "pids": [A, B], "t": (1, Atom("ok")), "b": b"\x00\xff"}
+
+ALL_FRAMES: list[fr.Frame] = [
+    fr.SendPID(A, B, MSG),
+    fr.SendName(A, NAME, MSG),
+    fr.SendAlias(A, ALIAS, MSG),
+    fr.CallPID(A, B, REF, MSG),
+    fr.CallName(A, NAME, REF, MSG),
+    fr.CallAlias(A, ALIAS, REF, MSG),
+    fr.CallResponse(B, A, REF, MSG),
+    fr.CallError(B, A, REF, gen.ErrProcessUnknown("no such process")),
+    fr.Exit(A, B, gen.ErrNoConnection("gone")),
+    fr.Link(A, B),
+    fr.Link(A, NAME),
+    fr.Unlink(A, ALIAS),
+    fr.Monitor(A, NAME, REF),
+    fr.Demonitor(A, B, REF),
+    fr.Down(A, B, REF, Atom("normal")),
+    fr.SpawnRequest(A, REF, "worker", "w1", (1, "two", A)),
+    fr.SpawnResult(A, REF, B, None),
+    fr.SpawnResult(A, REF, None, gen.ErrNotAllowed("remote spawn disabled")),
+    fr.Keepalive(),
+]
+
+
+def norm(value: object) -> object:
+    """Frames with exceptions compared by (class, text): exceptions lack equality."""
+    if isinstance(value, BaseException):
+        return (type(value), str(value))
+    if isinstance(value, list):
+        return [norm(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value), *(norm(getattr(value, f.name)) for f in dataclasses.fields(value)))
+    return value
+
+
+def _header(total: int, type_: int, *, magic: int = 78, version: int = 1, order: int = 0) -> bytes:
+    return struct.pack(">BBIBB", magic, version, total, order, type_)
+
+
+@pytest.mark.parametrize("frame", ALL_FRAMES, ids=lambda f: type(f).__name__)
+def test_every_frame_type_round_trips(frame: fr.Frame) -> None:
+    data = encode_frame(frame)
+    dec = FrameDecoder()
+    dec.receive_data(data)
+    out = dec.next_frame()
+    assert norm(out) == norm(frame)
+    assert type(out) is type(frame)
+    assert dec.next_frame() is None
+    assert dec.buffered == 0
+
+
+def test_header_shape_is_magic_version_length_order_type() -> None:
+    data = encode_frame(fr.SendPID(A, B, "x"))
+    magic, version, total, order, type_ = struct.unpack(">BBIBB", data[:8])
+    assert (magic, version, total, type_) == (78, 1, len(data), fr.TYPE_SEND_PID)
+    assert order == order_byte(A.id)
+
+
+def test_keepalive_is_a_bare_eight_byte_header() -> None:
+    assert encode_frame(fr.Keepalive()) == _header(8, fr.TYPE_KEEPALIVE)
+
+
+def test_identifiers_keep_their_exact_types() -> None:
+    dec = FrameDecoder()
+    dec.receive_data(encode_frame(fr.SendAlias(A, ALIAS, [REF, ALIAS])))
+    frame = dec.next_frame()
+    assert isinstance(frame, fr.SendAlias)
+    assert type(frame.to) is Alias
+    assert [type(x) for x in frame.message] == [Ref, Alias]
+
+
+def test_many_frames_in_one_chunk_come_out_in_order() -> None:
+    sent = [fr.SendPID(A, B, i) for i in range(500)]
+    dec = FrameDecoder()
+    dec.receive_data(b"".join(encode_frame(f) for f in sent))
+    assert list(dec) == sent
+
+
+def test_frames_split_at_every_byte_come_out_whole() -> None:
+    data = b"".join(encode_frame(f) for f in ALL_FRAMES)
+    dec = FrameDecoder()
+    out: list[fr.Frame] = []
+    for i in range(len(data)):
+        dec.receive_data(data[i : i + 1])
+        out.extend(dec)
+    assert norm(out) == norm(ALL_FRAMES)
+
+
+def test_oversized_frame_is_refused_at_the_sender() -> None:
+    frame = fr.SendPID(A, B, b"x" * 1000)
+    size = len(encode_frame(frame))
+    assert encode_frame(frame, max_size=size)
+    with pytest.raises(gen.ErrTooLarge):
+        encode_frame(frame, max_size=size - 1)
+
+
+def test_zero_max_size_means_unlimited() -> None:
+    assert encode_frame(fr.SendPID(A, B, b"x" * 100_000), max_size=0)
+
+
+def test_decoder_refuses_an_oversized_header_before_the_body_arrives() -> None:
+    dec = FrameDecoder(max_size=100)
+    dec.receive_data(_header(101, fr.TYPE_SEND_PID))
+    with pytest.raises(gen.ErrTooLarge):
+        dec.next_frame()
+    with pytest.raises(gen.ErrTooLarge):  # broken for good
+        dec.next_frame()
+
+
+def test_decoder_accepts_a_frame_exactly_at_its_limit() -> None:
+    data = encode_frame(fr.SendPID(A, B, "x"))
+    dec = FrameDecoder(max_size=len(data))
+    dec.receive_data(data)
+    assert dec.next_frame() == fr.SendPID(A, B, "x")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _header(8, fr.TYPE_KEEPALIVE, magic=77),
+        _header(8, fr.TYPE_KEEPALIVE, version=2),
+        _header(8, 55),
+        _header(7, fr.TYPE_KEEPALIVE),
+        _header(9, fr.TYPE_KEEPALIVE) + b"\x00",
+        _header(9, fr.TYPE_SEND_PID) + b"\xc1",
+    ],
+    ids=["magic", "version", "type", "short-length", "keepalive-body", "bad-msgpack"],
+)
+def test_malformed_frames_raise_remote_protocol_error(data: bytes) -> None:
+    dec = FrameDecoder()
+    dec.receive_data(data)
+    with pytest.raises(gen.RemoteProtocolError):
+        dec.next_frame()
+
+
+def _with_body(type_: int, fields: list[object]) -> bytes:
+    body = codec.encode(fields)
+    return _header(8 + len(body), type_) + body
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _with_body(fr.TYPE_SEND_PID, [A, B]),  # too few fields
+        _with_body(fr.TYPE_SEND_PID, [A, B, 1, 2]),  # too many
+        _with_body(fr.TYPE_SEND_PID, ["a", B, 1]),  # sender not a PID
+        _with_body(fr.TYPE_SEND_NAME, [A, B, 1]),  # name target not a ProcessID
+        _with_body(fr.TYPE_SEND_ALIAS, [A, REF, 1]),  # a Ref is not an Alias
+        _with_body(fr.TYPE_CALL_PID, [A, B, ALIAS, 1]),  # an Alias is not a Ref
+        _with_body(fr.TYPE_LINK, [A, 5]),
+        _with_body(fr.TYPE_SPAWN_REQUEST, [A, REF, "f", "", 3]),
+        _with_body(fr.TYPE_SPAWN_RESULT, [A, REF, "pid", None]),
+    ],
+)
+def test_wrong_field_shapes_raise_remote_protocol_error(data: bytes) -> None:
+    dec = FrameDecoder()
+    dec.receive_data(data)
+    with pytest.raises(gen.RemoteProtocolError):
+        dec.next_frame()
+
+
+def test_body_that_is_not_a_list_raises_remote_protocol_error() -> None:
+    body = msgpack.packb({"a": 1})
+    with pytest.raises(gen.RemoteProtocolError):
+        decode_frame(fr.TYPE_EXIT, body)
+
+
+def test_raw_frames_can_be_decoded_later() -> None:
+    dec = FrameDecoder()
+    dec.receive_data(encode_frame(fr.Exit(A, B, "bye")) + encode_frame(fr.Keepalive()))
+    first, second = dec.next_raw(), dec.next_raw()
+    assert first is not None and second is not None
+    assert (first.order, first.type) == (order_byte(A.id), fr.TYPE_EXIT)
+    assert first.decode() == fr.Exit(A, B, "bye")
+    assert second.decode() == fr.Keepalive()
+
+
+@pytest.mark.parametrize("sender_id", [0, 1, 254, 255, 510, 255 * 1000, 2**63 - 1])
+def test_order_byte_is_never_zero_for_an_ordered_sender(sender_id: int) -> None:
+    assert 1 <= order_byte(sender_id) <= 255
+
+
+def test_frames_from_one_sender_share_one_order_byte() -> None:
+    sender = PID("a@localhost", 255, 7)
+    orders = {
+        frame_order(fr.SendPID(sender, B, 1)),
+        frame_order(fr.SendName(sender, NAME, 1)),
+        frame_order(fr.Exit(sender, B, "x")),
+        frame_order(fr.Down(B, sender, REF, "x")),
+    }
+    assert orders == {order_byte(255)}
+    assert 0 not in orders
+
+
+def test_keepalive_is_unordered() -> None:
+    assert frame_order(fr.Keepalive()) == 0
+
+
+def test_explicit_order_overrides_the_default() -> None:
+    data = encode_frame(fr.SendPID(A, B, 1), order=0)
+    assert data[6] == 0
+    with pytest.raises(gen.ErrIncorrect):
+        encode_frame(fr.SendPID(A, B, 1), order=256)
+
+
+def test_encoding_something_that_is_not_a_frame_is_refused() -> None:
+    with pytest.raises(gen.ErrIncorrect):
+        encode_frame("not a frame")  # type: ignore[arg-type]
+
+
+def test_unsupported_message_type_raises_at_the_sender() -> None:
+    with pytest.raises(gen.ErrUnsupportedType):
+        encode_frame(fr.SendPID(A, B, object()))
+
+
+def test_frames_are_immutable() -> None:
+    frame = fr.SendPID(A, B, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        frame.message = 2  # type: ignore[misc]

@@ -1,0 +1,395 @@
+"""The sans-IO handshake: two machines talking by passing bytes, no sockets."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Any
+
+import msgpack
+import pytest
+
+from ergo_py import gen
+from ergo_py.net import handshake as hs
+from ergo_py.net.handshake import (
+    NEED_DATA,
+    AcceptorHandshake,
+    DialerHandshake,
+    HandshakeComplete,
+    HandshakeState,
+    JoinComplete,
+    JoinHandshake,
+    Refused,
+    Rejected,
+)
+
+COOKIE = "secret-cookie"
+SERVER_FP = hashlib.sha256(b"server leaf DER").digest()
+CLIENT_FP = hashlib.sha256(b"client leaf DER").digest()
+MITM_FP = hashlib.sha256(b"mitm leaf DER").digest()
+NO_SIM = gen.NetworkFlags.ENABLE
+
+
+Machine = DialerHandshake | AcceptorHandshake | JoinHandshake
+
+
+def dialer(**kw: Any) -> DialerHandshake:
+    args: dict[str, Any] = dict(
+        node_name="alpha@localhost",
+        creation=111,
+        peer_name="beta@localhost",
+        cookie=COOKIE,
+        local_cert_fp=CLIENT_FP,
+        peer_cert_fp=SERVER_FP,
+        max_message_size=1 << 20,
+    )
+    args.update(kw)
+    return DialerHandshake(**args)
+
+
+def acceptor(**kw: Any) -> AcceptorHandshake:
+    args: dict[str, Any] = dict(
+        node_name="beta@localhost",
+        creation=222,
+        cookie=COOKIE,
+        local_cert_fp=SERVER_FP,
+        peer_cert_fp=CLIENT_FP,
+        pool_size=3,
+        pool_dsn=["127.0.0.1:11144"],
+        max_message_size=2 << 20,
+    )
+    args.update(kw)
+    return AcceptorHandshake(**args)
+
+
+def drain(m: Machine) -> list[Any]:
+    events: list[Any] = []
+    for _ in range(10):
+        ev = m.next_event()
+        if ev is NEED_DATA:
+            break
+        events.append(ev)
+    return events
+
+
+def run(d: DialerHandshake | JoinHandshake, a: AcceptorHandshake) -> tuple[list[Any], list[Any]]:
+    """Pass bytes back and forth until both sides fall silent."""
+    d_events: list[Any] = []
+    a_events: list[Any] = []
+    to_a = d.initiate()
+    for _ in range(10):
+        a.receive_data(to_a)
+        a_events += drain(a)
+        to_d = a.data_to_send()
+        d.receive_data(to_d)
+        d_events += drain(d)
+        to_a = d.data_to_send()
+        if not to_a and not to_d:
+            break
+    return d_events, a_events
+
+
+def test_full_handshake_completes_on_both_sides_with_same_connection_id() -> None:
+    d, a = dialer(), acceptor()
+    d_events, a_events = run(d, a)
+    assert len(d_events) == 1 and len(a_events) == 1
+    dc, ac = d_events[0], a_events[0]
+    assert isinstance(dc, HandshakeComplete) and isinstance(ac, HandshakeComplete)
+    assert dc.connection_id == ac.connection_id
+    assert dc.connection_id == hs.connection_id(
+        COOKIE, "beta@localhost", 222, "alpha@localhost", 111
+    )
+    assert (dc.peer_name, dc.peer_creation, dc.peer_max_message_size) == (
+        "beta@localhost",
+        222,
+        2 << 20,
+    )
+    assert (ac.peer_name, ac.peer_creation, ac.peer_max_message_size) == (
+        "alpha@localhost",
+        111,
+        1 << 20,
+    )
+    assert dc.pool_size == ac.pool_size == 3
+    assert dc.pool_dsn == ("127.0.0.1:11144",)
+    assert isinstance(dc.peer_flags, gen.NetworkFlags)
+    assert d.state is a.state is HandshakeState.COMPLETE
+
+
+def test_connection_id_is_the_same_whichever_side_dials() -> None:
+    one = hs.connection_id(COOKIE, "a@h", 1, "b@h", 2)
+    other = hs.connection_id(COOKIE, "b@h", 2, "a@h", 1)
+    assert one == other
+    assert hs.connection_id("other cookie", "a@h", 1, "b@h", 2) != one
+
+
+def test_handshake_completes_when_the_acceptor_saw_no_client_certificate() -> None:
+    d, a = dialer(), acceptor(peer_cert_fp=None)
+    d_events, a_events = run(d, a)
+    assert isinstance(d_events[0], HandshakeComplete)
+    assert isinstance(a_events[0], HandshakeComplete)
+
+
+def test_handshake_completes_fed_one_byte_at_a_time() -> None:
+    d, a = dialer(), acceptor()
+    to_a = d.initiate()
+    d_done = a_done = None
+    for _ in range(10):
+        for i in range(len(to_a)):
+            a.receive_data(to_a[i : i + 1])
+            for ev in drain(a):
+                a_done = ev
+        to_d = a.data_to_send()
+        for i in range(len(to_d)):
+            d.receive_data(to_d[i : i + 1])
+            for ev in drain(d):
+                d_done = ev
+        to_a = d.data_to_send()
+        if not to_a and not to_d:
+            break
+    assert isinstance(d_done, HandshakeComplete) and isinstance(a_done, HandshakeComplete)
+
+
+def test_frames_after_the_final_message_are_left_as_trailing_data() -> None:
+    d, a = dialer(), acceptor()
+    a.receive_data(d.initiate())
+    drain(a)
+    d.receive_data(a.data_to_send())
+    drain(d)
+    a.receive_data(d.data_to_send())
+    drain(a)
+    d.receive_data(a.data_to_send())
+    assert isinstance(drain(d)[0], HandshakeComplete)
+    a.receive_data(d.data_to_send() + b"first frames")
+    assert isinstance(drain(a)[0], HandshakeComplete)
+    assert a.trailing_data == b"first frames"
+
+
+def test_bad_cookie_is_rejected_with_reason() -> None:
+    d, a = dialer(cookie="wrong"), acceptor()
+    d_events, a_events = run(d, a)
+    assert a_events == [Refused(hs.REASON_BAD_COOKIE)]
+    assert d_events == [Rejected("bad cookie")]
+    assert a.state is d.state is HandshakeState.CLOSED
+
+
+def test_relay_with_its_own_server_certificate_fails_the_tls_binding() -> None:
+    # The dialer really talks TLS to a relay that shows MITM_FP and relays
+    # the handshake to the real acceptor.
+    d, a = dialer(peer_cert_fp=MITM_FP), acceptor()
+    d_events, a_events = run(d, a)
+    assert d_events == [Refused(hs.REASON_TLS_BINDING)]
+    assert a_events == [Rejected(hs.REASON_TLS_BINDING)]
+
+
+def test_relay_with_its_own_client_certificate_fails_the_tls_binding() -> None:
+    d, a = dialer(), acceptor(peer_cert_fp=MITM_FP)
+    d_events, _ = run(d, a)
+    assert d_events == [Refused(hs.REASON_TLS_BINDING)]
+
+
+def test_acceptor_fingerprinting_another_certificate_than_it_presented_fails() -> None:
+    # Ergo's rotation race: the acceptor must fingerprint the certificate
+    # this connection used, not whatever its manager holds now.
+    d, a = dialer(local_cert_fp=None), acceptor(peer_cert_fp=None, local_cert_fp=MITM_FP)
+    d_events, a_events = run(d, a)
+    assert d_events == [Refused(hs.REASON_TLS_BINDING)]
+    assert a_events == [Rejected(hs.REASON_TLS_BINDING)]
+
+
+def test_peer_introducing_another_name_than_dialed_is_refused() -> None:
+    d, a = dialer(peer_name="gamma@localhost"), acceptor()
+    d_events, a_events = run(d, a)
+    assert d_events == [Refused(hs.REASON_WRONG_NODE)]
+    assert a_events == [Rejected(hs.REASON_WRONG_NODE)]
+
+
+def test_oversize_handshake_message_raises_too_large_before_the_body_arrives() -> None:
+    a = acceptor(max_handshake_size=100)
+    a.receive_data(struct.pack(">BBI", 87, 1, 101))
+    with pytest.raises(gen.ErrTooLarge):
+        a.next_event()
+    assert a.state is HandshakeState.ERROR
+    with pytest.raises(gen.ErrTooLarge):
+        a.next_event()
+
+
+def test_default_handshake_limit_is_65535() -> None:
+    a = acceptor()
+    a.receive_data(struct.pack(">BBI", 87, 1, 65536))
+    with pytest.raises(gen.ErrTooLarge):
+        a.next_event()
+
+
+def test_malformed_message_raises_remote_protocol_error_and_reject_can_be_sent() -> None:
+    a = acceptor()
+    body = b"\xc1"  # never valid msgpack
+    a.receive_data(struct.pack(">BBI", 87, 1, len(body)) + body)
+    with pytest.raises(gen.RemoteProtocolError):
+        a.next_event()
+    out = a.reject()
+    d = dialer()
+    d.initiate()
+    d.receive_data(out)
+    assert drain(d) == [Rejected(hs.REASON_PROTOCOL)]
+
+
+def test_bad_magic_raises_remote_protocol_error() -> None:
+    a = acceptor()
+    a.receive_data(b"\x4e\x01\x00\x00\x00\x02ab")
+    with pytest.raises(gen.RemoteProtocolError):
+        a.next_event()
+
+
+def test_unexpected_message_type_raises_remote_protocol_error() -> None:
+    d = dialer()
+    d.initiate()
+    body = msgpack.packb([hs.MSG_JOIN, "x@h", "id", b"s" * 32, b"d" * 32])
+    d.receive_data(struct.pack(">BBI", 87, 1, len(body)) + body)
+    with pytest.raises(gen.RemoteProtocolError):
+        d.next_event()
+
+
+def test_wrong_field_shapes_raise_remote_protocol_error() -> None:
+    a = acceptor()
+    body = msgpack.packb([hs.MSG_HELLO, "not bytes", b"d" * 32])
+    a.receive_data(struct.pack(">BBI", 87, 1, len(body)) + body)
+    with pytest.raises(gen.RemoteProtocolError):
+        a.next_event()
+
+
+def test_acceptor_busy_reject_reaches_the_dialer() -> None:
+    a = acceptor()
+    d = dialer()
+    a.receive_data(d.initiate())
+    d.receive_data(a.reject(hs.REASON_BUSY))
+    assert drain(d) == [Rejected("busy")]
+
+
+def test_check_peer_can_refuse_a_taken_name() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def check(name: str, creation: int) -> str | None:
+        seen.append((name, creation))
+        return hs.REASON_NAME_TAKEN
+
+    d_events, a_events = run(dialer(), acceptor(check_peer=check))
+    assert seen == [("alpha@localhost", 111)]
+    assert a_events == [Refused("name taken")]
+    assert d_events == [Rejected("name taken")]
+
+
+def test_simultaneous_connect_refused_by_the_smaller_name_with_a_pending_dial() -> None:
+    # alpha < beta: alpha accepts beta's dial while dialing beta itself.
+    d = dialer(node_name="beta@localhost", peer_name="alpha@localhost")
+    a = acceptor(
+        node_name="alpha@localhost", has_pending_dial=lambda name: name == "beta@localhost"
+    )
+    d_events, a_events = run(d, a)
+    assert a_events == [Refused(hs.REASON_SIMULTANEOUS)]
+    assert d_events == [Rejected("simultaneous")]
+
+
+def test_simultaneous_connect_accepted_by_the_larger_name() -> None:
+    d = dialer(node_name="alpha@localhost", peer_name="beta@localhost")
+    a = acceptor(node_name="beta@localhost", has_pending_dial=lambda name: True)
+    d_events, a_events = run(d, a)
+    assert isinstance(a_events[0], HandshakeComplete)
+    assert isinstance(d_events[0], HandshakeComplete)
+
+
+def test_simultaneous_connect_tie_break_needs_the_flag_on_both_sides() -> None:
+    d = dialer(node_name="beta@localhost", peer_name="alpha@localhost", flags=NO_SIM)
+    a = acceptor(node_name="alpha@localhost", has_pending_dial=lambda name: True)
+    _, a_events = run(d, a)
+    assert isinstance(a_events[0], HandshakeComplete)
+
+
+def _established() -> str:
+    d_events, _ = run(dialer(), acceptor())
+    cid: str = d_events[0].connection_id
+    return cid
+
+
+def _joiner(cid: str, **kw: Any) -> JoinHandshake:
+    args: dict[str, Any] = dict(
+        node_name="alpha@localhost",
+        peer_name="beta@localhost",
+        connection_id=cid,
+        cookie=COOKIE,
+        local_cert_fp=CLIENT_FP,
+        peer_cert_fp=SERVER_FP,
+    )
+    args.update(kw)
+    return JoinHandshake(**args)
+
+
+def test_join_adds_a_link_to_a_known_connection() -> None:
+    cid = _established()
+    looked_up: list[str] = []
+
+    def lookup(c: str) -> str | None:
+        looked_up.append(c)
+        return "alpha@localhost" if c == cid else None
+
+    j, a = _joiner(cid), acceptor(lookup_connection=lookup)
+    j_events, a_events = run(j, a)
+    assert j_events == [JoinComplete("beta@localhost", cid)]
+    assert a_events == [JoinComplete("alpha@localhost", cid)]
+    assert looked_up == [cid]
+
+
+def test_join_with_unknown_connection_id_is_refused() -> None:
+    j, a = _joiner("nope"), acceptor(lookup_connection=lambda c: None)
+    j_events, a_events = run(j, a)
+    assert a_events == [Refused(hs.REASON_UNKNOWN_CONNECTION)]
+    assert j_events == [Rejected(hs.REASON_UNKNOWN_CONNECTION)]
+
+
+def test_join_under_another_node_name_is_refused() -> None:
+    cid = _established()
+    j = _joiner(cid, node_name="mallory@localhost")
+    a = acceptor(lookup_connection=lambda c: "alpha@localhost")
+    _, a_events = run(j, a)
+    assert a_events == [Refused(hs.REASON_UNKNOWN_CONNECTION)]
+
+
+def test_join_with_bad_cookie_is_refused() -> None:
+    cid = _established()
+    j = _joiner(cid, cookie="wrong")
+    a = acceptor(lookup_connection=lambda c: "alpha@localhost")
+    j_events, a_events = run(j, a)
+    assert a_events == [Refused(hs.REASON_BAD_COOKIE)]
+    assert j_events == [Rejected(hs.REASON_BAD_COOKIE)]
+
+
+def test_join_through_a_relay_fails() -> None:
+    cid = _established()
+    j = _joiner(cid, peer_cert_fp=MITM_FP)
+    a = acceptor(lookup_connection=lambda c: "alpha@localhost")
+    _, a_events = run(j, a)
+    assert len(a_events) == 1 and isinstance(a_events[0], Refused)
+
+
+def test_join_relay_with_its_own_client_certificate_fails() -> None:
+    cid = _established()
+    j = _joiner(cid)
+    a = acceptor(peer_cert_fp=MITM_FP, lookup_connection=lambda c: "alpha@localhost")
+    j_events, _ = run(j, a)
+    assert j_events == [Refused(hs.REASON_TLS_BINDING)]
+
+
+def test_rejecting_a_completed_handshake_is_a_local_protocol_error() -> None:
+    d, a = dialer(), acceptor()
+    run(d, a)
+    with pytest.raises(gen.LocalProtocolError):
+        d.reject()
+
+
+def test_next_event_before_initiate_is_a_local_protocol_error() -> None:
+    with pytest.raises(gen.LocalProtocolError):
+        dialer().next_event()
+
+
+def test_bad_fingerprint_argument_is_refused() -> None:
+    with pytest.raises(gen.ErrIncorrect):
+        dialer(local_cert_fp=b"short")

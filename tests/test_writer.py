@@ -1,0 +1,98 @@
+"""BatchWriter: frames from many threads reach the transport in order, batched."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from ergo_py import gen
+from ergo_py.net.loop import LoopThread
+from ergo_py.net.writer import BatchWriter
+
+
+class FakeTransport(asyncio.WriteTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+
+def _drain(lt: LoopThread) -> None:
+    async def nothing() -> None:
+        await asyncio.sleep(0)
+
+    lt.run(nothing(), timeout=5)
+
+
+def test_frames_from_one_thread_arrive_in_order() -> None:
+    lt = LoopThread("w")
+    try:
+        t = FakeTransport()
+        w = BatchWriter(lt.loop, t)
+        for i in range(1000):
+            w.write(i.to_bytes(2, "big"))
+        _drain(lt)
+        data = b"".join(t.writes)
+        assert [int.from_bytes(data[i : i + 2], "big") for i in range(0, 2000, 2)] == list(
+            range(1000)
+        )
+    finally:
+        lt.stop()
+
+
+def test_a_burst_is_coalesced_into_few_writes() -> None:
+    lt = LoopThread("w")
+    try:
+        t = FakeTransport()
+        w = BatchWriter(lt.loop, t)
+        gate = threading.Event()
+        lt.call_soon(gate.wait, 5)  # hold the loop while the burst is queued
+        for _ in range(100):
+            w.write(b"x")
+        gate.set()
+        _drain(lt)
+        assert b"".join(t.writes) == b"x" * 100
+        assert len(t.writes) == 1
+    finally:
+        lt.stop()
+
+
+def test_per_thread_order_holds_with_many_writers() -> None:
+    lt = LoopThread("w")
+    try:
+        t = FakeTransport()
+        w = BatchWriter(lt.loop, t)
+
+        def writer(tag: int) -> None:
+            for i in range(300):
+                w.write(bytes([tag, i % 256, i // 256]))
+
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(10)
+        _drain(lt)
+        data = b"".join(t.writes)
+        seen: dict[int, list[int]] = {}
+        for i in range(0, len(data), 3):
+            seen.setdefault(data[i], []).append(data[i + 1] + 256 * data[i + 2])
+        assert all(seen[k] == list(range(300)) for k in range(4))
+    finally:
+        lt.stop()
+
+
+def test_write_after_close_raises_no_connection() -> None:
+    lt = LoopThread("w")
+    try:
+        w = BatchWriter(lt.loop, FakeTransport())
+        w.close()
+        with pytest.raises(gen.ErrNoConnection):
+            w.write(b"x")
+    finally:
+        lt.stop()

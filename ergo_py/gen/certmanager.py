@@ -1,0 +1,445 @@
+"""Certificate managers: one live certificate (and TLS trust settings) per node.
+
+A manager holds one immutable :class:`CertState` at a time. Every change
+(``update``, any setter) builds the state's server and client
+``ssl.SSLContext`` objects first, on the caller's thread; only when they load
+does the new state replace the old one, by a single reference swap. A failed
+change raises :class:`CertificateError` and leaves the previous state and
+contexts in force. Contexts are never mutated once handed out, so connections
+that are already up keep what they were made with.
+
+Readers (``state()``, ``server_context()``, ``get_certificate()`` ...) take
+no lock and always see one consistent snapshot. Writers are serialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import ssl
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from ergo_py.gen.cert import Certificate, CertPool, ClientAuth, _public_der
+from ergo_py.gen.errors import CertificateError, ErrIncorrect, ErrUnsupported
+
+__all__ = [
+    "CertAuthManager",
+    "CertManager",
+    "CertState",
+    "StateContext",
+    "cert_state_of",
+    "create_cert_auth_manager",
+    "create_cert_manager",
+    "verify_mode_for",
+]
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[["CertState"], None]
+
+_VERIFY_MODE = {
+    ClientAuth.NO_CLIENT_CERT: ssl.CERT_NONE,
+    ClientAuth.VERIFY_CLIENT_CERT_IF_GIVEN: ssl.CERT_OPTIONAL,
+    ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT: ssl.CERT_REQUIRED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CertState:
+    """One immutable snapshot of a manager's settings.
+
+    ``generation`` grows by one on every change of any setting; ``version``
+    grows by one on every successful certificate update. The certificate and
+    the version always belong together. Pools are read-only copies; ``None``
+    means the system default trust store (as Go's nil pool).
+    """
+
+    generation: int
+    version: int
+    certificate: Certificate
+    client_cas: CertPool | None = None
+    root_cas: CertPool | None = None
+    client_auth: ClientAuth = ClientAuth.NO_CLIENT_CERT
+    server_name: str = ""
+
+    @property
+    def verify_mode(self) -> ssl.VerifyMode:
+        """The listener ``verify_mode`` for this state's client-auth mode."""
+        return _VERIFY_MODE[self.client_auth]
+
+
+class StateContext(ssl.SSLContext):
+    """An ``SSLContext`` that knows the :class:`CertState` it was built from.
+
+    After a handshake, ``ssl_object.context.cert_state`` tells which
+    certificate version the connection presented.
+    """
+
+    cert_state: CertState
+
+
+def verify_mode_for(mode: ClientAuth) -> ssl.VerifyMode:
+    """The listener ``verify_mode`` for a supported client-auth mode.
+
+    ErrUnsupported for the two modes the standard library cannot express.
+    """
+    try:
+        return _VERIFY_MODE[ClientAuth(mode)]
+    except (KeyError, ValueError) as exc:
+        raise ErrUnsupported(f"client-auth mode {mode!r} has no ssl verify mode") from exc
+
+
+def cert_state_of(ctx: ssl.SSLContext) -> CertState | None:
+    """The state a manager built ``ctx`` from (None for a context no manager built)."""
+    state = getattr(ctx, "cert_state", None)
+    return state if isinstance(state, CertState) else None
+
+
+# ---------------------------------------------------------------------------
+# context building
+
+
+def _write_secret(data: bytes) -> tuple[str, Callable[[], None]]:
+    """A path from which OpenSSL can read ``data`` and a cleanup callable.
+
+    Prefers an anonymous memfd (never on any filesystem); falls back to a
+    0600 temp file in a RAM-backed directory if there is one, unlinked by the
+    cleanup.
+    """
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
+        try:
+            fd = memfd_create("ergo-py-cert", getattr(os, "MFD_CLOEXEC", 0))
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                _write_all(fd, data)
+            except OSError:
+                os.close(fd)
+                raise
+            return f"/proc/self/fd/{fd}", lambda: os.close(fd)
+    tmpdir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    fd, path = tempfile.mkstemp(prefix="ergo-py-", dir=tmpdir)  # mode 0600
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+
+    def _cleanup() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    return path, _cleanup
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _load_certificate(ctx: ssl.SSLContext, cert: Certificate) -> None:
+    chain_pem, key_pem = cert.to_pem()
+    path, cleanup = _write_secret(chain_pem + key_pem)
+    try:
+        ctx.load_cert_chain(path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise CertificateError(f"certificate cannot be used for TLS: {exc}") from exc
+    finally:
+        cleanup()
+
+
+def _load_trust(ctx: ssl.SSLContext, pool: CertPool | None, purpose: ssl.Purpose) -> None:
+    if pool is None:
+        ctx.load_default_certs(purpose)
+        return
+    if len(pool) == 0:
+        return  # an empty pool trusts nobody
+    try:
+        ctx.load_verify_locations(cadata=pool.to_pem())
+    except (ssl.SSLError, ValueError) as exc:
+        raise CertificateError(f"CA pool cannot be used for TLS: {exc}") from exc
+
+
+def _new_context(protocol: int, state: CertState) -> StateContext:
+    ctx = StateContext(protocol)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.cert_state = state
+    return ctx
+
+
+def build_server_context(state: CertState) -> StateContext:
+    """A listener context for ``state`` (raises CertificateError if it cannot load)."""
+    ctx = _new_context(ssl.PROTOCOL_TLS_SERVER, state)
+    ctx.num_tickets = 0  # no resumption: it could bypass a later CA change
+    _load_certificate(ctx, state.certificate)
+    ctx.verify_mode = state.verify_mode
+    if ctx.verify_mode != ssl.CERT_NONE:
+        _load_trust(ctx, state.client_cas, ssl.Purpose.CLIENT_AUTH)
+    return ctx
+
+
+def build_client_context(state: CertState, insecure_skip_verify: bool = False) -> StateContext:
+    """A dialer context for ``state``: presents the certificate, verifies the server.
+
+    ``check_hostname`` is on only when a server name is set; otherwise the
+    network layer checks the node identity from the peer's URI SAN.
+    """
+    ctx = _new_context(ssl.PROTOCOL_TLS_CLIENT, state)
+    _load_certificate(ctx, state.certificate)
+    if insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx.check_hostname = bool(state.server_name)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    _load_trust(ctx, state.root_cas, ssl.Purpose.SERVER_AUTH)
+    return ctx
+
+
+class _Built:
+    """A state and its contexts; the insecure client context is built on demand."""
+
+    __slots__ = ("_lock", "client", "insecure", "server", "state")
+
+    def __init__(self, state: CertState) -> None:
+        self.state = state
+        self.server = build_server_context(state)
+        self.client = build_client_context(state)
+        self.insecure: StateContext | None = None
+        self._lock = threading.Lock()
+
+    def insecure_client(self) -> StateContext:
+        ctx = self.insecure
+        if ctx is None:
+            with self._lock:
+                ctx = self.insecure
+                if ctx is None:
+                    ctx = build_client_context(self.state, insecure_skip_verify=True)
+                    self.insecure = ctx
+        return ctx
+
+
+def _check_usable(cert: object, now: datetime | None = None) -> Certificate:
+    if not isinstance(cert, Certificate):
+        raise CertificateError(f"expected a gen.Certificate, got {type(cert).__name__}")
+    try:
+        leaf_pub = _public_der(cert.leaf.public_key())
+        key_pub = _public_der(cert.private_key.public_key())
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise CertificateError(f"cannot read the certificate's keys: {exc}") from exc
+    if leaf_pub != key_pub:
+        raise CertificateError("private key does not match the certificate's public key")
+    when = now or datetime.now(UTC)
+    if when < cert.not_before:
+        raise CertificateError(
+            f"certificate is not yet valid (not before {cert.not_before.isoformat()})"
+        )
+    if when > cert.not_after:
+        raise CertificateError(f"certificate has expired (not after {cert.not_after.isoformat()})")
+    return cert
+
+
+# ---------------------------------------------------------------------------
+# managers
+
+
+class CertManager:
+    """Holds the node's current certificate; rotated live with :meth:`update`.
+
+    Thread-safe. Every new TLS handshake uses the certificate current at that
+    moment; connections already up keep theirs. A plain CertManager behaves
+    like a :class:`CertAuthManager` left at its defaults (system trust store,
+    ``NO_CLIENT_CERT``, no server name).
+    """
+
+    def __init__(self, cert: Certificate) -> None:
+        cert = _check_usable(cert)
+        self._write_lock = threading.Lock()
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._sub_lock = threading.Lock()
+        self._built = _Built(CertState(generation=1, version=1, certificate=cert))
+
+    # -- reading (lock-free: one reference read)
+
+    def state(self) -> CertState:
+        """The current settings as one immutable snapshot."""
+        return self._built.state
+
+    @property
+    def version(self) -> int:
+        """+1 per successful :meth:`update` (the first certificate is version 1)."""
+        return self._built.state.version
+
+    def get_certificate(self) -> Certificate:
+        """The current certificate."""
+        return self._built.state.certificate
+
+    def get_certificate_func(self) -> Callable[..., Certificate]:
+        """A callable that returns the certificate current at each call (arguments ignored)."""
+
+        def current(*_args: Any) -> Certificate:
+            return self._built.state.certificate
+
+        return current
+
+    def server_context(self) -> StateContext:
+        """The listener context for the current state (cached; never mutated)."""
+        return self._built.server
+
+    def client_context(self, insecure_skip_verify: bool = False) -> StateContext:
+        """The dialer context for the current state (cached; never mutated).
+
+        With ``insecure_skip_verify`` the server certificate is not verified
+        (the network layer can still bind it by fingerprint).
+        """
+        built = self._built
+        return built.insecure_client() if insecure_skip_verify else built.client
+
+    # -- changing
+
+    def update(self, cert: Certificate) -> None:
+        """Make ``cert`` current for every new handshake.
+
+        Raises CertificateError (keeping the previous certificate) if the key
+        does not match, the certificate is expired or not yet valid, or it
+        cannot be loaded into a TLS context.
+        """
+        checked = _check_usable(cert)
+
+        def change(old: CertState) -> CertState:
+            return replace(old, certificate=checked, version=old.version + 1)
+
+        self._change(change)
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(new_state)`` after every change; returns an unsubscribe callable.
+
+        Callbacks run synchronously on the thread that made the change, after
+        the new state is in force and before the setter returns; a callback
+        that raises is logged and otherwise ignored. Changes made concurrently
+        from several threads may be reported out of order: compare
+        ``state.generation``.
+        """
+        if not callable(callback):
+            raise ErrIncorrect("subscribe needs a callable")
+        with self._sub_lock:
+            self._subscribers = (*self._subscribers, callback)
+
+        def unsubscribe() -> None:
+            with self._sub_lock:
+                subs = list(self._subscribers)
+                with contextlib.suppress(ValueError):
+                    subs.remove(callback)
+                self._subscribers = tuple(subs)
+
+        return unsubscribe
+
+    def _change(self, change: Callable[[CertState], CertState]) -> CertState:
+        with self._write_lock:
+            old = self._built.state
+            new = change(old)
+            new = replace(new, generation=old.generation + 1)
+            built = _Built(new)  # raises CertificateError: nothing changes
+            self._built = built
+        log.debug("certificate manager generation %d (version %d)", new.generation, new.version)
+        for callback in self._subscribers:
+            try:
+                callback(new)
+            except Exception:
+                log.exception("certificate manager subscriber %r failed", callback)
+        return new
+
+    def __repr__(self) -> str:
+        s = self._built.state
+        return (
+            f"{type(self).__name__}(version={s.version}, generation={s.generation}, "
+            f"fingerprint={s.certificate.fingerprint[:16]}...)"
+        )
+
+
+def _frozen_pool(pool: CertPool | None, what: str) -> CertPool | None:
+    if pool is None:
+        return None
+    if not isinstance(pool, CertPool):
+        raise CertificateError(f"{what} must be a gen.CertPool or None, not {type(pool).__name__}")
+    return pool.frozen()
+
+
+class CertAuthManager(CertManager):
+    """A :class:`CertManager` plus the trust settings of both TLS sides.
+
+    Client CAs and client-auth mode apply to listeners, root CAs and server
+    name to dialers. Each setter takes effect for the next handshake, from any
+    thread. Defaults as Ergo: both pools ``None`` (system trust store),
+    ``NO_CLIENT_CERT``, empty server name: creating one does not enforce mTLS.
+    """
+
+    def set_client_cas(self, pool: CertPool | None) -> None:
+        """CAs that verify dialers' certificates (``None``: system store). Copied."""
+        frozen = _frozen_pool(pool, "client CAs")
+        self._change(lambda s: replace(s, client_cas=frozen))
+
+    def client_cas(self) -> CertPool | None:
+        return self._built.state.client_cas
+
+    def set_root_cas(self, pool: CertPool | None) -> None:
+        """CAs that verify listeners' certificates when dialing (``None``: system store)."""
+        frozen = _frozen_pool(pool, "root CAs")
+        self._change(lambda s: replace(s, root_cas=frozen))
+
+    def root_cas(self) -> CertPool | None:
+        return self._built.state.root_cas
+
+    def set_client_auth(self, mode: ClientAuth) -> None:
+        """What listeners ask of dialers' certificates.
+
+        ``REQUEST_CLIENT_CERT`` and ``REQUIRE_ANY_CLIENT_CERT`` raise
+        ErrUnsupported: the standard library verifies every certificate it
+        requests, so "request without verifying" cannot be expressed, and a
+        silent switch to a stricter or weaker mode would change who may
+        connect.
+        """
+        try:
+            mode = ClientAuth(mode)
+        except ValueError as exc:
+            raise CertificateError(f"unknown client-auth mode {mode!r}") from exc
+        if mode not in _VERIFY_MODE:
+            raise ErrUnsupported(
+                f"{mode.name} is not supported: Python's ssl module verifies every client "
+                "certificate it requests, so it cannot request one without verifying it. "
+                "Use VERIFY_CLIENT_CERT_IF_GIVEN or REQUIRE_AND_VERIFY_CLIENT_CERT with "
+                "set_client_cas() holding the CA (or the pinned self-signed certificates) "
+                "you accept."
+            )
+        self._change(lambda s: replace(s, client_auth=mode))
+
+    def client_auth(self) -> ClientAuth:
+        return self._built.state.client_auth
+
+    def set_server_name(self, name: str) -> None:
+        """The name dialers verify the server certificate against ("" = node identity only)."""
+        if not isinstance(name, str):
+            raise CertificateError(f"server name must be str, not {type(name).__name__}")
+        self._change(lambda s: replace(s, server_name=name))
+
+    def server_name(self) -> str:
+        return self._built.state.server_name
+
+
+def create_cert_manager(cert: Certificate) -> CertManager:
+    """A manager for ``cert``; CertificateError if it is unusable (see ``update``)."""
+    return CertManager(cert)
+
+
+def create_cert_auth_manager(cert: Certificate) -> CertAuthManager:
+    """A manager with trust settings, at Ergo's defaults (no mTLS enforced)."""
+    return CertAuthManager(cert)

@@ -1,0 +1,121 @@
+"""TLS glue between a certificate manager and sockets.
+
+The listener keeps one ``ssl.SSLContext`` for its whole life; its
+``sni_callback`` (which OpenSSL runs for every handshake, SNI or not) swaps the
+connection over to the manager's current server context, so rotation needs
+no listener restart. OpenSSL takes ``verify_mode`` from the listener context,
+not the swapped one, so the listener follows the manager's client-auth mode
+through a subscription. The CA store and the certificate come from the
+swapped context.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from typing import Any, Protocol
+
+from ergo_py.gen.certmanager import CertManager, CertState, cert_state_of, verify_mode_for
+from ergo_py.gen.errors import ErrIncorrect
+
+__all__ = ["ListenerTLS", "client_context_for_dial", "connection_tls_info"]
+
+log = logging.getLogger(__name__)
+
+
+class _HasContext(Protocol):
+    @property
+    def context(self) -> ssl.SSLContext: ...
+
+    def getpeercert(self, binary_form: bool = ...) -> Any: ...
+
+
+class ListenerTLS:
+    """The TLS side of one listener, following ``manager`` live.
+
+    Wrap accepted sockets with :attr:`context` (``server_side=True``). A
+    certificate, CA or client-auth change made before a handshake starts
+    applies to it: the setter returns only after the listener follows.
+    Call :meth:`close` when the listener stops.
+    """
+
+    def __init__(self, manager: CertManager) -> None:
+        if not isinstance(manager, CertManager):
+            raise ErrIncorrect(f"ListenerTLS needs a CertManager, got {type(manager).__name__}")
+        self._manager = manager
+        self._lock = threading.Lock()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.num_tickets = 0
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.sni_callback = self._sni
+        self._context = ctx
+        self._closed = False
+        self._unsubscribe = manager.subscribe(self._on_change)
+        self._sync()
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The listener context; wrap accepted sockets with it."""
+        return self._context
+
+    @property
+    def manager(self) -> CertManager:
+        return self._manager
+
+    def close(self) -> None:
+        """Stop following the manager (idempotent)."""
+        with self._lock:
+            self._closed = True
+        self._unsubscribe()
+
+    def _sni(self, ssl_obj: Any, server_name: str | None, listener: ssl.SSLContext) -> None:
+        # Runs inside the ClientHello on the handshaking thread; never raise.
+        ssl_obj.context = self._manager.server_context()
+
+    def _on_change(self, _state: CertState) -> None:
+        self._sync()
+
+    def _sync(self) -> None:
+        # Re-read the manager rather than trusting the notified state:
+        # notifications from concurrent changes may arrive out of order.
+        with self._lock:
+            if self._closed:
+                return
+            mode = verify_mode_for(self._manager.state().client_auth)
+            if self._context.verify_mode != mode:
+                self._context.verify_mode = mode
+                log.debug("listener verify mode now %s", mode.name)
+
+
+def client_context_for_dial(
+    manager: CertManager, insecure_skip_verify: bool
+) -> tuple[ssl.SSLContext, str | None]:
+    """The cached client context and the ``server_hostname`` to dial with.
+
+    The name is the manager's server name from the same state the context was
+    built from (None when empty: no SNI, no hostname check).
+    """
+    ctx = manager.client_context(insecure_skip_verify)
+    state = cert_state_of(ctx)
+    name = state.server_name if state is not None else ""
+    return ctx, (name or None)
+
+
+def connection_tls_info(ssl_object: _HasContext | Any) -> tuple[CertState | None, bytes | None]:
+    """After a handshake: the manager state this connection was made with, and the peer DER.
+
+    Works for ``ssl.SSLSocket``, ``ssl.SSLObject`` and their internal
+    ``_sslobj``. The state is None for a context no manager built.
+    """
+    try:
+        ctx = ssl_object.context
+    except AttributeError:
+        return None, None
+    state = cert_state_of(ctx) if isinstance(ctx, ssl.SSLContext) else None
+    try:
+        der = ssl_object.getpeercert(True)
+    except (ValueError, OSError, AttributeError):
+        der = None
+    return state, (bytes(der) if der else None)

@@ -33,15 +33,124 @@ from ergo_py.gen.options import (
     NetworkFlags,
     NetworkMode,
     NetworkOptions,
+    NetworkRoute,
     NodeOptions,
     ProcessOptions,
 )
 from ergo_py.gen.types import register_type
 
+# isort: split
 # --- certificates (gen/cert.py, gen/certmanager.py) ---
+# "X as X": explicit re-exports, so strict mypy users can write gen.Certificate.
+from ergo_py.gen.cert import Certificate as Certificate
+from ergo_py.gen.cert import CertPool as CertPool
+from ergo_py.gen.cert import ClientAuth as ClientAuth
+from ergo_py.gen.cert import PeerCertificate as PeerCertificate
+from ergo_py.gen.certmanager import CertAuthManager as CertAuthManager
+from ergo_py.gen.certmanager import CertManager as CertManager
+from ergo_py.gen.certmanager import CertState as CertState
+from ergo_py.gen.certmanager import create_cert_auth_manager as create_cert_auth_manager
+from ergo_py.gen.certmanager import create_cert_manager as create_cert_manager
+
 # --- end certificates ---
 
+# isort: split
 # --- node (gen/node.py, gen/messages.py) ---
+from ergo_py.gen.messages import (
+    TERMINATE_REASON_KILL,
+    TERMINATE_REASON_NORMAL,
+    TERMINATE_REASON_SHUTDOWN,
+    MessageDown,
+    MessageDownAlias,
+    MessageDownNode,
+    MessageDownPID,
+    MessageDownProcessID,
+    MessageExit,
+    MessageExitAlias,
+    MessageExitNode,
+    MessageExitPID,
+    MessageExitProcessID,
+)
+from ergo_py.gen.node import (
+    ActorFactory,
+    Network,
+    NetworkBackend,
+    Node,
+    NodeRouter,
+    RemoteNode,
+    RemoteTarget,
+    Target,
+)
+
 # --- end node ---
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "DEFAULT_NETWORK_FLAGS",
+    "DEFAULT_POOL_SIZE",
+    "DEFAULT_PORT",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "PID",
+    "TERMINATE_REASON_KILL",
+    "TERMINATE_REASON_NORMAL",
+    "TERMINATE_REASON_SHUTDOWN",
+    "AcceptorOptions",
+    "ActorFactory",
+    "Alias",
+    "Atom",
+    "CertAuthManager",
+    "CertManager",
+    "CertPool",
+    "CertState",
+    "Certificate",
+    "CertificateError",
+    "ClientAuth",
+    "ErgoError",
+    "ErrIncorrect",
+    "ErrNameUnknown",
+    "ErrNoConnection",
+    "ErrNoRoute",
+    "ErrNodeTerminated",
+    "ErrNotAllowed",
+    "ErrProcessIncarnation",
+    "ErrProcessTerminated",
+    "ErrProcessUnknown",
+    "ErrTaken",
+    "ErrTimeout",
+    "ErrTooLarge",
+    "ErrUnsupported",
+    "ErrUnsupportedType",
+    "HandshakeRejected",
+    "LocalProtocolError",
+    "MessageDown",
+    "MessageDownAlias",
+    "MessageDownNode",
+    "MessageDownPID",
+    "MessageDownProcessID",
+    "MessageExit",
+    "MessageExitAlias",
+    "MessageExitNode",
+    "MessageExitPID",
+    "MessageExitProcessID",
+    "Network",
+    "NetworkBackend",
+    "NetworkFlags",
+    "NetworkMode",
+    "NetworkOptions",
+    "NetworkRoute",
+    "Node",
+    "NodeError",
+    "NodeOptions",
+    "NodeRouter",
+    "PeerCertificate",
+    "ProcessID",
+    "ProcessOptions",
+    "ProtocolError",
+    "Ref",
+    "RemoteNode",
+    "RemoteProtocolError",
+    "RemoteTarget",
+    "Target",
+    "create_cert_auth_manager",
+    "create_cert_manager",
+    "register_type",
+]

@@ -1,1 +1,30 @@
-"""The node runtime: process table, names, links and monitors, routing."""
+"""The node runtime: process table, names, links and monitors, routing.
+
+Use ``ergo_py.start_node``; the modules here are internal.
+"""
+
+from __future__ import annotations
+
+from ergo_py.gen.node import Node
+from ergo_py.gen.options import NodeOptions
+from ergo_py.node.backend import DisabledBackend, default_backend
+from ergo_py.node.core import BackendFactory, Core
+from ergo_py.node.names import next_creation, validate_node_name
+
+__all__ = ["BackendFactory", "Core", "DisabledBackend", "start_node"]
+
+
+def start_node(
+    name: str,
+    options: NodeOptions | None = None,
+    *,
+    backend_factory: BackendFactory | None = None,
+) -> Node:
+    """Start a node called ``name`` (``name@host``); see ``ergo_py.start_node``."""
+    atom = validate_node_name(name)
+    options = options if options is not None else NodeOptions()
+    if not isinstance(options, NodeOptions):
+        from ergo_py.gen.errors import NodeError
+
+        raise NodeError(f"options must be gen.NodeOptions, got {type(options).__name__}")
+    return Core(atom, next_creation(), options, backend_factory or default_backend)

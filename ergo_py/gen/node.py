@@ -1,0 +1,341 @@
+"""The node's public interfaces, and the seam between the node and its network.
+
+``Node``, ``Network`` and ``RemoteNode`` are what users hold. The node runtime
+(``ergo_py.node``) implements ``Node``; the network layer implements
+``NetworkBackend`` and ``Network``, and talks back to the node only through
+``NodeRouter``. Neither side imports the other: both import these interfaces.
+
+Addressing: a *target* is a ``PID``, a ``ProcessID``, an ``Alias``, or a plain
+``str`` naming a process registered on the local node.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
+from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, ProcessOptions
+
+Target = PID | ProcessID | Alias | str
+"""Anything a message, call, link or monitor may be addressed to."""
+
+RemoteTarget = PID | ProcessID | Alias
+"""A target on another node (never a bare name: that one is always local)."""
+
+ActorFactory = Callable[[], Any]
+"""Builds the behaviour of a new process (usually an ``act.Actor`` subclass)."""
+
+
+class RemoteNode(abc.ABC):
+    """A connected peer node, from ``Network.get_node``."""
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> Atom:
+        """The peer's node name."""
+
+    @property
+    @abc.abstractmethod
+    def creation(self) -> int:
+        """The peer's creation stamp, as it introduced itself."""
+
+    @abc.abstractmethod
+    def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
+        """Start a process the peer enabled for remote spawn under ``name``."""
+
+    @abc.abstractmethod
+    def disconnect(self) -> None:
+        """Close the connection; links and monitors on the peer fire with reason normal."""
+
+
+class Network(abc.ABC):
+    """The node's view of its peers (``node.network()``)."""
+
+    @abc.abstractmethod
+    def get_node(self, name: str) -> RemoteNode:
+        """The peer called ``name``, connecting first if needed (``ErrNoConnection``)."""
+
+    @abc.abstractmethod
+    def nodes(self) -> list[str]:
+        """Names of the peers connected now."""
+
+    @abc.abstractmethod
+    def info(self, name: str) -> Any:
+        """Details of the connection to ``name`` (``ErrNoConnection`` if there is none)."""
+
+    @abc.abstractmethod
+    def add_route(self, match: str, route: Any, weight: int = 0) -> None:
+        """Add a static route for node names matching the regexp ``match``."""
+
+    @abc.abstractmethod
+    def disconnect(self, name: str) -> None:
+        """Close the connection to ``name``."""
+
+
+class Node(abc.ABC):
+    """A running node: its processes, names, and the way out to other nodes.
+
+    Every method is thread-safe. Methods called from outside any process act
+    on behalf of the node's core process (``node.pid``).
+    """
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> Atom:
+        """``name@host``."""
+
+    @property
+    @abc.abstractmethod
+    def creation(self) -> int:
+        """The stamp carried in this node's PIDs, refs and aliases."""
+
+    @property
+    @abc.abstractmethod
+    def pid(self) -> PID:
+        """The node's core process: the sender of ``node.send`` / ``node.call``."""
+
+    @abc.abstractmethod
+    def spawn(
+        self, factory: ActorFactory, *args: Any, options: ProcessOptions | None = None
+    ) -> PID:
+        """Start a process; returns once its ``init(*args)`` has run (its error is raised)."""
+
+    @abc.abstractmethod
+    def spawn_register(
+        self,
+        name: str,
+        factory: ActorFactory,
+        *args: Any,
+        options: ProcessOptions | None = None,
+    ) -> PID:
+        """Start a process registered as ``name`` (``ErrTaken`` if the name is in use)."""
+
+    @abc.abstractmethod
+    def register_name(self, name: str, pid: PID) -> None:
+        """Register a local process under ``name`` (``ErrTaken``, ``ErrProcessUnknown``)."""
+
+    @abc.abstractmethod
+    def unregister_name(self, name: str) -> PID:
+        """Drop a registered name; returns the PID it named (``ErrNameUnknown``)."""
+
+    @abc.abstractmethod
+    def where_is(self, name: str) -> PID | None:
+        """The local process registered as ``name``, or None."""
+
+    @abc.abstractmethod
+    def send(self, to: Target, message: Any) -> None:
+        """Deliver ``message`` (a copy) to ``to``; see ``act.Actor.send``."""
+
+    @abc.abstractmethod
+    def call(self, to: Target, request: Any, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        """Make a synchronous request; see ``act.Actor.call``."""
+
+    @abc.abstractmethod
+    def send_exit(self, to: Target, reason: Any) -> None:
+        """Send an exit signal: ``to`` ends with ``reason`` unless it traps exits.
+
+        ``TERMINATE_REASON_KILL`` cannot be trapped.
+        """
+
+    @abc.abstractmethod
+    def is_alive(self) -> bool:
+        """False once ``stop()`` has begun."""
+
+    @abc.abstractmethod
+    def network(self) -> Network:
+        """The node's network."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop every process (their ``terminate`` runs) and the network.
+
+        Bounded by ``NodeOptions.shutdown_timeout``; idempotent; thread-safe.
+        """
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the node has stopped; False if ``timeout`` passed first."""
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class NetworkBackend(abc.ABC):
+    """What the node calls for every operation whose target is on another node.
+
+    Each method may raise ``ErrNoConnection`` (no route, or the connection
+    cannot be made), ``ErrUnsupportedType`` (a value that cannot be encoded)
+    or ``ErrTooLarge``; the node passes those to the caller. Anything that
+    arrives later (replies, exits, downs) comes back through ``NodeRouter``.
+    Methods are called from process threads, concurrently.
+    """
+
+    @abc.abstractmethod
+    def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
+        """Send ``message``; per (sender, recipient) order must be kept."""
+
+    @abc.abstractmethod
+    def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
+        """Send a call request; the answer must come back as ``NodeRouter.route_reply(ref)``.
+
+        The node has registered the reply slot before this is called.
+        """
+
+    @abc.abstractmethod
+    def reply(
+        self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None
+    ) -> None:
+        """Answer a call that arrived through ``NodeRouter.route_call``."""
+
+    @abc.abstractmethod
+    def link(self, from_pid: PID, target: RemoteTarget) -> None:
+        """Ask the target's node to tell us (``route_exit``) when ``target`` ends."""
+
+    @abc.abstractmethod
+    def unlink(self, from_pid: PID, target: RemoteTarget) -> None:
+        """Undo ``link``."""
+
+    @abc.abstractmethod
+    def monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
+        """Ask the target's node to tell us (``route_down``) when ``target`` ends."""
+
+    @abc.abstractmethod
+    def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
+        """Undo ``monitor``."""
+
+    @abc.abstractmethod
+    def exit(self, from_target: RemoteTarget, to: PID, reason: Any) -> None:
+        """Deliver an exit signal to remote ``to``.
+
+        Sent when a local process that ``to`` linked ends (``from_target`` is
+        the identifier ``to`` linked: PID, ProcessID or Alias) and for
+        ``send_exit`` (``from_target`` is the sender's PID).
+        """
+
+    @abc.abstractmethod
+    def down(self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any) -> None:
+        """Deliver a down message for monitor ``ref`` held by remote ``to``."""
+
+    @abc.abstractmethod
+    def spawn(
+        self,
+        from_pid: PID,
+        node: str,
+        name: str,
+        args: tuple[Any, ...],
+        options: ProcessOptions,
+    ) -> PID:
+        """Start a process on ``node`` (``ErrNotAllowed``, ``ErrNameUnknown``, ...)."""
+
+    @abc.abstractmethod
+    def connect(self, node: str) -> None:
+        """Make sure a connection to ``node`` is up (``ErrNoConnection`` otherwise)."""
+
+    @abc.abstractmethod
+    def network(self) -> Network:
+        """The user-facing view of this backend."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Close everything; called once, by ``Node.stop()`` after the processes ended."""
+
+
+class NodeRouter(abc.ABC):
+    """The node's entry points for what arrives from the network.
+
+    The backend calls these from its own threads; each returns quickly (it
+    only queues work for processes) and is thread-safe. Identifiers named
+    ``to``/``target`` are local; ``from_*`` are remote.
+    """
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> Atom:
+        """The local node's name."""
+
+    @property
+    @abc.abstractmethod
+    def creation(self) -> int:
+        """The local node's creation stamp."""
+
+    @abc.abstractmethod
+    def route_send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
+        """Deliver a message from a remote sender.
+
+        Raises ``ErrProcessUnknown`` / ``ErrProcessIncarnation`` when there is
+        no such local process (the backend may drop it silently, as Ergo does).
+        """
+
+    @abc.abstractmethod
+    def route_call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
+        """Deliver a call request from a remote caller.
+
+        The answer always goes back through ``NetworkBackend.reply`` — the
+        value, or an error: ``ErrProcessUnknown`` at once for a missing target,
+        ``ErrProcessTerminated`` when the target ends before answering.
+        """
+
+    @abc.abstractmethod
+    def route_reply(self, ref: Ref, value: Any, error: BaseException | None) -> None:
+        """The answer to a pending call made by a local process.
+
+        A reply nobody waits for any more (timed out, failed) is discarded.
+        """
+
+    @abc.abstractmethod
+    def route_link(self, from_pid: PID, target: RemoteTarget) -> None:
+        """A remote process links a local one.
+
+        If the target does not exist, an exit with reason ``ErrProcessUnknown``
+        goes back at once through ``NetworkBackend.exit``.
+        """
+
+    @abc.abstractmethod
+    def route_unlink(self, from_pid: PID, target: RemoteTarget) -> None:
+        """Undo ``route_link``; unknown links are ignored."""
+
+    @abc.abstractmethod
+    def route_monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
+        """A remote process monitors a local one (down with ``ErrProcessUnknown`` if missing)."""
+
+    @abc.abstractmethod
+    def route_demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
+        """Undo ``route_monitor``; unknown monitors are ignored."""
+
+    @abc.abstractmethod
+    def route_exit(self, from_target: RemoteTarget, to: PID, reason: Any) -> None:
+        """An exit signal for local ``to``: a process it linked ended, or a remote ``send_exit``.
+
+        The link record (if any) is dropped; ``to`` gets ``MessageExit*`` if it
+        traps exits, else ends with ``reason``. Queued behind earlier messages
+        from the same sender.
+        """
+
+    @abc.abstractmethod
+    def route_down(self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any) -> None:
+        """A process monitored by local ``to`` (monitor ``ref``) ended."""
+
+    @abc.abstractmethod
+    def route_process_ended(self, target: RemoteTarget, reason: Any) -> None:
+        """A remote process ended: every local link and monitor on ``target`` fires."""
+
+    @abc.abstractmethod
+    def route_node_down(self, name: str, reason: Any = None) -> None:
+        """The connection to node ``name`` is gone.
+
+        Every local link/monitor on its processes and on the node itself fires
+        (``MessageExitNode`` / ``MessageDownNode`` for the node); every pending
+        call to it fails at once; remote links/monitors its processes held on
+        local ones are dropped. ``reason`` defaults to ``ErrNoConnection()``.
+        """

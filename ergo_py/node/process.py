@@ -1,0 +1,176 @@
+"""The pykka actor that hosts one ``act.Actor``: one thread, one mailbox.
+
+Everything a process receives is one of the envelopes below, queued in its
+pykka inbox in arrival order (so one sender's messages, and the exit or down
+that follows them, keep their order). Callbacks run one at a time. Once the
+process ends, anything still queued is dropped; calls still pending on it were
+failed by the core.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from ergo_py.act.actor import _NO_STOP, Actor
+from ergo_py.gen.identifiers import PID, Ref
+
+if TYPE_CHECKING:
+    from ergo_py.node.core import Core
+
+log = logging.getLogger(__name__)
+
+
+class Deliver:
+    """A message for ``handle_message`` (a plain slotted class: this is the hot path)."""
+
+    __slots__ = ("message", "sender")
+
+    def __init__(self, sender: PID, message: Any) -> None:
+        self.sender = sender
+        self.message = message
+
+
+class Request:
+    """A call for ``handle_call``; the core routes the result back to ``sender``."""
+
+    __slots__ = ("ref", "request", "sender")
+
+    def __init__(self, sender: PID, ref: Ref, request: Any) -> None:
+        self.sender = sender
+        self.ref = ref
+        self.request = request
+
+
+@dataclass(frozen=True, slots=True)
+class ExitSignal:
+    """End with ``reason``, or, when trapping exits, receive ``message`` instead.
+
+    ``kill``: an explicit kill (``send_exit(pid, "kill")``), which cannot be
+    trapped; an exit because a linked process was killed can be.
+    """
+
+    sender: Any
+    message: Any
+    reason: Any
+    kill: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Down:
+    """A down message from a monitor: always delivered to ``handle_message``."""
+
+    sender: Any
+    message: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """End with ``reason`` (the node is stopping)."""
+
+    reason: Any
+
+
+class ProcessState:
+    """What the core keeps about one process; shared with its pykka actor."""
+
+    __slots__ = ("actor_ref", "aliases", "done", "init_error", "names", "pid", "started", "thread")
+
+    def __init__(self, pid: PID) -> None:
+        self.pid = pid
+        self.actor_ref: pykka.ActorRef[Any] | None = None
+        self.names: set[str] = set()
+        self.aliases: set[Any] = set()
+        self.started = threading.Event()
+        self.done = threading.Event()
+        self.init_error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def tell(self, envelope: object) -> bool:
+        """Queue an envelope; False when the process has already gone."""
+        ref = self.actor_ref
+        if ref is None:
+            return False
+        try:
+            ref.tell(envelope)
+        except pykka.ActorDeadError:
+            return False
+        return True
+
+
+class ProcessActor(pykka.ThreadingActor):
+    """Runs one ``act.Actor``'s callbacks on its own thread."""
+
+    use_daemon_thread = True  # a callback stuck forever must not block interpreter exit
+
+    def __init__(self, core: Core, state: ProcessState, actor: Actor, args: tuple[Any, ...]):
+        super().__init__()
+        self._core = core
+        self._state = state
+        self._actor = actor
+        self._args = args
+        self._dead = False
+
+    def on_start(self) -> None:
+        self._state.thread = threading.current_thread()
+        try:
+            self._actor.init(*self._args)
+        except Exception as exc:
+            self._state.init_error = exc
+            self._state.started.set()
+            self._finish(exc, run_terminate=False)
+            return
+        self._state.started.set()
+        self._check_stop()
+
+    def on_receive(self, message: Any) -> Any:
+        if self._dead:
+            return None
+        actor = self._actor
+        try:
+            if type(message) is Deliver:
+                actor.handle_message(message.sender, message.message)
+            elif type(message) is Request:
+                value = actor.handle_call(message.sender, message.ref, message.request)
+                self._core.finish_call(self._state.pid, message.sender, message.ref, value)
+            elif type(message) is ExitSignal:
+                if actor.trap_exit and not message.kill:
+                    actor.handle_message(message.sender, message.message)
+                else:
+                    self._finish(message.reason)
+                    return None
+            elif type(message) is Down:
+                actor.handle_message(message.sender, message.message)
+            elif type(message) is Stop:
+                self._finish(message.reason)
+                return None
+            else:
+                log.warning("%r: unknown envelope %r dropped", self._state.pid, message)
+        except Exception as exc:
+            log.info("%r ended by an exception: %r", self._state.pid, exc, exc_info=True)
+            self._finish(exc)
+            return None
+        self._check_stop()
+        return None
+
+    def _check_stop(self) -> None:
+        reason = self._actor._stop_reason
+        if reason is not _NO_STOP and not self._dead:
+            self._finish(reason)
+
+    def _finish(self, reason: Any, run_terminate: bool = True) -> None:
+        """End the process: ``terminate``, then the core tells linkers and monitors."""
+        self._dead = True
+        if run_terminate:
+            try:
+                self._actor.terminate(reason)
+            except Exception:
+                log.exception("%r: terminate raised", self._state.pid)
+        try:
+            self._core.process_ended(self._state, reason)
+        finally:
+            self.stop()

@@ -112,3 +112,18 @@ class ProcessOptions:
 
     link_parent: bool = False
     env: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NetworkRoute:
+    """Where to dial a node, for ``network.add_route`` (a static route).
+
+    ``tls``: None follows the node (TLS when it has a cert manager).
+    ``cookie``: None uses the node's. A route's settings are never silently
+    overridden by node-wide ones.
+    """
+
+    host: str = ""
+    port: int = DEFAULT_PORT
+    tls: bool | None = None
+    cookie: str | None = None

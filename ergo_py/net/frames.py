@@ -140,9 +140,13 @@ class CallError:
 
 @dataclass(frozen=True, slots=True)
 class Exit:
-    """An exit signal from ``from_`` to ``to`` with ``reason``."""
+    """An exit signal from ``from_`` to ``to`` with ``reason``.
 
-    from_: PID
+    ``from_`` is the identifier ``to`` linked (a PID, or a name or alias it
+    linked by), or the sender of an explicit exit.
+    """
+
+    from_: Target
     to: PID
     reason: Any
 
@@ -291,7 +295,7 @@ _SPECS: dict[int, tuple[type[Any], tuple[_Check, ...]]] = {
     TYPE_CALL_ALIAS: (CallAlias, (_pid, _alias, _ref, _any)),
     TYPE_CALL_RESPONSE: (CallResponse, (_pid, _pid, _ref, _any)),
     TYPE_CALL_ERROR: (CallError, (_pid, _pid, _ref, _any)),
-    TYPE_EXIT: (Exit, (_pid, _pid, _any)),
+    TYPE_EXIT: (Exit, (_target, _pid, _any)),
     TYPE_LINK: (Link, (_pid, _target)),
     TYPE_UNLINK: (Unlink, (_pid, _target)),
     TYPE_MONITOR: (Monitor, (_pid, _target, _ref)),

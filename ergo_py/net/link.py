@@ -1,0 +1,262 @@
+"""One TCP (or TLS) link: the asyncio glue around the handshake and frame machines.
+
+A ``LinkProtocol`` moves bytes between its transport and the sans-IO machines
+and hands results to its owner (a :class:`LinkOwner`), always on the loop
+thread. It knows nothing about processes. One owner per link: the protocol
+closes its transport itself only on a protocol error or timeout, and tells
+the owner exactly once that it is gone (``link_lost``).
+
+A link counts as up only after the peer's first handshake message arrived
+and the handshake completed: under TLS 1.3 a refused client certificate shows
+up only at the first read (python-tls.md §7), so a dial is reported refused,
+never "up, then mysteriously closed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ergo_py.gen.cert import PeerCertificate
+from ergo_py.gen.certmanager import CertState
+from ergo_py.gen.errors import (
+    ErgoError,
+    ErrNoConnection,
+    ErrTimeout,
+    ErrTooLarge,
+    HandshakeRejected,
+    ProtocolError,
+)
+from ergo_py.net.frames import Frame, FrameDecoder
+from ergo_py.net.handshake import (
+    NEED_DATA,
+    REASON_PROTOCOL,
+    AcceptorHandshake,
+    DialerHandshake,
+    HandshakeComplete,
+    JoinComplete,
+    JoinHandshake,
+    Refused,
+    Rejected,
+)
+from ergo_py.net.tls import connection_tls_info
+from ergo_py.net.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+Machine = DialerHandshake | AcceptorHandshake | JoinHandshake
+
+
+class TLSDetails:
+    """What TLS said about one link: our cert state, the peer's certificate."""
+
+    __slots__ = ("cipher", "local_state", "peer", "peer_der", "version")
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self.local_state: CertState | None = None
+        self.peer_der: bytes | None = None
+        self.peer: PeerCertificate | None = None
+        self.version: str | None = None
+        self.cipher: str | None = None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return
+        self.local_state, self.peer_der = connection_tls_info(ssl_object)
+        if self.peer_der:
+            self.peer = PeerCertificate.from_der(self.peer_der)
+        self.version = ssl_object.version()
+        cipher = ssl_object.cipher()
+        self.cipher = cipher[0] if cipher else None
+
+    @property
+    def local_fp(self) -> bytes | None:
+        if self.local_state is None:
+            return None
+        return bytes.fromhex(self.local_state.certificate.fingerprint)
+
+    @property
+    def peer_fp(self) -> bytes | None:
+        return hashlib.sha256(self.peer_der).digest() if self.peer_der else None
+
+
+class LinkOwner(Protocol):
+    """Who a link reports to (the node's network layer), on the loop thread."""
+
+    def link_up(self, link: LinkProtocol, done: HandshakeComplete | JoinComplete) -> None: ...
+
+    def link_frames(self, link: LinkProtocol, frames: list[Frame]) -> None: ...
+
+    def link_lost(self, link: LinkProtocol, exc: BaseException | None) -> None: ...
+
+
+MachineFactory = Callable[[TLSDetails], Machine]
+
+
+class LinkProtocol(asyncio.Protocol):
+    """A link from TCP connect to close; ``ready`` resolves when the handshake is done."""
+
+    def __init__(
+        self,
+        owner: LinkOwner,
+        make_machine: MachineFactory,
+        *,
+        handshake_timeout: float,
+        max_message_size: int,
+        dialer: bool,
+    ) -> None:
+        self._owner = owner
+        self._make_machine = make_machine
+        self._handshake_timeout = handshake_timeout
+        self._max_message_size = max_message_size
+        self.dialer = dialer
+        self._loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[HandshakeComplete | JoinComplete] = self._loop.create_future()
+        self._machine: Machine | None = None
+        self._decoder: FrameDecoder | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+        self.writer: BatchWriter | None = None
+        self.tls: TLSDetails | None = None
+        self.result: HandshakeComplete | JoinComplete | None = None
+        self.peer_address: Any = None
+        self.messages_in = 0
+        self.messages_out = 0
+        self._reported = False
+        self._error: BaseException | None = None
+
+    # --- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self.peer_address = transport.get_extra_info("peername")
+        self._timer = self._loop.call_later(self._handshake_timeout, self._timed_out)
+        try:
+            self.tls = TLSDetails(transport)
+            self._machine = self._make_machine(self.tls)
+            if not isinstance(self._machine, AcceptorHandshake):
+                transport.write(self._machine.initiate())
+        except Exception as exc:
+            self._fail(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._decoder is not None:
+            self._frames(data)
+            return
+        if self._machine is None:
+            return
+        try:
+            self._machine.receive_data(data)
+            self._drive()
+        except (ProtocolError, ErrTooLarge) as exc:
+            self._write_quietly(self._machine.reject(REASON_PROTOCOL))
+            self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.writer is not None:
+            self.writer.close()
+        reason = self._error or exc
+        if not self.ready.done():
+            self.ready.set_exception(
+                reason if reason is not None else ErrNoConnection("closed during handshake")
+            )
+            self.ready.exception()  # mark retrieved: the owner may not be waiting
+        if not self._reported:
+            self._reported = True
+            self._owner.link_lost(self, reason)
+
+    # --- handshake ---------------------------------------------------------------------
+
+    def _drive(self) -> None:
+        machine = self._machine
+        assert machine is not None and self._transport is not None
+        while True:
+            event = machine.next_event()
+            out = machine.data_to_send()
+            if out:
+                self._transport.write(out)
+            if event is NEED_DATA:
+                return
+            if isinstance(event, (HandshakeComplete, JoinComplete)):
+                self._complete(event, machine.trailing_data)
+                return
+            if isinstance(event, Refused):
+                self._fail(HandshakeRejected(event.reason), refused_by_us=True)
+                return
+            if isinstance(event, Rejected):
+                self._fail(HandshakeRejected(event.reason))
+                return
+
+    def _complete(self, done: HandshakeComplete | JoinComplete, trailing: bytes) -> None:
+        assert self._transport is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self.result = done
+        self._decoder = FrameDecoder(self._max_message_size)
+        self.writer = BatchWriter(self._loop, self._transport)
+        try:
+            self._owner.link_up(self, done)
+        except ErgoError as exc:  # the owner refuses it (e.g. a duplicate)
+            self._fail(exc)
+            return
+        if not self.ready.done():
+            self.ready.set_result(done)
+        if trailing:
+            self._frames(trailing)
+
+    def _frames(self, data: bytes) -> None:
+        decoder = self._decoder
+        assert decoder is not None
+        frames: list[Frame] = []
+        try:
+            decoder.receive_data(data)
+            while (frame := decoder.next_frame()) is not None:
+                frames.append(frame)
+        except (ProtocolError, ErrTooLarge) as exc:
+            log.warning("link %s: %s; closing", self.peer_address, exc)
+            if frames:
+                self._deliver(frames)
+            self._fail(exc)
+            return
+        if frames:
+            self._deliver(frames)
+
+    def _deliver(self, frames: list[Frame]) -> None:
+        self.messages_in += len(frames)
+        self._owner.link_frames(self, frames)
+
+    # --- ending ------------------------------------------------------------------------
+
+    def _timed_out(self) -> None:
+        if self._decoder is None and self._transport is not None:
+            if self._machine is not None:
+                self._write_quietly(self._machine.reject("timeout"))
+            self._fail(ErrTimeout(f"handshake did not finish in {self._handshake_timeout} s"))
+
+    def _write_quietly(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _fail(self, exc: BaseException, refused_by_us: bool = False) -> None:
+        if self._error is None:
+            self._error = exc
+            level = logging.INFO if isinstance(exc, HandshakeRejected) else logging.WARNING
+            who = "refused" if refused_by_us else "failed"
+            log.log(level, "link %s %s: %s", self.peer_address, who, exc)
+        self.close()
+
+    def close(self) -> None:
+        """Close the link (idempotent); ``link_lost`` follows."""
+        if self.writer is not None:
+            self.writer.close()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()

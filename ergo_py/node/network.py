@@ -1,0 +1,740 @@
+"""The TCP/TLS network backend: acceptors, dialer, connections, routing of frames.
+
+All network I/O runs on the node's loop thread (``net.loop.LoopThread``).
+Process threads call the ``NetworkBackend`` methods: they encode the frame on
+their own thread (so ``ErrTooLarge`` / ``ErrUnsupportedType`` reach the
+sender), find or make the connection (waiting at most the connect plus
+handshake timeouts), and queue the bytes on a link's batched writer. Frames
+that arrive are turned into ``NodeRouter`` calls on the loop thread; those only
+queue work for processes.
+
+Ordering: every frame for one (sender, recipient) pair travels on the same
+link, chosen by the sender's order byte, so it arrives in order.
+
+Lifetimes: the backend owns the loop thread, the acceptors and every link;
+``stop()`` closes them all. Losing a link ends its connection: exits and
+downs fire for the peer's processes and pending calls fail at once with
+``gen.ErrNoConnection``; the next send dials again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import ssl
+import string
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ergo_py.gen.certmanager import CertManager
+from ergo_py.gen.errors import (
+    ErgoError,
+    ErrIncorrect,
+    ErrNoConnection,
+    ErrNoRoute,
+    ErrNotAllowed,
+    ErrTaken,
+    ErrTimeout,
+    HandshakeRejected,
+    NodeError,
+)
+from ergo_py.gen.identifiers import PID, Atom, ProcessID, Ref
+from ergo_py.gen.node import Network, NetworkBackend, NodeRouter, RemoteNode, RemoteTarget
+from ergo_py.gen.options import (
+    AcceptorOptions,
+    NetworkMode,
+    NetworkRoute,
+    NodeOptions,
+    ProcessOptions,
+)
+from ergo_py.net import frames as fr
+from ergo_py.net.handshake import (
+    AcceptorHandshake,
+    DialerHandshake,
+    HandshakeComplete,
+    JoinComplete,
+)
+from ergo_py.net.link import LinkProtocol, TLSDetails
+from ergo_py.net.loop import LoopThread
+from ergo_py.net.registrar import Registrar
+from ergo_py.net.registrar_proto import Route
+from ergo_py.net.tls import ListenerTLS, client_context_for_dial
+
+log = logging.getLogger(__name__)
+
+# Pool links per connection. One link keeps per-sender order trivially; pools
+# of several links (Ergo's default 3) need a fixed link set before first use.
+_POOL_SIZE = 1
+
+
+def create_backend(router: NodeRouter, options: NodeOptions) -> NetworkBackend:
+    """The node's backend for ``NetworkMode.ENABLED`` and ``HIDDEN``."""
+    backend = TCPBackend(router, options)
+    backend.start()
+    return backend
+
+
+@dataclass
+class _Connection:
+    """A connection to one peer node: its links and what the handshake said."""
+
+    peer: str
+    done: HandshakeComplete
+    links: list[LinkProtocol] = field(default_factory=list)
+    dialed: bool = False
+    closed: bool = False
+
+    def pick(self, order: int) -> LinkProtocol:
+        links = self.links
+        return links[order % len(links)]
+
+
+@dataclass
+class _Acceptor:
+    options: AcceptorOptions
+    server: asyncio.Server
+    host: str
+    port: int
+    tls: ListenerTLS | None
+    cookie: str
+
+
+def _random_cookie() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+class TCPBackend(NetworkBackend, Network):
+    """Connections to other nodes over TCP, with TLS when a cert manager is set."""
+
+    def __init__(self, router: NodeRouter, options: NodeOptions) -> None:
+        self._router = router
+        self._name = str(router.name)
+        self._creation = router.creation
+        self._options = options
+        net = options.network
+        self._net = net
+        if not net.cookie:
+            net.cookie = _random_cookie()
+            log.warning("%s: no cookie set; using a random one", self._name)
+        self._cookie = net.cookie
+        self._cm: CertManager | None = options.cert_manager
+        if net.insecure_skip_verify:
+            log.warning("%s: insecure_skip_verify is on: peers are not verified", self._name)
+        self._lt = LoopThread(self._name)
+        self._conns: dict[str, _Connection] = {}
+        self._dialing: dict[str, asyncio.Future[_Connection]] = {}
+        self._arrived: dict[str, asyncio.Event] = {}
+        self._links: set[LinkProtocol] = set()
+        self._acceptors: list[_Acceptor] = []
+        self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
+        self._routes_lock = threading.Lock()
+        self._spawns: dict[Ref, tuple[str, asyncio.Future[PID]]] = {}
+        self._registrar: Registrar | None = None
+        self._stopped = False
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            self._lt.run(self._start(), timeout=30.0)
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _start(self) -> None:
+        if self._net.mode == NetworkMode.ENABLED:
+            acceptors = self._net.acceptors or [AcceptorOptions()]
+            for opts in acceptors:
+                self._acceptors.append(await self._listen(opts))
+            if self._net.registrar_enabled:
+                await self._start_registrar()
+
+    async def _start_registrar(self) -> None:
+        routes = [
+            Route(
+                host=a.options.route_host,
+                port=a.options.route_port or a.port,
+                tls=a.tls is not None,
+            )
+            for a in self._acceptors
+        ]
+        reg = Registrar(port=self._net.registrar_port)
+        try:
+            await reg.start(self._name, routes)
+        except ErrTaken as exc:
+            raise NodeError(f"node name {self._name} is taken on this host: {exc}") from exc
+        except ErgoError as exc:
+            log.warning("%s: registrar unavailable (%s); static routes only", self._name, exc)
+            await reg.stop()
+            return
+        self._registrar = reg
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._lt.stop(self._close_all)
+
+    async def _close_all(self) -> None:
+        if self._registrar is not None:
+            with contextlib.suppress(Exception):
+                await self._registrar.stop()
+        for acc in self._acceptors:
+            acc.server.close()
+            if acc.tls is not None:
+                acc.tls.close()
+        for link in list(self._links):
+            link.close()
+        for acc in self._acceptors:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(acc.server.wait_closed(), 2.0)
+        for _ in range(50):
+            if not self._links:
+                break
+            await asyncio.sleep(0.01)
+        for link in list(self._links):
+            link.abort()
+
+    # --- acceptors ----------------------------------------------------------------------
+
+    def _acceptor_cm(self, opts: AcceptorOptions) -> CertManager | None:
+        if opts.tls is False:
+            return None
+        cm = opts.cert_manager or self._cm
+        if opts.tls is True and cm is None:
+            raise NodeError("acceptor asks for TLS but no cert manager is set")
+        return cm
+
+    async def _listen(self, opts: AcceptorOptions) -> _Acceptor:
+        loop = asyncio.get_running_loop()
+        host = opts.host or Atom(self._name).host
+        cm = self._acceptor_cm(opts)
+        listener = ListenerTLS(cm) if cm is not None else None
+        cookie = opts.cookie if opts.cookie is not None else self._cookie
+        max_size = (
+            opts.max_message_size
+            if opts.max_message_size is not None
+            else self._net.max_message_size
+        )
+        holder: dict[str, Any] = {}
+
+        def factory() -> LinkProtocol:
+            def machine(tls: TLSDetails) -> AcceptorHandshake:
+                return AcceptorHandshake(
+                    node_name=self._name,
+                    creation=self._creation,
+                    cookie=cookie,
+                    flags=int(self._net.flags),
+                    max_message_size=max_size,
+                    pool_size=_POOL_SIZE,
+                    pool_dsn=(f"{host}:{holder.get('port', 0)}",),
+                    local_cert_fp=tls.local_fp,
+                    peer_cert_fp=tls.peer_fp,
+                    has_pending_dial=self._has_pending_dial,
+                    check_peer=self._check_peer,
+                    lookup_connection=self._lookup_connection,
+                    max_handshake_size=opts.handshake_max_message_size,
+                )
+
+            return LinkProtocol(
+                self,
+                machine,
+                handshake_timeout=opts.handshake_timeout,
+                max_message_size=max_size,
+                dialer=False,
+            )
+
+        ports = (
+            [opts.port] if opts.port == 0 else range(opts.port, opts.port + max(1, opts.port_range))
+        )
+        last: OSError | None = None
+        for port in ports:
+            try:
+                server = await loop.create_server(
+                    factory,
+                    host,
+                    port,
+                    ssl=listener.context if listener is not None else None,
+                    ssl_handshake_timeout=opts.handshake_timeout if listener is not None else None,
+                )
+            except OSError as exc:
+                last = exc
+                continue
+            bound = server.sockets[0].getsockname()[1]
+            holder["port"] = bound
+            log.info(
+                "%s: accepting on %s:%d (%s)",
+                self._name,
+                host,
+                bound,
+                "TLS" if listener else "plain TCP",
+            )
+            return _Acceptor(opts, server, host, bound, listener, cookie)
+        if listener is not None:
+            listener.close()
+        raise NodeError(f"no free port for an acceptor on {host} from {opts.port}: {last}")
+
+    @property
+    def acceptor_ports(self) -> list[int]:
+        """The ports this node listens on (for tests and tools)."""
+        return [a.port for a in self._acceptors]
+
+    def _has_pending_dial(self, peer: str) -> bool:
+        return peer in self._dialing
+
+    def _check_peer(self, peer: str, creation: int) -> str | None:
+        if peer == self._name:
+            return "name taken"
+        existing = self._conns.get(peer)
+        if existing is not None and existing.done.peer_creation == creation:
+            return "name taken"
+        return None
+
+    def _lookup_connection(self, connection_id: str) -> str | None:
+        for conn in self._conns.values():
+            if conn.done.connection_id == connection_id:
+                return conn.peer
+        return None
+
+    # --- LinkOwner (loop thread) --------------------------------------------------------
+
+    def link_up(self, link: LinkProtocol, done: HandshakeComplete | JoinComplete) -> None:
+        if self._stopped:
+            raise ErrNoConnection("node is stopping")
+        if isinstance(done, JoinComplete):
+            conn = self._conns.get(done.peer_name)
+            if conn is None:
+                raise ErrNoConnection(f"join for unknown connection to {done.peer_name}")
+            conn.links.append(link)
+            self._links.add(link)
+            return
+        old = self._conns.get(done.peer_name)
+        if old is not None:
+            if old.done.peer_creation == done.peer_creation:
+                raise ErrTaken(f"already connected to {done.peer_name}")
+            self._drop(old, ErrNoConnection(f"{done.peer_name} restarted"))
+        conn = _Connection(done.peer_name, done, [link], dialed=link.dialer)
+        self._conns[done.peer_name] = conn
+        self._links.add(link)
+        tls = link.tls
+        log.info(
+            "%s: connected to %s (%s, cert version %s, peer cert %s)",
+            self._name,
+            done.peer_name,
+            tls.version if tls and tls.version else "plain TCP",
+            tls.local_state.version if tls and tls.local_state else "-",
+            tls.peer.fingerprint[:16] if tls and tls.peer else "-",
+        )
+        ev = self._arrived.pop(done.peer_name, None)
+        if ev is not None:
+            ev.set()
+
+    def link_frames(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
+        for frame in frames:
+            try:
+                self._dispatch(frame)
+            except ErgoError as exc:
+                log.info(
+                    "%s: frame %s from %s not delivered: %s",
+                    self._name,
+                    type(frame).__name__,
+                    link.peer_address,
+                    exc,
+                )
+
+    def link_lost(self, link: LinkProtocol, exc: BaseException | None) -> None:
+        self._links.discard(link)
+        result = link.result
+        if result is None:
+            return
+        conn = self._conns.get(result.peer_name)
+        if conn is not None and link in conn.links:
+            self._drop(conn, ErrNoConnection(f"connection to {conn.peer} lost: {exc or 'closed'}"))
+
+    def _drop(self, conn: _Connection, reason: ErrNoConnection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        if self._conns.get(conn.peer) is conn:
+            del self._conns[conn.peer]
+        for link in conn.links:
+            link.close()
+        for node, fut in list(self._spawns.values()):
+            if node == conn.peer and not fut.done():
+                fut.set_exception(ErrNoConnection(f"connection to {node} lost"))
+        log.info("%s: %s", self._name, reason)
+        self._router.route_node_down(conn.peer, reason)
+
+    # --- inbound frames (loop thread) ---------------------------------------------------
+
+    def _dispatch(self, f: fr.Frame) -> None:
+        r = self._router
+        if isinstance(f, (fr.SendPID, fr.SendName, fr.SendAlias)):
+            r.route_send(f.from_, f.to, f.message)
+        elif isinstance(f, (fr.CallPID, fr.CallName, fr.CallAlias)):
+            r.route_call(f.from_, f.to, f.ref, f.message)
+        elif isinstance(f, fr.CallResponse):
+            r.route_reply(f.ref, f.result, None)
+        elif isinstance(f, fr.CallError):
+            err = f.error if isinstance(f.error, BaseException) else ErrNoConnection(str(f.error))
+            r.route_reply(f.ref, None, err)
+        elif isinstance(f, fr.Exit):
+            r.route_exit(f.from_, f.to, f.reason)
+        elif isinstance(f, fr.Link):
+            r.route_link(f.from_, f.target)
+        elif isinstance(f, fr.Unlink):
+            r.route_unlink(f.from_, f.target)
+        elif isinstance(f, fr.Monitor):
+            r.route_monitor(f.from_, f.target, f.ref)
+        elif isinstance(f, fr.Demonitor):
+            r.route_demonitor(f.from_, f.target, f.ref)
+        elif isinstance(f, fr.Down):
+            r.route_down(f.target, f.to, f.ref, f.reason)
+        elif isinstance(f, fr.SpawnRequest):
+            # Remote spawn is off until a factory is enabled for it (Ergo's
+            # EnableSpawn); refuse with a reply rather than leave the caller waiting.
+            self._send_frame(
+                f.from_.node,
+                fr.SpawnResult(
+                    f.from_,
+                    f.ref,
+                    None,
+                    ErrNotAllowed(f"remote spawn of {f.factory!r} is not enabled on {self._name}"),
+                ),
+                from_loop=True,
+            )
+        elif isinstance(f, fr.SpawnResult):
+            _, fut = self._spawns.pop(f.ref, ("", None))
+            if fut is not None and not fut.done():
+                if f.pid is not None:
+                    fut.set_result(f.pid)
+                else:
+                    err = (
+                        f.error
+                        if isinstance(f.error, BaseException)
+                        else ErrNotAllowed(str(f.error))
+                    )
+                    fut.set_exception(err)
+
+    # --- dialing (loop thread) ----------------------------------------------------------
+
+    def _resolve_static(self, node: str) -> list[NetworkRoute]:
+        with self._routes_lock:
+            routes = sorted(self._routes, key=lambda r: -r[2])
+        return [route for pattern, route, _ in routes if pattern.fullmatch(node)]
+
+    async def _routes_for(self, node: str) -> list[NetworkRoute]:
+        static = self._resolve_static(node)
+        if static:
+            return static
+        reg = self._registrar
+        if reg is None:
+            if self._net.registrar_enabled and self._net.mode != NetworkMode.DISABLED:
+                reg = Registrar(port=self._net.registrar_port)
+                try:
+                    return [self._route_of(r) for r in await reg.resolve(node)]
+                finally:
+                    await reg.stop()
+            raise ErrNoRoute(f"no route to {node}")
+        return [self._route_of(r) for r in await reg.resolve(node)]
+
+    @staticmethod
+    def _route_of(r: Route) -> NetworkRoute:
+        return NetworkRoute(host=r.host, port=r.port, tls=r.tls)
+
+    async def _connect(self, node: str) -> _Connection:
+        node = str(node)
+        conn = self._conns.get(node)
+        if conn is not None:
+            return conn
+        pending = self._dialing.get(node)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if node == self._name:
+            raise ErrIncorrect("a node cannot connect to itself")
+        fut: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
+        self._dialing[node] = fut
+        try:
+            conn = await self._dial_any(node)
+            fut.set_result(conn)
+            return conn
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        finally:
+            del self._dialing[node]
+
+    async def _dial_any(self, node: str) -> _Connection:
+        try:
+            routes = await self._routes_for(node)
+        except ErgoError as exc:
+            raise ErrNoConnection(f"cannot resolve {node}: {exc}") from exc
+        errors: list[str] = []
+        for route in routes:
+            try:
+                return await self._dial(node, route)
+            except HandshakeRejected as exc:
+                if exc.reason == "simultaneous":
+                    conn = await self._await_incoming(node)
+                    if conn is not None:
+                        return conn
+                errors.append(f"rejected: {exc.reason}")
+            except (TimeoutError, OSError, ssl.SSLError, ErgoError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+        raise ErrNoConnection(f"cannot connect to {node}: {'; '.join(errors) or 'no routes'}")
+
+    async def _await_incoming(self, node: str) -> _Connection | None:
+        ev = self._arrived.setdefault(node, asyncio.Event())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ev.wait(), self._net.handshake_timeout)
+        return self._conns.get(node)
+
+    async def _dial(self, node: str, route: NetworkRoute) -> _Connection:
+        loop = asyncio.get_running_loop()
+        host = route.host or Atom(node).host
+        use_tls = route.tls if route.tls is not None else self._cm is not None
+        ctx: ssl.SSLContext | None = None
+        server_hostname: str | None = None
+        if use_tls:
+            if self._cm is None:
+                raise ErrNoConnection(f"{node} speaks TLS but this node has no cert manager")
+            ctx, name = client_context_for_dial(self._cm, self._net.insecure_skip_verify)
+            server_hostname = name or host
+        cookie = route.cookie if route.cookie is not None else self._cookie
+
+        def machine(tls: TLSDetails) -> DialerHandshake:
+            return DialerHandshake(
+                node_name=self._name,
+                creation=self._creation,
+                peer_name=node,
+                cookie=cookie,
+                flags=int(self._net.flags),
+                max_message_size=self._net.max_message_size,
+                local_cert_fp=tls.local_fp,
+                peer_cert_fp=tls.peer_fp,
+            )
+
+        def factory() -> LinkProtocol:
+            return LinkProtocol(
+                self,
+                machine,
+                handshake_timeout=self._net.handshake_timeout,
+                max_message_size=self._net.max_message_size,
+                dialer=True,
+            )
+
+        _, link = await asyncio.wait_for(
+            loop.create_connection(
+                factory,
+                host,
+                route.port,
+                ssl=ctx,
+                server_hostname=server_hostname if ctx is not None else None,
+                ssl_handshake_timeout=self._net.handshake_timeout if ctx is not None else None,
+            ),
+            self._net.connect_timeout + self._net.handshake_timeout,
+        )
+        await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+        conn = self._conns.get(node)
+        if conn is None:
+            raise ErrNoConnection(f"connection to {node} closed right after the handshake")
+        return conn
+
+    # --- outbound (process threads) -----------------------------------------------------
+
+    def _connection(self, node: str) -> _Connection:
+        conn = self._conns.get(node)
+        if conn is not None and not conn.closed:
+            return conn
+        budget = self._net.connect_timeout + 2 * self._net.handshake_timeout + 5.0
+        try:
+            return self._lt.run(self._connect(node), timeout=budget)
+        except ErrTimeout as exc:
+            raise ErrNoConnection(f"cannot connect to {node}: {exc}") from exc
+
+    def _send_frame(self, node: str, frame: fr.Frame, from_loop: bool = False) -> None:
+        node = str(node)
+        conn = self._conns.get(node) if from_loop else self._connection(node)
+        if conn is None:
+            raise ErrNoConnection(f"not connected to {node}")
+        order = fr.frame_order(frame)
+        data = fr.encode_frame(frame, conn.done.peer_max_message_size, order=order)
+        link = conn.pick(order)
+        writer = link.writer
+        if writer is None:
+            raise ErrNoConnection(f"link to {node} is not ready")
+        if from_loop:
+            writer.write_now(data)
+        else:
+            writer.write(data)
+        link.messages_out += 1
+
+    def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
+        frame: fr.Frame
+        if isinstance(to, PID):
+            frame = fr.SendPID(from_pid, to, message)
+        elif isinstance(to, ProcessID):
+            frame = fr.SendName(from_pid, to, message)
+        else:
+            frame = fr.SendAlias(from_pid, to, message)
+        self._send_frame(to.node, frame)
+
+    def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
+        frame: fr.Frame
+        if isinstance(to, PID):
+            frame = fr.CallPID(from_pid, to, ref, request)
+        elif isinstance(to, ProcessID):
+            frame = fr.CallName(from_pid, to, ref, request)
+        else:
+            frame = fr.CallAlias(from_pid, to, ref, request)
+        self._send_frame(to.node, frame)
+
+    def reply(
+        self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None
+    ) -> None:
+        if error is not None:
+            self._send_frame(to.node, fr.CallError(from_pid, to, ref, error))
+            return
+        try:
+            self._send_frame(to.node, fr.CallResponse(from_pid, to, ref, value))
+        except ErgoError as exc:
+            if isinstance(exc, ErrNoConnection):
+                raise
+            # The value cannot travel (too large, unencodable): the caller learns why.
+            self._send_frame(to.node, fr.CallError(from_pid, to, ref, exc))
+
+    def link(self, from_pid: PID, target: RemoteTarget) -> None:
+        self._send_frame(target.node, fr.Link(from_pid, target))
+
+    def unlink(self, from_pid: PID, target: RemoteTarget) -> None:
+        self._send_frame(target.node, fr.Unlink(from_pid, target))
+
+    def monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
+        self._send_frame(target.node, fr.Monitor(from_pid, target, ref))
+
+    def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
+        self._send_frame(target.node, fr.Demonitor(from_pid, target, ref))
+
+    def exit(self, from_target: RemoteTarget, to: PID, reason: Any) -> None:
+        self._send_frame(to.node, fr.Exit(from_target, to, reason))
+
+    def down(self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any) -> None:
+        self._send_frame(to.node, fr.Down(to, from_target, ref, reason))
+
+    def spawn(
+        self, from_pid: PID, node: str, name: str, args: tuple[Any, ...], options: ProcessOptions
+    ) -> PID:
+        ref = Ref(self._name, secrets.randbits(96), self._creation)
+
+        async def request() -> PID:
+            fut: asyncio.Future[PID] = asyncio.get_running_loop().create_future()
+            self._spawns[ref] = (node, fut)
+            try:
+                await self._connect(node)
+                self._send_frame(
+                    node, fr.SpawnRequest(from_pid, ref, name, "", args), from_loop=True
+                )
+                return await fut
+            finally:
+                self._spawns.pop(ref, None)
+
+        return self._lt.run(request(), timeout=self._net.connect_timeout + 15.0)
+
+    def connect(self, node: str) -> None:
+        self._connection(node)
+
+    def network(self) -> Network:
+        return self
+
+    # --- Network (user-facing) ----------------------------------------------------------
+
+    def get_node(self, name: str) -> RemoteNode:
+        conn = self._connection(name)
+        return _RemoteNode(self, conn)
+
+    def nodes(self) -> list[str]:
+        return sorted(self._conns)
+
+    def info(self, name: str) -> dict[str, Any]:
+        conn = self._conns.get(name)
+        if conn is None:
+            raise ErrNoConnection(f"not connected to {name}")
+        link = conn.links[0]
+        tls = link.tls
+        peer = tls.peer if tls else None
+        local = tls.local_state if tls else None
+        return {
+            "peer": conn.peer,
+            "peer_creation": conn.done.peer_creation,
+            "peer_version": conn.done.peer_version,
+            "connection_id": conn.done.connection_id,
+            "dialed": conn.dialed,
+            "identity_verified": bool(
+                peer is not None
+                and not self._net.insecure_skip_verify
+                and conn.peer in peer.node_names
+            ),
+            "tls_version": tls.version if tls else None,
+            "cipher": tls.cipher if tls else None,
+            "local_cert_fingerprint": local.certificate.fingerprint if local else None,
+            "local_cert_version": local.version if local else None,
+            "peer_cert_fingerprint": peer.fingerprint if peer else None,
+            "peer_cert_subject": peer.subject if peer else None,
+            "peer_cert_not_after": peer.not_after if peer else None,
+            "pool_links": len(conn.links),
+            "messages_in": sum(link.messages_in for link in conn.links),
+            "messages_out": sum(link.messages_out for link in conn.links),
+        }
+
+    def add_route(self, match: str, route: Any, weight: int = 0) -> None:
+        if not isinstance(route, NetworkRoute):
+            raise ErrIncorrect("route must be a gen.NetworkRoute")
+        try:
+            pattern = re.compile(match)
+        except re.error as exc:
+            raise ErrIncorrect(f"bad route pattern {match!r}: {exc}") from exc
+        with self._routes_lock:
+            if any(p.pattern == match for p, _, _ in self._routes):
+                raise ErrTaken(f"a route for {match!r} exists")
+            self._routes.append((pattern, route, weight))
+
+    def remove_route(self, match: str) -> None:
+        with self._routes_lock:
+            self._routes = [r for r in self._routes if r[0].pattern != match]
+
+    def disconnect(self, name: str) -> None:
+        async def close() -> None:
+            conn = self._conns.get(name)
+            if conn is not None:
+                self._drop(conn, ErrNoConnection(f"disconnected from {name}"))
+
+        self._lt.run(close(), timeout=5.0)
+
+
+class _RemoteNode(RemoteNode):
+    def __init__(self, backend: TCPBackend, conn: _Connection) -> None:
+        self._backend = backend
+        self._conn = conn
+
+    @property
+    def name(self) -> Atom:
+        return Atom(self._conn.peer)
+
+    @property
+    def creation(self) -> int:
+        return self._conn.done.peer_creation
+
+    def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
+        core_pid = PID(self._backend._name, 1, self._backend._creation)
+        return self._backend.spawn(
+            core_pid, self._conn.peer, name, args, options or ProcessOptions()
+        )
+
+    def disconnect(self) -> None:
+        self._backend.disconnect(self._conn.peer)

@@ -1,0 +1,319 @@
+"""Two and three real nodes in one process over loopback (mTLS unless said otherwise)."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import WAIT, Recorder, get, wait_threads_gone
+
+import ergo_py
+from ergo_py import act, gen, lib
+
+_CA = lib.CertificateAuthority.create("network tests CA")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Nodes:
+    """Starts nodes on 127.0.0.1 with free ports, one private registrar, a shared CA."""
+
+    def __init__(self) -> None:
+        self.registrar_port = free_port()
+        self.started: list[gen.Node] = []
+        self.managers: dict[str, gen.CertAuthManager] = {}
+
+    def options(self, name: str, tls: bool = True, cookie: str = "cookie") -> gen.NodeOptions:
+        options = gen.NodeOptions()
+        if tls:
+            cam = gen.create_cert_auth_manager(_CA.issue(name, hosts=("127.0.0.1",)))
+            cam.set_client_cas(_CA.pool())
+            cam.set_root_cas(_CA.pool())
+            cam.set_client_auth(gen.ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT)
+            options.cert_manager = cam
+            self.managers[name] = cam
+        options.network.cookie = cookie
+        options.network.registrar_port = self.registrar_port
+        options.network.acceptors = [gen.AcceptorOptions(host="127.0.0.1", port=free_port())]
+        return options
+
+    def start(self, name: str, options: gen.NodeOptions | None = None, **kw: Any) -> gen.Node:
+        node = ergo_py.start_node(name, options or self.options(name, **kw))
+        self.started.append(node)
+        return node
+
+    def stop_all(self) -> None:
+        for node in reversed(self.started):
+            node.stop()
+
+
+@pytest.fixture
+def nodes() -> Iterator[Nodes]:
+    before = set(threading.enumerate())
+    ns = Nodes()
+    try:
+        yield ns
+    finally:
+        ns.stop_all()
+    assert wait_threads_gone(before) == []
+
+
+class Pong(act.Actor):
+    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
+        if request == "slow":
+            time.sleep(3)  # well past the moment the test disconnects
+        return ("pong", request)
+
+
+class Sink(act.Actor):
+    """Collects messages into a queue; answers "count" calls."""
+
+    def init(self, out: queue.Queue[Any]) -> None:
+        self.out = out
+        self.n = 0
+
+    def handle_message(self, sender: gen.PID, message: Any) -> None:
+        self.out.put(message)
+
+
+def test_call_to_a_registered_name_on_another_node(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    b.spawn_register("pong", Pong)
+    assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 42) == ("pong", 42)
+
+
+def test_send_to_a_remote_pid_and_reply_by_sender(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    out: queue.Queue[Any] = queue.Queue()
+    pid = b.spawn(Recorder, out)
+    a.send(pid, {"hello": (1, 2)})
+    sender, message = get(out)
+    assert message == {"hello": (1, 2)}
+    assert sender.node == "a@127.0.0.1"
+
+
+def test_messages_from_one_sender_arrive_in_order(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    out: queue.Queue[Any] = queue.Queue()
+    pid = b.spawn(Sink, out)
+    for i in range(10_000):
+        a.send(pid, i)
+    assert [out.get(timeout=WAIT) for _ in range(10_000)] == list(range(10_000))
+
+
+def test_remote_monitor_fires_when_the_process_ends(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    target_out: queue.Queue[Any] = queue.Queue()
+    target = b.spawn(Recorder, target_out)
+    watcher_out: queue.Queue[Any] = queue.Queue()
+
+    class Watcher(act.Actor):
+        def init(self) -> None:
+            self.monitor(target)
+
+        def handle_message(self, sender: gen.PID, message: Any) -> None:
+            watcher_out.put(message)
+
+    a.spawn(Watcher)
+    time.sleep(0.2)  # let the monitor request cross before the target ends
+    b.send(target, "stop")
+    down = get(watcher_out)
+    assert isinstance(down, gen.MessageDownPID)
+    assert down.pid == target
+
+
+def test_remote_link_delivers_an_exit_to_a_trapping_linker(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    target = b.spawn(Recorder, queue.Queue())
+    out: queue.Queue[Any] = queue.Queue()
+
+    class Linker(act.Actor):
+        trap_exit = True
+
+        def init(self) -> None:
+            self.link(target)
+
+        def handle_message(self, sender: gen.PID, message: Any) -> None:
+            out.put(message)
+
+    a.spawn(Linker)
+    time.sleep(0.2)
+    b.send(target, "crash")
+    exit_msg = get(out)
+    assert isinstance(exit_msg, gen.MessageExitPID)
+    assert exit_msg.pid == target
+
+
+def test_node_down_fails_pending_calls_at_once_and_fires_monitors(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    b.spawn_register("pong", Pong)
+    pong = gen.ProcessID("pong", "b@127.0.0.1")
+    assert a.call(pong, 1) == ("pong", 1)
+    out: queue.Queue[Any] = queue.Queue()
+
+    class Watcher(act.Actor):
+        def init(self) -> None:
+            self.monitor(pong)
+
+        def handle_message(self, sender: gen.PID, message: Any) -> None:
+            out.put(message)
+
+    a.spawn(Watcher)
+    errors: queue.Queue[Any] = queue.Queue()
+
+    def slow_call() -> None:
+        try:
+            a.call(pong, "slow", timeout=20)
+        except gen.ErgoError as exc:
+            errors.put(exc)
+
+    caller = threading.Thread(target=slow_call)
+    caller.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    a.network().disconnect("b@127.0.0.1")
+    err = get(errors)
+    caller.join(WAIT)
+    assert isinstance(err, gen.ErrNoConnection)
+    assert time.monotonic() - started < 2.5  # before the callee could even answer
+    down = get(out)
+    assert isinstance(down, gen.MessageDownProcessID)
+    assert isinstance(down.reason, gen.ErrNoConnection)
+
+
+def test_next_send_after_disconnect_reconnects(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    b.spawn_register("pong", Pong)
+    pong = gen.ProcessID("pong", "b@127.0.0.1")
+    assert a.call(pong, 1) == ("pong", 1)
+    a.network().disconnect("b@127.0.0.1")
+    assert a.call(pong, 2) == ("pong", 2)
+
+
+def test_new_connections_present_the_rotated_certificate(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    b.spawn_register("pong", Pong)
+    pong = gen.ProcessID("pong", "b@127.0.0.1")
+    a.call(pong, 1)
+    first = a.network().info("b@127.0.0.1")
+    cam = nodes.managers["b@127.0.0.1"]
+    cam.update(_CA.issue("b@127.0.0.1", hosts=("127.0.0.1",)))
+    assert a.call(pong, 2) == ("pong", 2)  # the old connection carries on
+    assert (
+        a.network().info("b@127.0.0.1")["peer_cert_fingerprint"] == first["peer_cert_fingerprint"]
+    )
+    a.network().disconnect("b@127.0.0.1")
+    assert a.call(pong, 3) == ("pong", 3)
+    second = a.network().info("b@127.0.0.1")
+    assert second["peer_cert_fingerprint"] == cam.get_certificate().fingerprint
+    assert second["peer_cert_fingerprint"] != first["peer_cert_fingerprint"]
+    assert second["identity_verified"] is True
+
+
+def test_static_route_without_registrar(nodes: Nodes) -> None:
+    b_opts = nodes.options("b@127.0.0.1", tls=False)
+    b_opts.network.registrar_enabled = False
+    b = nodes.start("b@127.0.0.1", b_opts)
+    b.spawn_register("pong", Pong)
+    a_opts = nodes.options("a@127.0.0.1", tls=False)
+    a_opts.network.registrar_enabled = False
+    a = nodes.start("a@127.0.0.1", a_opts)
+    port = b_opts.network.acceptors[0].port
+    a.network().add_route("b@.*", gen.NetworkRoute(host="127.0.0.1", port=port))
+    assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), "x") == ("pong", "x")
+
+
+def test_bad_cookie_is_refused_and_the_acceptor_keeps_serving(nodes: Nodes) -> None:
+    b = nodes.start("b@127.0.0.1")
+    b.spawn_register("pong", Pong)
+    a = nodes.start("a@127.0.0.1")
+    intruder = nodes.start("x@127.0.0.1", cookie="wrong")
+    with pytest.raises(gen.ErrNoConnection, match="bad cookie"):
+        intruder.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
+    assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 2) == ("pong", 2)
+
+
+def test_unknown_ca_is_refused(nodes: Nodes) -> None:
+    b = nodes.start("b@127.0.0.1")
+    b.spawn_register("pong", Pong)
+    stranger_ca = lib.CertificateAuthority.create("stranger")
+    options = nodes.options("s@127.0.0.1")
+    cam = gen.create_cert_auth_manager(stranger_ca.issue("s@127.0.0.1", hosts=("127.0.0.1",)))
+    cam.set_root_cas(_CA.pool())
+    options.cert_manager = cam
+    s = nodes.start("s@127.0.0.1", options)
+    with pytest.raises(gen.ErrNoConnection):
+        s.call(gen.ProcessID("pong", "b@127.0.0.1"), 1, timeout=10)
+
+
+def test_stalled_handshake_times_out_and_the_acceptor_keeps_serving(nodes: Nodes) -> None:
+    opts = nodes.options("b@127.0.0.1", tls=False)
+    opts.network.acceptors[0].handshake_timeout = 0.3
+    b = nodes.start("b@127.0.0.1", opts)
+    b.spawn_register("pong", Pong)
+    port = opts.network.acceptors[0].port
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw:
+        raw.settimeout(WAIT)
+        assert raw.recv(1024) is not None  # the reject, then EOF
+        deadline = time.monotonic() + WAIT
+        while raw.recv(1024) and time.monotonic() < deadline:
+            pass
+    a = nodes.start("a@127.0.0.1", tls=False)
+    assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
+
+
+def test_garbage_instead_of_a_handshake_is_refused(nodes: Nodes) -> None:
+    opts = nodes.options("b@127.0.0.1", tls=False)
+    b = nodes.start("b@127.0.0.1", opts)
+    b.spawn_register("pong", Pong)
+    with socket.create_connection(("127.0.0.1", opts.network.acceptors[0].port)) as raw:
+        raw.settimeout(WAIT)
+        raw.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        deadline = time.monotonic() + WAIT
+        while raw.recv(1024) and time.monotonic() < deadline:
+            pass
+    a = nodes.start("a@127.0.0.1", tls=False)
+    assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
+
+
+def test_oversized_message_is_refused_at_the_sender(nodes: Nodes) -> None:
+    opts = nodes.options("b@127.0.0.1")
+    opts.network.max_message_size = 4096
+    b = nodes.start("b@127.0.0.1", opts)
+    out: queue.Queue[Any] = queue.Queue()
+    pid = b.spawn(Sink, out)
+    a = nodes.start("a@127.0.0.1")
+    with pytest.raises(gen.ErrTooLarge):
+        a.send(pid, b"x" * 10_000)
+    a.send(pid, "small")
+    assert get(out) == "small"
+
+
+def test_three_nodes_call_each_other(nodes: Nodes) -> None:
+    names = ["a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1"]
+    started = [nodes.start(n) for n in names]
+    for node in started:
+        node.spawn_register("pong", Pong)
+    for node in started:
+        for other in names:
+            if other != node.name:
+                assert node.call(gen.ProcessID("pong", other), node.name) == ("pong", node.name)
+    assert started[0].network().nodes() == names[1:]

@@ -175,3 +175,11 @@ def test_frozen_pool_refuses_add(ca: CertificateAuthority) -> None:
 def test_client_auth_values_match_go() -> None:
     assert [m.value for m in gen.ClientAuth] == [0, 1, 2, 3, 4]
     assert gen.ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT.name == "REQUIRE_AND_VERIFY_CLIENT_CERT"
+
+
+def test_copies_of_a_certificate_are_itself(ca: CertificateAuthority) -> None:
+    import copy
+
+    cert = node_cert(ca)
+    assert copy.copy(cert) is cert
+    assert copy.deepcopy(cert) is cert

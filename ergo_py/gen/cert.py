@@ -12,7 +12,6 @@ import base64
 import binascii
 import enum
 import hashlib
-import ipaddress
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -236,6 +235,12 @@ class Certificate:
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError("Certificate is immutable")
+
+    def __copy__(self) -> Certificate:
+        return self  # immutable: a copy is the same value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Certificate:
+        return self
 
     @classmethod
     def from_pem(
@@ -474,11 +479,3 @@ class CertPool:
 
     def __repr__(self) -> str:
         return f"CertPool({len(self)} certificates)"
-
-
-def is_ip_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -50,14 +50,15 @@ _VERIFY_MODE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class CertState:
     """One immutable snapshot of a manager's settings.
 
     ``generation`` grows by one on every change of any setting; ``version``
     grows by one on every successful certificate update. The certificate and
     the version always belong together. Pools are read-only copies; ``None``
-    means the system default trust store (as Go's nil pool).
+    means the system default trust store (as Go's nil pool). Compared and
+    hashed by identity: each change makes a new snapshot.
     """
 
     generation: int

@@ -65,16 +65,25 @@ class ListenerTLS:
         return self._manager
 
     def close(self) -> None:
-        """Stop following the manager (idempotent)."""
+        """Stop following the manager (idempotent). Accepted connections are unaffected."""
         with self._lock:
             self._closed = True
         self._unsubscribe()
+
+    def __enter__(self) -> ListenerTLS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _sni(self, ssl_obj: Any, server_name: str | None, listener: ssl.SSLContext) -> None:
         # Runs inside the ClientHello on the handshaking thread; never raise.
         ssl_obj.context = self._manager.server_context()
 
     def _on_change(self, _state: CertState) -> None:
+        # Runs on the thread that changed the manager, before its setter
+        # returns. Writing verify_mode holds the GIL, as does creating an SSL
+        # object (which copies it), so each new connection sees one mode.
         self._sync()
 
     def _sync(self) -> None:

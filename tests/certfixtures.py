@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import socket
 import ssl
 import threading
@@ -218,4 +219,20 @@ def certless_client_context(ca: CertificateAuthority) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.load_verify_locations(cadata=ca.pool().to_pem())
+    return ctx
+
+
+def tls12_client_context(cert: gen.Certificate, ca: CertificateAuthority) -> ssl.SSLContext:
+    """A client context capped at TLS 1.2 presenting ``cert`` (key loaded via memfd)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata=ca.pool().to_pem())
+    chain, key = cert.to_pem()
+    fd = os.memfd_create("test-cert", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, chain + key)
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
     return ctx

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import ssl
 from collections.abc import Iterator
 
@@ -16,6 +18,7 @@ from certfixtures import (
     mtls_pair,
     node_cert,
     peer_fingerprint,
+    tls12_client_context,
 )
 
 from ergo_py import gen
@@ -236,3 +239,23 @@ def test_plain_cert_manager_serves_tls(ca: CertificateAuthority) -> None:
         conn.close()
         assert srv.successes()[0].peer_der is None
     listener.close()
+
+
+def test_tls12_session_is_not_resumed_so_changes_cannot_be_bypassed(
+    ca: CertificateAuthority,
+    managers: tuple[gen.CertAuthManager, gen.CertAuthManager],
+    server: EchoServer,
+) -> None:
+    if not hasattr(os, "memfd_create"):
+        pytest.skip("needs memfd")
+    _, cli_mgr = managers
+    ctx = tls12_client_context(cli_mgr.get_certificate(), ca)
+    first = connect(ctx, server.port)
+    assert first.version() == "TLSv1.2"
+    session = first.session
+    first.close()
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=5.0)
+    second = ctx.wrap_socket(raw, session=session)
+    echo(second)
+    assert not second.session_reused
+    second.close()

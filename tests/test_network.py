@@ -317,3 +317,100 @@ def test_three_nodes_call_each_other(nodes: Nodes) -> None:
             if other != node.name:
                 assert node.call(gen.ProcessID("pong", other), node.name) == ("pong", node.name)
     assert started[0].network().nodes() == names[1:]
+
+
+def _wait_for(pred: Any, timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return bool(pred())
+
+
+def test_a_connection_is_a_pool_of_three_links_on_both_sides(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    b.spawn_register("pong", Pong)
+    a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
+    assert a.network().info("b@127.0.0.1")["pool_links"] == gen.DEFAULT_POOL_SIZE
+    assert _wait_for(lambda: b.network().info("a@127.0.0.1")["pool_links"] == 3)
+
+
+def test_many_senders_keep_their_own_order_across_the_pool(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    out: queue.Queue[Any] = queue.Queue()
+    sink = b.spawn(Sink, out)
+
+    class Sender(act.Actor):
+        def init(self, tag: int) -> None:
+            self.tag = tag
+
+        def handle_message(self, sender: gen.PID, message: Any) -> None:
+            for i in range(1000):
+                self.send(sink, (self.tag, i))
+
+    senders = [a.spawn(Sender, tag) for tag in range(8)]
+    for pid in senders:
+        a.send(pid, "go")
+    seen: dict[int, list[int]] = {}
+    for _ in range(8000):
+        tag, i = out.get(timeout=WAIT)
+        seen.setdefault(tag, []).append(i)
+    assert all(seen[tag] == list(range(1000)) for tag in range(8))
+    links = a.network().info("b@127.0.0.1")["links"]
+    assert sum(1 for link in links if link["messages_out"] > 0) > 1  # the pool is used
+
+
+def test_reconnected_pool_links_all_present_the_rotated_certificate(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    b.spawn_register("pong", Pong)
+    pong = gen.ProcessID("pong", "b@127.0.0.1")
+    a.call(pong, 1)
+    cam = nodes.managers["a@127.0.0.1"]
+    cam.update(_CA.issue("a@127.0.0.1", hosts=("127.0.0.1",)))
+    a.network().disconnect("b@127.0.0.1")
+    a.call(pong, 2)
+    links = a.network().info("b@127.0.0.1")["links"]
+    assert [link["local_cert_version"] for link in links] == [cam.version] * 3
+    assert _wait_for(lambda: b.network().info("a@127.0.0.1")["pool_links"] == 3)
+    seen_by_b = {link["peer_cert_fingerprint"] for link in b.network().info("a@127.0.0.1")["links"]}
+    assert seen_by_b == {cam.get_certificate().fingerprint}
+
+
+def test_hidden_node_dials_out_but_does_not_listen(nodes: Nodes) -> None:
+    b = nodes.start("b@127.0.0.1")
+    b.spawn_register("pong", Pong)
+    opts = nodes.options("h@127.0.0.1")
+    opts.network.mode = gen.NetworkMode.HIDDEN
+    hidden = nodes.start("h@127.0.0.1", opts)
+    assert hidden.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
+    port = opts.network.acceptors[0].port
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_simultaneous_connect_ends_with_one_connection(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    a.spawn_register("pong", Pong)
+    b.spawn_register("pong", Pong)
+    results: list[Any] = []
+
+    def call(src: gen.Node, dst: str) -> None:
+        results.append(src.call(gen.ProcessID("pong", dst), src.name))
+
+    threads = [
+        threading.Thread(target=call, args=(a, "b@127.0.0.1")),
+        threading.Thread(target=call, args=(b, "a@127.0.0.1")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(3 * WAIT)
+    assert sorted(results) == [("pong", "a@127.0.0.1"), ("pong", "b@127.0.0.1")]
+    cid_a = a.network().info("b@127.0.0.1")["connection_id"]
+    assert _wait_for(lambda: b.network().nodes() == ["a@127.0.0.1"])
+    assert b.network().info("a@127.0.0.1")["connection_id"] == cid_a

@@ -57,6 +57,7 @@ from ergo_py.net.handshake import (
     DialerHandshake,
     HandshakeComplete,
     JoinComplete,
+    JoinHandshake,
 )
 from ergo_py.net.link import LinkProtocol, TLSDetails
 from ergo_py.net.loop import LoopThread
@@ -65,10 +66,6 @@ from ergo_py.net.registrar_proto import Route
 from ergo_py.net.tls import ListenerTLS, client_context_for_dial
 
 log = logging.getLogger(__name__)
-
-# Pool links per connection. One link keeps per-sender order trivially; pools
-# of several links (Ergo's default 3) need a fixed link set before first use.
-_POOL_SIZE = 1
 
 
 def create_backend(router: NodeRouter, options: NodeOptions) -> NetworkBackend:
@@ -88,9 +85,20 @@ class _Connection:
     dialed: bool = False
     closed: bool = False
 
+    sticky: dict[int, LinkProtocol] = field(default_factory=dict)
+
     def pick(self, order: int) -> LinkProtocol:
-        links = self.links
-        return links[order % len(links)]
+        """The link for an order byte; the same one for as long as the connection lives.
+
+        An order byte is bound to a link the first time it is used, so links
+        that join later never reorder a sender's stream; they take new order
+        bytes. (Order 0, unordered, may use any link.)
+        """
+        link = self.sticky.get(order)
+        if link is None:
+            links = self.links
+            link = self.sticky.setdefault(order, links[order % len(links)])
+        return link
 
 
 @dataclass
@@ -231,7 +239,7 @@ class TCPBackend(NetworkBackend, Network):
                     cookie=cookie,
                     flags=int(self._net.flags),
                     max_message_size=max_size,
-                    pool_size=_POOL_SIZE,
+                    pool_size=max(1, min(255, self._net.pool_size)),
                     pool_dsn=(f"{host}:{holder.get('port', 0)}",),
                     local_cert_fp=tls.local_fp,
                     peer_cert_fp=tls.peer_fp,
@@ -308,7 +316,7 @@ class TCPBackend(NetworkBackend, Network):
             raise ErrNoConnection("node is stopping")
         if isinstance(done, JoinComplete):
             conn = self._conns.get(done.peer_name)
-            if conn is None:
+            if conn is None or conn.done.connection_id != done.connection_id:
                 raise ErrNoConnection(f"join for unknown connection to {done.peer_name}")
             conn.links.append(link)
             self._links.add(link)
@@ -480,7 +488,9 @@ class TCPBackend(NetworkBackend, Network):
             try:
                 return await self._dial(node, route)
             except HandshakeRejected as exc:
-                if exc.reason == "simultaneous":
+                # "simultaneous": the peer's dial to us wins the tie-break;
+                # "name taken": its dial already won. Either way use that one.
+                if exc.reason in ("simultaneous", "name taken"):
                     conn = await self._await_incoming(node)
                     if conn is not None:
                         return conn
@@ -490,6 +500,9 @@ class TCPBackend(NetworkBackend, Network):
         raise ErrNoConnection(f"cannot connect to {node}: {'; '.join(errors) or 'no routes'}")
 
     async def _await_incoming(self, node: str) -> _Connection | None:
+        conn = self._conns.get(node)
+        if conn is not None:
+            return conn
         ev = self._arrived.setdefault(node, asyncio.Event())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(ev.wait(), self._net.handshake_timeout)
@@ -540,11 +553,67 @@ class TCPBackend(NetworkBackend, Network):
             ),
             self._net.connect_timeout + self._net.handshake_timeout,
         )
-        await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+        done = await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
         conn = self._conns.get(node)
         if conn is None:
             raise ErrNoConnection(f"connection to {node} closed right after the handshake")
+        if isinstance(done, HandshakeComplete) and done.pool_size > 1:
+            joins = [
+                self._join(node, route, host, ctx, server_hostname, cookie, done.connection_id)
+                for _ in range(done.pool_size - 1)
+            ]
+            for result in await asyncio.gather(*joins, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    log.warning("%s: pool link to %s failed: %s", self._name, node, result)
         return conn
+
+    async def _join(
+        self,
+        node: str,
+        route: NetworkRoute,
+        host: str,
+        ctx: ssl.SSLContext | None,
+        server_hostname: str | None,
+        cookie: str,
+        connection_id: str,
+    ) -> None:
+        """One more link for the connection (a Join), made with the current settings."""
+        loop = asyncio.get_running_loop()
+
+        def machine(tls: TLSDetails) -> JoinHandshake:
+            return JoinHandshake(
+                node_name=self._name,
+                peer_name=node,
+                connection_id=connection_id,
+                cookie=cookie,
+                local_cert_fp=tls.local_fp,
+                peer_cert_fp=tls.peer_fp,
+            )
+
+        def factory() -> LinkProtocol:
+            return LinkProtocol(
+                self,
+                machine,
+                handshake_timeout=self._net.handshake_timeout,
+                max_message_size=self._net.max_message_size,
+                dialer=True,
+            )
+
+        if ctx is not None and self._cm is not None:
+            # Re-read the manager: a pool link dialled after a rotation uses the new cert.
+            ctx, _ = client_context_for_dial(self._cm, self._net.insecure_skip_verify)
+        _, link = await asyncio.wait_for(
+            loop.create_connection(
+                factory,
+                host,
+                route.port,
+                ssl=ctx,
+                server_hostname=server_hostname if ctx is not None else None,
+                ssl_handshake_timeout=self._net.handshake_timeout if ctx is not None else None,
+            ),
+            self._net.connect_timeout + self._net.handshake_timeout,
+        )
+        await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
 
     # --- outbound (process threads) -----------------------------------------------------
 
@@ -688,6 +757,7 @@ class TCPBackend(NetworkBackend, Network):
             "peer_cert_subject": peer.subject if peer else None,
             "peer_cert_not_after": peer.not_after if peer else None,
             "pool_links": len(conn.links),
+            "links": [_link_info(link) for link in conn.links],
             "messages_in": sum(link.messages_in for link in conn.links),
             "messages_out": sum(link.messages_out for link in conn.links),
         }
@@ -715,6 +785,20 @@ class TCPBackend(NetworkBackend, Network):
                 self._drop(conn, ErrNoConnection(f"disconnected from {name}"))
 
         self._lt.run(close(), timeout=5.0)
+
+
+def _link_info(link: LinkProtocol) -> dict[str, Any]:
+    tls = link.tls
+    local = tls.local_state if tls else None
+    peer = tls.peer if tls else None
+    return {
+        "address": link.peer_address,
+        "local_cert_version": local.version if local else None,
+        "local_cert_fingerprint": local.certificate.fingerprint if local else None,
+        "peer_cert_fingerprint": peer.fingerprint if peer else None,
+        "messages_in": link.messages_in,
+        "messages_out": link.messages_out,
+    }
 
 
 class _RemoteNode(RemoteNode):

@@ -414,3 +414,54 @@ def test_simultaneous_connect_ends_with_one_connection(nodes: Nodes) -> None:
     cid_a = a.network().info("b@127.0.0.1")["connection_id"]
     assert _wait_for(lambda: b.network().nodes() == ["a@127.0.0.1"])
     assert b.network().info("a@127.0.0.1")["connection_id"] == cid_a
+
+
+class Greeter(act.Actor):
+    def init(self, greeting: str) -> None:
+        self.greeting = greeting
+
+    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
+        return f"{self.greeting}, {request}"
+
+
+def test_remote_spawn_is_refused_until_enabled(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    nodes.start("b@127.0.0.1")
+    with pytest.raises(gen.ErrNameUnknown):
+        a.network().get_node("b@127.0.0.1").spawn("greeter", "hello")
+
+
+def test_remote_spawn_of_an_enabled_factory(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    b.network().enable_spawn("greeter", Greeter, "a@127.0.0.1")
+    pid = a.network().get_node("b@127.0.0.1").spawn("greeter", "hello")
+    assert pid.node == "b@127.0.0.1"
+    assert a.call(pid, "world") == "hello, world"
+
+
+def test_remote_spawn_from_a_node_not_on_the_list_is_not_allowed(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    c = nodes.start("c@127.0.0.1")
+    b.network().enable_spawn("greeter", Greeter, "a@127.0.0.1")
+    with pytest.raises(gen.ErrNotAllowed):
+        c.network().get_node("b@127.0.0.1").spawn("greeter", "hi")
+    b.network().disable_spawn("greeter")
+    with pytest.raises(gen.ErrNameUnknown):
+        a.network().get_node("b@127.0.0.1").spawn("greeter", "hi")
+
+
+def test_remote_spawn_reports_a_failing_init(nodes: Nodes) -> None:
+    class Broken(act.Actor):
+        def init(self) -> None:
+            raise ValueError("cannot start")
+
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    b.network().enable_spawn("broken", Broken)
+    with pytest.raises(gen.ErgoError, match="cannot start"):
+        a.network().get_node("b@127.0.0.1").spawn("broken")
+    # b keeps serving, and a call to a missing remote name fails at once
+    with pytest.raises(gen.ErrProcessUnknown):
+        a.call(gen.ProcessID("missing", "b@127.0.0.1"), 1, timeout=20)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from ergo_py.gen.errors import ErrUnsupported
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, ProcessOptions
 
@@ -73,6 +74,17 @@ class Network(abc.ABC):
     @abc.abstractmethod
     def disconnect(self, name: str) -> None:
         """Close the connection to ``name``."""
+
+    def enable_spawn(self, name: str, factory: ActorFactory, *nodes: str) -> None:
+        """Let ``nodes`` (all nodes when none are named) spawn ``factory`` here as ``name``.
+
+        Remote spawn is off until enabled, as in Ergo's ``EnableSpawn``.
+        """
+        raise ErrUnsupported("this node has no network")
+
+    def disable_spawn(self, name: str, *nodes: str) -> None:
+        """Withdraw ``enable_spawn`` for ``nodes`` (for every node when none are named)."""
+        raise ErrUnsupported("this node has no network")
 
 
 class Node(abc.ABC):
@@ -269,6 +281,11 @@ class NodeRouter(abc.ABC):
     def creation(self) -> int:
         """The local node's creation stamp."""
 
+    @property
+    @abc.abstractmethod
+    def pid(self) -> PID:
+        """The node's own core process (the sender of node-level requests)."""
+
     @abc.abstractmethod
     def route_send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         """Deliver a message from a remote sender.
@@ -325,6 +342,17 @@ class NodeRouter(abc.ABC):
     @abc.abstractmethod
     def route_down(self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any) -> None:
         """A process monitored by local ``to`` (monitor ``ref``) ended."""
+
+    @abc.abstractmethod
+    def route_spawn(
+        self, parent: PID, register: str | None, factory: ActorFactory, args: tuple[Any, ...]
+    ) -> PID:
+        """Start a local process for a remote node's spawn request.
+
+        The backend has already checked that the factory is enabled for that
+        node. This blocks until the process's ``init`` returned (so call it
+        off the event loop) and raises what ``init`` raised.
+        """
 
     @abc.abstractmethod
     def route_process_ended(self, target: RemoteTarget, reason: Any) -> None:

@@ -45,6 +45,7 @@ class LoopThread:
             try:
                 self._cancel_leftovers()
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                self.loop.run_until_complete(self.loop.shutdown_default_executor())
             finally:
                 self.loop.close()
 

@@ -582,6 +582,11 @@ class Core(Node, NodeRouter):
 
     # -- inbound from the network (gen.NodeRouter) ------------------------
 
+    def route_spawn(
+        self, parent: PID, register: str | None, factory: ActorFactory, args: tuple[Any, ...]
+    ) -> PID:
+        return self.spawn_from(parent, register or None, factory, codec.copy(args), None)
+
     def route_send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         to = self._norm(to)
         with self._lock:

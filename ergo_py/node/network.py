@@ -34,6 +34,7 @@ from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
+    ErrNameUnknown,
     ErrNoConnection,
     ErrNoRoute,
     ErrNotAllowed,
@@ -46,6 +47,7 @@ from ergo_py.gen.identifiers import PID, Atom, ProcessID, Ref
 from ergo_py.gen.node import Network, NetworkBackend, NodeRouter, RemoteNode, RemoteTarget
 from ergo_py.gen.options import (
     AcceptorOptions,
+    NetworkFlags,
     NetworkMode,
     NetworkRoute,
     NodeOptions,
@@ -142,6 +144,7 @@ class TCPBackend(NetworkBackend, Network):
         self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
         self._routes_lock = threading.Lock()
         self._spawns: dict[Ref, tuple[str, asyncio.Future[PID]]] = {}
+        self._spawnable: dict[str, tuple[Any, frozenset[str] | None]] = {}
         self._registrar: Registrar | None = None
         self._stopped = False
 
@@ -404,18 +407,7 @@ class TCPBackend(NetworkBackend, Network):
         elif isinstance(f, fr.Down):
             r.route_down(f.target, f.to, f.ref, f.reason)
         elif isinstance(f, fr.SpawnRequest):
-            # Remote spawn is off until a factory is enabled for it (Ergo's
-            # EnableSpawn); refuse with a reply rather than leave the caller waiting.
-            self._send_frame(
-                f.from_.node,
-                fr.SpawnResult(
-                    f.from_,
-                    f.ref,
-                    None,
-                    ErrNotAllowed(f"remote spawn of {f.factory!r} is not enabled on {self._name}"),
-                ),
-                from_loop=True,
-            )
+            self._spawn_requested(f)
         elif isinstance(f, fr.SpawnResult):
             _, fut = self._spawns.pop(f.ref, ("", None))
             if fut is not None and not fut.done():
@@ -428,6 +420,60 @@ class TCPBackend(NetworkBackend, Network):
                         else ErrNotAllowed(str(f.error))
                     )
                     fut.set_exception(err)
+
+    def _spawn_requested(self, f: fr.SpawnRequest) -> None:
+        """Answer a remote spawn request: refuse at once, or spawn off the loop and reply."""
+        peer = str(f.from_.node)
+        entry = self._spawnable.get(f.factory)
+        error: BaseException | None = None
+        if not self._net.flags & NetworkFlags.ENABLE_REMOTE_SPAWN:
+            error = ErrNotAllowed(f"remote spawn is switched off on {self._name}")
+        elif entry is None:
+            error = ErrNameUnknown(f"{f.factory!r} is not enabled for remote spawn")
+        elif entry[1] is not None and peer not in entry[1]:
+            error = ErrNotAllowed(f"{peer} may not spawn {f.factory!r} on {self._name}")
+        if error is not None or entry is None:
+            self._reply_spawn(f, None, error)
+            return
+        factory = entry[0]
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(
+            None, self._router.route_spawn, f.from_, f.register or None, factory, f.args
+        )
+
+        def done(job: asyncio.Future[PID]) -> None:
+            exc = job.exception()
+            self._reply_spawn(f, None if exc else job.result(), exc)
+
+        job.add_done_callback(done)
+
+    def _reply_spawn(
+        self, f: fr.SpawnRequest, pid: PID | None, error: BaseException | None
+    ) -> None:
+        try:
+            self._send_frame(
+                f.from_.node, fr.SpawnResult(f.from_, f.ref, pid, error), from_loop=True
+            )
+        except ErgoError as exc:
+            log.info("%s: spawn result for %s not sent: %s", self._name, f.from_, exc)
+
+    def enable_spawn(self, name: str, factory: Any, *nodes: str) -> None:
+        with self._routes_lock:
+            self._spawnable[name] = (factory, frozenset(nodes) if nodes else None)
+
+    def disable_spawn(self, name: str, *nodes: str) -> None:
+        with self._routes_lock:
+            entry = self._spawnable.get(name)
+            if entry is None:
+                return
+            if not nodes:
+                del self._spawnable[name]
+            elif entry[1] is None:
+                raise ErrIncorrect(
+                    f"{name!r} is enabled for every node; disable it entirely, then re-enable"
+                )
+            else:
+                self._spawnable[name] = (entry[0], entry[1] - frozenset(nodes))
 
     # --- dialing (loop thread) ----------------------------------------------------------
 
@@ -697,7 +743,13 @@ class TCPBackend(NetworkBackend, Network):
         self._send_frame(to.node, fr.Down(to, from_target, ref, reason))
 
     def spawn(
-        self, from_pid: PID, node: str, name: str, args: tuple[Any, ...], options: ProcessOptions
+        self,
+        from_pid: PID,
+        node: str,
+        name: str,
+        args: tuple[Any, ...],
+        options: ProcessOptions,
+        register: str = "",
     ) -> PID:
         ref = Ref(self._name, secrets.randbits(96), self._creation)
 
@@ -707,7 +759,7 @@ class TCPBackend(NetworkBackend, Network):
             try:
                 await self._connect(node)
                 self._send_frame(
-                    node, fr.SpawnRequest(from_pid, ref, name, "", args), from_loop=True
+                    node, fr.SpawnRequest(from_pid, ref, name, register, args), from_loop=True
                 )
                 return await fut
             finally:
@@ -717,6 +769,10 @@ class TCPBackend(NetworkBackend, Network):
 
     def connect(self, node: str) -> None:
         self._connection(node)
+
+    @property
+    def core_pid(self) -> PID:
+        return self._router.pid
 
     def network(self) -> Network:
         return self
@@ -815,9 +871,18 @@ class _RemoteNode(RemoteNode):
         return self._conn.done.peer_creation
 
     def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
-        core_pid = PID(self._backend._name, 1, self._backend._creation)
+        core_pid = self._backend.core_pid
         return self._backend.spawn(
             core_pid, self._conn.peer, name, args, options or ProcessOptions()
+        )
+
+    def spawn_register(
+        self, register: str, name: str, *args: Any, options: ProcessOptions | None = None
+    ) -> PID:
+        """Spawn ``name`` on the peer and register the process there as ``register``."""
+        core_pid = self._backend.core_pid
+        return self._backend.spawn(
+            core_pid, self._conn.peer, name, args, options or ProcessOptions(), register
         )
 
     def disconnect(self) -> None:

@@ -465,3 +465,26 @@ def test_remote_spawn_reports_a_failing_init(nodes: Nodes) -> None:
     # b keeps serving, and a call to a missing remote name fails at once
     with pytest.raises(gen.ErrProcessUnknown):
         a.call(gen.ProcessID("missing", "b@127.0.0.1"), 1, timeout=20)
+
+
+def test_handshakes_beyond_max_handshakes_are_refused_busy(nodes: Nodes) -> None:
+    opts = nodes.options("b@127.0.0.1", tls=False)
+    opts.network.acceptors[0].max_handshakes = 2
+    opts.network.acceptors[0].handshake_timeout = 2.0
+    b = nodes.start("b@127.0.0.1", opts)
+    b.spawn_register("pong", Pong)
+    port = opts.network.acceptors[0].port
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as third:
+            third.settimeout(WAIT)
+            data = b""
+            while chunk := third.recv(1024):
+                data += chunk
+            assert b"busy" in data
+    finally:
+        for s in stalled:
+            s.close()
+    a = nodes.start("a@127.0.0.1", tls=False)
+    assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)

@@ -41,6 +41,7 @@ from ergo_py.net.handshake import (
     JoinHandshake,
     Refused,
     Rejected,
+    reject_message,
 )
 from ergo_py.net.tls import connection_tls_info
 from ergo_py.net.writer import BatchWriter
@@ -106,12 +107,14 @@ class LinkProtocol(asyncio.Protocol):
         handshake_timeout: float,
         max_message_size: int,
         dialer: bool,
+        settled: Callable[[LinkProtocol], None] | None = None,
     ) -> None:
         self._owner = owner
         self._make_machine = make_machine
         self._handshake_timeout = handshake_timeout
         self._max_message_size = max_message_size
         self.dialer = dialer
+        self._settled = settled
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[HandshakeComplete | JoinComplete] = self._loop.create_future()
         self._machine: Machine | None = None
@@ -139,8 +142,17 @@ class LinkProtocol(asyncio.Protocol):
             self._machine = self._make_machine(self.tls)
             if not isinstance(self._machine, AcceptorHandshake):
                 transport.write(self._machine.initiate())
+        except HandshakeRejected as exc:  # refused before any message, e.g. "busy"
+            transport.write(reject_message(exc.reason))
+            self._fail(exc, refused_by_us=True)
         except Exception as exc:
             self._fail(exc)
+
+    def _settle(self) -> None:
+        """The handshake is over, one way or the other (called once)."""
+        settled, self._settled = self._settled, None
+        if settled is not None:
+            settled(self)
 
     def data_received(self, data: bytes) -> None:
         if self._decoder is not None:
@@ -156,6 +168,7 @@ class LinkProtocol(asyncio.Protocol):
             self._fail(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._settle()
         if self._timer is not None:
             self._timer.cancel()
         if self.writer is not None:
@@ -196,6 +209,7 @@ class LinkProtocol(asyncio.Protocol):
         assert self._transport is not None
         if self._timer is not None:
             self._timer.cancel()
+        self._settle()
         self.result = done
         self._decoder = FrameDecoder(self._max_message_size)
         self.writer = BatchWriter(self._loop, self._transport)

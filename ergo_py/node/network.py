@@ -233,9 +233,14 @@ class TCPBackend(NetworkBackend, Network):
             else self._net.max_message_size
         )
         holder: dict[str, Any] = {}
+        handshaking: set[LinkProtocol] = set()
 
         def factory() -> LinkProtocol:
+            busy = len(handshaking) >= opts.max_handshakes
+
             def machine(tls: TLSDetails) -> AcceptorHandshake:
+                if busy:
+                    raise HandshakeRejected("busy")
                 return AcceptorHandshake(
                     node_name=self._name,
                     creation=self._creation,
@@ -252,13 +257,17 @@ class TCPBackend(NetworkBackend, Network):
                     max_handshake_size=opts.handshake_max_message_size,
                 )
 
-            return LinkProtocol(
+            link = LinkProtocol(
                 self,
                 machine,
                 handshake_timeout=opts.handshake_timeout,
                 max_message_size=max_size,
                 dialer=False,
+                settled=handshaking.discard,
             )
+            if not busy:
+                handshaking.add(link)
+            return link
 
         ports = (
             [opts.port] if opts.port == 0 else range(opts.port, opts.port + max(1, opts.port_range))

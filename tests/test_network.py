@@ -488,3 +488,57 @@ def test_handshakes_beyond_max_handshakes_are_refused_busy(nodes: Nodes) -> None
             s.close()
     a = nodes.start("a@127.0.0.1", tls=False)
     assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
+
+
+def test_stopping_a_node_fires_remote_links_and_monitors(nodes: Nodes) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    target = b.spawn(Recorder, queue.Queue())
+    out: queue.Queue[Any] = queue.Queue()
+
+    class Watcher(act.Actor):
+        trap_exit = True
+
+        def init(self) -> None:
+            self.link(target)
+            self.monitor(target)
+
+        def handle_message(self, sender: gen.PID, message: Any) -> None:
+            out.put(message)
+
+    a.spawn(Watcher)
+    assert _wait_for(lambda: a.network().nodes() == ["b@127.0.0.1"])
+    time.sleep(0.2)  # the link and monitor requests cross first
+    b.stop()
+    got = [get(out), get(out)]
+    kinds = sorted(type(m).__name__ for m in got)
+    assert kinds == ["MessageDownPID", "MessageExitPID"]
+    # b's processes end as b shuts down: the reason is their end, or the lost connection
+    assert all(m.pid == target for m in got)
+
+
+def test_a_node_cannot_pose_as_another_with_a_valid_cluster_certificate(nodes: Nodes) -> None:
+    b = nodes.start("b@127.0.0.1")
+    b.spawn_register("pong", Pong)
+    options = nodes.options("m@127.0.0.1")
+    cam = gen.create_cert_auth_manager(_CA.issue("c@127.0.0.1", hosts=("127.0.0.1",)))
+    cam.set_root_cas(_CA.pool())
+    options.cert_manager = cam
+    impostor = nodes.start("m@127.0.0.1", options)
+    with pytest.raises(gen.ErrNoConnection, match="identity"):
+        impostor.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
+    assert b.network().nodes() == []
+
+
+def test_a_dialer_refuses_a_server_whose_certificate_names_another_node(nodes: Nodes) -> None:
+    options = nodes.options("b@127.0.0.1")
+    cam = gen.create_cert_auth_manager(_CA.issue("z@127.0.0.1", hosts=("127.0.0.1",)))
+    cam.set_client_cas(_CA.pool())
+    cam.set_client_auth(gen.ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT)
+    options.cert_manager = cam
+    options.network.verify_node_identity = False  # b itself does not check its peers
+    b = nodes.start("b@127.0.0.1", options)
+    b.spawn_register("pong", Pong)
+    a = nodes.start("a@127.0.0.1")
+    with pytest.raises(gen.ErrNoConnection, match="identity"):
+        a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)

@@ -94,6 +94,11 @@ class NetworkOptions:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     registrar_port: int = DEFAULT_REGISTRAR_PORT
     registrar_enabled: bool = True
+    # Node identity under TLS: a verified peer certificate must name the node
+    # the peer claims (URI SAN ergo://name@host). With ``identity_host_fallback``
+    # a certificate without such URIs passes if a DNS/IP SAN matches the host.
+    verify_node_identity: bool = True
+    identity_host_fallback: bool = False
 
 
 @dataclass

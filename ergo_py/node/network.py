@@ -252,7 +252,10 @@ class TCPBackend(NetworkBackend, Network):
                     local_cert_fp=tls.local_fp,
                     peer_cert_fp=tls.peer_fp,
                     has_pending_dial=self._has_pending_dial,
-                    check_peer=self._check_peer,
+                    check_peer=lambda name, creation: (
+                        self._check_peer(name, creation)
+                        or self._identity_refusal(tls, name, dialer=False)
+                    ),
                     lookup_connection=self._lookup_connection,
                     max_handshake_size=opts.handshake_max_message_size,
                 )
@@ -323,9 +326,35 @@ class TCPBackend(NetworkBackend, Network):
 
     # --- LinkOwner (loop thread) --------------------------------------------------------
 
+    def _identity_refusal(self, tls: TLSDetails | None, peer_name: str, dialer: bool) -> str | None:
+        """Why a peer's verified certificate does not prove it is ``peer_name`` (or None)."""
+        if not self._net.verify_node_identity or tls is None or tls.peer is None:
+            return None
+        if dialer and self._net.insecure_skip_verify:
+            return None
+        peer = tls.peer
+        if peer.has_node_name(peer_name):
+            return None
+        host = Atom(peer_name).host
+        if (
+            not peer.node_names
+            and self._net.identity_host_fallback
+            and (host in peer.dns_names or host in peer.ip_addresses)
+        ):
+            return None
+        named = ", ".join(peer.node_names) or "no node name"
+        return f"identity: certificate {peer.fingerprint[:16]} names {named}, not {peer_name}"
+
+    def _check_identity(self, link: LinkProtocol, peer_name: str) -> None:
+        reason = self._identity_refusal(link.tls, peer_name, link.dialer)
+        if reason is not None:
+            log.warning("%s: refused %s: %s", self._name, peer_name, reason)
+            raise ErrNotAllowed(reason)
+
     def link_up(self, link: LinkProtocol, done: HandshakeComplete | JoinComplete) -> None:
         if self._stopped:
             raise ErrNoConnection("node is stopping")
+        self._check_identity(link, done.peer_name)
         if isinstance(done, JoinComplete):
             conn = self._conns.get(done.peer_name)
             if conn is None or conn.done.connection_id != done.connection_id:
@@ -811,8 +840,8 @@ class TCPBackend(NetworkBackend, Network):
             "dialed": conn.dialed,
             "identity_verified": bool(
                 peer is not None
-                and not self._net.insecure_skip_verify
-                and conn.peer in peer.node_names
+                and self._net.verify_node_identity
+                and not (conn.dialed and self._net.insecure_skip_verify)
             ),
             "tls_version": tls.version if tls else None,
             "cipher": tls.cipher if tls else None,

@@ -1,161 +1,181 @@
-"""``ergo-py demo``: live certificate rotation over real mutual TLS.
+"""``ergo-py demo``: a three-node mTLS cluster whose certificates rotate while it works.
 
-A listener and a dialer, each with its own ``CertAuthManager`` and a
-certificate from one development CA, on loopback. The demo opens a
-connection, rotates both certificates, opens another, and shows that the new
-connection presents the new certificates while the old one, still open, keeps
-working on the old ones. Then it tightens trust: a client with a certificate
-from an unknown CA is refused until its CA is added to the pool.
+Three nodes on loopback, each with a ``CertAuthManager`` and a certificate from
+a development CA, call each other's ``pong`` process without pause. Meanwhile
+the demo rotates every node's certificate several times, rotates the CA itself
+through the overlap procedure (trust old + new, re-issue, drop old), and
+tightens client authentication from "verify if given" to "require". After
+each change it closes one connection so the next call dials again with the
+current settings. It ends with a summary: calls made and failed, rotations,
+and which certificate version each connection ended on.
+
+A call in flight when its connection is closed fails at once with
+``ErrNoConnection`` (it may or may not have run on the far side); callers
+count it and carry on. Nothing else may fail.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import socket
-import ssl
 import threading
-from dataclasses import dataclass
+import time
+from collections import Counter
 from typing import Any
 
-from ergo_py import gen
+import ergo_py
+from ergo_py import act, gen
 from ergo_py.lib import CertificateAuthority
-from ergo_py.net.tls import ListenerTLS, client_context_for_dial, connection_tls_info
 
-_TIMEOUT = 5.0
+NAMES = ("a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1")
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("demo", help="live certificate rotation over mutual TLS on loopback")
+    p = sub.add_parser("demo", help="a 3-node mTLS cluster with live certificate rotation")
+    p.add_argument("--rounds", type=int, default=3, help="certificate rotations per node")
     p.set_defaults(run=run)
 
 
-@dataclass
-class _Served:
-    server_version: int
-    client_fingerprint: str
+class Pong(act.Actor):
+    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
+        return ("pong", request)
 
 
-class _EchoServer:
-    """A blocking TLS echo server on 127.0.0.1 (one thread per connection)."""
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
-    def __init__(self, listener: ListenerTLS) -> None:
-        self._listener = listener
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.2)
-        self.port: int = self._sock.getsockname()[1]
-        self.seen: list[_Served] = []
+
+class _Callers:
+    """One thread per ordered pair of nodes, calling until told to stop."""
+
+    def __init__(self, nodes: dict[str, gen.Node]) -> None:
+        self.stats: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._accept_thread = threading.Thread(target=self._accept, daemon=True)
-        self._accept_thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(nodes[src], dst), daemon=True)
+            for src, dst in itertools.permutations(nodes, 2)
+        ]
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                raw, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            t = threading.Thread(target=self._serve, args=(raw,), daemon=True)
-            self._threads.append(t)
+    def start(self) -> None:
+        for t in self._threads:
             t.start()
 
-    def _serve(self, raw: socket.socket) -> None:
-        raw.settimeout(_TIMEOUT)
-        try:
-            with self._listener.context.wrap_socket(raw, server_side=True) as conn:
-                state, peer_der = connection_tls_info(conn._sslobj)  # type: ignore[attr-defined]
-                if state is not None and peer_der is not None:
-                    peer = gen.PeerCertificate.from_der(peer_der)
-                    self.seen.append(_Served(state.version, peer.fingerprint))
-                while data := conn.recv(1024):
-                    conn.sendall(data)
-        except (OSError, ssl.SSLError):
-            pass  # a refused client: the dialer's side reports it
+    def _loop(self, node: gen.Node, dst: str) -> None:
+        target = gen.ProcessID("pong", dst)
+        for i in itertools.count():
+            if self._stop.is_set():
+                return
+            try:
+                reply = node.call(target, i, timeout=10)
+                ok = reply == ("pong", i)
+                with self._lock:
+                    self.stats["ok" if ok else "wrong"] += 1
+            except gen.ErrNoConnection:
+                with self._lock:
+                    self.stats["closed mid-call"] += 1
+            except gen.ErgoError as exc:
+                with self._lock:
+                    self.stats["failed"] += 1
+                    self.errors[type(exc).__name__] += 1
 
-    def close(self) -> None:
+    def stop(self) -> None:
         self._stop.set()
-        self._sock.close()
-        self._accept_thread.join(_TIMEOUT)
         for t in self._threads:
-            t.join(_TIMEOUT)
-
-
-def _dial(manager: gen.CertManager, port: int) -> ssl.SSLSocket:
-    ctx, server_hostname = client_context_for_dial(manager, False)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=_TIMEOUT)
-    conn = ctx.wrap_socket(raw, server_hostname=server_hostname)
-    conn.sendall(b"ping")  # TLS 1.3 reports a refused client certificate on the first read
-    if conn.recv(4) != b"ping":
-        raise gen.ErrNoConnection("echo failed")
-    return conn
-
-
-def _short(fp: str) -> str:
-    return fp[:16]
+            t.join(15)
 
 
 def run(args: argparse.Namespace | None = None) -> int:
-    """Run the demo; returns 0 when every step behaved as promised."""
-    ca = CertificateAuthority.create("ergo_py demo CA")
-    server = gen.create_cert_auth_manager(ca.issue("server@localhost", hosts=("127.0.0.1",)))
-    client = gen.create_cert_auth_manager(ca.issue("client@localhost", hosts=("127.0.0.1",)))
-    for m in (server, client):
-        m.set_client_cas(ca.pool())
-        m.set_root_cas(ca.pool())
-    server.set_client_auth(gen.ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT)
-
-    listener = ListenerTLS(server)
-    echo = _EchoServer(listener)
-    ok = True
+    """Run the demo; returns 0 when no call failed for any reason but a closed connection."""
+    rounds = args.rounds if args is not None else 3
+    ca1 = CertificateAuthority.create("ergo_py demo CA 1")
+    registrar = _free_port()
+    managers: dict[str, gen.CertAuthManager] = {}
+    nodes: dict[str, gen.Node] = {}
+    for name in NAMES:
+        cam = gen.create_cert_auth_manager(ca1.issue(name, hosts=("127.0.0.1",)))
+        cam.set_client_cas(ca1.pool())
+        cam.set_root_cas(ca1.pool())
+        cam.set_client_auth(gen.ClientAuth.VERIFY_CLIENT_CERT_IF_GIVEN)
+        managers[name] = cam
     try:
-        print("1. connect with the first certificates")
-        first = _dial(client, echo.port)
-        peer = gen.PeerCertificate.from_der(first.getpeercert(binary_form=True) or b"")
-        print(f"   server presented {_short(peer.fingerprint)} (version {server.version})")
+        for name in NAMES:
+            options = gen.NodeOptions(cert_manager=managers[name])
+            options.network.cookie = "demo"
+            options.network.registrar_port = registrar
+            options.network.acceptors = [gen.AcceptorOptions(host="127.0.0.1", port=_free_port())]
+            nodes[name] = ergo_py.start_node(name, options)
+            nodes[name].spawn_register("pong", Pong)
+        callers = _Callers(nodes)
+        callers.start()
+        print(f"3 nodes up on mTLS: {', '.join(NAMES)}; 6 callers running")
+        changes = 0
 
-        print("2. rotate both certificates while the connection stays open")
-        server.update(ca.issue("server@localhost", hosts=("127.0.0.1",)))
-        client.update(ca.issue("client@localhost", hosts=("127.0.0.1",)))
-        second = _dial(client, echo.port)
-        peer2 = gen.PeerCertificate.from_der(second.getpeercert(binary_form=True) or b"")
-        print(f"   new connection: server presented {_short(peer2.fingerprint)}")
-        new_fp = server.get_certificate().fingerprint
-        ok &= peer2.fingerprint == new_fp and peer.fingerprint != new_fp
-        first.sendall(b"ping")
-        still = first.recv(4) == b"ping"
-        ok &= still
-        print(f"   old connection still works on the old certificate: {still}")
-        for i, s in enumerate(echo.seen, 1):
-            print(
-                f"   server side, connection {i}: own cert version {s.server_version}, "
-                f"client cert {_short(s.client_fingerprint)}"
-            )
+        def settle(what: str) -> None:
+            nonlocal changes
+            changes += 1
+            time.sleep(0.3)
+            src, dst = NAMES[changes % 3], NAMES[(changes + 1) % 3]
+            nodes[src].network().disconnect(dst)  # the next call dials with current settings
+            print(f"  {what}; reconnected {src} -> {dst}")
 
-        print("3. a client from another CA is refused, then trusted after a pool change")
-        other_ca = CertificateAuthority.create("another CA")
-        stranger = gen.create_cert_auth_manager(
-            other_ca.issue("stranger@localhost", hosts=("127.0.0.1",))
-        )
-        stranger.set_root_cas(ca.pool())
-        try:
-            _dial(stranger, echo.port).close()
-            refused = False
-        except (OSError, ssl.SSLError, gen.ErgoError) as exc:
-            refused = True
-            print(f"   refused: {type(exc).__name__}")
-        ok &= refused
+        print("rotating every node's certificate")
+        for r in range(rounds):
+            for name in NAMES:
+                managers[name].update(ca1.issue(name, hosts=("127.0.0.1",)))
+                settle(f"round {r + 1}: {name} now on cert version {managers[name].version}")
+
+        print("rotating the CA: trust CA1 + CA2, re-issue from CA2, drop CA1")
+        ca2 = CertificateAuthority.create("ergo_py demo CA 2")
         both = gen.CertPool()
-        for c in (*ca.pool().certificates, *other_ca.pool().certificates):
-            both.add(c)
-        server.set_client_cas(both)
-        _dial(stranger, echo.port).close()
-        print("   accepted after set_client_cas(old CA + new CA), no restart")
-        first.close()
-        second.close()
+        for cert in (*ca1.pool().certificates, *ca2.pool().certificates):
+            both.add(cert)
+        for cam in managers.values():
+            cam.set_client_cas(both)
+            cam.set_root_cas(both)
+        settle("every node trusts CA1 and CA2")
+        for name in NAMES:
+            managers[name].update(ca2.issue(name, hosts=("127.0.0.1",)))
+            settle(f"{name} re-issued from CA2")
+        for cam in managers.values():
+            cam.set_client_cas(ca2.pool())
+            cam.set_root_cas(ca2.pool())
+        settle("CA1 dropped everywhere")
+
+        print("tightening client auth to REQUIRE_AND_VERIFY_CLIENT_CERT")
+        for cam in managers.values():
+            cam.set_client_auth(gen.ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT)
+        for _ in NAMES:
+            settle("client certificates now required")
+
+        time.sleep(0.5)
+        callers.stop()
+        print()
+        print("summary")
+        stats = callers.stats
+        print(f"  calls answered correctly:        {stats['ok']}")
+        print(f"  calls closed mid-call (retried): {stats['closed mid-call']}")
+        print(f"  calls failed otherwise:          {stats['failed'] + stats['wrong']}")
+        for kind, n in callers.errors.items():
+            print(f"    {kind}: {n}")
+        print(f"  certificate and trust changes:   {changes}")
+        print("  connections at the end (local cert version / peer certificate):")
+        for name in NAMES:
+            for peer in nodes[name].network().nodes():
+                info = nodes[name].network().info(peer)
+                print(
+                    f"    {name} -> {peer}: v{info['local_cert_version']}"
+                    f" / {str(info['peer_cert_fingerprint'])[:16]}"
+                    f" (identity verified: {info['identity_verified']})"
+                )
+        ok = stats["failed"] == 0 and stats["wrong"] == 0 and stats["ok"] > 0
+        print("demo", "passed" if ok else "FAILED")
+        return 0 if ok else 1
     finally:
-        echo.close()
-        listener.close()
-    print("demo", "passed" if ok else "FAILED")
-    return 0 if ok else 1
+        for node in nodes.values():
+            node.stop()

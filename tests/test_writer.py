@@ -21,6 +21,9 @@ class FakeTransport(asyncio.WriteTransport):
     def write(self, data: Any) -> None:
         self.writes.append(bytes(data))
 
+    def is_closing(self) -> bool:
+        return False
+
 
 def _drain(lt: LoopThread) -> None:
     async def nothing() -> None:
@@ -94,5 +97,24 @@ def test_write_after_close_raises_no_connection() -> None:
         w.close()
         with pytest.raises(gen.ErrNoConnection):
             w.write(b"x")
+    finally:
+        lt.stop()
+
+
+def test_graceful_close_writes_what_was_accepted() -> None:
+    lt = LoopThread("w")
+    try:
+        t = FakeTransport()
+        w = BatchWriter(lt.loop, t)
+        gate = threading.Event()
+        lt.call_soon(gate.wait, 5)  # hold the loop: the close runs before any flush
+        lt.call_soon(w.close, True)
+        w.write(b"a")
+        w.write(b"b")
+        gate.set()
+        _drain(lt)
+        assert t.writes == [b"ab"]
+        with pytest.raises(gen.ErrNoConnection):
+            w.write(b"c")
     finally:
         lt.stop()

@@ -265,9 +265,12 @@ class LinkProtocol(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
-        """Close the link (idempotent); ``link_lost`` follows."""
+        """Close the link gracefully (idempotent); ``link_lost`` follows.
+
+        Frames already accepted by the writer are sent before the close.
+        """
         if self.writer is not None:
-            self.writer.close()
+            self.writer.close(flush=True)
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 

@@ -59,11 +59,18 @@ class BatchWriter:
         if frames:
             self._transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
 
-    def close(self) -> None:
-        """Refuse further writes; whatever is queued is dropped with the link."""
+    def close(self, flush: bool = False) -> None:
+        """Refuse further writes.
+
+        With ``flush`` (loop thread only, transport still open) frames already
+        accepted are written first, so a graceful close loses nothing that
+        ``write`` accepted; otherwise they go down with the link.
+        """
         with self._lock:
             self._closed = True
-            self._frames = []
+            frames, self._frames = self._frames, []
+        if flush and frames and not self._transport.is_closing():
+            self._transport.write(b"".join(frames))
 
     @property
     def closed(self) -> bool:

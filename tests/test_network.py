@@ -542,3 +542,63 @@ def test_a_dialer_refuses_a_server_whose_certificate_names_another_node(nodes: N
     a = nodes.start("a@127.0.0.1")
     with pytest.raises(gen.ErrNoConnection, match="identity"):
         a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
+
+
+def test_a_certificate_that_expired_while_running_is_refused(nodes: Nodes) -> None:
+    from datetime import timedelta
+
+    b = nodes.start("b@127.0.0.1")
+    b.spawn_register("pong", Pong)
+    options = nodes.options("s@127.0.0.1")
+    short = _CA.issue("s@127.0.0.1", hosts=("127.0.0.1",), valid_for=timedelta(seconds=2))
+    cam = gen.create_cert_auth_manager(short)
+    cam.set_root_cas(_CA.pool())
+    options.cert_manager = cam
+    s = nodes.start("s@127.0.0.1", options)
+    time.sleep(2.5)
+    with pytest.raises(gen.ErrNoConnection):
+        s.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
+
+
+def test_a_client_without_a_certificate_is_refused_when_required(nodes: Nodes) -> None:
+    import ssl
+
+    opts = nodes.options("b@127.0.0.1")
+    b = nodes.start("b@127.0.0.1", opts)
+    b.spawn_register("pong", Pong)
+    ctx = ssl.create_default_context(cadata=_CA.pool().to_pem())
+    ctx.check_hostname = False
+    port = opts.network.acceptors[0].port
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw,
+        pytest.raises((ssl.SSLError, OSError)),
+        ctx.wrap_socket(raw) as tls,
+    ):
+        # TLS 1.3 reports the missing certificate at the first read
+        tls.sendall(b"\x57\x01\x00\x00\x00\x01\x90")
+        if not tls.recv(1024):
+            raise ConnectionResetError("closed without a word")
+    a = nodes.start("a@127.0.0.1")
+    assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
+
+
+def test_a_plain_acceptor_can_sit_beside_a_tls_one(nodes: Nodes) -> None:
+    opts = nodes.options("b@127.0.0.1")
+    plain_port = free_port()
+    opts.network.acceptors.append(gen.AcceptorOptions(host="127.0.0.1", port=plain_port, tls=False))
+    opts.network.registrar_enabled = False
+    b = nodes.start("b@127.0.0.1", opts)
+    b.spawn_register("pong", Pong)
+    plain_opts = nodes.options("p@127.0.0.1", tls=False)
+    plain_opts.network.registrar_enabled = False
+    p = nodes.start("p@127.0.0.1", plain_opts)
+    p.network().add_route("b@.*", gen.NetworkRoute(host="127.0.0.1", port=plain_port, tls=False))
+    assert p.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
+    assert b.network().info("p@127.0.0.1")["tls_version"] is None
+    tls_opts = nodes.options("t@127.0.0.1")
+    tls_opts.network.registrar_enabled = False
+    t = nodes.start("t@127.0.0.1", tls_opts)
+    tls_port = opts.network.acceptors[0].port
+    t.network().add_route("b@.*", gen.NetworkRoute(host="127.0.0.1", port=tls_port))
+    assert t.call(gen.ProcessID("pong", "b@127.0.0.1"), 2) == ("pong", 2)
+    assert b.network().info("t@127.0.0.1")["identity_verified"] is True

@@ -27,6 +27,7 @@ import secrets
 import ssl
 import string
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -592,17 +593,48 @@ class TCPBackend(NetworkBackend, Network):
             await asyncio.wait_for(ev.wait(), self._net.handshake_timeout)
         return self._conns.get(node)
 
-    async def _dial(self, node: str, route: NetworkRoute) -> _Connection:
-        loop = asyncio.get_running_loop()
-        host = route.host or Atom(node).host
-        use_tls = route.tls if route.tls is not None else self._cm is not None
+    async def _open_link(
+        self,
+        host: str,
+        port: int,
+        use_tls: bool,
+        server_hostname: str,
+        machine: Callable[[TLSDetails], DialerHandshake | JoinHandshake],
+    ) -> HandshakeComplete | JoinComplete:
+        """Dial one link and run its handshake; the TLS context is the manager's current one."""
         ctx: ssl.SSLContext | None = None
-        server_hostname: str | None = None
+        sni: str | None = None
         if use_tls:
             if self._cm is None:
-                raise ErrNoConnection(f"{node} speaks TLS but this node has no cert manager")
+                raise ErrNoConnection(f"{host}:{port} speaks TLS but this node has no cert manager")
             ctx, name = client_context_for_dial(self._cm, self._net.insecure_skip_verify)
-            server_hostname = name or host
+            sni = name or server_hostname
+
+        def factory() -> LinkProtocol:
+            return LinkProtocol(
+                self,
+                machine,
+                handshake_timeout=self._net.handshake_timeout,
+                max_message_size=self._net.max_message_size,
+                dialer=True,
+            )
+
+        _, link = await asyncio.wait_for(
+            asyncio.get_running_loop().create_connection(
+                factory,
+                host,
+                port,
+                ssl=ctx,
+                server_hostname=sni,
+                ssl_handshake_timeout=self._net.handshake_timeout if ctx is not None else None,
+            ),
+            self._net.connect_timeout + self._net.handshake_timeout,
+        )
+        return await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+
+    async def _dial(self, node: str, route: NetworkRoute) -> _Connection:
+        host = route.host or Atom(node).host
+        use_tls = route.tls if route.tls is not None else self._cm is not None
         cookie = route.cookie if route.cookie is not None else self._cookie
 
         def machine(tls: TLSDetails) -> DialerHandshake:
@@ -617,33 +649,17 @@ class TCPBackend(NetworkBackend, Network):
                 peer_cert_fp=tls.peer_fp,
             )
 
-        def factory() -> LinkProtocol:
-            return LinkProtocol(
-                self,
-                machine,
-                handshake_timeout=self._net.handshake_timeout,
-                max_message_size=self._net.max_message_size,
-                dialer=True,
-            )
-
-        _, link = await asyncio.wait_for(
-            loop.create_connection(
-                factory,
-                host,
-                route.port,
-                ssl=ctx,
-                server_hostname=server_hostname if ctx is not None else None,
-                ssl_handshake_timeout=self._net.handshake_timeout if ctx is not None else None,
-            ),
-            self._net.connect_timeout + self._net.handshake_timeout,
-        )
-        done = await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+        done = await self._open_link(host, route.port, use_tls, host, machine)
         conn = self._conns.get(node)
         if conn is None:
             raise ErrNoConnection(f"connection to {node} closed right after the handshake")
         if isinstance(done, HandshakeComplete) and done.pool_size > 1:
+            # Each join re-reads the cert manager: a pool link dialled after a
+            # rotation presents the new certificate.
             joins = [
-                self._join(node, route, host, ctx, server_hostname, cookie, done.connection_id)
+                self._open_link(
+                    host, route.port, use_tls, host, self._join_machine(node, cookie, done)
+                )
                 for _ in range(done.pool_size - 1)
             ]
             for result in await asyncio.gather(*joins, return_exceptions=True):
@@ -651,53 +667,20 @@ class TCPBackend(NetworkBackend, Network):
                     log.warning("%s: pool link to %s failed: %s", self._name, node, result)
         return conn
 
-    async def _join(
-        self,
-        node: str,
-        route: NetworkRoute,
-        host: str,
-        ctx: ssl.SSLContext | None,
-        server_hostname: str | None,
-        cookie: str,
-        connection_id: str,
-    ) -> None:
-        """One more link for the connection (a Join), made with the current settings."""
-        loop = asyncio.get_running_loop()
-
+    def _join_machine(
+        self, node: str, cookie: str, done: HandshakeComplete
+    ) -> Callable[[TLSDetails], JoinHandshake]:
         def machine(tls: TLSDetails) -> JoinHandshake:
             return JoinHandshake(
                 node_name=self._name,
                 peer_name=node,
-                connection_id=connection_id,
+                connection_id=done.connection_id,
                 cookie=cookie,
                 local_cert_fp=tls.local_fp,
                 peer_cert_fp=tls.peer_fp,
             )
 
-        def factory() -> LinkProtocol:
-            return LinkProtocol(
-                self,
-                machine,
-                handshake_timeout=self._net.handshake_timeout,
-                max_message_size=self._net.max_message_size,
-                dialer=True,
-            )
-
-        if ctx is not None and self._cm is not None:
-            # Re-read the manager: a pool link dialled after a rotation uses the new cert.
-            ctx, _ = client_context_for_dial(self._cm, self._net.insecure_skip_verify)
-        _, link = await asyncio.wait_for(
-            loop.create_connection(
-                factory,
-                host,
-                route.port,
-                ssl=ctx,
-                server_hostname=server_hostname if ctx is not None else None,
-                ssl_handshake_timeout=self._net.handshake_timeout if ctx is not None else None,
-            ),
-            self._net.connect_timeout + self._net.handshake_timeout,
-        )
-        await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+        return machine
 
     # --- outbound (process threads) -----------------------------------------------------
 

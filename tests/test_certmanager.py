@@ -386,3 +386,19 @@ def test_key_material_goes_through_memfd_not_a_file(
     m.update(node_cert(ca))
     m.client_context(insecure_skip_verify=True)
     assert m.version == 2
+
+
+def test_updates_and_rejections_are_logged_with_fingerprints(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ca = CertificateAuthority.create("log CA")
+    first, second = node_cert(ca), node_cert(ca)
+    manager = gen.create_cert_manager(first)
+    with caplog.at_level("INFO", logger="ergo_py.gen.certmanager"):
+        manager.update(second)
+        with pytest.raises(gen.CertificateError):
+            manager.update(expired_cert(ca))
+    text = caplog.text
+    assert f"updated to version 2: {second.fingerprint[:16]}" in text
+    assert f"was {first.fingerprint[:16]}" in text
+    assert "rejected" in text and f"keeping {second.fingerprint[:16]}" in text

@@ -314,12 +314,30 @@ class CertManager:
         does not match, the certificate is expired or not yet valid, or it
         cannot be loaded into a TLS context.
         """
-        checked = _check_usable(cert)
+        previous = self._built.state.certificate
+        fingerprint = getattr(cert, "fingerprint", "?")
+        try:
+            checked = _check_usable(cert)
 
-        def change(old: CertState) -> CertState:
-            return replace(old, certificate=checked, version=old.version + 1)
+            def change(old: CertState) -> CertState:
+                return replace(old, certificate=checked, version=old.version + 1)
 
-        self._change(change)
+            new = self._change(change)
+        except CertificateError as exc:
+            log.warning(
+                "certificate update rejected: %s (new %.16s, keeping %.16s)",
+                exc,
+                fingerprint,
+                previous.fingerprint,
+            )
+            raise
+        log.info(
+            "certificate updated to version %d: %.16s (was %.16s), valid until %s",
+            new.version,
+            checked.fingerprint,
+            previous.fingerprint,
+            checked.not_after.isoformat(),
+        )
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(new_state)`` after every change; returns an unsubscribe callable.

@@ -239,3 +239,35 @@ def test_frames_are_immutable() -> None:
     frame = fr.SendPID(A, B, 1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         frame.message = 2  # type: ignore[misc]
+
+
+def test_a_broken_decoder_refuses_further_data() -> None:
+    dec = FrameDecoder()
+    dec.receive_data(_header(8, fr.TYPE_KEEPALIVE, magic=77))
+    with pytest.raises(gen.RemoteProtocolError):
+        dec.next_frame()
+    with pytest.raises(gen.RemoteProtocolError):
+        dec.receive_data(encode_frame(fr.Keepalive()))
+
+
+def test_exit_from_a_name_can_be_ordered_behind_the_ended_process() -> None:
+    frame = fr.Exit(NAME, A, "normal")
+    assert frame_order(frame) == 0
+    data = encode_frame(frame, order=order_byte(B.id))
+    dec = FrameDecoder()
+    dec.receive_data(data)
+    raw = dec.next_raw()
+    assert raw is not None and raw.order == order_byte(B.id)
+    assert raw.decode() == frame
+
+
+def test_a_long_stream_in_odd_sized_chunks_yields_every_frame() -> None:
+    frame = fr.SendPID(A, B, "x" * 50)
+    data = encode_frame(frame) * 5000
+    dec = FrameDecoder()
+    got = 0
+    for i in range(0, len(data), 997):
+        dec.receive_data(data[i : i + 997])
+        got += sum(1 for _ in dec)
+        assert dec.buffered < len(encode_frame(frame))
+    assert got == 5000

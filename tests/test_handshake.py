@@ -393,3 +393,84 @@ def test_next_event_before_initiate_is_a_local_protocol_error() -> None:
 def test_bad_fingerprint_argument_is_refused() -> None:
     with pytest.raises(gen.ErrIncorrect):
         dialer(local_cert_fp=b"short")
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"creation": -1},
+        {"creation": 1 << 63},
+        {"flags": 1 << 32},
+        {"max_message_size": -5},
+        {"creation": True},
+        {"max_handshake_size": 0},
+    ],
+    ids=["negative-creation", "huge-creation", "wide-flags", "negative-max", "bool", "zero-limit"],
+)
+def test_local_settings_that_cannot_cross_the_wire_are_refused(setting: dict[str, Any]) -> None:
+    with pytest.raises(gen.ErrIncorrect):
+        dialer(**setting)
+    with pytest.raises(gen.ErrIncorrect):
+        acceptor(**setting)
+
+
+def test_bytes_after_a_refusal_are_dropped() -> None:
+    d, a = dialer(cookie="wrong"), acceptor()
+    run(d, a)
+    assert a.state is HandshakeState.CLOSED
+    a.receive_data(b"x" * 100_000)
+    assert a.trailing_data == b""
+    assert a.next_event() is NEED_DATA
+
+
+def test_connection_id_depends_on_the_cookie_and_both_creations() -> None:
+    base = hs.connection_id(COOKIE, "a@h", 1, "b@h", 2)
+    assert base == hs.connection_id(COOKIE, "b@h", 2, "a@h", 1)
+    assert base != hs.connection_id("other", "a@h", 1, "b@h", 2)
+    assert base != hs.connection_id(COOKIE, "a@h", 1, "b@h", 3)
+
+
+def test_join_fed_one_byte_at_a_time_completes() -> None:
+    d, a = dialer(), acceptor()
+    d_events, _ = run(d, a)
+    cid = d_events[0].connection_id
+    j = JoinHandshake(
+        node_name="alpha@localhost",
+        peer_name="beta@localhost",
+        connection_id=cid,
+        cookie=COOKIE,
+        local_cert_fp=CLIENT_FP,
+        peer_cert_fp=SERVER_FP,
+    )
+    b = acceptor(lookup_connection={cid: "alpha@localhost"}.get)
+    j_events: list[Any] = []
+    b_events: list[Any] = []
+    to_b = j.initiate()
+    for _ in range(4):
+        for i in range(len(to_b)):
+            b.receive_data(to_b[i : i + 1])
+            b_events += drain(b)
+        to_j = b.data_to_send()
+        for i in range(len(to_j)):
+            j.receive_data(to_j[i : i + 1])
+            j_events += drain(j)
+        to_b = j.data_to_send()
+    assert j_events == [JoinComplete("beta@localhost", cid)]
+    assert b_events == [JoinComplete("alpha@localhost", cid)]
+
+
+def test_a_reject_reason_with_control_characters_is_made_printable() -> None:
+    d = dialer()
+    d.initiate()
+    d.receive_data(hs.reject_message("busy\nFAKE LOG LINE\x1b[31m"))
+    event = d.next_event()
+    assert isinstance(event, Rejected)
+    assert event.reason == "busy?FAKE LOG LINE?[31m"
+
+
+def test_a_peer_introducing_the_acceptors_own_name_is_refused() -> None:
+    d = dialer(node_name="beta@localhost")
+    a = acceptor(check_peer=lambda name, creation: pytest.fail("not consulted"))
+    d_events, a_events = run(d, a)
+    assert a_events == [Refused(hs.REASON_NAME_TAKEN)]
+    assert d_events == [Rejected(hs.REASON_NAME_TAKEN)]

@@ -330,6 +330,12 @@ def frame_order(frame: Frame) -> int:
     of a message, call, reply or exit, the process going down for a down
     message (so it queues behind that process's earlier messages). Keepalives
     and spawn results are unordered (0).
+
+    An exit whose ``from_`` is a name or an alias does not say which process
+    ended, so it gets 0 here (and a down for one gets its ref's order). A
+    caller that knows the ended process's PID should pass
+    ``order=order_byte(pid.id)`` to :func:`encode_frame` to keep the signal
+    behind that process's earlier messages.
     """
     if isinstance(frame, Down):
         target = frame.target
@@ -435,7 +441,16 @@ class FrameDecoder:
         self._error: Exception | None = None
 
     def receive_data(self, data: bytes) -> None:
-        """Append bytes read from the link."""
+        """Append bytes read from the link.
+
+        Raises the decoder's earlier error if it is broken (nothing more is
+        buffered). The size limit is checked by the first :meth:`next_raw` /
+        :meth:`next_frame` after a header is complete, before any further
+        bytes of its body are needed: a reader that drains after every read
+        never holds more than one read chunk of an oversized frame.
+        """
+        if self._error is not None:
+            raise self._error
         if self._pos and self._pos >= _COMPACT_AT and self._pos * 2 >= len(self._buf):
             del self._buf[: self._pos]
             self._pos = 0

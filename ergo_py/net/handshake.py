@@ -202,6 +202,13 @@ def _fp(value: bytes | None, what: str) -> bytes:
     return value
 
 
+def _check_uint(value: Any, bound: int, what: str) -> int:
+    """A local setting that must fit the wire: an int in ``0 <= value < bound``."""
+    if type(value) is bool or not isinstance(value, int) or not 0 <= value < bound:
+        raise ErrIncorrect(f"{what} must be an int in 0..{bound - 1}")
+    return int(value)
+
+
 def _check_name(name: Any, what: str) -> str:
     if type(name) is not str or not name or len(name.encode()) > MAX_NODE_NAME_BYTES:
         raise ErrIncorrect(f"{what} must be a non-empty node name of at most 255 bytes")
@@ -218,6 +225,13 @@ _FieldSpec = type | type[_StrList]
 def _pack(*fields: Any) -> bytes:
     body: bytes = msgpack.packb(list(fields), use_bin_type=True)
     return _HEADER.pack(MAGIC, VERSION, len(body)) + body
+
+
+def _printable(text: str) -> str:
+    """The peer's text with control characters replaced: it ends up in our logs."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def reject_message(reason: str) -> bytes:
@@ -244,7 +258,7 @@ class _Machine:
     ) -> None:
         if type(cookie) is not str:
             raise ErrIncorrect("cookie must be a str")
-        if max_handshake_size <= 0:
+        if _check_uint(max_handshake_size, _U32, "max_handshake_size") == 0:
             raise ErrIncorrect("max_handshake_size must be positive")
         self._key = cookie.encode()
         self._cookie = cookie
@@ -270,7 +284,13 @@ class _Machine:
         return self._state
 
     def receive_data(self, data: bytes) -> None:
-        """Feed bytes read from the connection (any split is fine)."""
+        """Feed bytes read from the connection (any split is fine).
+
+        Once the machine is closed (rejected, refused) or broken, further
+        bytes are dropped: a refused peer cannot make us buffer without bound.
+        """
+        if self._state is HandshakeState.CLOSED or self._state is HandshakeState.ERROR:
+            return
         self._buf += data
 
     def data_to_send(self) -> bytes:
@@ -314,7 +334,7 @@ class _Machine:
                 if msg[0] == MSG_REJECT:
                     (reason,) = self._fields(msg, "Reject", (str,))
                     self._state = HandshakeState.CLOSED
-                    return Rejected(reason[:_MAX_REASON])
+                    return Rejected(_printable(reason[:_MAX_REASON]))
                 event = self._handle(msg)
                 if event is not None:
                     return event
@@ -471,10 +491,10 @@ class DialerHandshake(_Machine):
         )
         self._name = _check_name(node_name, "node_name")
         self._peer_name = _check_name(peer_name, "peer_name")
-        self._creation = int(creation)
-        self._flags = int(flags)
+        self._creation = _check_uint(creation, _U63, "creation")
+        self._flags = _check_uint(flags, _U32, "flags")
         self._version = str(version)[:_MAX_VERSION]
-        self._max_message_size = int(max_message_size)
+        self._max_message_size = _check_uint(max_message_size, _U63, "max_message_size")
         self._state = HandshakeState.IDLE
         self._expect = _D_HELLO
         self._peer: _Intro | None = None
@@ -648,7 +668,8 @@ class AcceptorHandshake(_Machine):
       smaller, we refuse with ``"simultaneous"`` (our own dial wins, so the
       pair ends with one connection, made by the smaller name).
     * ``check_peer(peer_name, creation)``: a reason to refuse (e.g.
-      ``"name taken"``, ``"busy"``) or None to go on.
+      ``"name taken"``, ``"busy"``) or None to go on. A peer introducing
+      our own name is refused with ``"name taken"`` before any callback.
     * ``lookup_connection(connection_id)``: the peer name of an established
       connection, or None. Without it every Join is refused.
     """
@@ -679,10 +700,10 @@ class AcceptorHandshake(_Machine):
             server=True,
         )
         self._name = _check_name(node_name, "node_name")
-        self._creation = int(creation)
-        self._flags = int(flags)
+        self._creation = _check_uint(creation, _U63, "creation")
+        self._flags = _check_uint(flags, _U32, "flags")
         self._version = str(version)[:_MAX_VERSION]
-        self._max_message_size = int(max_message_size)
+        self._max_message_size = _check_uint(max_message_size, _U63, "max_message_size")
         if not 1 <= pool_size <= _MAX_POOL_SIZE:
             raise ErrIncorrect("pool_size must be in 1..255")
         if len(pool_dsn) > _MAX_DSN:
@@ -746,6 +767,8 @@ class AcceptorHandshake(_Machine):
         if not self._same(digest, expected):
             return self._refuse(REASON_TLS_BINDING)
         name, version, flags, creation, max_size = fields
+        if name == self._name:  # a node cannot connect to its own name
+            return self._refuse(REASON_NAME_TAKEN)
         if (
             _simultaneous(self._flags, flags)
             and self._has_pending_dial is not None

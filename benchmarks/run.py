@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> int:
     import baseline_tls
     import local_messaging
+    import node_network
 
     from ergo_py.lib import CertificateAuthority
 
@@ -29,6 +30,8 @@ def main() -> int:
     print(f"  one-way frames/s (64 per write): {r.one_way_per_s:,.0f}")
     print(f"  request/response RTT p50 / p99:  {r.rtt_p50_us:.0f} / {r.rtt_p99_us:.0f} us")
     print(f"  connection set-ups/s:            {r.setups_per_s:,.0f}")
+    print()
+    node_network.main()
     return 0
 
 

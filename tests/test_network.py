@@ -333,7 +333,7 @@ def test_a_connection_is_a_pool_of_three_links_on_both_sides(nodes: Nodes) -> No
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
     a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
-    assert a.network().info("b@127.0.0.1")["pool_links"] == gen.DEFAULT_POOL_SIZE
+    assert _wait_for(lambda: a.network().info("b@127.0.0.1")["pool_links"] == 3)
     assert _wait_for(lambda: b.network().info("a@127.0.0.1")["pool_links"] == 3)
 
 
@@ -351,6 +351,8 @@ def test_many_senders_keep_their_own_order_across_the_pool(nodes: Nodes) -> None
             for i in range(1000):
                 self.send(sink, (self.tag, i))
 
+    a.network().get_node("b@127.0.0.1")
+    assert _wait_for(lambda: a.network().info("b@127.0.0.1")["pool_links"] == 3)
     senders = [a.spawn(Sender, tag) for tag in range(8)]
     for pid in senders:
         a.send(pid, "go")
@@ -373,6 +375,7 @@ def test_reconnected_pool_links_all_present_the_rotated_certificate(nodes: Nodes
     cam.update(_CA.issue("a@127.0.0.1", hosts=("127.0.0.1",)))
     a.network().disconnect("b@127.0.0.1")
     a.call(pong, 2)
+    assert _wait_for(lambda: a.network().info("b@127.0.0.1")["pool_links"] == 3)
     links = a.network().info("b@127.0.0.1")["links"]
     assert [link["local_cert_version"] for link in links] == [cam.version] * 3
     assert _wait_for(lambda: b.network().info("a@127.0.0.1")["pool_links"] == 3)

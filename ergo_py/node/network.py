@@ -141,6 +141,7 @@ class TCPBackend(NetworkBackend, Network):
         self._dialing: dict[str, asyncio.Future[_Connection]] = {}
         self._arrived: dict[str, asyncio.Event] = {}
         self._links: set[LinkProtocol] = set()
+        self._joins: set[asyncio.Future[Any]] = set()
         self._acceptors: list[_Acceptor] = []
         self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
         self._routes_lock = threading.Lock()
@@ -193,6 +194,8 @@ class TCPBackend(NetworkBackend, Network):
         self._lt.stop(self._close_all)
 
     async def _close_all(self) -> None:
+        for task in list(self._joins):
+            task.cancel()
         if self._registrar is not None:
             with contextlib.suppress(Exception):
                 await self._registrar.stop()
@@ -654,18 +657,24 @@ class TCPBackend(NetworkBackend, Network):
         if conn is None:
             raise ErrNoConnection(f"connection to {node} closed right after the handshake")
         if isinstance(done, HandshakeComplete) and done.pool_size > 1:
-            # Each join re-reads the cert manager: a pool link dialled after a
-            # rotation presents the new certificate.
-            joins = [
-                self._open_link(
-                    host, route.port, use_tls, host, self._join_machine(node, cookie, done)
-                )
-                for _ in range(done.pool_size - 1)
-            ]
-            for result in await asyncio.gather(*joins, return_exceptions=True):
-                if isinstance(result, BaseException):
-                    log.warning("%s: pool link to %s failed: %s", self._name, node, result)
+            # The connection is usable now; the other pool links join in the
+            # background (order bytes stick to the link they first used, so a
+            # late join never reorders a stream). Each join re-reads the cert
+            # manager: a pool link dialled after a rotation presents the new cert.
+            for _ in range(done.pool_size - 1):
+                join = self._join_machine(node, cookie, done)
+                task = asyncio.ensure_future(self._open_link(host, route.port, use_tls, host, join))
+                self._joins.add(task)
+                task.add_done_callback(self._join_done(node))
         return conn
+
+    def _join_done(self, node: str) -> Callable[[asyncio.Future[Any]], None]:
+        def done(task: asyncio.Future[Any]) -> None:
+            self._joins.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("%s: pool link to %s failed: %s", self._name, node, task.exception())
+
+        return done
 
     def _join_machine(
         self, node: str, cookie: str, done: HandshakeComplete

@@ -127,3 +127,11 @@ def test_copy_isolates_receiver_from_sender_mutation() -> None:
     received = codec.copy(sent)
     sent["items"].append(3)
     assert received == {"items": [1, 2]}
+
+
+def test_cached_identifier_encodings_keep_ref_and_alias_apart() -> None:
+    ref = gen.Ref("a@b", 7, 1)
+    alias = gen.Alias("a@b", 7, 1)
+    assert type(codec.copy(ref)) is gen.Ref
+    assert type(codec.copy(alias)) is gen.Alias
+    assert type(codec.copy(ref)) is gen.Ref

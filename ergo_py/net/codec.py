@@ -76,20 +76,38 @@ def _pack_nested(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
 
 
+# Identifiers are immutable and the same few recur in every frame (sender,
+# recipient): keep their encoded form. Bounded; cleared wholesale when full.
+_IDENT_CACHE_MAX = 4096
+_ident_cache: dict[Any, msgpack.ExtType] = {}
+
+
+def _identifier(obj: Any, t: type) -> msgpack.ExtType:
+    ext = _ident_cache.get(obj)
+    if ext is not None:
+        return ext
+    if t is Atom:
+        ext = msgpack.ExtType(EXT_ATOM, str(obj).encode())
+    elif t is PID:
+        ext = msgpack.ExtType(EXT_PID, _pack_nested([str(obj.node), obj.id, obj.creation]))
+    elif t is ProcessID:
+        ext = msgpack.ExtType(EXT_PROCESS_ID, _pack_nested([str(obj.name), str(obj.node)]))
+    else:
+        code = EXT_REF if t is Ref else EXT_ALIAS
+        rid = obj.id.to_bytes(_REF_ID_BYTES, "big")
+        ext = msgpack.ExtType(code, _pack_nested([str(obj.node), rid, obj.creation]))
+    if len(_ident_cache) >= _IDENT_CACHE_MAX:
+        _ident_cache.clear()
+    _ident_cache[obj] = ext
+    return ext
+
+
 def _default(obj: Any) -> Any:
     t = type(obj)
     if t is tuple:
         return msgpack.ExtType(EXT_TUPLE, _pack_nested(list(obj)))
-    if t is Atom:
-        return msgpack.ExtType(EXT_ATOM, str(obj).encode())
-    if t is PID:
-        return msgpack.ExtType(EXT_PID, _pack_nested([str(obj.node), obj.id, obj.creation]))
-    if t is ProcessID:
-        return msgpack.ExtType(EXT_PROCESS_ID, _pack_nested([str(obj.name), str(obj.node)]))
-    if t is Ref or t is Alias:
-        code = EXT_REF if t is Ref else EXT_ALIAS
-        rid = obj.id.to_bytes(_REF_ID_BYTES, "big")
-        return msgpack.ExtType(code, _pack_nested([str(obj.node), rid, obj.creation]))
+    if t is PID or t is ProcessID or t is Atom or t is Ref or t is Alias:
+        return _identifier(obj, t)
     if isinstance(obj, BaseException):
         return msgpack.ExtType(EXT_ERROR, _pack_nested(encode_error(obj)))
     reg = registered_name(t)

@@ -141,7 +141,7 @@ class TCPBackend(NetworkBackend, Network):
         self._dialing: dict[str, asyncio.Future[_Connection]] = {}
         self._arrived: dict[str, asyncio.Event] = {}
         self._links: set[LinkProtocol] = set()
-        self._joins: set[asyncio.Future[Any]] = set()
+        self._joins: dict[asyncio.Future[Any], str] = {}
         self._acceptors: list[_Acceptor] = []
         self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
         self._routes_lock = threading.Lock()
@@ -417,6 +417,9 @@ class TCPBackend(NetworkBackend, Network):
             del self._conns[conn.peer]
         for link in conn.links:
             link.close()
+        for task, peer in list(self._joins.items()):
+            if peer == conn.peer:
+                task.cancel()  # a join for a connection that is gone
         for node, fut in list(self._spawns.values()):
             if node == conn.peer and not fut.done():
                 fut.set_exception(ErrNoConnection(f"connection to {node} lost"))
@@ -664,13 +667,13 @@ class TCPBackend(NetworkBackend, Network):
             for _ in range(done.pool_size - 1):
                 join = self._join_machine(node, cookie, done)
                 task = asyncio.ensure_future(self._open_link(host, route.port, use_tls, host, join))
-                self._joins.add(task)
+                self._joins[task] = node
                 task.add_done_callback(self._join_done(node))
         return conn
 
     def _join_done(self, node: str) -> Callable[[asyncio.Future[Any]], None]:
         def done(task: asyncio.Future[Any]) -> None:
-            self._joins.discard(task)
+            self._joins.pop(task, None)
             if not task.cancelled() and task.exception() is not None:
                 log.warning("%s: pool link to %s failed: %s", self._name, node, task.exception())
 

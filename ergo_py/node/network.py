@@ -318,8 +318,12 @@ class TCPBackend(NetworkBackend, Network):
         if peer == self._name:
             return "name taken"
         existing = self._conns.get(peer)
-        if existing is not None and existing.done.peer_creation == creation:
+        if existing is not None and existing.done.peer_creation == creation and existing.dialed:
+            # Our own dial to that peer won already: its dial lost the race and
+            # it will find our connection ("name taken" tells it so).
             return "name taken"
+        # A connection the peer dialed earlier and dials again is one it has
+        # dropped (its close may not have reached us yet): link_up replaces it.
         return None
 
     def _lookup_connection(self, connection_id: str) -> str | None:
@@ -368,9 +372,14 @@ class TCPBackend(NetworkBackend, Network):
             return
         old = self._conns.get(done.peer_name)
         if old is not None:
-            if old.done.peer_creation == done.peer_creation:
+            if old.done.peer_creation == done.peer_creation and (old.dialed or link.dialer):
                 raise ErrTaken(f"already connected to {done.peer_name}")
-            self._drop(old, ErrNoConnection(f"{done.peer_name} restarted"))
+            why = (
+                "restarted"
+                if old.done.peer_creation != done.peer_creation
+                else "replaced its connection"
+            )
+            self._drop(old, ErrNoConnection(f"{done.peer_name} {why}"))
         conn = _Connection(done.peer_name, done, [link], dialed=link.dialer)
         self._conns[done.peer_name] = conn
         self._links.add(link)

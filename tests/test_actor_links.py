@@ -215,3 +215,14 @@ def test_exit_from_a_killed_linked_process_can_be_trapped(node: gen.Node) -> Non
     node.call(watcher, ("link", target))
     node.send_exit(target, gen.TERMINATE_REASON_KILL)
     assert get(out) == (target, gen.MessageExitPID(target, gen.TERMINATE_REASON_KILL))
+
+
+def test_a_normal_exit_does_not_end_a_linker_that_does_not_trap(node: gen.Node) -> None:
+    out: queue.Queue[Any] = queue.Queue()
+    target = node.spawn(Recorder, queue.Queue())
+    linker = node.spawn(Watcher, out, False)
+    node.call(linker, ("link", target))
+    node.send(target, "stop")
+    node.send_exit(linker, gen.TERMINATE_REASON_NORMAL)
+    node.send(linker, "still alive")
+    assert get(out) == (node.pid, "still alive")

@@ -18,6 +18,7 @@ import pykka
 
 from ergo_py.act.actor import _NO_STOP, Actor
 from ergo_py.gen.identifiers import PID, Ref
+from ergo_py.gen.messages import TERMINATE_REASON_NORMAL
 
 if TYPE_CHECKING:
     from ergo_py.node.core import Core
@@ -140,6 +141,8 @@ class ProcessActor(pykka.ThreadingActor):
             elif type(message) is ExitSignal:
                 if actor.trap_exit and not message.kill:
                     actor.handle_message(message.sender, message.message)
+                elif message.reason == TERMINATE_REASON_NORMAL and not message.kill:
+                    pass  # as in Erlang: a normal exit does not end a process that does not trap
                 else:
                     self._finish(message.reason)
                     return None

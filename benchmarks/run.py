@@ -20,7 +20,7 @@ def main() -> int:
 
     ca = CertificateAuthority.create("bench CA")
     material = baseline_tls.TLSMaterial(
-        ca_pem=b"".join(c.public_bytes(_pem()) for c in ca.pool().certificates),
+        ca_pem=ca.pool().to_pem().encode(),
         server=ca.issue("server@127.0.0.1", hosts=("127.0.0.1",)).to_pem(),
         client=ca.issue("client@127.0.0.1", hosts=("127.0.0.1",)).to_pem(),
     )
@@ -33,12 +33,6 @@ def main() -> int:
     print()
     node_network.main()
     return 0
-
-
-def _pem():  # type: ignore[no-untyped-def]
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Encoding.PEM
 
 
 if __name__ == "__main__":

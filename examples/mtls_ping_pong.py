@@ -5,23 +5,16 @@ Run: .venv/bin/python examples/mtls_ping_pong.py
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import ergo_py
 from ergo_py import act, gen, lib
+from ergo_py.testing import free_port
 
 
 class Pong(act.Actor):
     def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
         return ("pong", request)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def options(ca: lib.CertificateAuthority, name: str, registrar_port: int) -> gen.NodeOptions:

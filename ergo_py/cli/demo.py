@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import socket
 import threading
 import time
 from collections import Counter
 from typing import Any
 
-import ergo_py
 from ergo_py import act, gen
 from ergo_py.lib import CertificateAuthority
+from ergo_py.testing import Cluster
 
 NAMES = ("a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1")
 
@@ -40,13 +39,6 @@ def add_parser(sub: Any) -> None:
 class Pong(act.Actor):
     def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
         return ("pong", request)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class _Callers:
@@ -93,23 +85,12 @@ class _Callers:
 def run(args: argparse.Namespace | None = None) -> int:
     """Run the demo; returns 0 when no call failed for any reason but a closed connection."""
     rounds = args.rounds if args is not None else 3
-    ca1 = CertificateAuthority.create("ergo_py demo CA 1")
-    registrar = _free_port()
-    managers: dict[str, gen.CertAuthManager] = {}
-    nodes: dict[str, gen.Node] = {}
-    for name in NAMES:
-        cam = gen.create_cert_auth_manager(ca1.issue(name, hosts=("127.0.0.1",)))
-        cam.set_client_cas(ca1.pool())
-        cam.set_root_cas(ca1.pool())
-        cam.set_client_auth(gen.ClientAuth.VERIFY_CLIENT_CERT_IF_GIVEN)
-        managers[name] = cam
+    cluster = Cluster(names=NAMES, cookie="demo")  # mTLS on, client certs required
+    ca1, managers, nodes = cluster.ca, cluster.managers, cluster.nodes
     try:
         for name in NAMES:
-            options = gen.NodeOptions(cert_manager=managers[name])
-            options.network.cookie = "demo"
-            options.network.registrar_port = registrar
-            options.network.acceptors = [gen.AcceptorOptions(host="127.0.0.1", port=_free_port())]
-            nodes[name] = ergo_py.start_node(name, options)
+            # Start lenient so that tightening it later is part of the show.
+            managers[name].set_client_auth(gen.ClientAuth.VERIFY_CLIENT_CERT_IF_GIVEN)
             nodes[name].spawn_register("pong", Pong)
         callers = _Callers(nodes)
         callers.start()
@@ -177,5 +158,4 @@ def run(args: argparse.Namespace | None = None) -> int:
         print("demo", "passed" if ok else "FAILED")
         return 0 if ok else 1
     finally:
-        for node in nodes.values():
-            node.stop()
+        cluster.close()

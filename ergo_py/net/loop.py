@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ergo_py.gen.errors import ErgoError, ErrNodeTerminated, ErrTimeout
+from ergo_py.gen.errors import ErrNodeTerminated, ErrTimeout
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,6 @@ class LoopThread:
             raise ErrTimeout(f"no result within {timeout} s") from exc
         except concurrent.futures.CancelledError as exc:
             raise ErrNodeTerminated(f"node {self._name} is stopping") from exc
-        except ErgoError:
-            raise
 
     def stop(self, cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
         """Run ``cleanup`` on the loop (bounded), stop the loop and join the thread.

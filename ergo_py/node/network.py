@@ -111,7 +111,6 @@ class _Acceptor:
     host: str
     port: int
     tls: ListenerTLS | None
-    cookie: str
 
 
 def _random_cookie() -> str:
@@ -301,7 +300,7 @@ class TCPBackend(NetworkBackend, Network):
                 bound,
                 "TLS" if listener else "plain TCP",
             )
-            return _Acceptor(opts, server, host, bound, listener, cookie)
+            return _Acceptor(opts, server, host, bound, listener)
         if listener is not None:
             listener.close()
         raise NodeError(f"no free port for an acceptor on {host} from {opts.port}: {last}")
@@ -832,10 +831,8 @@ class TCPBackend(NetworkBackend, Network):
         conn = self._conns.get(name)
         if conn is None:
             raise ErrNoConnection(f"not connected to {name}")
-        link = conn.links[0]
-        tls = link.tls
-        peer = tls.peer if tls else None
-        local = tls.local_state if tls else None
+        links = [_link_info(link) for link in conn.links]
+        first = links[0]  # the link the handshake made; joins may be on newer certs
         return {
             "peer": conn.peer,
             "peer_creation": conn.done.peer_creation,
@@ -843,21 +840,15 @@ class TCPBackend(NetworkBackend, Network):
             "connection_id": conn.done.connection_id,
             "dialed": conn.dialed,
             "identity_verified": bool(
-                peer is not None
+                first["peer_cert_fingerprint"] is not None
                 and self._net.verify_node_identity
                 and not (conn.dialed and self._net.insecure_skip_verify)
             ),
-            "tls_version": tls.version if tls else None,
-            "cipher": tls.cipher if tls else None,
-            "local_cert_fingerprint": local.certificate.fingerprint if local else None,
-            "local_cert_version": local.version if local else None,
-            "peer_cert_fingerprint": peer.fingerprint if peer else None,
-            "peer_cert_subject": peer.subject if peer else None,
-            "peer_cert_not_after": peer.not_after if peer else None,
+            **{k: v for k, v in first.items() if k not in _PER_LINK_ONLY},
             "pool_links": len(conn.links),
-            "links": [_link_info(link) for link in conn.links],
-            "messages_in": sum(link.messages_in for link in conn.links),
-            "messages_out": sum(link.messages_out for link in conn.links),
+            "links": links,
+            "messages_in": sum(link["messages_in"] for link in links),
+            "messages_out": sum(link["messages_out"] for link in links),
         }
 
     def add_route(self, match: str, route: Any, weight: int = 0) -> None:
@@ -885,15 +876,22 @@ class TCPBackend(NetworkBackend, Network):
         self._lt.run(close(), timeout=5.0)
 
 
+_PER_LINK_ONLY = frozenset({"address", "messages_in", "messages_out"})
+
+
 def _link_info(link: LinkProtocol) -> dict[str, Any]:
     tls = link.tls
     local = tls.local_state if tls else None
     peer = tls.peer if tls else None
     return {
         "address": link.peer_address,
-        "local_cert_version": local.version if local else None,
+        "tls_version": tls.version if tls else None,
+        "cipher": tls.cipher if tls else None,
         "local_cert_fingerprint": local.certificate.fingerprint if local else None,
+        "local_cert_version": local.version if local else None,
         "peer_cert_fingerprint": peer.fingerprint if peer else None,
+        "peer_cert_subject": peer.subject if peer else None,
+        "peer_cert_not_after": peer.not_after if peer else None,
         "messages_in": link.messages_in,
         "messages_out": link.messages_out,
     }

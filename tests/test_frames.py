@@ -41,6 +41,8 @@ ALL_FRAMES: list[fr.Frame] = [
     fr.SpawnResult(A, REF, B, None),
     fr.SpawnResult(A, REF, None, gen.ErrNotAllowed("remote spawn disabled")),
     fr.Keepalive(),
+    fr.Close(replaced=True),
+    fr.Close(replaced=False),
 ]
 
 

@@ -266,14 +266,14 @@ def test_acceptor_busy_reject_reaches_the_dialer() -> None:
 
 
 def test_check_peer_can_refuse_a_taken_name() -> None:
-    seen: list[tuple[str, int]] = []
+    seen: list[tuple[str, int, bool]] = []
 
-    def check(name: str, creation: int) -> str | None:
-        seen.append((name, creation))
+    def check(name: str, creation: int, replace: bool) -> str | None:
+        seen.append((name, creation, replace))
         return hs.REASON_NAME_TAKEN
 
     d_events, a_events = run(dialer(), acceptor(check_peer=check))
-    assert seen == [("alpha@localhost", 111)]
+    assert seen == [("alpha@localhost", 111, False)]
     assert a_events == [Refused("name taken")]
     assert d_events == [Rejected("name taken")]
 
@@ -470,7 +470,26 @@ def test_a_reject_reason_with_control_characters_is_made_printable() -> None:
 
 def test_a_peer_introducing_the_acceptors_own_name_is_refused() -> None:
     d = dialer(node_name="beta@localhost")
-    a = acceptor(check_peer=lambda name, creation: pytest.fail("not consulted"))
+    a = acceptor(check_peer=lambda name, creation, replace: pytest.fail("not consulted"))
     d_events, a_events = run(d, a)
     assert a_events == [Refused(hs.REASON_NAME_TAKEN)]
     assert d_events == [Rejected(hs.REASON_NAME_TAKEN)]
+
+
+def test_a_dialer_asking_to_replace_says_so_to_both_sides() -> None:
+    seen: list[bool] = []
+
+    def check(name: str, creation: int, replace: bool) -> str | None:
+        seen.append(replace)
+        return None
+
+    d_events, a_events = run(dialer(replace=True), acceptor(check_peer=check))
+    assert seen == [True]
+    assert isinstance(d_events[-1], HandshakeComplete) and d_events[-1].replace
+    assert isinstance(a_events[-1], HandshakeComplete) and a_events[-1].replace
+
+
+def test_a_plain_dial_is_not_a_replacement() -> None:
+    d_events, a_events = run(dialer(), acceptor())
+    assert isinstance(d_events[-1], HandshakeComplete) and not d_events[-1].replace
+    assert isinstance(a_events[-1], HandshakeComplete) and not a_events[-1].replace

@@ -73,7 +73,19 @@ class Network(abc.ABC):
 
     @abc.abstractmethod
     def disconnect(self, name: str) -> None:
-        """Close the connection to ``name``."""
+        """Close the connection to ``name`` (gracefully: what is in flight arrives).
+
+        Links and monitors towards ``name`` fire and pending calls fail with
+        ``ErrNoConnection``; the next send connects again.
+        """
+
+    def reconnect(self, name: str) -> None:
+        """Move the connection to ``name`` onto a new one made with the current certificates.
+
+        Without a gap and invisible to actors: nothing in flight is lost or
+        reordered; links, monitors and pending calls carry on.
+        """
+        raise ErrUnsupported("this node has no network")
 
     def enable_spawn(self, name: str, factory: ActorFactory, *nodes: str) -> None:
         """Let ``nodes`` (all nodes when none are named) spawn ``factory`` here as ``name``.

@@ -53,6 +53,7 @@ TYPE_DEMONITOR = 143
 TYPE_SPAWN_REQUEST = 150
 TYPE_SPAWN_RESULT = 151
 TYPE_KEEPALIVE = 200
+TYPE_CLOSE = 201
 
 Target: TypeAlias = PID | ProcessID | Alias
 """What a link or monitor may point at: a process, a registered name or an alias."""
@@ -225,6 +226,19 @@ class Keepalive:
     """An empty frame that proves the link is alive."""
 
 
+@dataclass(frozen=True, slots=True)
+class Close:
+    """The sender puts nothing more on this link (a half-close, like a TCP FIN).
+
+    Each side sends one on every link of a connection it stops using and keeps
+    reading until the peer's Close arrives, so nothing either side accepted
+    is lost. ``replaced``: the sender moves to a new connection to the same
+    node (a hand-over, e.g. after a certificate rotation) rather than leaving.
+    """
+
+    replaced: bool
+
+
 Frame: TypeAlias = (
     SendPID
     | SendName
@@ -243,6 +257,7 @@ Frame: TypeAlias = (
     | SpawnRequest
     | SpawnResult
     | Keepalive
+    | Close
 )
 
 
@@ -283,6 +298,7 @@ _name = _exact(ProcessID)
 _alias = _exact(Alias)
 _ref = _exact(Ref)
 _str = _exact(str)
+_bool = _exact(bool)
 _target = _exact(PID, ProcessID, Alias)
 
 # type byte -> (class, field names, field checks)
@@ -304,6 +320,7 @@ _SPECS: dict[int, tuple[type[Any], tuple[_Check, ...]]] = {
     TYPE_SPAWN_REQUEST: (SpawnRequest, (_pid, _ref, _str, _str, _args)),
     TYPE_SPAWN_RESULT: (SpawnResult, (_pid, _ref, _optional_pid, _any)),
     TYPE_KEEPALIVE: (Keepalive, ()),
+    TYPE_CLOSE: (Close, (_bool,)),
 }
 _TYPE_OF: dict[type[Any], int] = {cls: code for code, (cls, _) in _SPECS.items()}
 _FIELDS: dict[type[Any], tuple[str, ...]] = {

@@ -8,7 +8,7 @@ msgpack-encoded list of its inputs)::
     D -> A  Hello{s1, digest(s1)}                       A checks the cookie
     A -> D  Hello{s2, digest(s1, s2), client_fp,        D checks the cookie and
                   digest_cert(s1, s2, server_fp, client_fp)}   the TLS binding
-    D -> A  Introduce{node, version, flags, creation, max_message_size, digest}
+    D -> A  Introduce{node, version, flags, creation, max_message_size, replace, digest}
     A -> D  Introduce{...A's fields..., digest}  Accept{id, pool_size, pool_dsn, digest}
     D -> A  Accept{digest}                              both sides complete
 
@@ -19,6 +19,11 @@ Extra pool links (after a full handshake) use a Join::
     D -> A  Accept{digest(...)}                         both sides complete
 
 Either side may answer with ``Reject{reason}`` instead.
+
+``replace`` (the dialer's; the acceptor sends False): this connection is to
+take over from the one already up between the same two node incarnations (a
+hand-over after a certificate rotation), instead of being refused as a
+duplicate. The old one is then drained with Close frames (see ``frames``).
 
 **TLS binding.** Each machine is built with the SHA-256 fingerprints of the
 certificates *as presented on this connection*: ``local_cert_fp`` (ours) and
@@ -139,6 +144,7 @@ class HandshakeComplete:
     connection_id: str
     pool_size: int
     pool_dsn: tuple[str, ...]
+    replace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,12 +434,12 @@ class _Machine:
         return value
 
 
-_Intro = tuple[str, str, int, int, int]
+_Intro = tuple[str, str, int, int, int, bool]
 
 
 def _introduce_fields(msg: list[Any]) -> tuple[_Intro, bytes]:
-    name, version, flags, creation, max_size, digest = _Machine._fields(
-        msg, "Introduce", (str, str, int, int, int, bytes)
+    name, version, flags, creation, max_size, replace, digest = _Machine._fields(
+        msg, "Introduce", (str, str, int, int, int, bool, bytes)
     )
     if not name or len(name.encode()) > MAX_NODE_NAME_BYTES:
         raise RemoteProtocolError("Introduce: bad node name")
@@ -446,7 +452,7 @@ def _introduce_fields(msg: list[Any]) -> tuple[_Intro, bytes]:
     if not 0 <= max_size < _U63:
         raise RemoteProtocolError("Introduce: max message size out of range")
     _Machine._bytes(digest, _DIGEST_SIZE, "Introduce digest")
-    return (name, version, flags, creation, max_size), digest
+    return (name, version, flags, creation, max_size, replace), digest
 
 
 def _simultaneous(flags_a: int, flags_b: int) -> bool:
@@ -465,7 +471,8 @@ class DialerHandshake(_Machine):
     """The side that dialed ``peer_name``; call :meth:`initiate` first.
 
     A peer that introduces itself under another name is refused
-    (``"wrong node"``).
+    (``"wrong node"``). ``replace``: take over from the connection already up
+    to that peer (see the module docstring).
     """
 
     def __init__(
@@ -481,6 +488,7 @@ class DialerHandshake(_Machine):
         local_cert_fp: bytes | None = None,
         peer_cert_fp: bytes | None = None,
         max_handshake_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
+        replace: bool = False,
     ) -> None:
         super().__init__(
             cookie=cookie,
@@ -489,6 +497,7 @@ class DialerHandshake(_Machine):
             max_handshake_size=max_handshake_size,
             server=False,
         )
+        self._replace = bool(replace)
         self._name = _check_name(node_name, "node_name")
         self._peer_name = _check_name(peer_name, "peer_name")
         self._creation = _check_uint(creation, _U63, "creation")
@@ -540,6 +549,7 @@ class DialerHandshake(_Machine):
                 self._flags,
                 self._creation,
                 self._max_message_size,
+                self._replace,
             )
             d = self._digest("D-intro", self._s1, self._s2, server, client_fp, *fields)
             self._send(MSG_INTRODUCE, *fields, d)
@@ -569,7 +579,7 @@ class DialerHandshake(_Machine):
         if not self._same(digest, expected):
             return self._refuse(REASON_TLS_BINDING)
         assert self._peer is not None
-        name, version, flags, creation, max_size = self._peer
+        name, version, flags, creation, max_size, _ = self._peer
         mine = connection_id(self._cookie, self._name, self._creation, name, creation)
         if not self._same(cid.encode(), mine.encode()):
             raise RemoteProtocolError("Accept: connection id does not match")
@@ -584,6 +594,7 @@ class DialerHandshake(_Machine):
                 connection_id=cid,
                 pool_size=pool_size,
                 pool_dsn=tuple(dsn),
+                replace=self._replace,
             )
         )
 
@@ -667,8 +678,9 @@ class AcceptorHandshake(_Machine):
       both sides enable ``ENABLE_SIMULTANEOUS_CONNECT`` and our name is the
       smaller, we refuse with ``"simultaneous"`` (our own dial wins, so the
       pair ends with one connection, made by the smaller name).
-    * ``check_peer(peer_name, creation)``: a reason to refuse (e.g.
-      ``"name taken"``, ``"busy"``) or None to go on. A peer introducing
+    * ``check_peer(peer_name, creation, replace)``: a reason to refuse (e.g.
+      ``"name taken"``, ``"busy"``) or None to go on; ``replace`` is the
+      dialer's wish to take over from a connection already up. A peer introducing
       our own name is refused with ``"name taken"`` before any callback.
     * ``lookup_connection(connection_id)``: the peer name of an established
       connection, or None. Without it every Join is refused.
@@ -688,7 +700,7 @@ class AcceptorHandshake(_Machine):
         local_cert_fp: bytes | None = None,
         peer_cert_fp: bytes | None = None,
         has_pending_dial: Callable[[str], bool] | None = None,
-        check_peer: Callable[[str, int], str | None] | None = None,
+        check_peer: Callable[[str, int, bool], str | None] | None = None,
         lookup_connection: Callable[[str], str | None] | None = None,
         max_handshake_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
     ) -> None:
@@ -766,7 +778,7 @@ class AcceptorHandshake(_Machine):
         expected = self._digest("D-intro", self._s1, self._s2, *self._binding(), *fields)
         if not self._same(digest, expected):
             return self._refuse(REASON_TLS_BINDING)
-        name, version, flags, creation, max_size = fields
+        name, version, flags, creation, max_size, replace = fields
         if name == self._name:  # a node cannot connect to its own name
             return self._refuse(REASON_NAME_TAKEN)
         if (
@@ -777,11 +789,18 @@ class AcceptorHandshake(_Machine):
         ):
             return self._refuse(REASON_SIMULTANEOUS)
         if self._check_peer is not None:
-            reason = self._check_peer(name, creation)
+            reason = self._check_peer(name, creation, replace)
             if reason is not None:
                 return self._refuse(reason)
         self._cid = connection_id(self._cookie, self._name, self._creation, name, creation)
-        ours = (self._name, self._version, self._flags, self._creation, self._max_message_size)
+        ours = (
+            self._name,
+            self._version,
+            self._flags,
+            self._creation,
+            self._max_message_size,
+            False,
+        )
         binding = self._binding()
         self._send(
             MSG_INTRODUCE,
@@ -803,6 +822,7 @@ class AcceptorHandshake(_Machine):
             connection_id=self._cid,
             pool_size=self._pool_size,
             pool_dsn=tuple(self._pool_dsn),
+            replace=replace,
         )
         self._expect = _A_FINAL
         return None

@@ -10,6 +10,12 @@ A link counts as up only after the peer's first handshake message arrived
 and the handshake completed: under TLS 1.3 a refused client certificate shows
 up only at the first read (python-tls.md §7), so a dial is reported refused,
 never "up, then mysteriously closed".
+
+A graceful end is a half-close in each direction: ``send_close`` puts a
+``Close`` frame behind everything already accepted and refuses further writes;
+the link keeps reading until the peer's ``Close`` (``link_peer_closed``), and
+closes the transport once both have been sent. ``closed_cleanly`` then tells
+the owner that nothing in flight either way was lost.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from ergo_py.gen.errors import (
     ErrTooLarge,
     HandshakeRejected,
     ProtocolError,
+    RemoteProtocolError,
 )
-from ergo_py.net.frames import Frame, FrameDecoder
+from ergo_py.net.frames import Close, Frame, FrameDecoder, encode_frame
 from ergo_py.net.handshake import (
     NEED_DATA,
     REASON_PROTOCOL,
@@ -90,6 +97,8 @@ class LinkOwner(Protocol):
 
     def link_frames(self, link: LinkProtocol, frames: list[Frame]) -> None: ...
 
+    def link_peer_closed(self, link: LinkProtocol, replaced: bool) -> None: ...
+
     def link_lost(self, link: LinkProtocol, exc: BaseException | None) -> None: ...
 
 
@@ -129,6 +138,8 @@ class LinkProtocol(asyncio.Protocol):
         self.messages_out = 0
         self._reported = False
         self._error: BaseException | None = None
+        self.sent_close = False
+        self.peer_closed = False
 
     # --- asyncio callbacks -------------------------------------------------------------
 
@@ -226,10 +237,19 @@ class LinkProtocol(asyncio.Protocol):
     def _frames(self, data: bytes) -> None:
         decoder = self._decoder
         assert decoder is not None
+        if self.peer_closed:
+            if data:
+                self._fail(RemoteProtocolError("data after the peer's Close"))
+            return
         frames: list[Frame] = []
         try:
             decoder.receive_data(data)
             while (frame := decoder.next_frame()) is not None:
+                if type(frame) is Close:
+                    if frames:
+                        self._deliver(frames)
+                    self._peer_close(frame, decoder.buffered > 0)
+                    return
                 frames.append(frame)
         except (ProtocolError, ErrTooLarge) as exc:
             log.warning("link %s: %s; closing", self.peer_address, exc)
@@ -239,6 +259,35 @@ class LinkProtocol(asyncio.Protocol):
             return
         if frames:
             self._deliver(frames)
+
+    def _peer_close(self, frame: Close, trailing: bool) -> None:
+        self.peer_closed = True
+        if trailing:
+            self._fail(RemoteProtocolError("data after the peer's Close"))
+            return
+        self._owner.link_peer_closed(self, frame.replaced)
+        if self.sent_close:
+            self.close()
+
+    def send_close(self, replaced: bool) -> None:
+        """Half-close (loop thread): a Close frame behind every accepted frame.
+
+        Writes from other threads fail with ``gen.ErrNoConnection`` from now
+        on. The transport closes once the peer's Close has arrived too.
+        """
+        writer = self.writer
+        if self.sent_close or writer is None or self._transport is None:
+            return
+        self.sent_close = True
+        writer.close(flush=True)
+        self._write_quietly(encode_frame(Close(replaced)))
+        if self.peer_closed:
+            self.close()
+
+    @property
+    def closed_cleanly(self) -> bool:
+        """Both Close frames crossed: nothing either side sent was cut off."""
+        return self.sent_close and self.peer_closed and self._error is None
 
     def _deliver(self, frames: list[Frame]) -> None:
         self.messages_in += len(frames)

@@ -80,7 +80,15 @@ def create_backend(router: NodeRouter, options: NodeOptions) -> NetworkBackend:
 
 @dataclass
 class _Connection:
-    """A connection to one peer node: its links and what the handshake said."""
+    """A connection to one peer node: its links and what the handshake said.
+
+    Life: current (in ``_conns``) -> draining (Close sent on every link, still
+    reading until the peer's Close on each) -> closed. ``replaced``: drained
+    for a hand-over to a newer connection, so its end is not a node-down.
+    ``held``: frames that arrived on this connection while the one it replaces
+    still had frames on the way (``waiting``); they are dispatched once those
+    are in, so no sender's stream is reordered by the switch.
+    """
 
     peer: str
     done: HandshakeComplete
@@ -89,6 +97,13 @@ class _Connection:
     closed: bool = False
 
     sticky: dict[int, LinkProtocol] = field(default_factory=dict)
+    draining: bool = False
+    replaced: bool = False
+    peer_done: bool = False
+    held: list[tuple[LinkProtocol, list[fr.Frame] | bool]] | None = None
+    waiting: set[int] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     def pick(self, order: int) -> LinkProtocol:
         """The link for an order byte; the same one for as long as the connection lives.
@@ -141,6 +156,10 @@ class TCPBackend(NetworkBackend, Network):
         self._arrived: dict[str, asyncio.Event] = {}
         self._links: set[LinkProtocol] = set()
         self._joins: dict[asyncio.Future[Any], str] = {}
+        self._link_conn: dict[LinkProtocol, _Connection] = {}
+        self._draining: dict[str, list[_Connection]] = {}
+        self._replacing: dict[str, asyncio.Future[None]] = {}
+        self._holding = 0
         self._acceptors: list[_Acceptor] = []
         self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
         self._routes_lock = threading.Lock()
@@ -255,8 +274,8 @@ class TCPBackend(NetworkBackend, Network):
                     local_cert_fp=tls.local_fp,
                     peer_cert_fp=tls.peer_fp,
                     has_pending_dial=self._has_pending_dial,
-                    check_peer=lambda name, creation: (
-                        self._check_peer(name, creation)
+                    check_peer=lambda name, creation, replace: (
+                        self._check_peer(name, creation, replace)
                         or self._identity_refusal(tls, name, dialer=False)
                     ),
                     lookup_connection=self._lookup_connection,
@@ -311,13 +330,18 @@ class TCPBackend(NetworkBackend, Network):
         return [a.port for a in self._acceptors]
 
     def _has_pending_dial(self, peer: str) -> bool:
-        return peer in self._dialing
+        return peer in self._dialing or peer in self._replacing
 
-    def _check_peer(self, peer: str, creation: int) -> str | None:
+    def _check_peer(self, peer: str, creation: int, replace: bool = False) -> str | None:
         if peer == self._name:
             return "name taken"
         existing = self._conns.get(peer)
-        if existing is not None and existing.done.peer_creation == creation and existing.dialed:
+        if (
+            existing is not None
+            and existing.done.peer_creation == creation
+            and existing.dialed
+            and not replace
+        ):
             # Our own dial to that peer won already: its dial lost the race and
             # it will find our connection ("name taken" tells it so).
             return "name taken"
@@ -368,24 +392,31 @@ class TCPBackend(NetworkBackend, Network):
                 raise ErrNoConnection(f"join for unknown connection to {done.peer_name}")
             conn.links.append(link)
             self._links.add(link)
+            self._link_conn[link] = conn
             return
         old = self._conns.get(done.peer_name)
+        replacing: _Connection | None = None
         if old is not None:
-            if old.done.peer_creation == done.peer_creation and (old.dialed or link.dialer):
+            same = old.done.peer_creation == done.peer_creation
+            if same and done.replace:
+                replacing = old
+            elif same and (old.dialed or link.dialer):
                 raise ErrTaken(f"already connected to {done.peer_name}")
-            why = (
-                "restarted"
-                if old.done.peer_creation != done.peer_creation
-                else "replaced its connection"
-            )
-            self._drop(old, ErrNoConnection(f"{done.peer_name} {why}"))
+            else:
+                why = "restarted" if not same else "replaced its connection"
+                self._drop(old, ErrNoConnection(f"{done.peer_name} {why}"))
         conn = _Connection(done.peer_name, done, [link], dialed=link.dialer)
         self._conns[done.peer_name] = conn
         self._links.add(link)
+        self._link_conn[link] = conn
+        if replacing is not None:
+            self._start_drain(replacing, replaced=True, why="handed over to a new connection")
+        self._hold_behind_draining(conn)
         tls = link.tls
         log.info(
-            "%s: connected to %s (%s, cert version %s, peer cert %s)",
+            "%s: %s %s (%s, cert version %s, peer cert %s)",
             self._name,
+            "connection handed over to" if replacing is not None else "connected to",
             done.peer_name,
             tls.version if tls and tls.version else "plain TCP",
             tls.local_state.version if tls and tls.local_state else "-",
@@ -396,6 +427,14 @@ class TCPBackend(NetworkBackend, Network):
             ev.set()
 
     def link_frames(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
+        if self._holding:
+            conn = self._link_conn.get(link)
+            if conn is not None and conn.held is not None:
+                conn.held.append((link, frames))
+                return
+        self._dispatch_all(link, frames)
+
+    def _dispatch_all(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
         for frame in frames:
             try:
                 self._dispatch(frame)
@@ -408,21 +447,40 @@ class TCPBackend(NetworkBackend, Network):
                     exc,
                 )
 
+    def link_peer_closed(self, link: LinkProtocol, replaced: bool) -> None:
+        conn = self._link_conn.get(link)
+        if conn is None:
+            return
+        if conn.held is not None:  # behind frames still held: handled in turn
+            conn.held.append((link, replaced))
+            return
+        self._peer_closed(conn, replaced)
+
     def link_lost(self, link: LinkProtocol, exc: BaseException | None) -> None:
         self._links.discard(link)
-        result = link.result
-        if result is None:
+        conn = self._link_conn.pop(link, None)
+        if conn is None or conn.closed:
             return
-        conn = self._conns.get(result.peer_name)
-        if conn is not None and link in conn.links:
+        if conn.draining:
+            if link in conn.links:
+                conn.links.remove(link)
+            if link.closed_cleanly:
+                self._drain_progress(conn)
+            else:
+                why = f"connection to {conn.peer} lost while closing: {exc or 'closed early'}"
+                self._abandon(conn, ErrNoConnection(why))
+            return
+        if link in conn.links:
             self._drop(conn, ErrNoConnection(f"connection to {conn.peer} lost: {exc or 'closed'}"))
 
     def _drop(self, conn: _Connection, reason: ErrNoConnection) -> None:
         if conn.closed:
             return
         conn.closed = True
+        conn.drained.set()
         if self._conns.get(conn.peer) is conn:
             del self._conns[conn.peer]
+        self._unhold(conn, dispatch=False)  # at most once: the node-down below says so
         for link in conn.links:
             link.close()
         for task, peer in list(self._joins.items()):
@@ -433,6 +491,139 @@ class TCPBackend(NetworkBackend, Network):
                 fut.set_exception(ErrNoConnection(f"connection to {node} lost"))
         log.info("%s: %s", self._name, reason)
         self._router.route_node_down(conn.peer, reason)
+
+    # --- graceful close and hand-over (loop thread) -------------------------------------
+
+    def _start_drain(self, conn: _Connection, *, replaced: bool, why: str) -> None:
+        """Stop sending on ``conn`` (Close on every link); keep reading until the peer's.
+
+        Nothing either side had accepted is lost. ``replaced``: a newer
+        connection carries on, so links, monitors and pending calls stay;
+        otherwise the node-down follows once the peer's last frame is in.
+        """
+        if conn.draining or conn.closed:
+            return
+        conn.draining = True
+        conn.replaced = replaced
+        if self._conns.get(conn.peer) is conn:
+            del self._conns[conn.peer]
+        self._draining.setdefault(conn.peer, []).append(conn)
+        if not replaced:
+            for task, peer in list(self._joins.items()):
+                if peer == conn.peer:
+                    task.cancel()
+        log.info("%s: closing connection to %s: %s", self._name, conn.peer, why)
+        conn.timer = self._lt.loop.call_later(self._drain_timeout, self._drain_expired, conn)
+        for link in list(conn.links):
+            link.send_close(replaced)
+        self._drain_progress(conn)
+
+    @property
+    def _drain_timeout(self) -> float:
+        return self._net.handshake_timeout
+
+    def _peer_closed(self, conn: _Connection, replaced: bool) -> None:
+        """A Close from the peer on one of ``conn``'s links (frames before it are in)."""
+        if conn.closed:
+            return
+        if conn.draining:
+            self._drain_progress(conn)
+            return
+        if not replaced:
+            self._start_drain(conn, replaced=False, why=f"{conn.peer} closed it")
+            return
+        # The peer is handing over to a connection we have not seen come up
+        # yet; it still reads this one, so keep sending here until it does.
+        if conn.timer is None:
+            conn.timer = self._lt.loop.call_later(
+                self._net.connect_timeout + self._net.handshake_timeout,
+                self._replacement_missing,
+                conn,
+            )
+
+    def _replacement_missing(self, conn: _Connection) -> None:
+        conn.timer = None
+        if not conn.draining and not conn.closed:
+            why = "the peer's replacement connection did not arrive"
+            self._start_drain(conn, replaced=False, why=why)
+
+    def _drain_progress(self, conn: _Connection) -> None:
+        if not conn.peer_done and all(link.peer_closed for link in conn.links):
+            # Everything the peer sent on this connection is in.
+            conn.peer_done = True
+            self._release_behind(conn)
+            if not conn.replaced and not self._stopped:
+                reason = ErrNoConnection(f"disconnected from {conn.peer}")
+                self._router.route_node_down(conn.peer, reason)
+        if not conn.links:
+            self._drain_finished(conn)
+
+    def _drain_finished(self, conn: _Connection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        if conn.timer is not None:
+            conn.timer.cancel()
+        queue = self._draining.get(conn.peer, [])
+        if conn in queue:
+            queue.remove(conn)
+        if not queue:
+            self._draining.pop(conn.peer, None)
+        conn.drained.set()
+        self._release_behind(conn)
+        log.info("%s: previous connection to %s closed cleanly", self._name, conn.peer)
+
+    def _drain_expired(self, conn: _Connection) -> None:
+        conn.timer = None
+        if not conn.closed:
+            why = f"connection to {conn.peer} did not close within {self._drain_timeout} s"
+            self._abandon(conn, ErrNoConnection(why))
+
+    def _abandon(self, conn: _Connection, reason: ErrNoConnection) -> None:
+        """A draining connection ended abruptly: what the peer sent may be lost."""
+        fire = not conn.peer_done
+        conn.peer_done = True
+        links, conn.links = conn.links, []
+        for link in links:
+            link.abort()
+        self._drain_finished(conn)
+        log.warning("%s: %s", self._name, reason)
+        if fire and not self._stopped:
+            self._router.route_node_down(conn.peer, reason)
+
+    def _hold_behind_draining(self, conn: _Connection) -> None:
+        """Hold ``conn``'s frames until older connections to the same incarnation are in."""
+        for old in self._draining.get(conn.peer, ()):
+            if old.done.peer_creation == conn.done.peer_creation and not old.peer_done:
+                conn.waiting.add(id(old))
+        if conn.waiting and conn.held is None:
+            conn.held = []
+            self._holding += 1
+
+    def _release_behind(self, old: _Connection) -> None:
+        candidates = [*self._draining.get(old.peer, ())]
+        current = self._conns.get(old.peer)
+        if current is not None:
+            candidates.append(current)
+        for conn in candidates:
+            if id(old) in conn.waiting:
+                conn.waiting.discard(id(old))
+                if not conn.waiting:
+                    self._unhold(conn, dispatch=True)
+
+    def _unhold(self, conn: _Connection, *, dispatch: bool) -> None:
+        held, conn.held = conn.held, None
+        conn.waiting.clear()
+        if held is None:
+            return
+        self._holding -= 1
+        if not dispatch:
+            return
+        for link, item in held:
+            if isinstance(item, bool):
+                self._peer_closed(conn, item)
+            else:
+                self._dispatch_all(link, item)
 
     # --- inbound frames (loop thread) ---------------------------------------------------
 
@@ -559,6 +750,15 @@ class TCPBackend(NetworkBackend, Network):
         conn = self._conns.get(node)
         if conn is not None:
             return conn
+        for old in list(self._draining.get(node, ())):
+            if not old.replaced:
+                # Closed on purpose: let the peer finish forgetting it first,
+                # or our new dial would meet the old connection there.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(old.drained.wait(), self._drain_timeout + 1.0)
+        conn = self._conns.get(node)
+        if conn is not None:
+            return conn
         pending = self._dialing.get(node)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -577,7 +777,7 @@ class TCPBackend(NetworkBackend, Network):
         finally:
             del self._dialing[node]
 
-    async def _dial_any(self, node: str) -> _Connection:
+    async def _dial_any(self, node: str, replace: bool = False) -> _Connection:
         try:
             routes = await self._routes_for(node)
         except ErgoError as exc:
@@ -585,12 +785,12 @@ class TCPBackend(NetworkBackend, Network):
         errors: list[str] = []
         for route in routes:
             try:
-                return await self._dial(node, route)
+                return await self._dial(node, route, replace)
             except HandshakeRejected as exc:
                 # "simultaneous": the peer's dial to us wins the tie-break;
                 # "name taken": its dial already won. Either way use that one.
                 if exc.reason in ("simultaneous", "name taken"):
-                    conn = await self._await_incoming(node)
+                    conn = await self._await_incoming(node, fresh=replace)
                     if conn is not None:
                         return conn
                 errors.append(f"rejected: {exc.reason}")
@@ -598,9 +798,9 @@ class TCPBackend(NetworkBackend, Network):
                 errors.append(f"{type(exc).__name__}: {exc}")
         raise ErrNoConnection(f"cannot connect to {node}: {'; '.join(errors) or 'no routes'}")
 
-    async def _await_incoming(self, node: str) -> _Connection | None:
+    async def _await_incoming(self, node: str, fresh: bool = False) -> _Connection | None:
         conn = self._conns.get(node)
-        if conn is not None:
+        if conn is not None and not fresh:
             return conn
         ev = self._arrived.setdefault(node, asyncio.Event())
         with contextlib.suppress(asyncio.TimeoutError):
@@ -646,7 +846,7 @@ class TCPBackend(NetworkBackend, Network):
         )
         return await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
 
-    async def _dial(self, node: str, route: NetworkRoute) -> _Connection:
+    async def _dial(self, node: str, route: NetworkRoute, replace: bool = False) -> _Connection:
         host = route.host or Atom(node).host
         use_tls = route.tls if route.tls is not None else self._cm is not None
         cookie = route.cookie if route.cookie is not None else self._cookie
@@ -661,6 +861,7 @@ class TCPBackend(NetworkBackend, Network):
                 max_message_size=self._net.max_message_size,
                 local_cert_fp=tls.local_fp,
                 peer_cert_fp=tls.peer_fp,
+                replace=replace,
             )
 
         done = await self._open_link(host, route.port, use_tls, host, machine)
@@ -706,7 +907,7 @@ class TCPBackend(NetworkBackend, Network):
 
     def _connection(self, node: str) -> _Connection:
         conn = self._conns.get(node)
-        if conn is not None and not conn.closed:
+        if conn is not None and not conn.closed and not conn.draining:
             return conn
         budget = self._net.connect_timeout + 2 * self._net.handshake_timeout + 5.0
         try:
@@ -716,20 +917,28 @@ class TCPBackend(NetworkBackend, Network):
 
     def _send_frame(self, node: str, frame: fr.Frame, from_loop: bool = False) -> None:
         node = str(node)
-        conn = self._conns.get(node) if from_loop else self._connection(node)
-        if conn is None:
-            raise ErrNoConnection(f"not connected to {node}")
         order = fr.frame_order(frame)
-        data = fr.encode_frame(frame, conn.done.peer_max_message_size, order=order)
-        link = conn.pick(order)
-        writer = link.writer
-        if writer is None:
-            raise ErrNoConnection(f"link to {node} is not ready")
-        if from_loop:
-            writer.write_now(data)
-        else:
-            writer.write(data)
-        link.messages_out += 1
+        for _ in range(3):
+            conn = self._conns.get(node) if from_loop else self._connection(node)
+            if conn is None:
+                raise ErrNoConnection(f"not connected to {node}")
+            data = fr.encode_frame(frame, conn.done.peer_max_message_size, order=order)
+            link = conn.pick(order)
+            writer = link.writer
+            if writer is None:
+                raise ErrNoConnection(f"link to {node} is not ready")
+            try:
+                if from_loop:
+                    writer.write_now(data)
+                else:
+                    writer.write(data)
+            except ErrNoConnection:
+                if conn.draining:
+                    continue  # closed or handed over meanwhile: the next one takes it
+                raise
+            link.messages_out += 1
+            return
+        raise ErrNoConnection(f"connection to {node} keeps closing")
 
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         frame: fr.Frame
@@ -868,12 +1077,63 @@ class TCPBackend(NetworkBackend, Network):
             self._routes = [r for r in self._routes if r[0].pattern != match]
 
     def disconnect(self, name: str) -> None:
+        """Close the connection to ``name`` gracefully; returns once it is closed.
+
+        Both sides stop sending, and what either had sent is delivered first.
+        Links and monitors towards ``name`` then fire and pending calls fail
+        (``gen.ErrNoConnection``), as on any lost connection; the next send
+        connects again.
+        """
+        name = str(name)
+
         async def close() -> None:
             conn = self._conns.get(name)
             if conn is not None:
-                self._drop(conn, ErrNoConnection(f"disconnected from {name}"))
+                self._start_drain(conn, replaced=False, why="disconnect()")
+            for old in list(self._draining.get(name, ())):
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(old.drained.wait(), self._drain_timeout + 1.0)
 
-        self._lt.run(close(), timeout=5.0)
+        self._lt.run(close(), timeout=self._drain_timeout + 5.0)
+
+    def reconnect(self, name: str) -> None:
+        """Replace the connection to ``name`` with a new one, without a gap.
+
+        The new connection is made with the cert manager's *current* settings
+        on both sides (the way to move a live connection onto a rotated
+        certificate or CA pool); traffic switches to it as soon as it is up,
+        the old one is drained (nothing in flight is lost or reordered), and
+        links, monitors and pending calls carry on: actors see nothing. If the
+        peer restarted meanwhile, this is an ordinary node-down. Not connected:
+        connects.
+        """
+        name = str(name)
+
+        async def renew() -> None:
+            if name not in self._conns:
+                await self._connect(name)
+                return
+            pending = self._replacing.get(name)
+            if pending is not None:
+                await asyncio.shield(pending)
+                return
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._replacing[name] = fut
+            try:
+                await self._dial_any(name, replace=True)
+                fut.set_result(None)
+            except BaseException as exc:
+                fut.set_exception(exc)
+                fut.exception()
+                raise
+            finally:
+                del self._replacing[name]
+
+        budget = self._net.connect_timeout + 2 * self._net.handshake_timeout + 5.0
+        try:
+            self._lt.run(renew(), timeout=budget)
+        except ErrTimeout as exc:
+            raise ErrNoConnection(f"cannot reconnect to {name}: {exc}") from exc
 
 
 _PER_LINK_ONLY = frozenset({"address", "messages_in", "messages_out"})

@@ -143,3 +143,21 @@ def test_alias_routes_to_its_process_until_deleted(node: gen.Node) -> None:
     assert get(aliases) == "deleted"
     with pytest.raises(gen.ErrProcessUnknown):
         node.send(alias, "gone")
+
+
+class Kickoff(act.Actor):
+    """Sends itself messages from init: they must not be lost before the mailbox exists."""
+
+    def init(self, out: queue.Queue[Any]) -> None:
+        self.out = out
+        for i in range(3):
+            self.send(self.pid, i)
+
+    def handle_message(self, sender: gen.PID, message: Any) -> None:
+        self.out.put(message)
+
+
+def test_messages_a_process_sends_itself_in_init_arrive_in_order(node: gen.Node) -> None:
+    out: queue.Queue[Any] = queue.Queue()
+    node.spawn(Kickoff, out)
+    assert [get(out) for _ in range(3)] == [0, 1, 2]

@@ -259,7 +259,7 @@ class Core(Node, NodeRouter):
             actor._host = self
             actor._parent = parent
             actor._env = {**self._options.env, **options.env}
-            state.actor_ref = ProcessActor.start(self, state, actor, tuple(args))
+            state.attach(ProcessActor.start(self, state, actor, tuple(args)))
         except BaseException:
             self._forget(state)
             raise

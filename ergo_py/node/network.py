@@ -555,7 +555,9 @@ class TCPBackend(NetworkBackend, Network):
             if not conn.replaced and not self._stopped:
                 reason = ErrNoConnection(f"disconnected from {conn.peer}")
                 self._router.route_node_down(conn.peer, reason)
-        if not conn.links:
+        # Done once both Closes crossed on every link: the TLS shutdown and
+        # the socket close that follow carry no frames, so do not wait for them.
+        if all(link.sent_close and link.peer_closed for link in conn.links):
             self._drain_finished(conn)
 
     def _drain_finished(self, conn: _Connection) -> None:
@@ -777,7 +779,7 @@ class TCPBackend(NetworkBackend, Network):
         finally:
             del self._dialing[node]
 
-    async def _dial_any(self, node: str, replace: bool = False) -> _Connection:
+    async def _dial_any(self, node: str, replacing: _Connection | None = None) -> _Connection:
         try:
             routes = await self._routes_for(node)
         except ErgoError as exc:
@@ -785,12 +787,12 @@ class TCPBackend(NetworkBackend, Network):
         errors: list[str] = []
         for route in routes:
             try:
-                return await self._dial(node, route, replace)
+                return await self._dial(node, route, replace=replacing is not None)
             except HandshakeRejected as exc:
                 # "simultaneous": the peer's dial to us wins the tie-break;
                 # "name taken": its dial already won. Either way use that one.
                 if exc.reason in ("simultaneous", "name taken"):
-                    conn = await self._await_incoming(node, fresh=replace)
+                    conn = await self._await_incoming(node, replacing)
                     if conn is not None:
                         return conn
                 errors.append(f"rejected: {exc.reason}")
@@ -798,14 +800,18 @@ class TCPBackend(NetworkBackend, Network):
                 errors.append(f"{type(exc).__name__}: {exc}")
         raise ErrNoConnection(f"cannot connect to {node}: {'; '.join(errors) or 'no routes'}")
 
-    async def _await_incoming(self, node: str, fresh: bool = False) -> _Connection | None:
+    async def _await_incoming(
+        self, node: str, replacing: _Connection | None = None
+    ) -> _Connection | None:
+        """The peer's connection to us that won over our dial (other than ``replacing``)."""
         conn = self._conns.get(node)
-        if conn is not None and not fresh:
+        if conn is not None and conn is not replacing:
             return conn
         ev = self._arrived.setdefault(node, asyncio.Event())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(ev.wait(), self._net.handshake_timeout)
-        return self._conns.get(node)
+        conn = self._conns.get(node)
+        return conn if conn is not replacing else None
 
     async def _open_link(
         self,
@@ -1103,14 +1109,15 @@ class TCPBackend(NetworkBackend, Network):
         on both sides (the way to move a live connection onto a rotated
         certificate or CA pool); traffic switches to it as soon as it is up,
         the old one is drained (nothing in flight is lost or reordered), and
-        links, monitors and pending calls carry on: actors see nothing. If the
-        peer restarted meanwhile, this is an ordinary node-down. Not connected:
-        connects.
+        links, monitors and pending calls carry on: actors see nothing. Returns
+        once both sides use the new connection. If the peer restarted
+        meanwhile, this is an ordinary node-down. Not connected: connects.
         """
         name = str(name)
 
         async def renew() -> None:
-            if name not in self._conns:
+            old = self._conns.get(name)
+            if old is None:
                 await self._connect(name)
                 return
             pending = self._replacing.get(name)
@@ -1120,7 +1127,10 @@ class TCPBackend(NetworkBackend, Network):
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._replacing[name] = fut
             try:
-                await self._dial_any(name, replace=True)
+                await self._dial_any(name, replacing=old)
+                # Return once the peer has switched too and the old one is gone.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(old.drained.wait(), self._drain_timeout + 1.0)
                 fut.set_result(None)
             except BaseException as exc:
                 fut.set_exception(exc)

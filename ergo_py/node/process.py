@@ -79,11 +79,26 @@ class Stop:
 class ProcessState:
     """What the core keeps about one process; shared with its pykka actor."""
 
-    __slots__ = ("actor_ref", "aliases", "done", "init_error", "names", "pid", "started", "thread")
+    __slots__ = (
+        "_early",
+        "_lock",
+        "actor_ref",
+        "aliases",
+        "done",
+        "init_error",
+        "names",
+        "pid",
+        "started",
+        "thread",
+    )
 
     def __init__(self, pid: PID) -> None:
         self.pid = pid
         self.actor_ref: pykka.ActorRef[Any] | None = None
+        # Envelopes sent before the pykka actor exists (the process is
+        # reachable from the moment it has a PID, e.g. a send to itself in init).
+        self._early: list[object] | None = []
+        self._lock = threading.Lock()
         self.names: set[str] = set()
         self.aliases: set[Any] = set()
         self.started = threading.Event()
@@ -91,11 +106,25 @@ class ProcessState:
         self.init_error: BaseException | None = None
         self.thread: threading.Thread | None = None
 
+    def attach(self, ref: pykka.ActorRef[Any]) -> None:
+        """The pykka actor is up: queue what came early, in order, then go direct."""
+        with self._lock:
+            early, self._early = self._early or [], None
+            for envelope in early:
+                ref.tell(envelope)
+            self.actor_ref = ref
+
     def tell(self, envelope: object) -> bool:
         """Queue an envelope; False when the process has already gone."""
         ref = self.actor_ref
         if ref is None:
-            return False
+            with self._lock:
+                ref = self.actor_ref
+                if ref is None:
+                    if self._early is None:
+                        return False
+                    self._early.append(envelope)
+                    return True
         try:
             ref.tell(envelope)
         except pykka.ActorDeadError:

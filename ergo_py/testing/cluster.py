@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
-from ergo_py.gen.cert import Certificate, ClientAuth
+from ergo_py.gen.cert import Certificate, CertPool, ClientAuth
 from ergo_py.gen.certmanager import CertAuthManager, create_cert_auth_manager
 from ergo_py.gen.errors import ErrIncorrect, ErrTimeout
 from ergo_py.gen.node import Node
@@ -49,6 +49,7 @@ class Cluster:
         self.tls = tls
         self.cookie = cookie
         self.ca = CertificateAuthority.create("ergo_py test cluster CA")
+        self._ca_generation = 1
         self.registrar_port = free_port()
         self.managers: dict[str, CertAuthManager] = {}
         self.options: dict[str, NodeOptions] = {}
@@ -93,15 +94,78 @@ class Cluster:
     def __getitem__(self, name: str) -> Node:
         return self.nodes[name]
 
-    def rotate(self, name: str) -> Certificate:
-        """Give ``name`` a freshly issued certificate; new connections present it."""
+    def rotate(self, name: str, *, reconnect: bool = False) -> Certificate:
+        """Give ``name`` a freshly issued certificate; new connections present it.
+
+        ``reconnect``: also move every connection ``name`` has onto it at once
+        (see :meth:`reconnect_all`); otherwise connections already up keep the
+        old certificate until they close.
+        """
         cert = self.ca.issue(name, hosts=(HOST,))
         self.managers[name].update(cert)
+        if reconnect:
+            self.reconnect_all(name)
         return cert
 
+    def rotate_ca(
+        self, settle: Callable[[str], None] | None = None, common_name: str = ""
+    ) -> CertificateAuthority:
+        """Replace the cluster CA by the overlap procedure, live; returns the new CA.
+
+        1. every node trusts the old and the new CA; 2. every node gets a
+        certificate from the new CA; 3. every node drops the old CA. After
+        each step (and after each node's re-issue) ``settle(step)`` runs; by
+        default it moves every connection onto the current settings, so a
+        step that broke trust would fail right there.
+        """
+        if not self.tls:
+            raise ErrIncorrect("the cluster runs without TLS")
+
+        def reconnect_everything(_: str) -> None:
+            for name in list(self.nodes):
+                self.reconnect_all(name)
+
+        settle = settle or reconnect_everything
+        old = self.ca
+        self._ca_generation += 1
+        new = CertificateAuthority.create(
+            common_name or f"ergo_py test cluster CA {self._ca_generation}"
+        )
+        both = CertPool()
+        for cert in (*old.pool().certificates, *new.pool().certificates):
+            both.add(cert)
+        self._trust(both)
+        settle("trust old and new CA")
+        self.ca = new
+        for name in list(self.nodes):
+            self.rotate(name)
+            settle(f"{name} re-issued from the new CA")
+        self._trust(new.pool())
+        settle("old CA dropped")
+        return new
+
+    def _trust(self, pool: CertPool) -> None:
+        for name in self.nodes:
+            cam = self.managers[name]
+            cam.set_client_cas(pool)
+            cam.set_root_cas(pool)
+
     def disconnect(self, a: str, b: str) -> None:
-        """Close the connection between ``a`` and ``b`` (from ``a``'s side)."""
+        """Close the connection between ``a`` and ``b`` (from ``a``'s side), gracefully."""
         self.nodes[a].network().disconnect(b)
+
+    def reconnect(self, a: str, b: str) -> None:
+        """Move the connection between ``a`` and ``b`` onto a new one (from ``a``'s side).
+
+        Invisible to actors; the new connection uses both nodes' current settings.
+        """
+        self.nodes[a].network().reconnect(b)
+
+    def reconnect_all(self, name: str) -> None:
+        """:meth:`reconnect` every connection node ``name`` has."""
+        network = self.nodes[name].network()
+        for peer in network.nodes():
+            network.reconnect(peer)
 
     def stop(self, name: str) -> None:
         """Stop node ``name`` (it can be started again with ``start``)."""

@@ -263,3 +263,19 @@ def test_frames_on_the_new_connection_wait_for_the_old_one(cluster: Cluster) -> 
     assert _idle(on_b, 0.5)  # held back: nothing overtakes the old connection's frames
     _on_loop(b, lambda: [link._transport.resume_reading() for link in old_links])
     assert _drain(on_b, 200) == list(range(200))
+
+
+def test_a_refused_reconnect_leaves_the_working_connection_up(cluster: Cluster) -> None:
+    a, b = cluster[A], cluster[B]
+    echo = b.spawn(Echo)
+    assert a.call(echo, 1) == 1
+    fingerprint = a.network().info(B)["local_cert_fingerprint"]
+    # B stops trusting the CA that issued A's certificate.
+    from ergo_py.lib import CertificateAuthority
+
+    cluster.managers[B].set_client_cas(CertificateAuthority.create("another CA").pool())
+    with pytest.raises(gen.ErrNoConnection) as refused:
+        a.network().reconnect(B)
+    assert "certificate" in str(refused.value).lower()
+    assert a.call(echo, 2) == 2  # the old connection carries on
+    assert a.network().info(B)["local_cert_fingerprint"] == fingerprint

@@ -96,9 +96,6 @@ def test_full_handshake_completes_on_both_sides_with_same_connection_id() -> Non
     dc, ac = d_events[0], a_events[0]
     assert isinstance(dc, HandshakeComplete) and isinstance(ac, HandshakeComplete)
     assert dc.connection_id == ac.connection_id
-    assert dc.connection_id == hs.connection_id(
-        COOKIE, "beta@localhost", 222, "alpha@localhost", 111
-    )
     assert (dc.peer_name, dc.peer_creation, dc.peer_max_message_size) == (
         "beta@localhost",
         222,
@@ -113,6 +110,13 @@ def test_full_handshake_completes_on_both_sides_with_same_connection_id() -> Non
     assert dc.pool_dsn == ("127.0.0.1:11144",)
     assert isinstance(dc.peer_flags, gen.NetworkFlags)
     assert d.state is a.state is HandshakeState.COMPLETE
+
+
+def test_each_connection_between_the_same_nodes_gets_its_own_id() -> None:
+    first, _ = run(dialer(), acceptor())
+    second, _ = run(dialer(), acceptor())
+    assert isinstance(first[0], HandshakeComplete) and isinstance(second[0], HandshakeComplete)
+    assert first[0].connection_id != second[0].connection_id
 
 
 def test_connection_id_is_the_same_whichever_side_dials() -> None:
@@ -428,6 +432,7 @@ def test_connection_id_depends_on_the_cookie_and_both_creations() -> None:
     assert base == hs.connection_id(COOKIE, "b@h", 2, "a@h", 1)
     assert base != hs.connection_id("other", "a@h", 1, "b@h", 2)
     assert base != hs.connection_id(COOKIE, "a@h", 1, "b@h", 3)
+    assert base != hs.connection_id(COOKIE, "a@h", 1, "b@h", 2, b"salts")
 
 
 def test_join_fed_one_byte_at_a_time_completes() -> None:

@@ -185,14 +185,19 @@ class HandshakeState(enum.Enum):
 # --- helpers --------------------------------------------------------------------
 
 
-def connection_id(cookie: str, name_a: str, creation_a: int, name_b: str, creation_b: int) -> str:
+def connection_id(
+    cookie: str, name_a: str, creation_a: int, name_b: str, creation_b: int, salts: bytes = b""
+) -> str:
     """The connection ID both ends compute: hex HMAC-SHA256 keyed by the cookie.
 
     The input is ``"name:creation:name:creation"`` with the smaller name first,
-    so the dialer and the acceptor agree whichever way the link was made.
+    so the dialer and the acceptor agree whichever way the link was made, then
+    the handshake's two salts: two connections between the same incarnations
+    (one replacing the other) never share an ID, so a late pool Join cannot
+    attach to the wrong one.
     """
     (x, cx), (y, cy) = sorted(((name_a, creation_a), (name_b, creation_b)))
-    msg = f"{x}:{cx}:{y}:{cy}".encode()
+    msg = f"{x}:{cx}:{y}:{cy}:".encode() + salts
     return hmac.new(cookie.encode(), msg, hashlib.sha256).hexdigest()
 
 
@@ -580,7 +585,9 @@ class DialerHandshake(_Machine):
             return self._refuse(REASON_TLS_BINDING)
         assert self._peer is not None
         name, version, flags, creation, max_size, _ = self._peer
-        mine = connection_id(self._cookie, self._name, self._creation, name, creation)
+        mine = connection_id(
+            self._cookie, self._name, self._creation, name, creation, self._s1 + self._s2
+        )
         if not self._same(cid.encode(), mine.encode()):
             raise RemoteProtocolError("Accept: connection id does not match")
         self._send(MSG_ACCEPT, self._digest("D-accept", self._s1, self._s2, *self._binding(), cid))
@@ -792,7 +799,9 @@ class AcceptorHandshake(_Machine):
             reason = self._check_peer(name, creation, replace)
             if reason is not None:
                 return self._refuse(reason)
-        self._cid = connection_id(self._cookie, self._name, self._creation, name, creation)
+        self._cid = connection_id(
+            self._cookie, self._name, self._creation, name, creation, self._s1 + self._s2
+        )
         ours = (
             self._name,
             self._version,

@@ -140,6 +140,7 @@ class LinkProtocol(asyncio.Protocol):
         self._error: BaseException | None = None
         self.sent_close = False
         self.peer_closed = False
+        self._machine_heard = False
 
     # --- asyncio callbacks -------------------------------------------------------------
 
@@ -159,6 +160,13 @@ class LinkProtocol(asyncio.Protocol):
         except Exception as exc:
             self._fail(exc)
 
+    def handshake_failed(self, exc: BaseException | None) -> None:
+        """The transport's own (TLS) handshake failed: this link never came up."""
+        self._settle()
+        if not self.ready.done():
+            self.ready.set_exception(ErrNoConnection(f"TLS handshake failed: {exc or 'closed'}"))
+            self.ready.exception()
+
     def _settle(self) -> None:
         """The handshake is over, one way or the other (called once)."""
         settled, self._settled = self._settled, None
@@ -171,6 +179,7 @@ class LinkProtocol(asyncio.Protocol):
             return
         if self._machine is None:
             return
+        self._machine_heard = True
         try:
             self._machine.receive_data(data)
             self._drive()
@@ -185,6 +194,15 @@ class LinkProtocol(asyncio.Protocol):
         if self.writer is not None:
             self.writer.close()
         reason = self._error or exc
+        tls_up = self.tls is not None and self.tls.version is not None
+        if reason is None and self.dialer and tls_up and not self._machine_heard:
+            # TLS 1.3 finishes the client's side before the server has
+            # checked the client certificate; a refusal is this EOF.
+            reason = ErrNoConnection(
+                "the peer closed the connection before its first handshake message: "
+                "it refused our TLS client certificate (unknown CA, expired, or not "
+                "presented while required) or it is not an ergo_py node; its log says which"
+            )
         if not self.ready.done():
             self.ready.set_exception(
                 reason if reason is not None else ErrNoConnection("closed during handshake")

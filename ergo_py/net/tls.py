@@ -11,15 +11,18 @@ swapped context.
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.sslproto
 import logging
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ergo_py.gen.certmanager import CertManager, CertState, cert_state_of, verify_mode_for
 from ergo_py.gen.errors import ErrIncorrect
 
-__all__ = ["ListenerTLS", "client_context_for_dial", "connection_tls_info"]
+__all__ = ["ListenerTLS", "ServerTLSProtocol", "client_context_for_dial", "connection_tls_info"]
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +131,54 @@ def connection_tls_info(ssl_object: _HasContext | Any) -> tuple[CertState | None
     except (ValueError, OSError, AttributeError):
         der = None
     return state, (bytes(der) if der else None)
+
+
+class ServerTLSProtocol(asyncio.sslproto.SSLProtocol):
+    """asyncio's server-side TLS protocol, reporting a TLS handshake that fails.
+
+    asyncio drops a failed server handshake quietly (logged only in debug
+    mode) and never tells the protocol it was created for. We need both: the
+    refusal in the log with its reason (a client certificate from an unknown
+    CA, expired, missing), and the acceptor's count of handshakes under way
+    released, or refused clients would use it up and leave the acceptor
+    answering "busy" to everyone. ``on_failure(peer_address, exc)`` runs on
+    the loop when the connection ends before its TLS handshake completed.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        app: asyncio.Protocol,
+        context: ssl.SSLContext,
+        handshake_timeout: float,
+        on_failure: Callable[[Any, BaseException | None], None],
+    ) -> None:
+        # No waiter (asyncio accepts None; the stubs say otherwise): failures
+        # come to on_failure instead.
+        super().__init__(
+            loop,
+            app,
+            context,
+            None,  # type: ignore[arg-type]
+            server_side=True,
+            ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]
+        )
+        self._on_failure: Callable[[Any, BaseException | None], None] | None = on_failure
+        self._peer: Any = None
+        self._handshake_exc: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._peer = transport.get_extra_info("peername")
+        super().connection_made(transport)
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        self._handshake_exc = handshake_exc
+        if handshake_exc is None:
+            self._on_failure = None  # up: the app protocol reports from here on
+        super()._on_handshake_complete(handshake_exc)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        report, self._on_failure = self._on_failure, None
+        if report is not None:
+            report(self._peer, self._handshake_exc or exc)

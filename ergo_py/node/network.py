@@ -66,7 +66,7 @@ from ergo_py.net.link import LinkProtocol, TLSDetails
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.registrar import Registrar
 from ergo_py.net.registrar_proto import Route
-from ergo_py.net.tls import ListenerTLS, client_context_for_dial
+from ergo_py.net.tls import ListenerTLS, ServerTLSProtocol, client_context_for_dial
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,16 @@ class TCPBackend(NetworkBackend, Network):
                 handshaking.add(link)
             return link
 
+        def tls_factory() -> asyncio.BaseProtocol:
+            assert listener is not None
+            link = factory()
+
+            def failed(peer: Any, exc: BaseException | None) -> None:
+                link.handshake_failed(exc)
+                self._log_tls_refusal(listener, peer, exc)
+
+            return ServerTLSProtocol(loop, link, listener.context, opts.handshake_timeout, failed)
+
         ports = (
             [opts.port] if opts.port == 0 else range(opts.port, opts.port + max(1, opts.port_range))
         )
@@ -301,11 +311,7 @@ class TCPBackend(NetworkBackend, Network):
         for port in ports:
             try:
                 server = await loop.create_server(
-                    factory,
-                    host,
-                    port,
-                    ssl=listener.context if listener is not None else None,
-                    ssl_handshake_timeout=opts.handshake_timeout if listener is not None else None,
+                    tls_factory if listener is not None else factory, host, port
                 )
             except OSError as exc:
                 last = exc
@@ -323,6 +329,22 @@ class TCPBackend(NetworkBackend, Network):
         if listener is not None:
             listener.close()
         raise NodeError(f"no free port for an acceptor on {host} from {opts.port}: {last}")
+
+    def _log_tls_refusal(self, listener: ListenerTLS, peer: Any, exc: BaseException | None) -> None:
+        state = listener.manager.state()
+        if isinstance(exc, ssl.SSLError):
+            log.warning(
+                "%s: refused a TLS handshake from %s: %s (our certificate %s, version %d; "
+                "client auth %s)",
+                self._name,
+                peer,
+                getattr(exc, "verify_message", None) or exc.reason or exc,
+                state.certificate.fingerprint[:16],
+                state.version,
+                state.client_auth.name,
+            )
+        else:  # a timeout, or a client that went away: no verdict on anyone's certificate
+            log.info("%s: TLS handshake from %s did not finish: %s", self._name, peer, exc)
 
     @property
     def acceptor_ports(self) -> list[int]:
@@ -350,9 +372,18 @@ class TCPBackend(NetworkBackend, Network):
         return None
 
     def _lookup_connection(self, connection_id: str) -> str | None:
+        conn = self._by_id(connection_id)
+        return conn.peer if conn is not None else None
+
+    def _by_id(self, connection_id: str) -> _Connection | None:
+        """A current or draining connection (a join may come after a hand-over)."""
         for conn in self._conns.values():
             if conn.done.connection_id == connection_id:
-                return conn.peer
+                return conn
+        for queue in self._draining.values():
+            for conn in queue:
+                if conn.done.connection_id == connection_id and not conn.closed:
+                    return conn
         return None
 
     # --- LinkOwner (loop thread) --------------------------------------------------------
@@ -387,12 +418,14 @@ class TCPBackend(NetworkBackend, Network):
             raise ErrNoConnection("node is stopping")
         self._check_identity(link, done.peer_name)
         if isinstance(done, JoinComplete):
-            conn = self._conns.get(done.peer_name)
-            if conn is None or conn.done.connection_id != done.connection_id:
+            conn = self._by_id(done.connection_id)
+            if conn is None or conn.peer != done.peer_name:
                 raise ErrNoConnection(f"join for unknown connection to {done.peer_name}")
             conn.links.append(link)
             self._links.add(link)
             self._link_conn[link] = conn
+            if conn.draining:  # it joined a connection on its way out: close it the same way
+                link.send_close(conn.replaced)
             return
         old = self._conns.get(done.peer_name)
         replacing: _Connection | None = None
@@ -798,7 +831,18 @@ class TCPBackend(NetworkBackend, Network):
                 errors.append(f"rejected: {exc.reason}")
             except (TimeoutError, OSError, ssl.SSLError, ErgoError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
-        raise ErrNoConnection(f"cannot connect to {node}: {'; '.join(errors) or 'no routes'}")
+        why = "; ".join(errors) or "no routes"
+        mine = self._cm.state() if self._cm is not None else None
+        log.warning(
+            "%s: cannot connect to %s: %s%s",
+            self._name,
+            node,
+            why,
+            f" (our certificate {mine.certificate.fingerprint[:16]}, version {mine.version})"
+            if mine is not None
+            else "",
+        )
+        raise ErrNoConnection(f"cannot connect to {node}: {why}")
 
     async def _await_incoming(
         self, node: str, replacing: _Connection | None = None

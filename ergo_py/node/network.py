@@ -927,14 +927,23 @@ class TCPBackend(NetworkBackend, Network):
                 join = self._join_machine(node, cookie, done)
                 task = asyncio.ensure_future(self._open_link(host, route.port, use_tls, host, join))
                 self._joins[task] = node
-                task.add_done_callback(self._join_done(node))
+                task.add_done_callback(self._join_done(node, done.connection_id))
         return conn
 
-    def _join_done(self, node: str) -> Callable[[asyncio.Future[Any]], None]:
+    def _join_done(self, node: str, cid: str) -> Callable[[asyncio.Future[Any]], None]:
         def done(task: asyncio.Future[Any]) -> None:
             self._joins.pop(task, None)
-            if not task.cancelled() and task.exception() is not None:
-                log.warning("%s: pool link to %s failed: %s", self._name, node, task.exception())
+            if task.cancelled() or task.exception() is None:
+                return
+            # A join that lost the race with its connection's end is expected.
+            gone = self._stopped or self._by_id(cid) is None
+            log.log(
+                logging.INFO if gone else logging.WARNING,
+                "%s: pool link to %s failed: %s",
+                self._name,
+                node,
+                task.exception(),
+            )
 
         return done
 

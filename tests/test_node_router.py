@@ -24,6 +24,7 @@ class FakeBackend(gen.NetworkBackend):
     def __init__(self) -> None:
         self.out: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue()
         self.stopped = False
+        self.ended: dict[str, gen.PID | None] = {}
 
     def _rec(self, method: str, *args: Any) -> None:
         self.out.put((method, args))
@@ -49,10 +50,21 @@ class FakeBackend(gen.NetworkBackend):
     def demonitor(self, from_pid: gen.PID, target: gen.RemoteTarget, ref: gen.Ref) -> None:
         self._rec("demonitor", from_pid, target, ref)
 
-    def exit(self, from_target: gen.RemoteTarget, to: gen.PID, reason: Any) -> None:
+    def exit(
+        self, from_target: gen.RemoteTarget, to: gen.PID, reason: Any, ended: gen.PID | None = None
+    ) -> None:
+        self.ended["exit"] = ended
         self._rec("exit", from_target, to, reason)
 
-    def down(self, from_target: gen.RemoteTarget, to: gen.PID, ref: gen.Ref, reason: Any) -> None:
+    def down(
+        self,
+        from_target: gen.RemoteTarget,
+        to: gen.PID,
+        ref: gen.Ref,
+        reason: Any,
+        ended: gen.PID | None = None,
+    ) -> None:
+        self.ended["down"] = ended
         self._rec("down", from_target, to, ref, reason)
 
     def spawn(
@@ -241,6 +253,19 @@ def test_remote_linker_gets_exit_through_backend(fake: tuple[Core, FakeBackend])
     node.send(pid, "stop")
     outbound = {backend.out.get(timeout=5)[0]: None for _ in range(2)}
     assert set(outbound) == {"exit", "down"}
+
+
+def test_signals_for_a_name_say_which_process_ended(fake: tuple[Core, FakeBackend]) -> None:
+    """So the network can queue them behind that process's messages."""
+    node, backend = fake
+    pid = node.spawn_register("named", Recorder, queue.Queue())
+    name = gen.ProcessID("named", node.name)
+    node.route_link(REMOTE, name)
+    node.route_monitor(REMOTE, name, node.make_ref())
+    node.send(pid, "stop")
+    assert backend.expect("exit")[0] == name
+    assert backend.expect("down")[0] == name
+    assert backend.ended == {"exit": pid, "down": pid}
 
 
 def test_remote_link_on_missing_process_is_answered_with_exit(

@@ -239,17 +239,24 @@ class NetworkBackend(abc.ABC):
         """Undo ``monitor``."""
 
     @abc.abstractmethod
-    def exit(self, from_target: RemoteTarget, to: PID, reason: Any) -> None:
+    def exit(
+        self, from_target: RemoteTarget, to: PID, reason: Any, ended: PID | None = None
+    ) -> None:
         """Deliver an exit signal to remote ``to``.
 
         Sent when a local process that ``to`` linked ends (``from_target`` is
         the identifier ``to`` linked: PID, ProcessID or Alias) and for
-        ``send_exit`` (``from_target`` is the sender's PID).
+        ``send_exit`` (``from_target`` is the sender's PID). ``ended``: the
+        process that ended, when known, so the signal queues behind the
+        messages it sent (Erlang's pairwise order) even when ``to`` linked
+        a name or an alias.
         """
 
     @abc.abstractmethod
-    def down(self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any) -> None:
-        """Deliver a down message for monitor ``ref`` held by remote ``to``."""
+    def down(
+        self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None = None
+    ) -> None:
+        """Deliver a down for monitor ``ref`` held by remote ``to`` (``ended``: as for exit)."""
 
     @abc.abstractmethod
     def spawn(

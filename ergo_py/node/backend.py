@@ -75,10 +75,14 @@ class DisabledBackend(NetworkBackend):
     def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
         raise _unreachable(target.node)
 
-    def exit(self, from_target: RemoteTarget, to: PID, reason: Any) -> None:
+    def exit(
+        self, from_target: RemoteTarget, to: PID, reason: Any, ended: PID | None = None
+    ) -> None:
         raise _unreachable(to.node)
 
-    def down(self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any) -> None:
+    def down(
+        self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None = None
+    ) -> None:
         raise _unreachable(to.node)
 
     def spawn(

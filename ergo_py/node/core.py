@@ -524,30 +524,32 @@ class Core(Node, NodeRouter):
                 return None
             return self._procs.get(pid.id)
 
-    def _fire_exit(self, holder: PID, key: Key, reason: Any) -> None:
+    def _fire_exit(self, holder: PID, key: Key, reason: Any, ended: PID | None = None) -> None:
         if holder.node != self._name:
             if not isinstance(key, NodeKey):
-                self._backend_quiet(self._backend.exit, key, holder, reason)
+                self._backend_quiet(self._backend.exit, key, holder, reason, ended)
             return
         state = self._local_state(holder)
         if state is not None:
             state.tell(ExitSignal(key, _exit_message(key, reason), reason))
 
-    def _fire_down(self, holder: PID, key: Key, ref: Ref, reason: Any) -> None:
+    def _fire_down(
+        self, holder: PID, key: Key, ref: Ref, reason: Any, ended: PID | None = None
+    ) -> None:
         if holder.node != self._name:
             if not isinstance(key, NodeKey):
-                self._backend_quiet(self._backend.down, key, holder, ref, reason)
+                self._backend_quiet(self._backend.down, key, holder, ref, reason, ended)
             return
         state = self._local_state(holder)
         if state is not None:
             state.tell(Down(key, _down_message(key, ref, reason)))
 
-    def _fire_target(self, key: Key, reason: Any) -> None:
+    def _fire_target(self, key: Key, reason: Any, ended: PID | None = None) -> None:
         linkers, monitors = self._links.take_target(key)
         for holder in linkers:
-            self._fire_exit(holder, key, reason)
+            self._fire_exit(holder, key, reason, ended)
         for ref, holder in monitors:
-            self._fire_down(holder, key, ref, reason)
+            self._fire_down(holder, key, ref, reason, ended)
 
     def process_ended(self, state: ProcessState, reason: Any) -> None:
         """Called on the ended process's thread after ``terminate``.
@@ -567,7 +569,7 @@ class Core(Node, NodeRouter):
             inflight = self._inflight.pop(pid, {})
         keys: list[Key] = [pid, *(ProcessID(n, self._name) for n in names), *aliases]
         for key in keys:
-            self._fire_target(key, reason)
+            self._fire_target(key, reason, ended=pid)
         held, held_mons = self._links.take_holder(pid)
         for key in held:
             if not isinstance(key, NodeKey) and not self._is_local(key):

@@ -974,9 +974,12 @@ class TCPBackend(NetworkBackend, Network):
         except ErrTimeout as exc:
             raise ErrNoConnection(f"cannot connect to {node}: {exc}") from exc
 
-    def _send_frame(self, node: str, frame: fr.Frame, from_loop: bool = False) -> None:
+    def _send_frame(
+        self, node: str, frame: fr.Frame, from_loop: bool = False, order: int | None = None
+    ) -> None:
         node = str(node)
-        order = fr.frame_order(frame)
+        if order is None:
+            order = fr.frame_order(frame)
         for _ in range(3):
             conn = self._conns.get(node) if from_loop else self._connection(node)
             if conn is None:
@@ -1045,11 +1048,17 @@ class TCPBackend(NetworkBackend, Network):
     def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
         self._send_frame(target.node, fr.Demonitor(from_pid, target, ref))
 
-    def exit(self, from_target: RemoteTarget, to: PID, reason: Any) -> None:
-        self._send_frame(to.node, fr.Exit(from_target, to, reason))
+    def exit(
+        self, from_target: RemoteTarget, to: PID, reason: Any, ended: PID | None = None
+    ) -> None:
+        order = fr.order_byte(ended.id) if ended is not None else None
+        self._send_frame(to.node, fr.Exit(from_target, to, reason), order=order)
 
-    def down(self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any) -> None:
-        self._send_frame(to.node, fr.Down(to, from_target, ref, reason))
+    def down(
+        self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None = None
+    ) -> None:
+        order = fr.order_byte(ended.id) if ended is not None else None
+        self._send_frame(to.node, fr.Down(to, from_target, ref, reason), order=order)
 
     def spawn(
         self,

@@ -18,6 +18,8 @@ DEFAULT_REGISTRAR_PORT = 4499
 DEFAULT_REQUEST_TIMEOUT = 5.0
 DEFAULT_HANDSHAKE_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 3.0
+DEFAULT_KEEPALIVE_PERIOD = 15.0
+KEEPALIVE_MISSES = 3
 DEFAULT_POOL_SIZE = 3
 DEFAULT_MAX_HANDSHAKES = 64
 DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE = 65535
@@ -99,6 +101,10 @@ class NetworkOptions:
     # a certificate without such URIs passes if a DNS/IP SAN matches the host.
     verify_node_identity: bool = True
     identity_host_fallback: bool = False
+    # A link with nothing to send for this long sends a Keepalive frame; one
+    # that hears nothing for KEEPALIVE_MISSES periods is dead (a peer whose
+    # host vanished never sends a FIN). 0 turns both off.
+    keepalive_period: float = DEFAULT_KEEPALIVE_PERIOD
 
 
 @dataclass

@@ -37,7 +37,8 @@ from ergo_py.gen.errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from ergo_py.net.frames import Close, Frame, FrameDecoder, encode_frame
+from ergo_py.gen.options import KEEPALIVE_MISSES
+from ergo_py.net.frames import Close, Frame, FrameDecoder, Keepalive, encode_frame
 from ergo_py.net.handshake import (
     NEED_DATA,
     REASON_PROTOCOL,
@@ -56,6 +57,9 @@ from ergo_py.net.writer import BatchWriter
 log = logging.getLogger(__name__)
 
 Machine = DialerHandshake | AcceptorHandshake | JoinHandshake
+
+
+_KEEPALIVE = encode_frame(Keepalive())
 
 
 class TLSDetails:
@@ -117,6 +121,7 @@ class LinkProtocol(asyncio.Protocol):
         max_message_size: int,
         dialer: bool,
         settled: Callable[[LinkProtocol], None] | None = None,
+        keepalive: float = 0.0,
     ) -> None:
         self._owner = owner
         self._make_machine = make_machine
@@ -141,6 +146,11 @@ class LinkProtocol(asyncio.Protocol):
         self.sent_close = False
         self.peer_closed = False
         self._machine_heard = False
+        self._keepalive = keepalive
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._bytes_in = 0
+        self._marks = (-1, -1)  # (bytes in, messages out) at the last tick
+        self._silent_ticks = 0
 
     # --- asyncio callbacks -------------------------------------------------------------
 
@@ -174,6 +184,7 @@ class LinkProtocol(asyncio.Protocol):
             settled(self)
 
     def data_received(self, data: bytes) -> None:
+        self._bytes_in += len(data)
         if self._decoder is not None:
             self._frames(data)
             return
@@ -191,6 +202,8 @@ class LinkProtocol(asyncio.Protocol):
         self._settle()
         if self._timer is not None:
             self._timer.cancel()
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
         if self.writer is not None:
             self.writer.close()
         reason = self._error or exc
@@ -242,6 +255,8 @@ class LinkProtocol(asyncio.Protocol):
         self.result = done
         self._decoder = FrameDecoder(self._max_message_size)
         self.writer = BatchWriter(self._loop, self._transport)
+        if self._keepalive > 0:
+            self._keepalive_timer = self._loop.call_later(self._keepalive, self._tick)
         try:
             self._owner.link_up(self, done)
         except ErgoError as exc:  # the owner refuses it (e.g. a duplicate)
@@ -268,6 +283,8 @@ class LinkProtocol(asyncio.Protocol):
                         self._deliver(frames)
                     self._peer_close(frame, decoder.buffered > 0)
                     return
+                if type(frame) is Keepalive:
+                    continue  # it did its job by arriving
                 frames.append(frame)
         except (ProtocolError, ErrTooLarge) as exc:
             log.warning("link %s: %s; closing", self.peer_address, exc)
@@ -302,6 +319,24 @@ class LinkProtocol(asyncio.Protocol):
         if self.peer_closed:
             self.close()
 
+    def _tick(self) -> None:
+        """Every keepalive period: speak if we were quiet, give up if the peer was."""
+        self._keepalive_timer = None
+        if self._transport is None or self._transport.is_closing():
+            return
+        bytes_in, out = self._marks
+        self._silent_ticks = self._silent_ticks + 1 if self._bytes_in == bytes_in else 0
+        if self._silent_ticks >= KEEPALIVE_MISSES:
+            silent = self._silent_ticks * self._keepalive
+            # A silent peer will not answer a TLS close either: abort.
+            self._fail(ErrTimeout(f"nothing from the peer for {silent:.1f} s"), abort=True)
+            return
+        writer = self.writer
+        if self.messages_out == out and writer is not None and not writer.closed:
+            writer.write_now(_KEEPALIVE)
+        self._marks = (self._bytes_in, self.messages_out)
+        self._keepalive_timer = self._loop.call_later(self._keepalive, self._tick)
+
     @property
     def closed_cleanly(self) -> bool:
         """Both Close frames crossed: nothing either side sent was cut off."""
@@ -323,13 +358,16 @@ class LinkProtocol(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
-    def _fail(self, exc: BaseException, refused_by_us: bool = False) -> None:
+    def _fail(self, exc: BaseException, refused_by_us: bool = False, abort: bool = False) -> None:
         if self._error is None:
             self._error = exc
             level = logging.INFO if isinstance(exc, HandshakeRejected) else logging.WARNING
             who = "refused" if refused_by_us else "failed"
             log.log(level, "link %s %s: %s", self.peer_address, who, exc)
-        self.close()
+        if abort:
+            self.abort()
+        else:
+            self.close()
 
     def close(self) -> None:
         """Close the link gracefully (idempotent); ``link_lost`` follows.

@@ -288,6 +288,7 @@ class TCPBackend(NetworkBackend, Network):
                 handshake_timeout=opts.handshake_timeout,
                 max_message_size=max_size,
                 dialer=False,
+                keepalive=self._net.keepalive_period,
                 settled=handshaking.discard,
             )
             if not busy:
@@ -881,6 +882,7 @@ class TCPBackend(NetworkBackend, Network):
                 handshake_timeout=self._net.handshake_timeout,
                 max_message_size=self._net.max_message_size,
                 dialer=True,
+                keepalive=self._net.keepalive_period,
             )
 
         _, link = await asyncio.wait_for(

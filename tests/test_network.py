@@ -12,59 +12,16 @@ from typing import Any
 import pytest
 from conftest import WAIT, Recorder, get, wait_threads_gone
 
-import ergo_py
 from ergo_py import act, gen, lib
-
-_CA = lib.CertificateAuthority.create("network tests CA")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Nodes:
-    """Starts nodes on 127.0.0.1 with free ports, one private registrar, a shared CA."""
-
-    def __init__(self) -> None:
-        self.registrar_port = free_port()
-        self.started: list[gen.Node] = []
-        self.managers: dict[str, gen.CertAuthManager] = {}
-
-    def options(self, name: str, tls: bool = True, cookie: str = "cookie") -> gen.NodeOptions:
-        options = gen.NodeOptions()
-        if tls:
-            cam = gen.create_cert_auth_manager(_CA.issue(name, hosts=("127.0.0.1",)))
-            cam.set_client_cas(_CA.pool())
-            cam.set_root_cas(_CA.pool())
-            cam.set_client_auth(gen.ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT)
-            options.cert_manager = cam
-            self.managers[name] = cam
-        options.network.cookie = cookie
-        options.network.registrar_port = self.registrar_port
-        options.network.acceptors = [gen.AcceptorOptions(host="127.0.0.1", port=free_port())]
-        return options
-
-    def start(self, name: str, options: gen.NodeOptions | None = None, **kw: Any) -> gen.Node:
-        node = ergo_py.start_node(name, options or self.options(name, **kw))
-        self.started.append(node)
-        return node
-
-    def stop_all(self) -> None:
-        for node in reversed(self.started):
-            node.stop()
+from ergo_py.testing import Cluster, free_port
 
 
 @pytest.fixture
-def nodes() -> Iterator[Nodes]:
+def nodes() -> Iterator[Cluster]:
+    """Nodes started one by one on 127.0.0.1, mTLS with the cluster's CA unless told otherwise."""
     before = set(threading.enumerate())
-    ns = Nodes()
-    try:
-        yield ns
-    finally:
-        ns.stop_all()
+    with Cluster(names=[], cookie="cookie", start=False) as cluster:
+        yield cluster
     assert wait_threads_gone(before) == []
 
 
@@ -86,14 +43,14 @@ class Sink(act.Actor):
         self.out.put(message)
 
 
-def test_call_to_a_registered_name_on_another_node(nodes: Nodes) -> None:
+def test_call_to_a_registered_name_on_another_node(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
     assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 42) == ("pong", 42)
 
 
-def test_send_to_a_remote_pid_and_reply_by_sender(nodes: Nodes) -> None:
+def test_send_to_a_remote_pid_and_reply_by_sender(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     out: queue.Queue[Any] = queue.Queue()
@@ -104,7 +61,7 @@ def test_send_to_a_remote_pid_and_reply_by_sender(nodes: Nodes) -> None:
     assert sender.node == "a@127.0.0.1"
 
 
-def test_messages_from_one_sender_arrive_in_order(nodes: Nodes) -> None:
+def test_messages_from_one_sender_arrive_in_order(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     out: queue.Queue[Any] = queue.Queue()
@@ -114,7 +71,7 @@ def test_messages_from_one_sender_arrive_in_order(nodes: Nodes) -> None:
     assert [out.get(timeout=WAIT) for _ in range(10_000)] == list(range(10_000))
 
 
-def test_remote_monitor_fires_when_the_process_ends(nodes: Nodes) -> None:
+def test_remote_monitor_fires_when_the_process_ends(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     target_out: queue.Queue[Any] = queue.Queue()
@@ -136,7 +93,7 @@ def test_remote_monitor_fires_when_the_process_ends(nodes: Nodes) -> None:
     assert down.pid == target
 
 
-def test_remote_link_delivers_an_exit_to_a_trapping_linker(nodes: Nodes) -> None:
+def test_remote_link_delivers_an_exit_to_a_trapping_linker(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     target = b.spawn(Recorder, queue.Queue())
@@ -159,7 +116,7 @@ def test_remote_link_delivers_an_exit_to_a_trapping_linker(nodes: Nodes) -> None
     assert exit_msg.pid == target
 
 
-def test_node_down_fails_pending_calls_at_once_and_fires_monitors(nodes: Nodes) -> None:
+def test_node_down_fails_pending_calls_at_once_and_fires_monitors(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
@@ -197,7 +154,7 @@ def test_node_down_fails_pending_calls_at_once_and_fires_monitors(nodes: Nodes) 
     assert isinstance(down.reason, gen.ErrNoConnection)
 
 
-def test_next_send_after_disconnect_reconnects(nodes: Nodes) -> None:
+def test_next_send_after_disconnect_reconnects(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
@@ -207,7 +164,7 @@ def test_next_send_after_disconnect_reconnects(nodes: Nodes) -> None:
     assert a.call(pong, 2) == ("pong", 2)
 
 
-def test_new_connections_present_the_rotated_certificate(nodes: Nodes) -> None:
+def test_new_connections_present_the_rotated_certificate(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
@@ -215,7 +172,7 @@ def test_new_connections_present_the_rotated_certificate(nodes: Nodes) -> None:
     a.call(pong, 1)
     first = a.network().info("b@127.0.0.1")
     cam = nodes.managers["b@127.0.0.1"]
-    cam.update(_CA.issue("b@127.0.0.1", hosts=("127.0.0.1",)))
+    cam.update(nodes.ca.issue("b@127.0.0.1", hosts=("127.0.0.1",)))
     assert a.call(pong, 2) == ("pong", 2)  # the old connection carries on
     assert (
         a.network().info("b@127.0.0.1")["peer_cert_fingerprint"] == first["peer_cert_fingerprint"]
@@ -228,12 +185,12 @@ def test_new_connections_present_the_rotated_certificate(nodes: Nodes) -> None:
     assert second["identity_verified"] is True
 
 
-def test_static_route_without_registrar(nodes: Nodes) -> None:
-    b_opts = nodes.options("b@127.0.0.1", tls=False)
+def test_static_route_without_registrar(nodes: Cluster) -> None:
+    b_opts = nodes.node_options("b@127.0.0.1", tls=False)
     b_opts.network.registrar_enabled = False
     b = nodes.start("b@127.0.0.1", b_opts)
     b.spawn_register("pong", Pong)
-    a_opts = nodes.options("a@127.0.0.1", tls=False)
+    a_opts = nodes.node_options("a@127.0.0.1", tls=False)
     a_opts.network.registrar_enabled = False
     a = nodes.start("a@127.0.0.1", a_opts)
     port = b_opts.network.acceptors[0].port
@@ -241,7 +198,7 @@ def test_static_route_without_registrar(nodes: Nodes) -> None:
     assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), "x") == ("pong", "x")
 
 
-def test_bad_cookie_is_refused_and_the_acceptor_keeps_serving(nodes: Nodes) -> None:
+def test_bad_cookie_is_refused_and_the_acceptor_keeps_serving(nodes: Cluster) -> None:
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
     a = nodes.start("a@127.0.0.1")
@@ -251,21 +208,21 @@ def test_bad_cookie_is_refused_and_the_acceptor_keeps_serving(nodes: Nodes) -> N
     assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 2) == ("pong", 2)
 
 
-def test_unknown_ca_is_refused(nodes: Nodes) -> None:
+def test_unknown_ca_is_refused(nodes: Cluster) -> None:
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
     stranger_ca = lib.CertificateAuthority.create("stranger")
-    options = nodes.options("s@127.0.0.1")
+    options = nodes.node_options("s@127.0.0.1")
     cam = gen.create_cert_auth_manager(stranger_ca.issue("s@127.0.0.1", hosts=("127.0.0.1",)))
-    cam.set_root_cas(_CA.pool())
+    cam.set_root_cas(nodes.ca.pool())
     options.cert_manager = cam
     s = nodes.start("s@127.0.0.1", options)
     with pytest.raises(gen.ErrNoConnection):
         s.call(gen.ProcessID("pong", "b@127.0.0.1"), 1, timeout=10)
 
 
-def test_stalled_handshake_times_out_and_the_acceptor_keeps_serving(nodes: Nodes) -> None:
-    opts = nodes.options("b@127.0.0.1", tls=False)
+def test_stalled_handshake_times_out_and_the_acceptor_keeps_serving(nodes: Cluster) -> None:
+    opts = nodes.node_options("b@127.0.0.1", tls=False)
     opts.network.acceptors[0].handshake_timeout = 0.3
     b = nodes.start("b@127.0.0.1", opts)
     b.spawn_register("pong", Pong)
@@ -280,8 +237,8 @@ def test_stalled_handshake_times_out_and_the_acceptor_keeps_serving(nodes: Nodes
     assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
 
 
-def test_garbage_instead_of_a_handshake_is_refused(nodes: Nodes) -> None:
-    opts = nodes.options("b@127.0.0.1", tls=False)
+def test_garbage_instead_of_a_handshake_is_refused(nodes: Cluster) -> None:
+    opts = nodes.node_options("b@127.0.0.1", tls=False)
     b = nodes.start("b@127.0.0.1", opts)
     b.spawn_register("pong", Pong)
     with socket.create_connection(("127.0.0.1", opts.network.acceptors[0].port)) as raw:
@@ -294,8 +251,8 @@ def test_garbage_instead_of_a_handshake_is_refused(nodes: Nodes) -> None:
     assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
 
 
-def test_oversized_message_is_refused_at_the_sender(nodes: Nodes) -> None:
-    opts = nodes.options("b@127.0.0.1")
+def test_oversized_message_is_refused_at_the_sender(nodes: Cluster) -> None:
+    opts = nodes.node_options("b@127.0.0.1")
     opts.network.max_message_size = 4096
     b = nodes.start("b@127.0.0.1", opts)
     out: queue.Queue[Any] = queue.Queue()
@@ -307,7 +264,7 @@ def test_oversized_message_is_refused_at_the_sender(nodes: Nodes) -> None:
     assert get(out) == "small"
 
 
-def test_three_nodes_call_each_other(nodes: Nodes) -> None:
+def test_three_nodes_call_each_other(nodes: Cluster) -> None:
     names = ["a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1"]
     started = [nodes.start(n) for n in names]
     for node in started:
@@ -328,7 +285,7 @@ def _wait_for(pred: Any, timeout: float = WAIT) -> bool:
     return bool(pred())
 
 
-def test_a_connection_is_a_pool_of_three_links_on_both_sides(nodes: Nodes) -> None:
+def test_a_connection_is_a_pool_of_three_links_on_both_sides(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
@@ -337,7 +294,7 @@ def test_a_connection_is_a_pool_of_three_links_on_both_sides(nodes: Nodes) -> No
     assert _wait_for(lambda: b.network().info("a@127.0.0.1")["pool_links"] == 3)
 
 
-def test_many_senders_keep_their_own_order_across_the_pool(nodes: Nodes) -> None:
+def test_many_senders_keep_their_own_order_across_the_pool(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     out: queue.Queue[Any] = queue.Queue()
@@ -365,14 +322,14 @@ def test_many_senders_keep_their_own_order_across_the_pool(nodes: Nodes) -> None
     assert sum(1 for link in links if link["messages_out"] > 0) > 1  # the pool is used
 
 
-def test_reconnected_pool_links_all_present_the_rotated_certificate(nodes: Nodes) -> None:
+def test_reconnected_pool_links_all_present_the_rotated_certificate(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
     pong = gen.ProcessID("pong", "b@127.0.0.1")
     a.call(pong, 1)
     cam = nodes.managers["a@127.0.0.1"]
-    cam.update(_CA.issue("a@127.0.0.1", hosts=("127.0.0.1",)))
+    cam.update(nodes.ca.issue("a@127.0.0.1", hosts=("127.0.0.1",)))
     a.network().disconnect("b@127.0.0.1")
     a.call(pong, 2)
     assert _wait_for(lambda: a.network().info("b@127.0.0.1")["pool_links"] == 3)
@@ -383,10 +340,10 @@ def test_reconnected_pool_links_all_present_the_rotated_certificate(nodes: Nodes
     assert seen_by_b == {cam.get_certificate().fingerprint}
 
 
-def test_hidden_node_dials_out_but_does_not_listen(nodes: Nodes) -> None:
+def test_hidden_node_dials_out_but_does_not_listen(nodes: Cluster) -> None:
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
-    opts = nodes.options("h@127.0.0.1")
+    opts = nodes.node_options("h@127.0.0.1")
     opts.network.mode = gen.NetworkMode.HIDDEN
     hidden = nodes.start("h@127.0.0.1", opts)
     assert hidden.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
@@ -395,7 +352,7 @@ def test_hidden_node_dials_out_but_does_not_listen(nodes: Nodes) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
-def test_simultaneous_connect_ends_with_one_connection(nodes: Nodes) -> None:
+def test_simultaneous_connect_ends_with_one_connection(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     a.spawn_register("pong", Pong)
@@ -427,14 +384,14 @@ class Greeter(act.Actor):
         return f"{self.greeting}, {request}"
 
 
-def test_remote_spawn_is_refused_until_enabled(nodes: Nodes) -> None:
+def test_remote_spawn_is_refused_until_enabled(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     nodes.start("b@127.0.0.1")
     with pytest.raises(gen.ErrNameUnknown):
         a.network().get_node("b@127.0.0.1").spawn("greeter", "hello")
 
 
-def test_remote_spawn_of_an_enabled_factory(nodes: Nodes) -> None:
+def test_remote_spawn_of_an_enabled_factory(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     b.network().enable_spawn("greeter", Greeter, "a@127.0.0.1")
@@ -443,7 +400,7 @@ def test_remote_spawn_of_an_enabled_factory(nodes: Nodes) -> None:
     assert a.call(pid, "world") == "hello, world"
 
 
-def test_remote_spawn_from_a_node_not_on_the_list_is_not_allowed(nodes: Nodes) -> None:
+def test_remote_spawn_from_a_node_not_on_the_list_is_not_allowed(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     c = nodes.start("c@127.0.0.1")
@@ -455,7 +412,7 @@ def test_remote_spawn_from_a_node_not_on_the_list_is_not_allowed(nodes: Nodes) -
         a.network().get_node("b@127.0.0.1").spawn("greeter", "hi")
 
 
-def test_remote_spawn_reports_a_failing_init(nodes: Nodes) -> None:
+def test_remote_spawn_reports_a_failing_init(nodes: Cluster) -> None:
     class Broken(act.Actor):
         def init(self) -> None:
             raise ValueError("cannot start")
@@ -470,8 +427,8 @@ def test_remote_spawn_reports_a_failing_init(nodes: Nodes) -> None:
         a.call(gen.ProcessID("missing", "b@127.0.0.1"), 1, timeout=20)
 
 
-def test_handshakes_beyond_max_handshakes_are_refused_busy(nodes: Nodes) -> None:
-    opts = nodes.options("b@127.0.0.1", tls=False)
+def test_handshakes_beyond_max_handshakes_are_refused_busy(nodes: Cluster) -> None:
+    opts = nodes.node_options("b@127.0.0.1", tls=False)
     opts.network.acceptors[0].max_handshakes = 2
     opts.network.acceptors[0].handshake_timeout = 2.0
     b = nodes.start("b@127.0.0.1", opts)
@@ -493,7 +450,7 @@ def test_handshakes_beyond_max_handshakes_are_refused_busy(nodes: Nodes) -> None
     assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
 
 
-def test_stopping_a_node_fires_remote_links_and_monitors(nodes: Nodes) -> None:
+def test_stopping_a_node_fires_remote_links_and_monitors(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     target = b.spawn(Recorder, queue.Queue())
@@ -520,12 +477,12 @@ def test_stopping_a_node_fires_remote_links_and_monitors(nodes: Nodes) -> None:
     assert all(m.pid == target for m in got)
 
 
-def test_a_node_cannot_pose_as_another_with_a_valid_cluster_certificate(nodes: Nodes) -> None:
+def test_a_node_cannot_pose_as_another_with_a_valid_cluster_certificate(nodes: Cluster) -> None:
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
-    options = nodes.options("m@127.0.0.1")
-    cam = gen.create_cert_auth_manager(_CA.issue("c@127.0.0.1", hosts=("127.0.0.1",)))
-    cam.set_root_cas(_CA.pool())
+    options = nodes.node_options("m@127.0.0.1")
+    cam = gen.create_cert_auth_manager(nodes.ca.issue("c@127.0.0.1", hosts=("127.0.0.1",)))
+    cam.set_root_cas(nodes.ca.pool())
     options.cert_manager = cam
     impostor = nodes.start("m@127.0.0.1", options)
     with pytest.raises(gen.ErrNoConnection, match="identity"):
@@ -533,10 +490,10 @@ def test_a_node_cannot_pose_as_another_with_a_valid_cluster_certificate(nodes: N
     assert b.network().nodes() == []
 
 
-def test_a_dialer_refuses_a_server_whose_certificate_names_another_node(nodes: Nodes) -> None:
-    options = nodes.options("b@127.0.0.1")
-    cam = gen.create_cert_auth_manager(_CA.issue("z@127.0.0.1", hosts=("127.0.0.1",)))
-    cam.set_client_cas(_CA.pool())
+def test_a_dialer_refuses_a_server_whose_certificate_names_another_node(nodes: Cluster) -> None:
+    options = nodes.node_options("b@127.0.0.1")
+    cam = gen.create_cert_auth_manager(nodes.ca.issue("z@127.0.0.1", hosts=("127.0.0.1",)))
+    cam.set_client_cas(nodes.ca.pool())
     cam.set_client_auth(gen.ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT)
     options.cert_manager = cam
     options.network.verify_node_identity = False  # b itself does not check its peers
@@ -547,15 +504,15 @@ def test_a_dialer_refuses_a_server_whose_certificate_names_another_node(nodes: N
         a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
 
 
-def test_a_certificate_that_expired_while_running_is_refused(nodes: Nodes) -> None:
+def test_a_certificate_that_expired_while_running_is_refused(nodes: Cluster) -> None:
     from datetime import timedelta
 
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
-    options = nodes.options("s@127.0.0.1")
-    short = _CA.issue("s@127.0.0.1", hosts=("127.0.0.1",), valid_for=timedelta(seconds=2))
+    options = nodes.node_options("s@127.0.0.1")
+    short = nodes.ca.issue("s@127.0.0.1", hosts=("127.0.0.1",), valid_for=timedelta(seconds=2))
     cam = gen.create_cert_auth_manager(short)
-    cam.set_root_cas(_CA.pool())
+    cam.set_root_cas(nodes.ca.pool())
     options.cert_manager = cam
     s = nodes.start("s@127.0.0.1", options)
     time.sleep(2.5)
@@ -563,13 +520,13 @@ def test_a_certificate_that_expired_while_running_is_refused(nodes: Nodes) -> No
         s.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
 
 
-def test_a_client_without_a_certificate_is_refused_when_required(nodes: Nodes) -> None:
+def test_a_client_without_a_certificate_is_refused_when_required(nodes: Cluster) -> None:
     import ssl
 
-    opts = nodes.options("b@127.0.0.1")
+    opts = nodes.node_options("b@127.0.0.1")
     b = nodes.start("b@127.0.0.1", opts)
     b.spawn_register("pong", Pong)
-    ctx = ssl.create_default_context(cadata=_CA.pool().to_pem())
+    ctx = ssl.create_default_context(cadata=nodes.ca.pool().to_pem())
     ctx.check_hostname = False
     port = opts.network.acceptors[0].port
     with (
@@ -585,20 +542,20 @@ def test_a_client_without_a_certificate_is_refused_when_required(nodes: Nodes) -
     assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
 
 
-def test_a_plain_acceptor_can_sit_beside_a_tls_one(nodes: Nodes) -> None:
-    opts = nodes.options("b@127.0.0.1")
+def test_a_plain_acceptor_can_sit_beside_a_tls_one(nodes: Cluster) -> None:
+    opts = nodes.node_options("b@127.0.0.1")
     plain_port = free_port()
     opts.network.acceptors.append(gen.AcceptorOptions(host="127.0.0.1", port=plain_port, tls=False))
     opts.network.registrar_enabled = False
     b = nodes.start("b@127.0.0.1", opts)
     b.spawn_register("pong", Pong)
-    plain_opts = nodes.options("p@127.0.0.1", tls=False)
+    plain_opts = nodes.node_options("p@127.0.0.1", tls=False)
     plain_opts.network.registrar_enabled = False
     p = nodes.start("p@127.0.0.1", plain_opts)
     p.network().add_route("b@.*", gen.NetworkRoute(host="127.0.0.1", port=plain_port, tls=False))
     assert p.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
     assert b.network().info("p@127.0.0.1")["tls_version"] is None
-    tls_opts = nodes.options("t@127.0.0.1")
+    tls_opts = nodes.node_options("t@127.0.0.1")
     tls_opts.network.registrar_enabled = False
     t = nodes.start("t@127.0.0.1", tls_opts)
     tls_port = opts.network.acceptors[0].port

@@ -62,28 +62,41 @@ class Cluster:
                 self.close()
                 raise
 
-    def node_options(self, name: str) -> NodeOptions:
-        """The options a cluster node ``name`` is started with (a new object each call)."""
+    def node_options(
+        self, name: str, *, tls: bool | None = None, cookie: str | None = None
+    ) -> NodeOptions:
+        """The options a cluster node ``name`` is started with (a new object each call).
+
+        ``tls``/``cookie`` override the cluster's for this node (e.g. a plain
+        TCP node, or one with the wrong cookie).
+        """
         options = NodeOptions()
-        if self.tls:
+        if self.tls if tls is None else tls:
             cam = create_cert_auth_manager(self.ca.issue(name, hosts=(HOST,)))
             cam.set_client_cas(self.ca.pool())
             cam.set_root_cas(self.ca.pool())
             cam.set_client_auth(ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT)
             options.cert_manager = cam
             self.managers[name] = cam
-        options.network.cookie = self.cookie
+        options.network.cookie = self.cookie if cookie is None else cookie
         options.network.registrar_port = self.registrar_port
         options.network.acceptors = [AcceptorOptions(host=HOST, port=free_port())]
         return options
 
-    def start(self, name: str, options: NodeOptions | None = None) -> Node:
-        """Start (or restart) node ``name``."""
+    def start(
+        self,
+        name: str,
+        options: NodeOptions | None = None,
+        *,
+        tls: bool | None = None,
+        cookie: str | None = None,
+    ) -> Node:
+        """Start (or restart) node ``name`` (``tls``/``cookie``: see :meth:`node_options`)."""
         from ergo_py.node import start_node
 
         if name in self.nodes:
             raise ErrIncorrect(f"{name} is running")
-        options = options or self.node_options(name)
+        options = options or self.node_options(name, tls=tls, cookie=cookie)
         self.options[name] = options
         node = start_node(name, options)
         self.nodes[name] = node

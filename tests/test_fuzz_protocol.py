@@ -92,9 +92,12 @@ any_frame: st.SearchStrategy[fr.Frame] = st.one_of(
         st.text(max_size=10),
         st.text(max_size=10),
         st.lists(terms, max_size=3).map(tuple),
+        st.booleans(),
+        st.dictionaries(st.text(max_size=5), terms, max_size=2),
     ),
     st.builds(fr.SpawnResult, pids, refs, st.one_of(st.none(), pids), terms),
     st.just(fr.Keepalive()),
+    st.builds(fr.Close, st.booleans()),
 )
 frame_types = st.sampled_from(
     [
@@ -109,6 +112,7 @@ frame_types = st.sampled_from(
         fr.TYPE_SPAWN_REQUEST,
         fr.TYPE_SPAWN_RESULT,
         fr.TYPE_KEEPALIVE,
+        fr.TYPE_CLOSE,
     ]
 )
 raw_msgpack = st.recursive(

@@ -400,6 +400,51 @@ def test_remote_spawn_of_an_enabled_factory(nodes: Cluster) -> None:
     assert a.call(pid, "world") == "hello, world"
 
 
+class EnvReporter(act.Actor):
+    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
+        if request == "crash":
+            raise RuntimeError("asked to")
+        return self.env.get(request)
+
+
+def test_remote_spawn_honours_the_process_options(nodes: Cluster) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    b.network().enable_spawn("reporter", EnvReporter)
+    spawned: queue.Queue[Any] = queue.Queue()
+
+    class Parent(act.Actor):
+        def init(self) -> None:
+            options = gen.ProcessOptions(link_parent=True, env={"region": "eu"})
+            spawned.put(self.spawn_remote("b@127.0.0.1", "reporter", options=options))
+
+        def handle_message(self, sender: gen.PID, message: Any) -> None:
+            self.stop("done")
+
+    parent = a.spawn(Parent)
+    child = get(spawned)
+    assert child.node == "b@127.0.0.1"
+    assert a.call(child, "region") == "eu"
+    a.send(parent, "stop")  # the child is linked to its parent across the network
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        try:
+            a.call(child, "region", timeout=1)
+        except (gen.ErrProcessUnknown, gen.ErrProcessTerminated):
+            return
+        time.sleep(0.05)
+    pytest.fail("the linked child outlived its parent")
+
+
+def test_a_node_level_remote_spawn_cannot_link_a_parent(nodes: Cluster) -> None:
+    a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    b.network().enable_spawn("reporter", EnvReporter)
+    remote = a.network().get_node("b@127.0.0.1")
+    with pytest.raises(gen.ErrIncorrect):
+        remote.spawn("reporter", options=gen.ProcessOptions(link_parent=True))
+
+
 def test_remote_spawn_from_a_node_not_on_the_list_is_not_allowed(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")

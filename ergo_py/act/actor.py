@@ -41,6 +41,9 @@ class ProcessHost(Protocol):
         args: tuple[Any, ...],
         options: ProcessOptions | None,
     ) -> PID: ...
+    def spawn_remote_from(
+        self, parent: PID, node: str, name: str, args: tuple[Any, ...], options: ProcessOptions
+    ) -> PID: ...
     def register_name(self, name: str, pid: PID) -> None: ...
     def unregister_name(self, name: str) -> PID: ...
     def create_alias_for(self, pid: PID) -> Alias: ...
@@ -194,6 +197,18 @@ class Actor:
     ) -> PID:
         """Start a child process registered as ``name``."""
         return self._host.spawn_from(self._pid, name, factory, args, options)
+
+    def spawn_remote(
+        self, node: str, name: str, *args: Any, options: ProcessOptions | None = None
+    ) -> PID:
+        """Start the factory ``name`` enabled for remote spawn on ``node``, as this one's child.
+
+        ``options.link_parent`` links it to this process across the network;
+        ``options.env`` travels with the request.
+        """
+        return self._host.spawn_remote_from(
+            self._pid, node, name, args, options or ProcessOptions()
+        )
 
     def register_name(self, name: str) -> None:
         """Register this process under ``name`` (``gen.ErrTaken`` if used)."""

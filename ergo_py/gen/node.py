@@ -364,9 +364,14 @@ class NodeRouter(abc.ABC):
 
     @abc.abstractmethod
     def route_spawn(
-        self, parent: PID, register: str | None, factory: ActorFactory, args: tuple[Any, ...]
+        self,
+        parent: PID,
+        register: str | None,
+        factory: ActorFactory,
+        args: tuple[Any, ...],
+        options: ProcessOptions | None = None,
     ) -> PID:
-        """Start a local process for a remote node's spawn request.
+        """Start a local process for a remote node's spawn request (with its options).
 
         The backend has already checked that the factory is enabled for that
         node. This blocks until the process's ``init`` returned (so call it

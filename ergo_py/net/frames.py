@@ -201,7 +201,9 @@ class SpawnRequest:
     """``from_`` asks the peer to spawn from the factory named ``factory``.
 
     ``register`` is a name to register the new process under ("" for none);
-    the answer is a :class:`SpawnResult` with the same ``ref``.
+    ``link_parent`` and ``env`` are the requester's ``gen.ProcessOptions``
+    (the parent is ``from_``). The answer is a :class:`SpawnResult` with the
+    same ``ref``.
     """
 
     from_: PID
@@ -209,6 +211,8 @@ class SpawnRequest:
     factory: str
     register: str
     args: tuple[Any, ...]
+    link_parent: bool
+    env: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +291,12 @@ def _optional_pid(value: Any) -> Any:
     return value
 
 
+def _env(value: Any) -> Any:
+    if type(value) is not dict or not all(type(k) is str for k in value):
+        raise RemoteProtocolError("expected a dict with str keys")
+    return value
+
+
 def _args(value: Any) -> Any:
     if type(value) not in (list, tuple):
         raise RemoteProtocolError(f"expected an argument list, got {type(value).__name__}")
@@ -317,7 +327,7 @@ _SPECS: dict[int, tuple[type[Any], tuple[_Check, ...]]] = {
     TYPE_MONITOR: (Monitor, (_pid, _target, _ref)),
     TYPE_DEMONITOR: (Demonitor, (_pid, _target, _ref)),
     TYPE_DOWN: (Down, (_pid, _target, _ref, _any)),
-    TYPE_SPAWN_REQUEST: (SpawnRequest, (_pid, _ref, _str, _str, _args)),
+    TYPE_SPAWN_REQUEST: (SpawnRequest, (_pid, _ref, _str, _str, _args, _bool, _env)),
     TYPE_SPAWN_RESULT: (SpawnResult, (_pid, _ref, _optional_pid, _any)),
     TYPE_KEEPALIVE: (Keepalive, ()),
     TYPE_CLOSE: (Close, (_bool,)),

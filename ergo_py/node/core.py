@@ -270,6 +270,13 @@ class Core(Node, NodeRouter):
             self.link_from(pid, parent)
         return pid
 
+    def spawn_remote_from(
+        self, parent: PID, node: str, name: str, args: tuple[Any, ...], options: ProcessOptions
+    ) -> PID:
+        """See ``act.Actor.spawn_remote``."""
+        self._check_running()
+        return self._backend.spawn(parent, node, name, args, options)
+
     def _forget(self, state: ProcessState) -> None:
         with self._lock:
             self._procs.pop(state.pid.id, None)
@@ -585,9 +592,14 @@ class Core(Node, NodeRouter):
     # -- inbound from the network (gen.NodeRouter) ------------------------
 
     def route_spawn(
-        self, parent: PID, register: str | None, factory: ActorFactory, args: tuple[Any, ...]
+        self,
+        parent: PID,
+        register: str | None,
+        factory: ActorFactory,
+        args: tuple[Any, ...],
+        options: ProcessOptions | None = None,
     ) -> PID:
-        return self.spawn_from(parent, register or None, factory, codec.copy(args), None)
+        return self.spawn_from(parent, register or None, factory, codec.copy(args), options)
 
     def route_send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         to = self._norm(to)

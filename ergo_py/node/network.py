@@ -717,8 +717,9 @@ class TCPBackend(NetworkBackend, Network):
             return
         factory = entry[0]
         loop = asyncio.get_running_loop()
+        options = ProcessOptions(link_parent=f.link_parent, env=dict(f.env))
         job = loop.run_in_executor(
-            None, self._router.route_spawn, f.from_, f.register or None, factory, f.args
+            None, self._router.route_spawn, f.from_, f.register or None, factory, f.args, options
         )
 
         def done(job: asyncio.Future[PID]) -> None:
@@ -1079,7 +1080,11 @@ class TCPBackend(NetworkBackend, Network):
             try:
                 await self._connect(node)
                 self._send_frame(
-                    node, fr.SpawnRequest(from_pid, ref, name, register, args), from_loop=True
+                    node,
+                    fr.SpawnRequest(
+                        from_pid, ref, name, register, args, options.link_parent, options.env
+                    ),
+                    from_loop=True,
                 )
                 return await fut
             finally:
@@ -1231,6 +1236,15 @@ def _link_info(link: LinkProtocol) -> dict[str, Any]:
     }
 
 
+def _node_spawn_options(options: ProcessOptions | None) -> ProcessOptions:
+    if options is not None and options.link_parent:
+        raise ErrIncorrect(
+            "a node is not a process and cannot be linked: use Actor.spawn_remote to spawn "
+            "a child linked to the calling process"
+        )
+    return options or ProcessOptions()
+
+
 class _RemoteNode(RemoteNode):
     def __init__(self, backend: TCPBackend, conn: _Connection) -> None:
         self._backend = backend
@@ -1245,18 +1259,16 @@ class _RemoteNode(RemoteNode):
         return self._conn.done.peer_creation
 
     def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
-        core_pid = self._backend.core_pid
-        return self._backend.spawn(
-            core_pid, self._conn.peer, name, args, options or ProcessOptions()
-        )
+        options = _node_spawn_options(options)
+        return self._backend.spawn(self._backend.core_pid, self._conn.peer, name, args, options)
 
     def spawn_register(
         self, register: str, name: str, *args: Any, options: ProcessOptions | None = None
     ) -> PID:
         """Spawn ``name`` on the peer and register the process there as ``register``."""
-        core_pid = self._backend.core_pid
+        options = _node_spawn_options(options)
         return self._backend.spawn(
-            core_pid, self._conn.peer, name, args, options or ProcessOptions(), register
+            self._backend.core_pid, self._conn.peer, name, args, options, register
         )
 
     def disconnect(self) -> None:

@@ -279,3 +279,33 @@ def test_a_refused_reconnect_leaves_the_working_connection_up(cluster: Cluster) 
     assert "certificate" in str(refused.value).lower()
     assert a.call(echo, 2) == 2  # the old connection carries on
     assert a.network().info(B)["local_cert_fingerprint"] == fingerprint
+
+
+def test_a_sender_to_a_peer_that_does_not_read_is_held_back(cluster: Cluster) -> None:
+    """Back-pressure: the sending thread blocks instead of buffering without bound."""
+    a, b = cluster[A], cluster[B]
+    on_b: queue.Queue[Any] = queue.Queue()
+    sink = b.spawn(Sink, on_b)
+    a.send(sink, -1)
+    assert get(on_b) == -1
+    b_links = list(b.network()._conns[A].links)  # type: ignore[attr-defined]
+    _on_loop(b, lambda: [link._transport.pause_reading() for link in b_links])
+    chunk = b"x" * (64 << 10)
+    n = 400  # 25 MiB: far more than socket buffers and the high-water mark hold
+    done = threading.Event()
+
+    def flood() -> None:
+        for i in range(n):
+            a.send(sink, (i, chunk))
+        done.set()
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    assert not done.wait(1.0), "the sender was never held back"
+    buffered: list[int] = []
+    a_links = list(a.network()._conns[B].links)  # type: ignore[attr-defined]
+    _on_loop(a, lambda: buffered.extend(x._transport.get_write_buffer_size() for x in a_links))
+    assert max(buffered) < 8 << 20
+    _on_loop(b, lambda: [link._transport.resume_reading() for link in b_links])
+    assert done.wait(4 * WAIT)
+    assert [on_b.get(timeout=WAIT)[0] for _ in range(n)] == list(range(n))

@@ -118,3 +118,91 @@ def test_graceful_close_writes_what_was_accepted() -> None:
             w.write(b"c")
     finally:
         lt.stop()
+
+
+def _on_loop(lt: LoopThread, fn: Any) -> None:
+    async def run() -> None:
+        fn()
+
+    lt.run(run(), timeout=5)
+
+
+def _writer_thread(w: BatchWriter, frames: int) -> tuple[threading.Thread, threading.Event]:
+    done = threading.Event()
+
+    def write() -> None:
+        for _ in range(frames):
+            w.write(b"x" * 10)
+        done.set()
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    return t, done
+
+
+def test_a_paused_transport_holds_writers_back_until_resumed() -> None:
+    lt = LoopThread("w")
+    try:
+        t = FakeTransport()
+        w = BatchWriter(lt.loop, t)
+        _on_loop(lt, w.pause)
+        _, done = _writer_thread(w, 1)
+        assert not done.wait(0.3)
+        _on_loop(lt, w.resume)
+        assert done.wait(5)
+        _drain(lt)
+        assert b"".join(t.writes) == b"x" * 10
+    finally:
+        lt.stop()
+
+
+def test_closing_a_paused_writer_releases_writers_with_an_error() -> None:
+    lt = LoopThread("w")
+    try:
+        w = BatchWriter(lt.loop, FakeTransport())
+        _on_loop(lt, w.pause)
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                w.write(b"x")
+            except gen.ErrNoConnection as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        _on_loop(lt, w.close)
+        thread.join(5)
+        assert len(errors) == 1
+    finally:
+        lt.stop()
+
+
+def test_writers_wait_for_the_loop_once_the_queue_is_over_its_limit() -> None:
+    lt = LoopThread("w")
+    try:
+        t = FakeTransport()
+        w = BatchWriter(lt.loop, t, queue_limit=25)
+        gate = threading.Event()
+        lt.call_soon(gate.wait, 5)  # the loop cannot flush yet
+        _, done = _writer_thread(w, 5)
+        assert not done.wait(0.3)  # 30 bytes queued > 25: the next write waits
+        gate.set()
+        assert done.wait(5)
+        _drain(lt)
+        assert b"".join(t.writes) == b"x" * 50
+    finally:
+        lt.stop()
+
+
+def test_the_loop_thread_itself_is_never_held_back() -> None:
+    lt = LoopThread("w")
+    try:
+        t = FakeTransport()
+        w = BatchWriter(lt.loop, t)
+        _on_loop(lt, w.pause)
+        _on_loop(lt, lambda: w.write(b"from the loop"))
+        _drain(lt)
+        assert b"".join(t.writes) == b"from the loop"
+    finally:
+        lt.stop()

@@ -61,6 +61,11 @@ Machine = DialerHandshake | AcceptorHandshake | JoinHandshake
 
 _KEEPALIVE = encode_frame(Keepalive())
 
+# Senders block while more than this is waiting for the peer to read it, and
+# go on once it is below the low mark: bounded memory, few stalls.
+WRITE_HIGH_WATER = 4 << 20
+WRITE_LOW_WATER = 1 << 20
+
 
 class TLSDetails:
     """What TLS said about one link: our cert state, the peer's certificate."""
@@ -255,6 +260,7 @@ class LinkProtocol(asyncio.Protocol):
         self.result = done
         self._decoder = FrameDecoder(self._max_message_size)
         self.writer = BatchWriter(self._loop, self._transport)
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         if self._keepalive > 0:
             self._keepalive_timer = self._loop.call_later(self._keepalive, self._tick)
         try:
@@ -345,6 +351,16 @@ class LinkProtocol(asyncio.Protocol):
     def _deliver(self, frames: list[Frame]) -> None:
         self.messages_in += len(frames)
         self._owner.link_frames(self, frames)
+
+    # --- back-pressure (asyncio calls these on the loop) ---------------------------------
+
+    def pause_writing(self) -> None:
+        if self.writer is not None:
+            self.writer.pause()
+
+    def resume_writing(self) -> None:
+        if self.writer is not None:
+            self.writer.resume()
 
     # --- ending ------------------------------------------------------------------------
 

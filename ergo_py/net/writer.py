@@ -4,6 +4,11 @@ Actor threads call ``write`` with frames already encoded. The first frame of a
 burst schedules one flush on the loop; frames arriving before that flush runs
 ride along in the same ``transport.write``. Order is the order of ``write``
 calls (per thread, and under the lock across threads).
+
+Back-pressure: while the transport's buffer is above its high-water mark
+(the peer reads slower than we write), ``write`` blocks the calling thread
+until it drains, as Erlang suspends a process sending to a busy distribution
+port. Memory stays bounded; the loop thread itself never blocks.
 """
 
 from __future__ import annotations
@@ -13,26 +18,78 @@ import threading
 
 from ergo_py.gen.errors import ErrNoConnection
 
+DEFAULT_QUEUE_LIMIT = 1 << 20
+
 
 class BatchWriter:
-    """Queue frames from any thread; the loop writes them in one go."""
+    """Queue frames from any thread; the loop writes them in one go.
 
-    __slots__ = ("_closed", "_frames", "_lock", "_loop", "_pending", "_transport")
+    ``queue_limit``: bytes that may wait here for the loop before ``write``
+    blocks (the transport's own buffer is bounded by its water marks).
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.WriteTransport) -> None:
+    __slots__ = (
+        "_closed",
+        "_frames",
+        "_limit",
+        "_lock",
+        "_loop",
+        "_loop_thread",
+        "_paused",
+        "_pending",
+        "_queued",
+        "_transport",
+        "_writable",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        transport: asyncio.WriteTransport,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+    ) -> None:
         self._loop = loop
+        self._loop_thread = 0  # learnt in pause(), which asyncio calls on the loop
         self._transport = transport
         self._lock = threading.Lock()
         self._frames: list[bytes] = []
+        self._queued = 0
+        self._limit = queue_limit
         self._pending = False
         self._closed = False
+        self._paused = False
+        self._writable = threading.Event()
+        self._writable.set()
+
+    def pause(self) -> None:
+        """The transport is above its high-water mark (loop thread)."""
+        self._loop_thread = threading.get_ident()
+        with self._lock:
+            self._paused = True
+            self._writable.clear()
+
+    def resume(self) -> None:
+        """The transport drained below its low-water mark (loop thread)."""
+        with self._lock:
+            self._paused = False
+            if self._queued <= self._limit:
+                self._writable.set()
 
     def write(self, frame: bytes) -> None:
-        """Queue ``frame``; raises ``gen.ErrNoConnection`` once the link is closed."""
+        """Queue ``frame``; raises ``gen.ErrNoConnection`` once the link is closed.
+
+        Blocks while the peer is not keeping up, except on the loop thread
+        (which must never wait for itself).
+        """
+        if not self._writable.is_set() and threading.get_ident() != self._loop_thread:
+            self._writable.wait()  # set again by resume(), _flush() or close()
         with self._lock:
             if self._closed:
                 raise ErrNoConnection("link is closed")
             self._frames.append(frame)
+            self._queued += len(frame)
+            if self._queued > self._limit:
+                self._writable.clear()  # the next write waits for this flush
             if self._pending:
                 return
             self._pending = True
@@ -43,19 +100,27 @@ class BatchWriter:
             raise ErrNoConnection("node network is stopped") from exc
 
     def write_now(self, frame: bytes) -> None:
-        """From the loop thread: write behind anything already queued."""
+        """From the loop thread: write behind anything already queued (never blocks)."""
         with self._lock:
             if self._closed:
                 raise ErrNoConnection("link is closed")
-            frames, self._frames = self._frames, []
+            frames = self._take()
         frames.append(frame)
         self._transport.write(b"".join(frames))
 
+    def _take(self) -> list[bytes]:
+        """Everything queued (lock held); writers may go on unless the transport is full."""
+        frames, self._frames, self._queued = self._frames, [], 0
+        if not self._paused:
+            self._writable.set()
+        return frames
+
     def _flush(self) -> None:
         with self._lock:
-            frames, self._frames, self._pending = self._frames, [], False
+            self._pending = False
             if self._closed:
                 return
+            frames = self._take()
         if frames:
             self._transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
 
@@ -68,7 +133,8 @@ class BatchWriter:
         """
         with self._lock:
             self._closed = True
-            frames, self._frames = self._frames, []
+            frames, self._frames, self._queued = self._frames, [], 0
+        self._writable.set()  # writers waiting for room learn that it is closed
         if flush and frames and not self._transport.is_closing():
             self._transport.write(b"".join(frames))
 

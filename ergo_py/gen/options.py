@@ -96,6 +96,10 @@ class NetworkOptions:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     registrar_port: int = DEFAULT_REGISTRAR_PORT
     registrar_enabled: bool = True
+    # Where the registrar (when this node serves it) answers resolutions from
+    # other hosts, over UDP on the registrar port: "" = the first acceptor's
+    # host, "0.0.0.0" = every interface (Ergo's choice), None = not at all.
+    registrar_resolve_host: str | None = ""
     # Node identity under TLS: a verified peer certificate must name the node
     # the peer claims (URI SAN ergo://name@host). With ``identity_host_fallback``
     # a certificate without such URIs passes if a DNS/IP SAN matches the host.

@@ -9,8 +9,11 @@ closes. When the server goes away, each client retries every
 registering with whoever did (failover). Resolution uses a short-lived TCP
 request connection; the serving node answers from its own table without I/O.
 
-Only names registered on this host can be resolved; names on other hosts need
-static routes. Hidden nodes neither serve nor register, but may resolve.
+Names on other hosts (``node@otherhost``) are resolved over UDP, as in Ergo:
+a Resolve datagram to ``otherhost`` on the registrar port, answered by the
+registrar serving there (its server listens for them on ``resolve_host``,
+by default the node's acceptor host). Hidden nodes neither serve nor
+register, but may resolve.
 
 Everything here runs on one event loop (the node's); no method is thread-safe.
 The wire format lives in :mod:`ergo_py.net.registrar_proto`.
@@ -23,7 +26,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Sequence
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from ergo_py.gen.errors import (
     ErgoError,
@@ -31,6 +34,7 @@ from ergo_py.gen.errors import (
     ErrNoConnection,
     ErrNodeTerminated,
     ErrTimeout,
+    ErrTooLarge,
     LocalProtocolError,
     RemoteProtocolError,
 )
@@ -72,6 +76,7 @@ DEFAULT_FRAME_TIMEOUT: Final = 5.0
 DEFAULT_IDLE_TIMEOUT: Final = 10.0
 DEFAULT_MAX_CONNECTIONS: Final = 1024
 _CLOSE_TIMEOUT: Final = 1.0
+_RESEND_INTERVAL: Final = 0.5
 
 
 def _valid_node_name(name: str) -> bool:
@@ -242,9 +247,12 @@ class _Server:
         frame_timeout: float,
         idle_timeout: float,
         max_connections: int,
+        resolve_host: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.resolve_host = resolve_host
+        self._udp: asyncio.DatagramTransport | None = None
         self.max_frame_size = max_frame_size
         self.frame_timeout = frame_timeout
         self.idle_timeout = idle_timeout
@@ -287,9 +295,24 @@ class _Server:
         )
         self._sock = None
         await self._server.start_serving()
+        if self.resolve_host:
+            try:
+                self._udp, _ = await loop.create_datagram_endpoint(
+                    lambda: _ResolveService(self), local_addr=(self.resolve_host, self.port)
+                )
+            except OSError as exc:
+                log.warning(
+                    "registrar: cannot answer resolutions from other hosts on %s:%d: %s",
+                    self.resolve_host,
+                    self.port,
+                    exc,
+                )
 
     async def close(self) -> None:
         self._closing = True
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -349,6 +372,62 @@ class _Server:
         if entry is None:
             return (), ERROR_NO_ROUTE
         return entry[0], None
+
+
+class _ResolveService(asyncio.DatagramProtocol):
+    """Answers Resolve datagrams from other hosts with the server's table."""
+
+    def __init__(self, server: _Server) -> None:
+        self._server = server
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        try:
+            message = _one_message(data, self._server.max_frame_size)
+        except (RemoteProtocolError, ErrTooLarge) as exc:
+            # Anyone can send a datagram: no reply, and only a debug line,
+            # so that junk cannot flood the log.
+            log.debug("registrar: bad resolve datagram from %s: %s", addr, exc)
+            return
+        if not isinstance(message, Resolve):
+            log.debug("registrar: %s datagram from %s ignored", type(message).__name__, addr)
+            return
+        routes, error = self._server.lookup_code(message.node)
+        if self._transport is not None:
+            self._transport.sendto(encode(ResolveReply(routes, error)), addr)
+
+
+def _one_message(data: bytes, max_frame_size: int) -> Message:
+    """The single message a datagram must hold (``gen.RemoteProtocolError`` otherwise)."""
+    decoder = FrameDecoder(max_frame_size)
+    decoder.receive_data(data)
+    message = decoder.next_message()
+    if message is None or decoder.buffered:
+        raise RemoteProtocolError("a datagram must hold exactly one whole message")
+    return message
+
+
+class _ResolveClient(asyncio.DatagramProtocol):
+    def __init__(self, reply: asyncio.Future[bytes]) -> None:
+        self._reply = reply
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if not self._reply.done():
+            self._reply.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable
+        log.debug("registrar: resolve datagram error: %s", exc)
+
+
+def is_local_host(host: str) -> bool:
+    """Whether names on ``host`` register with this host's registrar."""
+    return host in _LOCAL_HOSTS or host == socket.gethostname()
+
+
+_LOCAL_HOSTS: Final = frozenset({"", "localhost", "127.0.0.1", "::1"})
 
 
 # --------------------------------------------------------------------------- client
@@ -424,9 +503,11 @@ class Registrar:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        resolve_host: str | None = None,
     ) -> None:
         self._host = host
         self._port = port
+        self._resolve_host = resolve_host
         self._resolve_timeout = resolve_timeout
         self._connect_timeout = connect_timeout
         self._retry_interval = retry_interval
@@ -517,6 +598,9 @@ class Registrar:
         if self._stopped:
             raise ErrNodeTerminated("registrar is stopped")
         Resolve(name)  # validates the name
+        host = name.rpartition("@")[2]
+        if not is_local_host(host):
+            return await self._resolve_remote(host, name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._resolve_timeout
         last: ErrNoConnection | None = None
@@ -542,6 +626,35 @@ class Registrar:
                 raise error_for(reply.error, name)
             return list(reply.routes)
         raise ErrNoConnection(f"no registrar reachable on port {self._port}: {last}") from last
+
+    async def _resolve_remote(self, host: str, name: str) -> list[Route]:
+        """Ask the registrar on ``host`` over UDP, re-sending until ``resolve_timeout``."""
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[bytes] = loop.create_future()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _ResolveClient(reply), remote_addr=(host, self._port)
+            )
+        except OSError as exc:
+            raise ErrNoConnection(f"cannot resolve {name} on {host}: {exc}") from exc
+        query = encode(Resolve(name), self._max_frame_size)
+        deadline = loop.time() + self._resolve_timeout
+        try:
+            while not reply.done() and loop.time() < deadline:
+                transport.sendto(query)  # datagrams get lost: ask again now and then
+                with contextlib.suppress(TimeoutError):
+                    wait = min(_RESEND_INTERVAL, max(0.0, deadline - loop.time()))
+                    await asyncio.wait_for(asyncio.shield(reply), wait)
+        finally:
+            transport.close()
+        if not reply.done():
+            raise ErrTimeout(f"no registrar on {host}:{self._port} answered for {name}")
+        message = _one_message(reply.result(), self._max_frame_size)
+        if not isinstance(message, ResolveReply):
+            raise RemoteProtocolError(f"expected ResolveReply, got {type(message).__name__}")
+        if message.error is not None:
+            raise error_for(message.error, name)
+        return list(message.routes)
 
     async def stop(self) -> None:
         """End the lease (the server drops our registration), the server and the task.
@@ -572,6 +685,7 @@ class Registrar:
             frame_timeout=self._frame_timeout,
             idle_timeout=self._idle_timeout,
             max_connections=self._max_connections,
+            resolve_host=self._resolve_host,
         )
         try:
             server.bind()

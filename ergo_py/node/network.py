@@ -194,7 +194,10 @@ class TCPBackend(NetworkBackend, Network):
             )
             for a in self._acceptors
         ]
-        reg = Registrar(port=self._net.registrar_port)
+        resolve_host = self._net.registrar_resolve_host
+        if resolve_host == "":
+            resolve_host = self._acceptors[0].host if self._acceptors else None
+        reg = Registrar(port=self._net.registrar_port, resolve_host=resolve_host)
         try:
             await reg.start(self._name, routes)
         except ErrTaken as exc:

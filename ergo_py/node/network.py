@@ -550,6 +550,8 @@ class TCPBackend(NetworkBackend, Network):
                 if peer == conn.peer:
                     task.cancel()
         log.info("%s: closing connection to %s: %s", self._name, conn.peer, why)
+        if conn.timer is not None:  # waiting for the peer's replacement: it came
+            conn.timer.cancel()
         conn.timer = self._lt.loop.call_later(self._drain_timeout, self._drain_expired, conn)
         for link in list(conn.links):
             link.send_close(replaced)

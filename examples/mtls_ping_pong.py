@@ -43,7 +43,8 @@ def main() -> None:
         for round_ in range(3):
             print(a.call(pong, round_), "via", _peer_fp(a))
             b_opts.cert_manager.update(ca.issue("b@127.0.0.1", hosts=("127.0.0.1",)))
-            a.network().disconnect("b@127.0.0.1")  # the next call dials with b's new cert
+            # Move the live connection onto b's new certificate, without a gap.
+            b.network().reconnect("a@127.0.0.1")
 
 
 def _peer_fp(node: gen.Node) -> str:

@@ -265,8 +265,8 @@ class LinkProtocol(asyncio.Protocol):
             self._keepalive_timer = self._loop.call_later(self._keepalive, self._tick)
         try:
             self._owner.link_up(self, done)
-        except ErgoError as exc:  # the owner refuses it (e.g. a duplicate)
-            self._fail(exc)
+        except ErgoError as exc:  # the owner refuses it (and logs why, if it matters)
+            self._fail(exc, refused_by_us=True)
             return
         if not self.ready.done():
             self.ready.set_result(done)
@@ -377,7 +377,8 @@ class LinkProtocol(asyncio.Protocol):
     def _fail(self, exc: BaseException, refused_by_us: bool = False, abort: bool = False) -> None:
         if self._error is None:
             self._error = exc
-            level = logging.INFO if isinstance(exc, HandshakeRejected) else logging.WARNING
+            quiet = refused_by_us or isinstance(exc, HandshakeRejected)
+            level = logging.INFO if quiet else logging.WARNING
             who = "refused" if refused_by_us else "failed"
             log.log(level, "link %s %s: %s", self.peer_address, who, exc)
         if abort:

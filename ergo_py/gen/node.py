@@ -313,6 +313,15 @@ class NodeRouter(abc.ABC):
         no such local process (the backend may drop it silently, as Ergo does).
         """
 
+    def route_send_many(self, to: RemoteTarget, batch: list[tuple[PID, Any]]) -> None:
+        """Deliver a burst of ``(sender, message)`` to one process, in order.
+
+        The same as ``route_send`` for each, in one hand-over where the
+        implementation can (one mailbox wake-up per burst, not per message).
+        """
+        for from_pid, message in batch:
+            self.route_send(from_pid, to, message)
+
     @abc.abstractmethod
     def route_call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         """Deliver a call request from a remote caller.

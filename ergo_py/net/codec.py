@@ -149,7 +149,27 @@ def decode_error(name: str, message: str) -> BaseException:
     return RemoteException(name, message)
 
 
+# The decoding side of the identifier cache: the same sender and recipient
+# arrive in frame after frame, so the bytes of a PID, name or alias map to the
+# (immutable) object already built. Refs are left out: they rarely recur.
+_decoded: dict[tuple[int, bytes], Any] = {}
+_CACHED_CODES = frozenset({EXT_ATOM, EXT_PID, EXT_PROCESS_ID, EXT_ALIAS})
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
+    if code in _CACHED_CODES:
+        key = (code, data)
+        obj = _decoded.get(key)
+        if obj is None:
+            obj = _ext_decode(code, data)
+            if len(_decoded) >= _IDENT_CACHE_MAX:
+                _decoded.clear()
+            _decoded[key] = obj
+        return obj
+    return _ext_decode(code, data)
+
+
+def _ext_decode(code: int, data: bytes) -> Any:
     try:
         if code == EXT_ATOM:
             return Atom(data.decode())

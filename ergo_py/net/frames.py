@@ -422,7 +422,7 @@ def decode_frame(frame_type: int, body: bytes) -> Frame:
     if type(values) is not list or len(values) != len(checks):
         raise RemoteProtocolError(f"{cls.__name__} frame: wrong field count")
     try:
-        return cls(*(check(v) for check, v in zip(checks, values, strict=True)))  # type: ignore[no-any-return]
+        return cls(*[check(v) for check, v in zip(checks, values, strict=True)])  # type: ignore[no-any-return]
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"{cls.__name__} frame: {exc}") from None
 

@@ -62,6 +62,7 @@ from ergo_py.node.calls import CallTable
 from ergo_py.node.links import Key, LinkTable, NodeKey
 from ergo_py.node.process import (
     Deliver,
+    DeliverMany,
     Down,
     ExitSignal,
     ProcessActor,
@@ -606,6 +607,12 @@ class Core(Node, NodeRouter):
         with self._lock:
             state = self._lookup(to)
         state.tell(Deliver(from_pid, message))
+
+    def route_send_many(self, to: RemoteTarget, batch: list[tuple[PID, Any]]) -> None:
+        to = self._norm(to)
+        with self._lock:
+            state = self._lookup(to)
+        state.tell(DeliverMany(batch))
 
     def route_call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         to = self._norm(to)

@@ -472,17 +472,47 @@ class TCPBackend(NetworkBackend, Network):
         self._dispatch_all(link, frames)
 
     def _dispatch_all(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
+        # Runs of plain messages go to each recipient as one burst (one
+        # mailbox wake-up); any other frame ends the run first, so it keeps
+        # its place behind the messages before it.
+        run: dict[Any, list[tuple[PID, Any]]] = {}
         for frame in frames:
+            t = type(frame)
+            if t is fr.SendPID or t is fr.SendName or t is fr.SendAlias:
+                send: Any = frame  # one of the three; checked by type, not isinstance
+                burst = run.get(send.to)
+                if burst is None:
+                    run[send.to] = [(send.from_, send.message)]
+                else:
+                    burst.append((send.from_, send.message))
+                continue
+            if run:
+                self._deliver_run(link, run)
+                run = {}
             try:
                 self._dispatch(frame)
             except ErgoError as exc:
-                log.info(
-                    "%s: frame %s from %s not delivered: %s",
-                    self._name,
-                    type(frame).__name__,
-                    link.peer_address,
-                    exc,
-                )
+                self._undelivered(link, t.__name__, 1, exc)
+        if run:
+            self._deliver_run(link, run)
+
+    def _deliver_run(self, link: LinkProtocol, run: dict[Any, list[tuple[PID, Any]]]) -> None:
+        route = self._router.route_send_many
+        for to, burst in run.items():
+            try:
+                route(to, burst)
+            except ErgoError as exc:
+                self._undelivered(link, "message", len(burst), exc)
+
+    def _undelivered(self, link: LinkProtocol, what: str, n: int, exc: ErgoError) -> None:
+        log.info(
+            "%s: %d %s frame(s) from %s not delivered: %s",
+            self._name,
+            n,
+            what,
+            link.peer_address,
+            exc,
+        )
 
     def link_peer_closed(self, link: LinkProtocol, replaced: bool) -> None:
         conn = self._link_conn.get(link)

@@ -36,6 +36,19 @@ class Deliver:
         self.message = message
 
 
+class DeliverMany:
+    """A burst of messages from the network for ``handle_message``, in order.
+
+    One mailbox entry (one wake-up of the process's thread) for the whole
+    burst; each message is still handled on its own, in arrival order.
+    """
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: list[tuple[PID, Any]]) -> None:
+        self.batch = batch
+
+
 class Request:
     """A call for ``handle_call``; the core routes the result back to ``sender``."""
 
@@ -164,6 +177,11 @@ class ProcessActor(pykka.ThreadingActor):
         try:
             if type(message) is Deliver:
                 actor.handle_message(message.sender, message.message)
+            elif type(message) is DeliverMany:
+                for sender, item in message.batch:
+                    actor.handle_message(sender, item)
+                    if actor._stop_reason is not _NO_STOP:
+                        break  # it asked to stop: the rest goes with its mailbox
             elif type(message) is Request:
                 value = actor.handle_call(message.sender, message.ref, message.request)
                 self._core.finish_call(self._state.pid, message.sender, message.ref, value)

@@ -104,6 +104,7 @@ class _Connection:
     waiting: set[int] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    joining: int = 0  # pool joins we dialled that have not settled yet
 
     def pick(self, order: int) -> LinkProtocol:
         """The link for an order byte; the same one for as long as the connection lives.
@@ -385,8 +386,8 @@ class TCPBackend(NetworkBackend, Network):
             if conn.done.connection_id == connection_id:
                 return conn
         for queue in self._draining.values():
-            for conn in queue:
-                if conn.done.connection_id == connection_id and not conn.closed:
+            for conn in queue:  # closed ones stay a little while, for late joins
+                if conn.done.connection_id == connection_id:
                     return conn
         return None
 
@@ -428,7 +429,7 @@ class TCPBackend(NetworkBackend, Network):
             conn.links.append(link)
             self._links.add(link)
             self._link_conn[link] = conn
-            if conn.draining:  # it joined a connection on its way out: close it the same way
+            if conn.draining or conn.closed:  # a connection on its way out: close it likewise
                 link.send_close(conn.replaced)
             return
         old = self._conns.get(done.peer_name)
@@ -575,10 +576,6 @@ class TCPBackend(NetworkBackend, Network):
         if self._conns.get(conn.peer) is conn:
             del self._conns[conn.peer]
         self._draining.setdefault(conn.peer, []).append(conn)
-        if not replaced:
-            for task, peer in list(self._joins.items()):
-                if peer == conn.peer:
-                    task.cancel()
         log.info("%s: closing connection to %s: %s", self._name, conn.peer, why)
         if conn.timer is not None:  # waiting for the peer's replacement: it came
             conn.timer.cancel()
@@ -626,7 +623,9 @@ class TCPBackend(NetworkBackend, Network):
                 self._router.route_node_down(conn.peer, reason)
         # Done once both Closes crossed on every link: the TLS shutdown and
         # the socket close that follow carry no frames, so do not wait for them.
-        if all(link.sent_close and link.peer_closed for link in conn.links):
+        # Joins still under way are waited for: the peer may have taken them
+        # in, and they are closed the same way when they arrive.
+        if conn.joining == 0 and all(link.sent_close and link.peer_closed for link in conn.links):
             self._drain_finished(conn)
 
     def _drain_finished(self, conn: _Connection) -> None:
@@ -635,14 +634,19 @@ class TCPBackend(NetworkBackend, Network):
         conn.closed = True
         if conn.timer is not None:
             conn.timer.cancel()
+        # Kept findable for a while: a join the peer dialled before it saw our
+        # Close may still arrive, and is closed cleanly instead of refused.
+        self._lt.loop.call_later(self._drain_timeout, self._forget_drained, conn)
+        conn.drained.set()
+        self._release_behind(conn)
+        log.info("%s: previous connection to %s closed cleanly", self._name, conn.peer)
+
+    def _forget_drained(self, conn: _Connection) -> None:
         queue = self._draining.get(conn.peer, [])
         if conn in queue:
             queue.remove(conn)
         if not queue:
             self._draining.pop(conn.peer, None)
-        conn.drained.set()
-        self._release_behind(conn)
-        log.info("%s: previous connection to %s closed cleanly", self._name, conn.peer)
 
     def _drain_expired(self, conn: _Connection) -> None:
         conn.timer = None
@@ -956,7 +960,11 @@ class TCPBackend(NetworkBackend, Network):
         conn = self._conns.get(node)
         if conn is None:
             raise ErrNoConnection(f"connection to {node} closed right after the handshake")
-        if isinstance(done, HandshakeComplete) and done.pool_size > 1:
+        if (
+            isinstance(done, HandshakeComplete)
+            and done.pool_size > 1
+            and conn.done.connection_id == done.connection_id
+        ):
             # The connection is usable now; the other pool links join in the
             # background (order bytes stick to the link they first used, so a
             # late join never reorders a stream). Each join re-reads the cert
@@ -965,21 +973,25 @@ class TCPBackend(NetworkBackend, Network):
                 join = self._join_machine(node, cookie, done)
                 task = asyncio.ensure_future(self._open_link(host, route.port, use_tls, host, join))
                 self._joins[task] = node
-                task.add_done_callback(self._join_done(node, done.connection_id))
+                conn.joining += 1
+                task.add_done_callback(self._join_done(conn))
         return conn
 
-    def _join_done(self, node: str, cid: str) -> Callable[[asyncio.Future[Any]], None]:
+    def _join_done(self, conn: _Connection) -> Callable[[asyncio.Future[Any]], None]:
         def done(task: asyncio.Future[Any]) -> None:
             self._joins.pop(task, None)
+            conn.joining -= 1
+            if conn.draining and not conn.closed:
+                self._drain_progress(conn)
             if task.cancelled() or task.exception() is None:
                 return
             # A join that lost the race with its connection's end is expected.
-            gone = self._stopped or self._by_id(cid) is None
+            gone = self._stopped or conn.draining or conn.closed
             log.log(
                 logging.INFO if gone else logging.WARNING,
                 "%s: pool link to %s failed: %s",
                 self._name,
-                node,
+                conn.peer,
                 task.exception(),
             )
 
@@ -1206,6 +1218,22 @@ class TCPBackend(NetworkBackend, Network):
 
         self._lt.run(close(), timeout=self._drain_timeout + 5.0)
 
+    async def _replace(self, name: str, old: _Connection) -> None:
+        """Dial a replacement for ``old``; done when it, or the peer's own, took over."""
+        for attempt in range(3):
+            try:
+                await self._dial_any(name, replacing=old)
+                return
+            except ErrNoConnection:
+                current = self._conns.get(name)
+                if current is not None and current is not old:
+                    return  # the peer's replacement won the tie-break
+                if current is None or attempt == 2:
+                    raise
+                # Refused as simultaneous while the peer's reconnect was under
+                # way, and theirs did not replace ours after all: ask again.
+                await asyncio.sleep(0.05 * (attempt + 1))
+
     def reconnect(self, name: str) -> None:
         """Replace the connection to ``name`` with a new one, without a gap.
 
@@ -1231,17 +1259,19 @@ class TCPBackend(NetworkBackend, Network):
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._replacing[name] = fut
             try:
-                await self._dial_any(name, replacing=old)
-                # Return once the peer has switched too and the old one is gone.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(old.drained.wait(), self._drain_timeout + 1.0)
+                await self._replace(name, old)
                 fut.set_result(None)
             except BaseException as exc:
                 fut.set_exception(exc)
                 fut.exception()
                 raise
             finally:
+                # No longer "dialling" once our connection is up (or failed):
+                # the peer's own reconnect must not be refused as simultaneous.
                 del self._replacing[name]
+            # Return once the peer has switched too and the old one is gone.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(old.drained.wait(), self._drain_timeout + 1.0)
 
         budget = self._net.connect_timeout + 2 * self._net.handshake_timeout + 5.0
         try:

@@ -20,6 +20,7 @@ process's memory. gRPC takes PEM bytes directly.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import multiprocessing as mp
 import os
 import ssl
@@ -38,18 +39,21 @@ HOST = scenarios.HOST
 def _memfd_path(data: bytes, name: str) -> str:
     """A path OpenSSL can read ``data`` from, backed by process memory only.
 
-    The descriptor stays open for the life of the process: Pyro5 builds its
-    SSL context lazily, on first use. Falls back to /dev/shm (tmpfs) where
-    there is no memfd.
+    Pyro5 takes certificate and key as file paths; a key must never reach a
+    persistent disk, so it goes into an anonymous memfd. The descriptor stays
+    open for the life of the process: Pyro5 builds its SSL context lazily, on
+    first use. Where there is no memfd, a 0600 file on /dev/shm (tmpfs),
+    removed at exit.
     """
     if hasattr(os, "memfd_create"):
-        fd = os.memfd_create(name, 0)
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
         os.write(fd, data)
         return f"/proc/self/fd/{fd}"
     path = f"/dev/shm/ergo-bench-{os.getpid()}-{name}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.write(fd, data)
     os.close(fd)
+    atexit.register(os.unlink, path)
     return path
 
 

@@ -9,8 +9,8 @@ connection and actor (``memory``) and local messaging against pykka
 Prints the table; a full run also rewrites the generated section of
 docs/benchmarks.md and docs/benchmarks.png.
 
-    python benchmarks/run.py            # full: about 5 minutes on 2 cores
-    python benchmarks/run.py --quick    # tiny counts, under a minute (or BENCH_QUICK=1)
+    python benchmarks/run.py            # full: 3-4 minutes on 2 cores
+    python benchmarks/run.py --quick    # tiny counts, about 30 s (or BENCH_QUICK=1)
 """
 
 from __future__ import annotations

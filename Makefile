@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# A second stamp for the bench extra: `make test` installs only .[dev] and
+# never removes what `make bench` added, so the two stamps do not fight.
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: test demo lint typecheck pytest bench clean
 
@@ -27,7 +30,12 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(PY) -m ergo_py.cli.main demo
 
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Full run (under 10 minutes on 2 cores); BENCH_QUICK=1 for a smoke run.
+bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py
 
 clean:

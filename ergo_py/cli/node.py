@@ -353,10 +353,10 @@ def _check_routes(config: NodeConfig) -> None:
 
 def plain(value: Any) -> Any:
     """``value`` as plain msgpack/JSON data: dicts with str keys, lists, str, numbers, None."""
+    if isinstance(value, Enum):  # before int: IntEnum is an int
+        return value.name
     if value is None or isinstance(value, bool | int | float):
         return value
-    if isinstance(value, Enum):
-        return value.name
     if isinstance(value, str):
         return str(value)  # Atom -> str
     if isinstance(value, datetime):
@@ -440,7 +440,12 @@ def _reconnect_all(node: gen.Node) -> None:
             network.reconnect(peer)
             log.info("moved the connection to %s onto the new certificate", peer)
         except gen.ErgoError as exc:
-            log.warning("could not move the connection to %s: %s", peer, exc)
+            log.warning(
+                "could not move the connection to %s onto the new certificate (it keeps the "
+                "old one until it closes; a peer needs a route for this): %s",
+                peer,
+                exc,
+            )
 
 
 def run_node(

@@ -339,3 +339,9 @@ def test_node_run_subprocess_reloads_rotated_files_seen_by_a_new_inspection(
         if proc.poll() is None:
             proc.kill()
         proc.wait(WAIT)
+
+
+def test_the_example_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "node.toml"
+    assert main(["node", "check", str(example)]) == 0
+    assert "ok (node a@127.0.0.1)" in capsys.readouterr().out

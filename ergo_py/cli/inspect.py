@@ -9,8 +9,9 @@ the target presents to new handshakes right now.
 The client certificate must name the inspecting node (``ergo://NAME@HOST``):
 a mutual-TLS node checks that dialers are who they claim to be. Issue one for
 the purpose (``ergo-py cert issue inspect@HOST ...``); the inspecting node
-takes its name from that certificate. Using a running node's own certificate
-would make the target drop its real connection to that node, so it is refused.
+takes its name from that certificate. Do not borrow another running node's
+certificate: the target would take the inspector for that node and drop its
+real connection to it (a certificate naming the target itself is refused).
 
 Exit status: 0 answered, 1 the target could not be reached or did not answer,
 2 bad arguments or files.

@@ -253,7 +253,7 @@ class CertFileWatcher:
                         changed = True
                         log.info("reloaded %s from %s", group.what, group.names())
                     group.applied, group.failed = sig, None
-                except (CertificateError, ErgoError, OSError) as exc:
+                except (ErgoError, OSError) as exc:
                     group.failed, group.failed_at = sig, now
                     self.last_error = f"{group.what} from {group.names()}: {exc}"
                     log.error("cannot reload %s; keeping the current one", self.last_error)

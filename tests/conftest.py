@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import os
 import queue
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +88,17 @@ class Recorder(act.Actor):
 def get(q: queue.Queue[Any], timeout: float = WAIT) -> Any:
     """The next item, failing the test (queue.Empty) if none arrives in time."""
     return q.get(timeout=timeout)
+
+
+@pytest.fixture
+def key_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory for test key files: RAM-backed /dev/shm when there is one, else tmp_path."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    d = Path(tempfile.mkdtemp(prefix="ergo-py-test-", dir=shm))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

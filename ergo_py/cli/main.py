@@ -1,7 +1,10 @@
-"""The ``ergo-py`` command: certificates and the demo.
+"""The ``ergo-py`` command: certificates, running and inspecting nodes, the demo.
 
 ``ergo-py cert self-signed|ca-init|issue|show`` manage certificate files;
-``ergo-py demo`` shows live rotation. Errors print one line and exit 2.
+``ergo-py node run CONFIG.toml`` runs a node that reloads its certificate
+files when they change; ``ergo-py inspect NODE`` shows a running node's
+connections and certificates; ``ergo-py demo`` shows live rotation. Errors
+print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from ergo_py.gen.errors import ErgoError
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ergo_py.cli import cert, demo
+    from ergo_py.cli import cert, demo, inspect, node
 
     parser = argparse.ArgumentParser(prog="ergo-py", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     cert.add_parser(sub)
+    node.add_parser(sub)
+    inspect.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

@@ -1,0 +1,314 @@
+"""``CertFileWatcher``: keep a cert manager in step with certificate files on disk.
+
+Tools such as cert-manager, certbot or Vault agents rotate a node's
+certificate by rewriting PEM files. The watcher loads the chain + key (and,
+optionally, the client-CA and root-CA pool files) into a manager, then polls
+the files' ``stat`` (mtime_ns, size, inode) on its own daemon thread and
+re-applies whatever changed.
+
+What a caller may rely on:
+
+* A change is applied only once the files' stat has been the same on two
+  consecutive polls, so a file caught half-written is not read.
+* Anything that fails to load (unparsable PEM, a key that does not match the
+  certificate, an expired certificate, a missing file) never replaces what
+  the manager holds: the error is logged with the file names and kept in
+  :attr:`CertFileWatcher.last_error`; the next change of those files is tried
+  again (and the same files again after ``retry_after`` seconds, which covers
+  a certificate that was not yet valid).
+* The key pair, the client-CA pool and the root-CA pool are three separate
+  groups: a broken CA file does not hold back a new certificate.
+* Files are only read, never copied: the private key stays where the user
+  put it (the manager loads it through memory, see ``gen.certmanager``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from ergo_py.gen.cert import Certificate, CertPool, Password
+from ergo_py.gen.certmanager import (
+    CertAuthManager,
+    CertManager,
+    CertState,
+    create_cert_auth_manager,
+)
+from ergo_py.gen.errors import CertificateError, ErgoError, ErrIncorrect
+from ergo_py.lib.cert import load_x509_key_pair
+
+__all__ = ["DEFAULT_POLL_INTERVAL", "MAX_POLL_INTERVAL", "CertFileWatcher"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL_INTERVAL = 1.0
+MAX_POLL_INTERVAL = 60.0
+DEFAULT_RETRY_AFTER = 30.0
+
+_Stat = tuple[int, int, int] | None  # (mtime_ns, size, inode); None: missing
+_Sig = tuple[_Stat, ...]
+
+
+def _stat(path: Path) -> _Stat:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+@dataclass
+class _Group:
+    """Files that are loaded and applied together, and what we know about them."""
+
+    what: str
+    paths: tuple[Path, ...]
+    applied: _Sig | None = None  # signature of the files now in force
+    seen: _Sig | None = None  # signature at the previous poll
+    failed: _Sig | None = None  # signature whose load failed
+    failed_at: float = 0.0
+
+    def names(self) -> str:
+        return " + ".join(str(p) for p in self.paths)
+
+    def signature(self) -> _Sig:
+        return tuple(_stat(p) for p in self.paths)
+
+
+class CertFileWatcher:
+    """Loads certificate files into a cert manager and reloads them when they change.
+
+    ``manager``: the manager to feed; ``None`` creates a ``gen.CertAuthManager``
+    from the files (see :attr:`manager`). CA files need a ``CertAuthManager``.
+    The files are loaded and applied on construction, so a bad initial set
+    raises ``gen.CertificateError`` here instead of starting a node without a
+    certificate. Polling runs on a daemon thread between :meth:`start` and
+    :meth:`stop` (or inside ``with``), every ``interval`` seconds (0 < interval
+    <= 60). :meth:`check` does one poll by hand (for tests and tools).
+
+    ``on_reload(state)`` runs on the polling thread after a poll applied a
+    change (e.g. to move live connections onto the new certificate); an
+    exception it raises is logged and ignored.
+    """
+
+    def __init__(
+        self,
+        cert_file: str | os.PathLike[str],
+        key_file: str | os.PathLike[str],
+        *,
+        client_ca_file: str | os.PathLike[str] | None = None,
+        root_ca_file: str | os.PathLike[str] | None = None,
+        manager: CertManager | None = None,
+        password: Password = None,
+        interval: float = DEFAULT_POLL_INTERVAL,
+        retry_after: float = DEFAULT_RETRY_AFTER,
+        on_reload: Callable[[CertState], None] | None = None,
+    ) -> None:
+        if not isinstance(interval, int | float) or not 0 < interval <= MAX_POLL_INTERVAL:
+            raise ErrIncorrect(f"poll interval must be in (0, {MAX_POLL_INTERVAL}] s: {interval!r}")
+        if not isinstance(retry_after, int | float) or retry_after <= 0:
+            raise ErrIncorrect(f"retry_after must be > 0 s: {retry_after!r}")
+        if manager is not None and not isinstance(manager, CertManager):
+            raise ErrIncorrect(f"manager must be a gen.CertManager, not {type(manager).__name__}")
+        has_cas = client_ca_file is not None or root_ca_file is not None
+        if has_cas and manager is not None and not isinstance(manager, CertAuthManager):
+            raise ErrIncorrect("CA files need a gen.CertAuthManager")
+        self.interval = float(interval)
+        self.retry_after = float(retry_after)
+        self._password = password
+        self._on_reload = on_reload
+        self._pair = _Group("certificate", (Path(cert_file), Path(key_file)))
+        self._client_cas = (
+            _Group("client CAs", (Path(client_ca_file),)) if client_ca_file is not None else None
+        )
+        self._root_cas = (
+            _Group("root CAs", (Path(root_ca_file),)) if root_ca_file is not None else None
+        )
+        self._lock = threading.Lock()  # one poll at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.reloads = 0
+        self._manager = self._initial_load(manager)
+
+    # -- public state ------------------------------------------------------
+
+    @property
+    def manager(self) -> CertManager:
+        """The manager this watcher feeds."""
+        return self._manager
+
+    @property
+    def files(self) -> dict[str, str | None]:
+        """The watched paths (``None`` for a CA file that is not watched)."""
+        return {
+            "cert_file": str(self._pair.paths[0]),
+            "key_file": str(self._pair.paths[1]),
+            "client_ca_file": str(self._client_cas.paths[0]) if self._client_cas else None,
+            "root_ca_file": str(self._root_cas.paths[0]) if self._root_cas else None,
+        }
+
+    @property
+    def running(self) -> bool:
+        """True while the polling thread runs."""
+        t = self._thread
+        return t is not None and t.is_alive()
+
+    # -- loading -----------------------------------------------------------
+
+    def _groups(self) -> list[_Group]:
+        return [g for g in (self._pair, self._client_cas, self._root_cas) if g is not None]
+
+    def _load_pair(self) -> Certificate:
+        cert_file, key_file = self._pair.paths
+        return load_x509_key_pair(cert_file, key_file, self._password)
+
+    @staticmethod
+    def _load_pool(group: _Group) -> CertPool:
+        pool = CertPool.from_file(group.paths[0])
+        if len(pool) == 0:
+            raise CertificateError("no certificates in the file")
+        return pool
+
+    def _initial_load(self, manager: CertManager | None) -> CertManager:
+        sigs = {id(g): g.signature() for g in self._groups()}
+        try:
+            cert = self._load_pair()
+        except CertificateError as exc:
+            raise CertificateError(f"{self._pair.names()}: {exc}") from exc
+        if manager is None:
+            manager = create_cert_auth_manager(cert)
+        elif manager.get_certificate().fingerprint != cert.fingerprint:
+            manager.update(cert)
+        for group, setter in self._pool_setters(manager):
+            try:
+                setter(self._load_pool(group))
+            except CertificateError as exc:
+                raise CertificateError(f"{group.what} from {group.names()}: {exc}") from exc
+        for g in self._groups():
+            g.applied = g.seen = sigs[id(g)]
+        return manager
+
+    def _pool_setters(
+        self, manager: CertManager
+    ) -> list[tuple[_Group, Callable[[CertPool | None], None]]]:
+        out: list[tuple[_Group, Callable[[CertPool | None], None]]] = []
+        if isinstance(manager, CertAuthManager):
+            if self._client_cas is not None:
+                out.append((self._client_cas, manager.set_client_cas))
+            if self._root_cas is not None:
+                out.append((self._root_cas, manager.set_root_cas))
+        return out
+
+    def _apply(self, group: _Group) -> bool:
+        """Load and apply ``group``; True if the manager changed. Raises CertificateError."""
+        m = self._manager
+        if group is self._pair:
+            cert = self._load_pair()
+            if cert.fingerprint == m.get_certificate().fingerprint:
+                return False  # rewritten with the same content
+            m.update(cert)
+            return True
+        pool = self._load_pool(group)
+        if not isinstance(m, CertAuthManager):  # ruled out by __init__
+            raise ErrIncorrect("CA files need a gen.CertAuthManager")
+        if group is self._client_cas:
+            current, setter = m.client_cas(), m.set_client_cas
+        else:
+            current, setter = m.root_cas(), m.set_root_cas
+        if current is not None and current.fingerprints == pool.fingerprints:
+            return False
+        setter(pool)
+        return True
+
+    # -- polling -----------------------------------------------------------
+
+    def check(self) -> bool:
+        """One poll: apply every group whose files changed and then held still.
+
+        Returns True if the manager changed. Never raises for bad files (see
+        the module docstring); thread-safe.
+        """
+        changed = False
+        with self._lock:
+            now = time.monotonic()
+            for group in self._groups():
+                sig = group.signature()
+                stable, group.seen = sig == group.seen, sig
+                if sig == group.applied:
+                    group.failed = None  # e.g. a bad edit was reverted
+                    continue
+                if not stable:
+                    continue
+                if sig == group.failed and now - group.failed_at < self.retry_after:
+                    continue
+                try:
+                    if self._apply(group):
+                        changed = True
+                        log.info("reloaded %s from %s", group.what, group.names())
+                    group.applied, group.failed = sig, None
+                except (ErgoError, OSError) as exc:
+                    group.failed, group.failed_at = sig, now
+                    self.last_error = f"{group.what} from {group.names()}: {exc}"
+                    log.error("cannot reload %s; keeping the current one", self.last_error)
+            if changed:
+                self.reloads += 1
+            if self._all_applied():
+                self.last_error = None
+        if changed and self._on_reload is not None:
+            try:
+                self._on_reload(self._manager.state())
+            except Exception:
+                log.exception("on_reload callback %r failed", self._on_reload)
+        return changed
+
+    def _all_applied(self) -> bool:
+        return all(g.failed is None for g in self._groups())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # a bug must not end the watching silently
+                log.exception("certificate file watcher poll failed")
+
+    def start(self) -> None:
+        """Start polling on a daemon thread (no-op if it already runs)."""
+        if self.running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"cert-watch {self._pair.paths[0].name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop polling and wait for the thread (idempotent; a poll in progress completes)."""
+        self._stop.set()
+        t, self._thread = self._thread, None
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+
+    def __enter__(self) -> CertFileWatcher:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return (
+            f"CertFileWatcher({self._pair.names()}, interval={self.interval}, "
+            f"running={self.running}, reloads={self.reloads})"
+        )

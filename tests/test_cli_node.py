@@ -1,0 +1,347 @@
+"""``ergo-py node run`` config checking, and ``node run`` + ``inspect`` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ergo_py
+from ergo_py import gen
+from ergo_py.cli.inspect import format_report
+from ergo_py.cli.main import main
+from ergo_py.cli.node import ConfigError, inspect_report, load_config, plain, run_node
+from ergo_py.lib import CertificateAuthority
+from ergo_py.testing import free_port
+
+HOST = "127.0.0.1"
+NODE = f"a@{HOST}"
+WAIT = 10.0
+
+
+def write(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically, as rotation tools do."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def save(d: Path, prefix: str, cert: gen.Certificate) -> None:
+    cert_pem, key_pem = cert.to_pem()
+    write(d / f"{prefix}-key.pem", key_pem)
+    write(d / f"{prefix}.pem", cert_pem)
+
+
+def config_text(port: int, **extra: str) -> str:
+    text = f"""
+[node]
+name = "{NODE}"
+cookie = "secret"
+log_level = "info"
+{extra.get("node", "")}
+
+[[acceptors]]
+host = "{HOST}"
+port = {port}
+
+[tls]
+cert = "a.pem"
+key = "a-key.pem"
+client_cas = "ca.pem"
+root_cas = "ca.pem"
+poll_interval = 0.1
+
+[registrar]
+enabled = false
+
+[inspect]
+cert = "inspector.pem"
+key = "inspector-key.pem"
+"""
+    return text + extra.get("tail", "")
+
+
+@pytest.fixture
+def ca() -> CertificateAuthority:
+    return CertificateAuthority.create("cli node test CA")
+
+
+@pytest.fixture
+def files(key_dir: Path, ca: CertificateAuthority) -> Path:
+    """Certificates, keys and a CA file for node a and an inspector, in key_dir."""
+    save(key_dir, "a", ca.issue(NODE, hosts=(HOST,)))
+    save(key_dir, "inspector", ca.issue(f"inspector@{HOST}", hosts=(HOST,)))
+    write(key_dir / "ca.pem", ca.to_pem()[0])
+    return key_dir
+
+
+def cfg(d: Path, text: str) -> Path:
+    (d / "node.toml").write_text(text)
+    return d / "node.toml"
+
+
+# --- config checking ----------------------------------------------------------
+
+
+def test_a_complete_config_is_read_with_paths_next_to_it(files: Path) -> None:
+    route = '[[routes]]\nmatch = "b@.*"\nhost = "10.0.0.2"\nport = 11145\ntls = true\n'
+    config = load_config(cfg(files, config_text(12000, tail=route)))
+    assert config.name == NODE and config.cookie == "secret"
+    assert config.acceptors[0].port == 12000
+    assert config.tls is not None and config.tls.cert == files / "a.pem"
+    assert config.tls.client_auth == gen.ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT
+    assert config.routes[0].match == "b@.*" and config.routes[0].tls is True
+    assert not config.registrar_enabled
+    assert config.inspect_cert == files / "inspector.pem"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("[node]", "[node]\ncolour = 'red'"), "unknown key(s) in node.: colour"),
+        (("[registrar]", "[registrar]\nprot = 1"), "unknown key(s) in registrar.: prot"),
+        (("port = 12000", 'port = "12000"'), "acceptors[0].port: must be an integer"),
+        (("port = 12000", "port = 70000"), "acceptors[0].port: must be in 0..65535"),
+        (('name = "a@127.0.0.1"', 'name = "a"'), "node.name: must look like name@host"),
+        (('log_level = "info"', 'log_level = "loud"'), "node.log_level"),
+        (("poll_interval = 0.1", "poll_interval = 0"), "tls.poll_interval"),
+        (("poll_interval = 0.1", "client_auth = 'request_client_cert'"), "not supported"),
+        (("poll_interval = 0.1", "client_auth = 'sometimes'"), "tls.client_auth"),
+        (('cookie = "secret"', ""), "node.cookie: missing"),
+        (("[node]", "[node"), "not valid TOML"),
+    ],
+)
+def test_a_bad_config_is_a_config_error_naming_the_key(
+    files: Path, change: tuple[str, str], message: str
+) -> None:
+    text = config_text(12000).replace(*change, 1)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg(files, text))
+    assert message in str(info.value)
+
+
+def test_a_bad_config_exits_2_with_one_line_and_no_traceback(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = cfg(files, config_text(12000).replace("[node]", "[node]\ncolour = 'red'"))
+    assert main(["node", "run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "colour" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["node", "run", str(tmp_path / "nope.toml")]) == 2
+    assert "cannot read config" in capsys.readouterr().err
+
+
+def test_cookie_env_reads_the_cookie_from_the_environment(
+    files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ERGO_TEST_COOKIE", "from-env")
+    text = config_text(12000).replace('cookie = "secret"', 'cookie_env = "ERGO_TEST_COOKIE"')
+    assert load_config(cfg(files, text)).cookie == "from-env"
+
+
+def test_plain_turns_tuples_datetimes_and_enums_into_msgpack_friendly_values() -> None:
+    from datetime import UTC, datetime
+
+    value = {
+        "t": (1, gen.Atom("x")),
+        "when": datetime(2030, 1, 2, tzinfo=UTC),
+        3: gen.ClientAuth(4),
+    }
+    assert plain(value) == {
+        "t": [1, "x"],
+        "when": "2030-01-02T00:00:00+00:00",
+        "3": "REQUIRE_AND_VERIFY_CLIENT_CERT",
+    }
+
+
+# --- running ----------------------------------------------------------------
+
+
+@pytest.fixture
+def in_process_node(files: Path) -> Iterator[tuple[Path, threading.Event]]:
+    """``run_node`` on a thread (stopped after the test); yields the config path and stop."""
+    path = cfg(files, config_text(free_port()))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_node(load_config(path), stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    try:
+        yield path, stop
+    finally:
+        stop.set()
+        t.join(WAIT)
+        assert not t.is_alive() and not errors
+
+
+def inspect_json(
+    config: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, dict[str, Any] | str]:
+    """Run ``ergo-py inspect --config CONFIG --json`` in-process until it answers (bounded)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        status = main(["inspect", "--config", str(config), "--json", "--timeout", "3", *extra])
+        out, err = capsys.readouterr()
+        if status == 0:
+            return status, json.loads(out)
+        if time.monotonic() > deadline:
+            return status, err
+        time.sleep(0.1)
+
+
+def test_inspect_reports_the_nodes_certificate_and_its_own_connection(
+    in_process_node: tuple[Path, threading.Event], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = in_process_node
+    status, report = inspect_json(path, capsys)
+    assert status == 0 and isinstance(report, dict)
+    assert report["node"] == NODE
+    assert report["cert"]["version"] == 1
+    assert report["cert"]["client_auth"] == "REQUIRE_AND_VERIFY_CLIENT_CERT"
+    here = report["inspector"]["connection"]
+    assert here["peer_cert_fingerprint"] == report["cert"]["fingerprint"]
+    assert here["identity_verified"] is True
+    peers = {p["peer"]: p for p in report["peers"]}
+    assert peers[f"inspector@{HOST}"]["tls_version"].startswith("TLSv1")
+    text = format_report(report)
+    assert "this inspection" in text and report["cert"]["fingerprint"] in text
+
+
+def test_inspect_of_an_unreachable_node_exits_1_with_a_message(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = cfg(files, config_text(free_port()))  # nobody listens there
+    assert main(["inspect", "--config", str(path), "--timeout", "2"]) == 1
+    assert "cannot connect to a@127.0.0.1" in capsys.readouterr().err
+
+
+def test_inspect_refuses_a_client_certificate_naming_the_target(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = cfg(files, config_text(free_port()))
+    args = ["--cert", str(files / "a.pem"), "--key", str(files / "a-key.pem")]
+    assert main(["inspect", "--config", str(path), *args]) == 2
+    assert "issue a separate certificate" in capsys.readouterr().err
+
+
+def test_inspect_report_is_plain_data(node: gen.Node) -> None:
+    report = inspect_report(node, None)
+    assert report == plain(report)
+    assert report["cert"] is None and report["peers"] == []
+
+
+def test_reconnect_on_rotate_moves_a_live_connection_onto_the_new_files(
+    files: Path, ca: CertificateAuthority
+) -> None:
+    b_port = free_port()
+    route = f'[[routes]]\nmatch = "b@.*"\nhost = "{HOST}"\nport = {b_port}\ntls = true\n'
+    path = cfg(files, config_text(free_port(), node="reconnect_on_rotate = true", tail=route))
+    config = load_config(path)
+    assert config.acceptors
+    stop = threading.Event()
+    runner = threading.Thread(target=run_node, args=(config, stop), daemon=True)
+    runner.start()
+    cam = gen.create_cert_auth_manager(ca.issue(f"b@{HOST}", hosts=(HOST,)))
+    cam.set_root_cas(ca.pool())
+    cam.set_client_cas(ca.pool())
+    cam.set_client_auth(gen.ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT)
+    options = gen.NodeOptions(cert_manager=cam)
+    options.network.cookie = "secret"
+    options.network.registrar_enabled = False
+    options.network.acceptors = [gen.AcceptorOptions(host=HOST, port=b_port)]
+    b = ergo_py.start_node(f"b@{HOST}", options)
+    try:
+        route = gen.NetworkRoute(host=HOST, port=config.acceptors[0].port, tls=True)
+        b.network().add_route("a@.*", route)
+        deadline = time.monotonic() + WAIT
+        while True:  # the node needs a moment to listen
+            try:
+                b.call(gen.ProcessID("ergo_py_inspect", NODE), "inspect", timeout=3)
+                break
+            except gen.ErrNoConnection:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        new = ca.issue(NODE, hosts=(HOST,))
+        save(files, "a", new)
+        deadline = time.monotonic() + WAIT
+        seen = None
+        while time.monotonic() < deadline:
+            seen = (
+                b.network().info(NODE)["peer_cert_fingerprint"]
+                if NODE in b.network().nodes()
+                else None
+            )
+            if seen == new.fingerprint:
+                break
+            time.sleep(0.05)
+        assert seen == new.fingerprint  # a moved the connection; b did not dial again
+    finally:
+        b.stop()
+        stop.set()
+        runner.join(WAIT)
+    assert not runner.is_alive()
+
+
+def test_node_run_subprocess_reloads_rotated_files_seen_by_a_new_inspection(
+    files: Path, ca: CertificateAuthority, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = cfg(files, config_text(free_port()))
+    log_file = tmp_path / "node.log"
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ergo_py.cli.main", "node", "run", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        status, report = inspect_json(path, capsys)
+        assert status == 0 and isinstance(report, dict), (report, log_file.read_text())
+        old = report["cert"]["fingerprint"]
+
+        new = ca.issue(NODE, hosts=(HOST,))
+        save(files, "a", new)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            status, report = inspect_json(path, capsys)
+            assert status == 0 and isinstance(report, dict), report
+            if report["cert"]["fingerprint"] != old:
+                break
+            time.sleep(0.1)
+        assert report["cert"]["fingerprint"] == new.fingerprint
+        assert report["cert"]["version"] == 2
+        # a NEW connection is made with the new certificate
+        assert report["inspector"]["connection"]["peer_cert_fingerprint"] == new.fingerprint
+        assert report["watcher"]["reloads"] == 1
+
+        proc.terminate()
+        assert proc.wait(WAIT) == 0, log_file.read_text()
+        assert "SIGTERM received, stopping" in log_file.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(WAIT)
+
+
+def test_the_example_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "node.toml"
+    assert main(["node", "check", str(example)]) == 0
+    assert "ok (node a@127.0.0.1)" in capsys.readouterr().out

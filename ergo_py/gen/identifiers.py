@@ -26,14 +26,23 @@ class Atom(str):
 
 
 class _Ident:
-    """Shared machinery: equality, ordering and hashing over ``_key()``."""
+    """Shared machinery: equality, ordering and hashing over ``_key()``.
 
-    __slots__ = ()
+    The hash is computed once (identifiers are dict keys on every hot path).
+    """
+
+    __slots__ = ("_hash",)
+    _hash: int
 
     def _key(self) -> tuple[Any, ...]:
         raise NotImplementedError
 
+    def _seal(self) -> None:
+        object.__setattr__(self, "_hash", hash((type(self).__name__, *self._key())))
+
     def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
         if type(other) is not type(self):
             return NotImplemented
         return self._key() == other._key()
@@ -48,7 +57,7 @@ class _Ident:
         return self._key() < other._key()
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, *self._key()))
+        return self._hash
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -69,6 +78,7 @@ class PID(_Ident):
         object.__setattr__(self, "node", Atom(node))
         object.__setattr__(self, "id", int(id))
         object.__setattr__(self, "creation", int(creation))
+        self._seal()
 
     def _key(self) -> tuple[Any, ...]:
         return (self.node, self.id, self.creation)
@@ -90,6 +100,7 @@ class ProcessID(_Ident):
     def __init__(self, name: str, node: str) -> None:
         object.__setattr__(self, "name", Atom(name))
         object.__setattr__(self, "node", Atom(node))
+        self._seal()
 
     def _key(self) -> tuple[Any, ...]:
         return (self.name, self.node)
@@ -117,6 +128,7 @@ class Ref(_Ident):
         object.__setattr__(self, "node", Atom(node))
         object.__setattr__(self, "id", int(id))
         object.__setattr__(self, "creation", int(creation))
+        self._seal()
 
     def _key(self) -> tuple[Any, ...]:
         return (self.node, self.id, self.creation)

@@ -14,6 +14,7 @@ raises ``gen.ErrUnsupportedType`` at the sender. Bytes that do not decode raise
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from typing import Any
 
@@ -62,6 +63,14 @@ class RemoteException(ErgoError):
 
 _local = threading.local()
 
+# msgpack.ExtType is a namedtuple whose Python-level __new__ re-checks its
+# arguments; ours are right by construction, so build it as the tuple it is.
+_ext: Any = functools.partial(tuple.__new__, msgpack.ExtType)
+
+
+def _ext_type(code: int, data: bytes) -> msgpack.ExtType:
+    return _ext((code, data))
+
 
 def _packer() -> msgpack.Packer:
     p: msgpack.Packer | None = getattr(_local, "packer", None)
@@ -87,15 +96,15 @@ def _identifier(obj: Any, t: type) -> msgpack.ExtType:
     if ext is not None:
         return ext
     if t is Atom:
-        ext = msgpack.ExtType(EXT_ATOM, str(obj).encode())
+        ext = _ext_type(EXT_ATOM, str(obj).encode())
     elif t is PID:
-        ext = msgpack.ExtType(EXT_PID, _pack_nested([str(obj.node), obj.id, obj.creation]))
+        ext = _ext_type(EXT_PID, _pack_nested([str(obj.node), obj.id, obj.creation]))
     elif t is ProcessID:
-        ext = msgpack.ExtType(EXT_PROCESS_ID, _pack_nested([str(obj.name), str(obj.node)]))
+        ext = _ext_type(EXT_PROCESS_ID, _pack_nested([str(obj.name), str(obj.node)]))
     else:
         code = EXT_REF if t is Ref else EXT_ALIAS
         rid = obj.id.to_bytes(_REF_ID_BYTES, "big")
-        ext = msgpack.ExtType(code, _pack_nested([str(obj.node), rid, obj.creation]))
+        ext = _ext_type(code, _pack_nested([str(obj.node), rid, obj.creation]))
     if len(_ident_cache) >= _IDENT_CACHE_MAX:
         _ident_cache.clear()
     _ident_cache[obj] = ext
@@ -105,16 +114,16 @@ def _identifier(obj: Any, t: type) -> msgpack.ExtType:
 def _default(obj: Any) -> Any:
     t = type(obj)
     if t is tuple:
-        return msgpack.ExtType(EXT_TUPLE, _pack_nested(list(obj)))
+        return _ext_type(EXT_TUPLE, _pack_nested(list(obj)))
     if t is PID or t is ProcessID or t is Atom or t is Ref or t is Alias:
         return _identifier(obj, t)
     if isinstance(obj, BaseException):
-        return msgpack.ExtType(EXT_ERROR, _pack_nested(encode_error(obj)))
+        return _ext_type(EXT_ERROR, _pack_nested(encode_error(obj)))
     reg = registered_name(t)
     if reg is not None:
         name, fields = reg
         values = [getattr(obj, f) for f in fields]
-        return msgpack.ExtType(EXT_REGISTERED, _pack_nested([name, values]))
+        return _ext_type(EXT_REGISTERED, _pack_nested([name, values]))
     if t is not bool and isinstance(obj, int):
         return int(obj)  # IntEnum and friends travel as their value
     if isinstance(obj, str):

@@ -285,8 +285,15 @@ def _wait_for(pred: Any, timeout: float = WAIT) -> bool:
     return bool(pred())
 
 
+def _eager_pool(nodes: Cluster, name: str) -> gen.Node:
+    """A node that opens every pool link at connect time (not on demand)."""
+    options = nodes.node_options(name)
+    options.network.pool_on_demand = False
+    return nodes.start(name, options)
+
+
 def test_a_connection_is_a_pool_of_three_links_on_both_sides(nodes: Cluster) -> None:
-    a = nodes.start("a@127.0.0.1")
+    a = _eager_pool(nodes, "a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
     a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
@@ -294,8 +301,24 @@ def test_a_connection_is_a_pool_of_three_links_on_both_sides(nodes: Cluster) -> 
     assert _wait_for(lambda: b.network().info("a@127.0.0.1")["pool_links"] == 3)
 
 
-def test_many_senders_keep_their_own_order_across_the_pool(nodes: Cluster) -> None:
+def test_the_pool_grows_once_the_connection_is_busy(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
+    b = nodes.start("b@127.0.0.1")
+    out: queue.Queue[Any] = queue.Queue()
+    sink = b.spawn(Sink, out)
+    a.send(sink, -1)
+    assert out.get(timeout=WAIT) == -1
+    assert a.network().info("b@127.0.0.1")["pool_links"] == 1  # idle: one TLS link
+    n = gen.POOL_GROW_AFTER
+    for i in range(n):
+        a.send(sink, i)
+    assert [out.get(timeout=WAIT) for _ in range(n)] == list(range(n))
+    assert _wait_for(lambda: a.network().info("b@127.0.0.1")["pool_links"] == 3)
+    assert _wait_for(lambda: b.network().info("a@127.0.0.1")["pool_links"] == 3)
+
+
+def test_many_senders_keep_their_own_order_across_the_pool(nodes: Cluster) -> None:
+    a = _eager_pool(nodes, "a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     out: queue.Queue[Any] = queue.Queue()
     sink = b.spawn(Sink, out)
@@ -323,7 +346,7 @@ def test_many_senders_keep_their_own_order_across_the_pool(nodes: Cluster) -> No
 
 
 def test_reconnected_pool_links_all_present_the_rotated_certificate(nodes: Cluster) -> None:
-    a = nodes.start("a@127.0.0.1")
+    a = _eager_pool(nodes, "a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
     pong = gen.ProcessID("pong", "b@127.0.0.1")

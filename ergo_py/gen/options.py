@@ -19,6 +19,7 @@ DEFAULT_REQUEST_TIMEOUT = 5.0
 DEFAULT_HANDSHAKE_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_KEEPALIVE_PERIOD = 15.0
+POOL_GROW_AFTER = 1000
 KEEPALIVE_MISSES = 3
 DEFAULT_POOL_SIZE = 3
 DEFAULT_MAX_HANDSHAKES = 64
@@ -92,6 +93,10 @@ class NetworkOptions:
     insecure_skip_verify: bool = False
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     pool_size: int = DEFAULT_POOL_SIZE
+    # Open the pool's extra links only once the connection is busy (it has
+    # carried POOL_GROW_AFTER frames), not at connect time: an idle or short
+    # connection then costs one TLS handshake and one link instead of three.
+    pool_on_demand: bool = True
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     registrar_port: int = DEFAULT_REGISTRAR_PORT

@@ -47,6 +47,7 @@ from ergo_py.gen.errors import (
 from ergo_py.gen.identifiers import PID, Atom, ProcessID, Ref
 from ergo_py.gen.node import Network, NetworkBackend, NodeRouter, RemoteNode, RemoteTarget
 from ergo_py.gen.options import (
+    POOL_GROW_AFTER,
     AcceptorOptions,
     NetworkFlags,
     NetworkMode,
@@ -105,6 +106,8 @@ class _Connection:
     timer: asyncio.TimerHandle | None = None
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     joining: int = 0  # pool joins we dialled that have not settled yet
+    grow: Callable[[], None] | None = None  # opens the pool's other links (on demand)
+    growing: bool = False
 
     def pick(self, order: int) -> LinkProtocol:
         """The link for an order byte; the same one for as long as the connection lives.
@@ -966,16 +969,32 @@ class TCPBackend(NetworkBackend, Network):
             and conn.done.connection_id == done.connection_id
         ):
             # The connection is usable now; the other pool links join in the
-            # background (order bytes stick to the link they first used, so a
-            # late join never reorders a stream). Each join re-reads the cert
-            # manager: a pool link dialled after a rotation presents the new cert.
-            for _ in range(done.pool_size - 1):
-                join = self._join_machine(node, cookie, done)
-                task = asyncio.ensure_future(self._open_link(host, route.port, use_tls, host, join))
-                self._joins[task] = node
-                conn.joining += 1
-                task.add_done_callback(self._join_done(conn))
+            # background, at once or once it is busy (order bytes stick to
+            # the link they first used, so a late join never reorders a
+            # stream). Each join re-reads the cert manager: a pool link
+            # dialled after a rotation presents the new certificate.
+            def grow() -> None:
+                for _ in range(done.pool_size - 1):
+                    join = self._join_machine(node, cookie, done)
+                    task = asyncio.ensure_future(
+                        self._open_link(host, route.port, use_tls, host, join)
+                    )
+                    self._joins[task] = node
+                    conn.joining += 1
+                    task.add_done_callback(self._join_done(conn))
+
+            if self._net.pool_on_demand:
+                conn.grow = grow
+            else:
+                grow()
         return conn
+
+    def _grow(self, conn: _Connection) -> None:
+        """Loop thread: the connection got busy; open its other pool links."""
+        grow, conn.grow = conn.grow, None
+        if grow is not None and not conn.draining and not conn.closed and not self._stopped:
+            log.info("%s: connection to %s is busy; growing its pool", self._name, conn.peer)
+            grow()
 
     def _join_done(self, conn: _Connection) -> Callable[[asyncio.Future[Any]], None]:
         def done(task: asyncio.Future[Any]) -> None:
@@ -1049,6 +1068,10 @@ class TCPBackend(NetworkBackend, Network):
                     continue  # closed or handed over meanwhile: the next one takes it
                 raise
             link.messages_out += 1
+            if conn.grow is not None and not conn.growing and link.messages_out >= POOL_GROW_AFTER:
+                conn.growing = True
+                with contextlib.suppress(ErgoError):  # stopping: no pool to grow
+                    self._lt.call_soon(self._grow, conn)
             return
         raise ErrNoConnection(f"connection to {node} keeps closing")
 

@@ -9,7 +9,7 @@ raw baseline (``baseline_tls.measure``) in the same round:
 - connection set-ups/s: dial + TLS + Ergo handshake + pool joins + one call
   (vs raw TLS connection + one request/response).
 
-Run: ``python benchmarks/node_network.py`` (``make bench`` uses its raw baseline, not this script).
+Run: ``python benchmarks/node_network.py`` (``make bench`` has its own scenarios).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import ssl
 import string
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ergo_py.gen.certmanager import CertManager
@@ -68,6 +68,8 @@ from ergo_py.net.loop import LoopThread
 from ergo_py.net.registrar import Registrar
 from ergo_py.net.registrar_proto import Route
 from ergo_py.net.tls import ListenerTLS, ServerTLSProtocol, client_context_for_dial
+from ergo_py.node.connection import Connection
+from ergo_py.node.handover import Handover
 
 log = logging.getLogger(__name__)
 
@@ -77,50 +79,6 @@ def create_backend(router: NodeRouter, options: NodeOptions) -> NetworkBackend:
     backend = TCPBackend(router, options)
     backend.start()
     return backend
-
-
-@dataclass
-class _Connection:
-    """A connection to one peer node: its links and what the handshake said.
-
-    Life: current (in ``_conns``) -> draining (Close sent on every link, still
-    reading until the peer's Close on each) -> closed. ``replaced``: drained
-    for a hand-over to a newer connection, so its end is not a node-down.
-    ``held``: frames that arrived on this connection while the one it replaces
-    still had frames on the way (``waiting``); they are dispatched once those
-    are in, so no sender's stream is reordered by the switch.
-    """
-
-    peer: str
-    done: HandshakeComplete
-    links: list[LinkProtocol] = field(default_factory=list)
-    dialed: bool = False
-    closed: bool = False
-
-    sticky: dict[int, LinkProtocol] = field(default_factory=dict)
-    draining: bool = False
-    replaced: bool = False
-    peer_done: bool = False
-    held: list[tuple[LinkProtocol, list[fr.Frame] | bool]] | None = None
-    waiting: set[int] = field(default_factory=set)
-    timer: asyncio.TimerHandle | None = None
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
-    joining: int = 0  # pool joins we dialled that have not settled yet
-    grow: Callable[[], None] | None = None  # opens the pool's other links (on demand)
-    growing: bool = False
-
-    def pick(self, order: int) -> LinkProtocol:
-        """The link for an order byte; the same one for as long as the connection lives.
-
-        An order byte is bound to a link the first time it is used, so links
-        that join later never reorder a sender's stream; they take new order
-        bytes. (Order 0, unordered, may use any link.)
-        """
-        link = self.sticky.get(order)
-        if link is None:
-            links = self.links
-            link = self.sticky.setdefault(order, links[order % len(links)])
-        return link
 
 
 @dataclass
@@ -137,7 +95,7 @@ def _random_cookie() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(16))
 
 
-class TCPBackend(NetworkBackend, Network):
+class TCPBackend(Handover, NetworkBackend, Network):
     """Connections to other nodes over TCP, with TLS when a cert manager is set."""
 
     def __init__(self, router: NodeRouter, options: NodeOptions) -> None:
@@ -155,13 +113,13 @@ class TCPBackend(NetworkBackend, Network):
         if net.insecure_skip_verify:
             log.warning("%s: insecure_skip_verify is on: peers are not verified", self._name)
         self._lt = LoopThread(self._name)
-        self._conns: dict[str, _Connection] = {}
-        self._dialing: dict[str, asyncio.Future[_Connection]] = {}
+        self._conns: dict[str, Connection] = {}
+        self._dialing: dict[str, asyncio.Future[Connection]] = {}
         self._arrived: dict[str, asyncio.Event] = {}
         self._links: set[LinkProtocol] = set()
         self._joins: dict[asyncio.Future[Any], str] = {}
-        self._link_conn: dict[LinkProtocol, _Connection] = {}
-        self._draining: dict[str, list[_Connection]] = {}
+        self._link_conn: dict[LinkProtocol, Connection] = {}
+        self._draining: dict[str, list[Connection]] = {}
         self._replacing: dict[str, asyncio.Future[None]] = {}
         self._holding = 0
         self._acceptors: list[_Acceptor] = []
@@ -383,7 +341,7 @@ class TCPBackend(NetworkBackend, Network):
         conn = self._by_id(connection_id)
         return conn.peer if conn is not None else None
 
-    def _by_id(self, connection_id: str) -> _Connection | None:
+    def _by_id(self, connection_id: str) -> Connection | None:
         """A current or draining connection (a join may come after a hand-over)."""
         for conn in self._conns.values():
             if conn.done.connection_id == connection_id:
@@ -436,7 +394,7 @@ class TCPBackend(NetworkBackend, Network):
                 link.send_close(conn.replaced)
             return
         old = self._conns.get(done.peer_name)
-        replacing: _Connection | None = None
+        replacing: Connection | None = None
         if old is not None:
             same = old.done.peer_creation == done.peer_creation
             if same and done.replace:
@@ -446,7 +404,7 @@ class TCPBackend(NetworkBackend, Network):
             else:
                 why = "restarted" if not same else "replaced its connection"
                 self._drop(old, ErrNoConnection(f"{done.peer_name} {why}"))
-        conn = _Connection(done.peer_name, done, [link], dialed=link.dialer)
+        conn = Connection(done.peer_name, done, [link], dialed=link.dialer)
         self._conns[done.peer_name] = conn
         self._links.add(link)
         self._link_conn[link] = conn
@@ -544,7 +502,7 @@ class TCPBackend(NetworkBackend, Network):
         if link in conn.links:
             self._drop(conn, ErrNoConnection(f"connection to {conn.peer} lost: {exc or 'closed'}"))
 
-    def _drop(self, conn: _Connection, reason: ErrNoConnection) -> None:
+    def _drop(self, conn: Connection, reason: ErrNoConnection) -> None:
         if conn.closed:
             return
         conn.closed = True
@@ -562,146 +520,6 @@ class TCPBackend(NetworkBackend, Network):
                 fut.set_exception(ErrNoConnection(f"connection to {node} lost"))
         log.info("%s: %s", self._name, reason)
         self._router.route_node_down(conn.peer, reason)
-
-    # --- graceful close and hand-over (loop thread) -------------------------------------
-
-    def _start_drain(self, conn: _Connection, *, replaced: bool, why: str) -> None:
-        """Stop sending on ``conn`` (Close on every link); keep reading until the peer's.
-
-        Nothing either side had accepted is lost. ``replaced``: a newer
-        connection carries on, so links, monitors and pending calls stay;
-        otherwise the node-down follows once the peer's last frame is in.
-        """
-        if conn.draining or conn.closed:
-            return
-        conn.draining = True
-        conn.replaced = replaced
-        if self._conns.get(conn.peer) is conn:
-            del self._conns[conn.peer]
-        self._draining.setdefault(conn.peer, []).append(conn)
-        log.info("%s: closing connection to %s: %s", self._name, conn.peer, why)
-        if conn.timer is not None:  # waiting for the peer's replacement: it came
-            conn.timer.cancel()
-        conn.timer = self._lt.loop.call_later(self._drain_timeout, self._drain_expired, conn)
-        for link in list(conn.links):
-            link.send_close(replaced)
-        self._drain_progress(conn)
-
-    @property
-    def _drain_timeout(self) -> float:
-        return self._net.handshake_timeout
-
-    def _peer_closed(self, conn: _Connection, replaced: bool) -> None:
-        """A Close from the peer on one of ``conn``'s links (frames before it are in)."""
-        if conn.closed:
-            return
-        if conn.draining:
-            self._drain_progress(conn)
-            return
-        if not replaced:
-            self._start_drain(conn, replaced=False, why=f"{conn.peer} closed it")
-            return
-        # The peer is handing over to a connection we have not seen come up
-        # yet; it still reads this one, so keep sending here until it does.
-        if conn.timer is None:
-            conn.timer = self._lt.loop.call_later(
-                self._net.connect_timeout + self._net.handshake_timeout,
-                self._replacement_missing,
-                conn,
-            )
-
-    def _replacement_missing(self, conn: _Connection) -> None:
-        conn.timer = None
-        if not conn.draining and not conn.closed:
-            why = "the peer's replacement connection did not arrive"
-            self._start_drain(conn, replaced=False, why=why)
-
-    def _drain_progress(self, conn: _Connection) -> None:
-        if not conn.peer_done and all(link.peer_closed for link in conn.links):
-            # Everything the peer sent on this connection is in.
-            conn.peer_done = True
-            self._release_behind(conn)
-            if not conn.replaced and not self._stopped:
-                reason = ErrNoConnection(f"disconnected from {conn.peer}")
-                self._router.route_node_down(conn.peer, reason)
-        # Done once both Closes crossed on every link: the TLS shutdown and
-        # the socket close that follow carry no frames, so do not wait for them.
-        # Joins still under way are waited for: the peer may have taken them
-        # in, and they are closed the same way when they arrive.
-        if conn.joining == 0 and all(link.sent_close and link.peer_closed for link in conn.links):
-            self._drain_finished(conn)
-
-    def _drain_finished(self, conn: _Connection) -> None:
-        if conn.closed:
-            return
-        conn.closed = True
-        if conn.timer is not None:
-            conn.timer.cancel()
-        # Kept findable for a while: a join the peer dialled before it saw our
-        # Close may still arrive, and is closed cleanly instead of refused.
-        self._lt.loop.call_later(self._drain_timeout, self._forget_drained, conn)
-        conn.drained.set()
-        self._release_behind(conn)
-        log.info("%s: previous connection to %s closed cleanly", self._name, conn.peer)
-
-    def _forget_drained(self, conn: _Connection) -> None:
-        queue = self._draining.get(conn.peer, [])
-        if conn in queue:
-            queue.remove(conn)
-        if not queue:
-            self._draining.pop(conn.peer, None)
-
-    def _drain_expired(self, conn: _Connection) -> None:
-        conn.timer = None
-        if not conn.closed:
-            why = f"connection to {conn.peer} did not close within {self._drain_timeout} s"
-            self._abandon(conn, ErrNoConnection(why))
-
-    def _abandon(self, conn: _Connection, reason: ErrNoConnection) -> None:
-        """A draining connection ended abruptly: what the peer sent may be lost."""
-        fire = not conn.peer_done
-        conn.peer_done = True
-        links, conn.links = conn.links, []
-        for link in links:
-            link.abort()
-        self._drain_finished(conn)
-        log.warning("%s: %s", self._name, reason)
-        if fire and not self._stopped:
-            self._router.route_node_down(conn.peer, reason)
-
-    def _hold_behind_draining(self, conn: _Connection) -> None:
-        """Hold ``conn``'s frames until older connections to the same incarnation are in."""
-        for old in self._draining.get(conn.peer, ()):
-            if old.done.peer_creation == conn.done.peer_creation and not old.peer_done:
-                conn.waiting.add(id(old))
-        if conn.waiting and conn.held is None:
-            conn.held = []
-            self._holding += 1
-
-    def _release_behind(self, old: _Connection) -> None:
-        candidates = [*self._draining.get(old.peer, ())]
-        current = self._conns.get(old.peer)
-        if current is not None:
-            candidates.append(current)
-        for conn in candidates:
-            if id(old) in conn.waiting:
-                conn.waiting.discard(id(old))
-                if not conn.waiting:
-                    self._unhold(conn, dispatch=True)
-
-    def _unhold(self, conn: _Connection, *, dispatch: bool) -> None:
-        held, conn.held = conn.held, None
-        conn.waiting.clear()
-        if held is None:
-            return
-        self._holding -= 1
-        if not dispatch:
-            return
-        for link, item in held:
-            if isinstance(item, bool):
-                self._peer_closed(conn, item)
-            else:
-                self._dispatch_all(link, item)
 
     # --- inbound frames (loop thread) ---------------------------------------------------
 
@@ -824,7 +642,7 @@ class TCPBackend(NetworkBackend, Network):
     def _route_of(r: Route) -> NetworkRoute:
         return NetworkRoute(host=r.host, port=r.port, tls=r.tls)
 
-    async def _connect(self, node: str) -> _Connection:
+    async def _connect(self, node: str) -> Connection:
         node = str(node)
         conn = self._conns.get(node)
         if conn is not None:
@@ -843,7 +661,7 @@ class TCPBackend(NetworkBackend, Network):
             return await asyncio.shield(pending)
         if node == self._name:
             raise ErrIncorrect("a node cannot connect to itself")
-        fut: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
         self._dialing[node] = fut
         try:
             conn = await self._dial_any(node)
@@ -856,7 +674,7 @@ class TCPBackend(NetworkBackend, Network):
         finally:
             del self._dialing[node]
 
-    async def _dial_any(self, node: str, replacing: _Connection | None = None) -> _Connection:
+    async def _dial_any(self, node: str, replacing: Connection | None = None) -> Connection:
         try:
             routes = await self._routes_for(node)
         except ErgoError as exc:
@@ -889,8 +707,8 @@ class TCPBackend(NetworkBackend, Network):
         raise ErrNoConnection(f"cannot connect to {node}: {why}")
 
     async def _await_incoming(
-        self, node: str, replacing: _Connection | None = None
-    ) -> _Connection | None:
+        self, node: str, replacing: Connection | None = None
+    ) -> Connection | None:
         """The peer's connection to us that won over our dial (other than ``replacing``)."""
         conn = self._conns.get(node)
         if conn is not None and conn is not replacing:
@@ -941,7 +759,7 @@ class TCPBackend(NetworkBackend, Network):
         )
         return await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
 
-    async def _dial(self, node: str, route: NetworkRoute, replace: bool = False) -> _Connection:
+    async def _dial(self, node: str, route: NetworkRoute, replace: bool = False) -> Connection:
         host = route.host or Atom(node).host
         use_tls = route.tls if route.tls is not None else self._cm is not None
         cookie = route.cookie if route.cookie is not None else self._cookie
@@ -989,14 +807,14 @@ class TCPBackend(NetworkBackend, Network):
                 grow()
         return conn
 
-    def _grow(self, conn: _Connection) -> None:
+    def _grow(self, conn: Connection) -> None:
         """Loop thread: the connection got busy; open its other pool links."""
         grow, conn.grow = conn.grow, None
         if grow is not None and not conn.draining and not conn.closed and not self._stopped:
             log.info("%s: connection to %s is busy; growing its pool", self._name, conn.peer)
             grow()
 
-    def _join_done(self, conn: _Connection) -> Callable[[asyncio.Future[Any]], None]:
+    def _join_done(self, conn: Connection) -> Callable[[asyncio.Future[Any]], None]:
         def done(task: asyncio.Future[Any]) -> None:
             self._joins.pop(task, None)
             conn.joining -= 1
@@ -1033,7 +851,7 @@ class TCPBackend(NetworkBackend, Network):
 
     # --- outbound (process threads) -----------------------------------------------------
 
-    def _connection(self, node: str) -> _Connection:
+    def _connection(self, node: str) -> Connection:
         conn = self._conns.get(node)
         if conn is not None and not conn.closed and not conn.draining:
             return conn
@@ -1241,7 +1059,7 @@ class TCPBackend(NetworkBackend, Network):
 
         self._lt.run(close(), timeout=self._drain_timeout + 5.0)
 
-    async def _replace(self, name: str, old: _Connection) -> None:
+    async def _replace(self, name: str, old: Connection) -> None:
         """Dial a replacement for ``old``; done when it, or the peer's own, took over."""
         for attempt in range(3):
             try:
@@ -1334,7 +1152,7 @@ def _node_spawn_options(options: ProcessOptions | None) -> ProcessOptions:
 
 
 class _RemoteNode(RemoteNode):
-    def __init__(self, backend: TCPBackend, conn: _Connection) -> None:
+    def __init__(self, backend: TCPBackend, conn: Connection) -> None:
         self._backend = backend
         self._conn = conn
 

@@ -508,6 +508,11 @@ class FrameDecoder:
 
         The header (magic, version, type, length limits) is fully checked here.
         """
+        parts = self._next_parts()
+        return RawFrame(*parts) if parts is not None else None
+
+    def _next_parts(self) -> tuple[int, int, bytes] | None:
+        """(order, type, body) of the next whole frame (no object: the hot path)."""
         if self._error is not None:
             raise self._error
         buf = self._buf
@@ -535,18 +540,17 @@ class FrameDecoder:
         end = pos + total
         if len(buf) < end:
             return None
-        with memoryview(buf) as view:
-            body = bytes(view[pos + HEADER_SIZE : end])  # one copy, then release
+        body = bytes(buf[pos + HEADER_SIZE : end])  # C-level copies beat a memoryview here
         self._pos = end
-        return RawFrame(order, code, body)
+        return order, code, body
 
     def next_frame(self) -> Frame | None:
         """The next decoded frame, or None when more data is needed."""
-        raw = self.next_raw()
-        if raw is None:
+        parts = self._next_parts()
+        if parts is None:
             return None
         try:
-            return decode_frame(raw.type, raw.body)
+            return decode_frame(parts[1], parts[2])
         except RemoteProtocolError as exc:
             self._error = exc
             raise

@@ -1,0 +1,132 @@
+"""Where the time goes: py-spy profiles of the one-way and call hot paths.
+
+Node b (the receiver / callee) runs in this process, node a (the sender /
+caller) in a child process, over mutual TLS on loopback. While each load
+runs, py-spy samples both processes and this prints, per process, the share
+of samples per thread and the functions with the most samples of their own.
+
+Run: ``python benchmarks/profile_hot_paths.py [oneway|call] [seconds]``
+(``make bench`` installs py-spy with the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import node_network
+
+import ergo_py
+from ergo_py import gen
+from ergo_py.lib import CertificateAuthority
+
+HOST = "127.0.0.1"
+
+
+def _client(pem: tuple[bytes, bytes], port: int, kind: str, seconds: float, ready: Any) -> None:
+    options = node_network._options(pem, f"a@{HOST}", 3)
+    with ergo_py.start_node(f"a@{HOST}", options) as a:
+        a.network().add_route(f"b@{HOST}", gen.NetworkRoute(host=HOST, port=port, tls=True))
+        target = gen.ProcessID("sink" if kind == "oneway" else "pong", f"b@{HOST}")
+        a.call(target, 0)
+        ready.set()
+        deadline = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < deadline:
+            if kind == "oneway":
+                for i in range(1000):
+                    a.send(target, ("m", i, b"x" * 32))
+                n += 1000
+            else:
+                a.call(target, n)
+                n += 1
+        if kind == "oneway":
+            a.call(target, "count", timeout=60)  # everything sent has been handled
+        print(f"client: {n:,} {'messages' if kind == 'oneway' else 'calls'} in {seconds:.0f} s")
+
+
+def _record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    cmd = [py_spy, "record", "-p", str(pid), "-r", "200", "-d", str(int(seconds))]
+    cmd += ["-f", "raw", "-o", str(out), "--nonblocking"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _summary(title: str, raw: Path, top: int = 15) -> None:
+    own: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        threads[frames[0].split(" (")[0]] += n
+        leaf = frames[-1]
+        name, _, where = leaf.partition(" (")
+        own[f"{name} ({where.rsplit('/', 1)[-1]}"] += n
+    print(f"\n{title}: {total} samples")
+    for name, n in threads.most_common(5):
+        print(f"  thread {n / total:6.1%}  {name or '(idle)'}")
+    for name, n in own.most_common(top):
+        print(f"  {n / total:6.1%}  {name}")
+
+
+def main(argv: list[str]) -> int:
+    kind = argv[0] if argv else "oneway"
+    seconds = float(argv[1]) if len(argv) > 1 else 6.0
+    if kind not in ("oneway", "call"):
+        print("usage: profile_hot_paths.py [oneway|call] [seconds]", file=sys.stderr)
+        return 2
+    pem = CertificateAuthority.create("profile CA").to_pem()
+    options = node_network._options(pem, f"b@{HOST}", 3)
+    with ergo_py.start_node(f"b@{HOST}", options) as b, tempfile.TemporaryDirectory() as tmp:
+        b.spawn_register("sink", node_network.Sink)
+        b.spawn_register("pong", node_network.Pong)
+        port = b.network().acceptor_ports[0]  # type: ignore[attr-defined]
+        ready = mp.get_context("spawn").Event()
+        client = mp.get_context("spawn").Process(
+            target=_client, args=(pem, port, kind, seconds + 2, ready)
+        )
+        client.start()
+        try:
+            if not ready.wait(30):
+                print("the client did not connect", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+            assert client.pid is not None
+            server_raw, client_raw = Path(tmp, "server.txt"), Path(tmp, "client.txt")
+            recorders = [
+                _record(os.getpid(), seconds, server_raw),
+                _record(client.pid, seconds, client_raw),
+            ]
+            for r in recorders:
+                r.wait(seconds + 30)
+            client.join(seconds + 60)
+            for title, raw in (("node b (receiver)", server_raw), ("node a (sender)", client_raw)):
+                if raw.exists():
+                    _summary(title, raw)
+                else:
+                    print(f"\n{title}: no profile (is py-spy installed, may it ptrace?)")
+        finally:
+            if client.is_alive():
+                client.kill()
+                client.join(5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

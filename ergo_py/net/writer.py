@@ -19,6 +19,8 @@ import threading
 from ergo_py.gen.errors import ErrNoConnection
 
 DEFAULT_QUEUE_LIMIT = 1 << 20
+_STREAM_FRAMES = 8
+_STREAM_LINGER = 0.0002  # seconds
 
 
 class BatchWriter:
@@ -117,10 +119,18 @@ class BatchWriter:
 
     def _flush(self) -> None:
         with self._lock:
-            self._pending = False
             if self._closed:
+                self._pending = False
                 return
             frames = self._take()
+            # A stream (a burst of several frames): stay armed for a moment,
+            # so the senders' next frames need no wake-up of the loop (a
+            # self-pipe write each, a large share of a sender's time). A lone
+            # frame, such as a call, is never delayed.
+            streaming = len(frames) >= _STREAM_FRAMES
+            self._pending = streaming
+        if streaming:
+            self._loop.call_later(_STREAM_LINGER, self._flush)
         if frames:
             self._transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
 

@@ -71,9 +71,23 @@ def _packer() -> msgpack.Packer:
     return p
 
 
+# Spare packers for nested values (an extension type's payload): the calling
+# thread's own packer is busy with the outer value. Each one is taken off the
+# list for one pack (list.pop/append are atomic), so threads never share one;
+# one that failed mid-pack is dropped rather than reused with a dirty buffer.
+_NESTED_SPARE_MAX = 64
+_nested_spare: list[msgpack.Packer] = []
+
+
 def _pack_nested(obj: Any) -> bytes:
-    # A fresh packer: the thread's own one is busy with the outer value.
-    return msgpack.packb(obj, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
+    try:
+        p = _nested_spare.pop()
+    except IndexError:
+        p = msgpack.Packer(default=_default, strict_types=True, use_bin_type=True)
+    data: bytes = p.pack(obj)
+    if len(_nested_spare) < _NESTED_SPARE_MAX:
+        _nested_spare.append(p)
+    return data
 
 
 # Identifiers are immutable and the same few recur in every frame (sender,
@@ -102,10 +116,15 @@ def _identifier(obj: Any, t: type) -> msgpack.ExtType:
     return ext
 
 
+# ExtType's own __new__ re-checks the code and payload types in Python; ours are
+# right by construction, so build the named tuple directly on the hot path.
+_ext = tuple.__new__
+
+
 def _default(obj: Any) -> Any:
     t = type(obj)
     if t is tuple:
-        return msgpack.ExtType(EXT_TUPLE, _pack_nested(list(obj)))
+        return _ext(msgpack.ExtType, (EXT_TUPLE, _pack_nested(list(obj))))
     if t is PID or t is ProcessID or t is Atom or t is Ref or t is Alias:
         return _identifier(obj, t)
     if isinstance(obj, BaseException):

@@ -4,10 +4,27 @@ Wire shape, after the handshake (reference §6, our own body format)::
 
     [78][1][uint32 BE total length, header included][order][type] body
 
-The body is one msgpack array of the frame's fields, packed with
-:mod:`ergo_py.net.codec`, so PIDs, refs, aliases, tuples, registered
-dataclasses and exceptions cross the wire as themselves. Identifiers carry
-their node and creation in full: a frame means the same thing on any link.
+The body is one msgpack array of the frame's fields, in the order the frame
+class declares them. The frame's *own* identifiers (senders, recipients,
+targets, refs: every field typed as one below) sit in their fixed positions as
+plain msgpack arrays, with no extension type, because each frame has them and
+the ``default=`` hook that extension types need costs about three times as
+much to pack::
+
+    PID         [node: str, id: int, creation: int]
+    Ref, Alias  [node: str, id: bin (16 bytes, big-endian), creation: int]
+    ProcessID   [name: str, node: str]
+    target      one of the three shapes above (a PID, a ProcessID or an
+                Alias; told apart by length and by the type of the id)
+    PID or nil  a PID array, or nil (SpawnResult.pid)
+
+The other fields (the message, a reason, a result, spawn arguments) are terms
+packed with :mod:`ergo_py.net.codec`, so PIDs, refs, aliases, tuples,
+registered dataclasses and exceptions *inside* them cross the wire as
+themselves (extension types). Identifiers carry their node and creation in
+full: a frame means the same thing on any link. The encoded form of an
+identifier object is kept (bounded, by object identity), so a process's own
+PID is packed once, not once per frame.
 
 The ``order`` byte lets a receiver spread frames over several queues while
 keeping per-sender FIFO: frames with the same non-zero order byte must be
@@ -20,6 +37,7 @@ Nothing here touches a socket. :func:`encode_frame` returns bytes;
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -265,9 +283,133 @@ Frame: TypeAlias = (
 )
 
 
-# --- field checks -------------------------------------------------------------
+# --- field codecs ---------------------------------------------------------------
 
 _Check = Callable[[Any], Any]
+_Encode = Callable[[Any], bytes]
+
+_REF_ID_BYTES = 16
+_CACHE_MAX = 4096
+
+# Encoded identifiers by object identity: id(obj) -> (obj, bytes). The entry
+# holds the object, so its id cannot be reused while cached. Bounded; cleared
+# wholesale when full. dict get/set are atomic: any thread may use it.
+_enc_cache: dict[int, tuple[Any, bytes]] = {}
+# Decoded PIDs and names by their wire fields: the same few arrive over and over.
+_dec_cache: dict[tuple[Any, ...], Any] = {}
+
+
+def _shape(value: Any) -> str:
+    return type(value).__name__
+
+
+def _ident_fields(obj: Any, t: type) -> list[Any]:
+    if t is PID:
+        return [str(obj.node), obj.id, obj.creation]
+    if t is ProcessID:
+        return [str(obj.name), str(obj.node)]
+    try:
+        rid = obj.id.to_bytes(_REF_ID_BYTES, "big")
+    except OverflowError as exc:
+        raise ErrIncorrect(f"{obj!r}: id does not fit {_REF_ID_BYTES} bytes") from exc
+    return [str(obj.node), rid, obj.creation]
+
+
+def _ident_bytes(obj: Any, t: type) -> bytes:
+    """``obj`` (of exact type ``t``) as a plain msgpack array; cached unless a Ref."""
+    hit = _enc_cache.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    data = codec.encode(_ident_fields(obj, t))
+    if t is not Ref:  # refs are fresh for every call: caching them would only churn
+        if len(_enc_cache) >= _CACHE_MAX:
+            _enc_cache.clear()
+        _enc_cache[id(obj)] = (obj, data)
+    return data
+
+
+def _encoder(*types: type) -> _Encode:
+    names = "/".join(t.__name__ for t in types)
+
+    def encode(value: Any) -> bytes:
+        t = type(value)
+        if t not in types:
+            raise ErrIncorrect(f"expected {names}, got {t.__name__}")
+        return _ident_bytes(value, t)
+
+    return encode
+
+
+def _encode_optional_pid(value: Any) -> bytes:
+    if value is None:
+        return b"\xc0"  # nil
+    if type(value) is not PID:
+        raise ErrIncorrect(f"expected PID or None, got {_shape(value)}")
+    return _ident_bytes(value, PID)
+
+
+def _cached(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    value = _dec_cache.get(key)
+    if value is None:
+        value = make()
+        if len(_dec_cache) >= _CACHE_MAX:
+            _dec_cache.clear()
+        _dec_cache[key] = value
+    return value
+
+
+def _decode_pid(v: Any) -> PID:
+    if type(v) is list and len(v) == 3:
+        node, pid_id, creation = v
+        if type(node) is str and type(pid_id) is int and type(creation) is int:
+            pid: PID = _cached((node, pid_id, creation), lambda: PID(node, pid_id, creation))
+            return pid
+    raise RemoteProtocolError(f"expected a PID array, got {_shape(v)}")
+
+
+def _decode_name(v: Any) -> ProcessID:
+    if type(v) is list and len(v) == 2:
+        name, node = v
+        if type(name) is str and type(node) is str:
+            pn: ProcessID = _cached((name, node), lambda: ProcessID(name, node))
+            return pn
+    raise RemoteProtocolError(f"expected a ProcessID array, got {_shape(v)}")
+
+
+def _ref_parts(v: Any, what: str) -> tuple[str, int, int]:
+    if type(v) is list and len(v) == 3:
+        node, rid, creation = v
+        if (
+            type(node) is str
+            and type(rid) is bytes
+            and len(rid) == _REF_ID_BYTES
+            and type(creation) is int
+        ):
+            return node, int.from_bytes(rid, "big"), creation
+    raise RemoteProtocolError(f"expected {what} array, got {_shape(v)}")
+
+
+def _decode_ref(v: Any) -> Ref:
+    return Ref(*_ref_parts(v, "a Ref"))
+
+
+def _decode_alias(v: Any) -> Alias:
+    return Alias(*_ref_parts(v, "an Alias"))
+
+
+def _decode_target(v: Any) -> Any:
+    if type(v) is list:
+        if len(v) == 2:
+            return _decode_name(v)
+        if len(v) == 3 and type(v[1]) is int:
+            return _decode_pid(v)
+        if len(v) == 3:
+            return _decode_alias(v)
+    raise RemoteProtocolError(f"expected a PID, ProcessID or Alias array, got {_shape(v)}")
+
+
+def _decode_optional_pid(v: Any) -> PID | None:
+    return None if v is None else _decode_pid(v)
 
 
 def _exact(*types: type) -> _Check:
@@ -285,12 +427,6 @@ def _any(value: Any) -> Any:
     return value
 
 
-def _optional_pid(value: Any) -> Any:
-    if value is not None and type(value) is not PID:
-        raise RemoteProtocolError(f"expected PID or nil, got {type(value).__name__}")
-    return value
-
-
 def _env(value: Any) -> Any:
     if type(value) is not dict or not all(type(k) is str for k in value):
         raise RemoteProtocolError("expected a dict with str keys")
@@ -303,38 +439,64 @@ def _args(value: Any) -> Any:
     return tuple(value)
 
 
-_pid = _exact(PID)
-_name = _exact(ProcessID)
-_alias = _exact(Alias)
-_ref = _exact(Ref)
-_str = _exact(str)
-_bool = _exact(bool)
-_target = _exact(PID, ProcessID, Alias)
+# A field's (encoder, decoder). Identifier fields are plain arrays; the rest
+# are codec terms.
+_Field = tuple[_Encode, _Check]
+_PID: _Field = (_encoder(PID), _decode_pid)
+_NAME: _Field = (_encoder(ProcessID), _decode_name)
+_ALIAS: _Field = (_encoder(Alias), _decode_alias)
+_REF: _Field = (_encoder(Ref), _decode_ref)
+_TARGET: _Field = (_encoder(PID, ProcessID, Alias), _decode_target)
+_OPT_PID: _Field = (_encode_optional_pid, _decode_optional_pid)
+_TERM: _Field = (codec.encode, _any)
+_STR: _Field = (codec.encode, _exact(str))
+_BOOL: _Field = (codec.encode, _exact(bool))
+_ARGS: _Field = (codec.encode, _args)
+_ENV: _Field = (codec.encode, _env)
 
-# type byte -> (class, field names, field checks)
-_SPECS: dict[int, tuple[type[Any], tuple[_Check, ...]]] = {
-    TYPE_SEND_PID: (SendPID, (_pid, _pid, _any)),
-    TYPE_SEND_NAME: (SendName, (_pid, _name, _any)),
-    TYPE_SEND_ALIAS: (SendAlias, (_pid, _alias, _any)),
-    TYPE_CALL_PID: (CallPID, (_pid, _pid, _ref, _any)),
-    TYPE_CALL_NAME: (CallName, (_pid, _name, _ref, _any)),
-    TYPE_CALL_ALIAS: (CallAlias, (_pid, _alias, _ref, _any)),
-    TYPE_CALL_RESPONSE: (CallResponse, (_pid, _pid, _ref, _any)),
-    TYPE_CALL_ERROR: (CallError, (_pid, _pid, _ref, _any)),
-    TYPE_EXIT: (Exit, (_target, _pid, _any)),
-    TYPE_LINK: (Link, (_pid, _target)),
-    TYPE_UNLINK: (Unlink, (_pid, _target)),
-    TYPE_MONITOR: (Monitor, (_pid, _target, _ref)),
-    TYPE_DEMONITOR: (Demonitor, (_pid, _target, _ref)),
-    TYPE_DOWN: (Down, (_pid, _target, _ref, _any)),
-    TYPE_SPAWN_REQUEST: (SpawnRequest, (_pid, _ref, _str, _str, _args, _bool, _env)),
-    TYPE_SPAWN_RESULT: (SpawnResult, (_pid, _ref, _optional_pid, _any)),
+# type byte -> (class, field codecs in declaration order)
+_SPECS: dict[int, tuple[type[Any], tuple[_Field, ...]]] = {
+    TYPE_SEND_PID: (SendPID, (_PID, _PID, _TERM)),
+    TYPE_SEND_NAME: (SendName, (_PID, _NAME, _TERM)),
+    TYPE_SEND_ALIAS: (SendAlias, (_PID, _ALIAS, _TERM)),
+    TYPE_CALL_PID: (CallPID, (_PID, _PID, _REF, _TERM)),
+    TYPE_CALL_NAME: (CallName, (_PID, _NAME, _REF, _TERM)),
+    TYPE_CALL_ALIAS: (CallAlias, (_PID, _ALIAS, _REF, _TERM)),
+    TYPE_CALL_RESPONSE: (CallResponse, (_PID, _PID, _REF, _TERM)),
+    TYPE_CALL_ERROR: (CallError, (_PID, _PID, _REF, _TERM)),
+    TYPE_EXIT: (Exit, (_TARGET, _PID, _TERM)),
+    TYPE_LINK: (Link, (_PID, _TARGET)),
+    TYPE_UNLINK: (Unlink, (_PID, _TARGET)),
+    TYPE_MONITOR: (Monitor, (_PID, _TARGET, _REF)),
+    TYPE_DEMONITOR: (Demonitor, (_PID, _TARGET, _REF)),
+    TYPE_DOWN: (Down, (_PID, _TARGET, _REF, _TERM)),
+    TYPE_SPAWN_REQUEST: (SpawnRequest, (_PID, _REF, _STR, _STR, _ARGS, _BOOL, _ENV)),
+    TYPE_SPAWN_RESULT: (SpawnResult, (_PID, _REF, _OPT_PID, _TERM)),
     TYPE_KEEPALIVE: (Keepalive, ()),
-    TYPE_CLOSE: (Close, (_bool,)),
+    TYPE_CLOSE: (Close, (_BOOL,)),
 }
-_TYPE_OF: dict[type[Any], int] = {cls: code for code, (cls, _) in _SPECS.items()}
-_FIELDS: dict[type[Any], tuple[str, ...]] = {
-    cls: tuple(cls.__dataclass_fields__) for cls, _ in _SPECS.values()
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """All of a frame's field values as a tuple, in one call."""
+    if len(names) > 1:
+        return operator.attrgetter(*names)
+    return lambda frame: tuple(getattr(frame, n) for n in names)
+
+
+_Encoding = tuple[int, Callable[[Any], tuple[Any, ...]], tuple[_Encode, ...], bytes]
+# class -> (type byte, field values getter, field encoders, msgpack array header)
+_ENCODING: dict[type[Any], _Encoding] = {
+    cls: (
+        code,
+        _getter(tuple(cls.__dataclass_fields__)),
+        tuple(enc for enc, _ in fields),
+        bytes([0x90 | len(fields)]),  # a fixarray: every frame has fewer than 16 fields
+    )
+    for code, (cls, fields) in _SPECS.items()
+}
+_CHECKS: dict[int, tuple[type[Any], tuple[_Check, ...]]] = {
+    code: (cls, tuple(dec for _, dec in fields)) for code, (cls, fields) in _SPECS.items()
 }
 
 
@@ -385,21 +547,37 @@ def encode_frame(frame: Frame, max_size: int = 0, *, order: int | None = None) -
     ``gen.ErrUnsupportedType``; a non-frame or a bad order ``gen.ErrIncorrect``.
     Pure function: safe to call from any thread.
     """
-    code = _TYPE_OF.get(type(frame))
-    if code is None:
+    spec = _ENCODING.get(type(frame))
+    if spec is None:
         raise ErrIncorrect(f"not a frame: {type(frame).__name__}")
+    code, values, encoders, array = spec
     if order is None:
         order = frame_order(frame)
     elif not 0 <= order <= 255:
         raise ErrIncorrect(f"order byte out of range: {order}")
-    fields = _FIELDS[type(frame)]
-    body = codec.encode([getattr(frame, f) for f in fields]) if fields else b""
-    total = HEADER_SIZE + len(body)
+    parts = [b""]
+    body_size = 0
+    if encoders:
+        parts.append(array)
+        body_size = 1
+        try:
+            for encode, value in zip(encoders, values(frame), strict=True):
+                part = encode(value)
+                parts.append(part)
+                body_size += len(part)
+        except ErrIncorrect as exc:
+            raise ErrIncorrect(f"{type(frame).__name__} frame: {exc}") from None
+    total = HEADER_SIZE + body_size
     if max_size and total > max_size:
         raise ErrTooLarge(f"frame of {total} bytes exceeds the peer's limit of {max_size}")
     if total > _MAX_TOTAL:
         raise ErrTooLarge(f"frame of {total} bytes does not fit the 32-bit length")
-    return _HEADER.pack(MAGIC, VERSION, total, order, code) + body
+    parts[0] = _HEADER.pack(MAGIC, VERSION, total, order, code)
+    return b"".join(parts)
+
+
+def _call(check: _Check, value: Any) -> Any:
+    return check(value)
 
 
 def decode_frame(frame_type: int, body: bytes) -> Frame:
@@ -410,7 +588,7 @@ def decode_frame(frame_type: int, body: bytes) -> Frame:
     can split a stream on the loop (:meth:`FrameDecoder.next_raw`) and decode
     bodies elsewhere.
     """
-    spec = _SPECS.get(frame_type)
+    spec = _CHECKS.get(frame_type)
     if spec is None:
         raise RemoteProtocolError(f"unknown frame type {frame_type}")
     cls, checks = spec
@@ -422,7 +600,7 @@ def decode_frame(frame_type: int, body: bytes) -> Frame:
     if type(values) is not list or len(values) != len(checks):
         raise RemoteProtocolError(f"{cls.__name__} frame: wrong field count")
     try:
-        return cls(*(check(v) for check, v in zip(checks, values, strict=True)))  # type: ignore[no-any-return]
+        return cls(*map(_call, checks, values))  # type: ignore[no-any-return]
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"{cls.__name__} frame: {exc}") from None
 

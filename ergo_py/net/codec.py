@@ -212,7 +212,7 @@ def encode(obj: Any) -> bytes:
         raise ErrUnsupportedType(str(exc)) from exc
 
 
-def decode(data: bytes) -> Any:
+def decode(data: bytes | bytearray) -> Any:
     """Unpack exactly one term; anything malformed raises ``RemoteProtocolError``."""
     try:
         return msgpack.unpackb(

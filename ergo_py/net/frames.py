@@ -348,21 +348,21 @@ def _encode_optional_pid(value: Any) -> bytes:
     return _ident_bytes(value, PID)
 
 
-def _cached(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
-    value = _dec_cache.get(key)
-    if value is None:
-        value = make()
-        if len(_dec_cache) >= _CACHE_MAX:
-            _dec_cache.clear()
-        _dec_cache[key] = value
-    return value
+def _remember(key: tuple[Any, ...], value: Any) -> None:
+    if len(_dec_cache) >= _CACHE_MAX:
+        _dec_cache.clear()
+    _dec_cache[key] = value
 
 
 def _decode_pid(v: Any) -> PID:
     if type(v) is list and len(v) == 3:
         node, pid_id, creation = v
         if type(node) is str and type(pid_id) is int and type(creation) is int:
-            pid: PID = _cached((node, pid_id, creation), lambda: PID(node, pid_id, creation))
+            key = (node, pid_id, creation)
+            pid: PID | None = _dec_cache.get(key)
+            if pid is None:
+                pid = PID(node, pid_id, creation)
+                _remember(key, pid)
             return pid
     raise RemoteProtocolError(f"expected a PID array, got {_shape(v)}")
 
@@ -371,7 +371,11 @@ def _decode_name(v: Any) -> ProcessID:
     if type(v) is list and len(v) == 2:
         name, node = v
         if type(name) is str and type(node) is str:
-            pn: ProcessID = _cached((name, node), lambda: ProcessID(name, node))
+            key = (name, node)
+            pn: ProcessID | None = _dec_cache.get(key)
+            if pn is None:
+                pn = ProcessID(name, node)
+                _remember(key, pn)
             return pn
     raise RemoteProtocolError(f"expected a ProcessID array, got {_shape(v)}")
 
@@ -477,26 +481,64 @@ _SPECS: dict[int, tuple[type[Any], tuple[_Field, ...]]] = {
 }
 
 
-def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    """All of a frame's field values as a tuple, in one call."""
-    if len(names) > 1:
-        return operator.attrgetter(*names)
-    return lambda frame: tuple(getattr(frame, n) for n in names)
+def _body_encoder(names: tuple[str, ...], encoders: tuple[_Encode, ...]) -> Callable[[Any], bytes]:
+    """Frame -> body bytes (array header and fields); unrolled for the common shapes."""
+    array = bytes([0x90 | len(names)])  # a fixarray: every frame has fewer than 16 fields
+    if not names:
+        return lambda frame: b""
+    if len(names) == 1:
+        (only,) = encoders
+        return lambda frame: array + only(getattr(frame, names[0]))
+    values = operator.attrgetter(*names)
+    if len(names) == 3:
+        e0, e1, e2 = encoders
+
+        def three(frame: Any) -> bytes:
+            v0, v1, v2 = values(frame)
+            return b"".join((array, e0(v0), e1(v1), e2(v2)))
+
+        return three
+    if len(names) == 4:
+        f0, f1, f2, f3 = encoders
+
+        def four(frame: Any) -> bytes:
+            v0, v1, v2, v3 = values(frame)
+            return b"".join((array, f0(v0), f1(v1), f2(v2), f3(v3)))
+
+        return four
+    return lambda frame: b"".join([array, *map(_call, encoders, values(frame))])
 
 
-_Encoding = tuple[int, Callable[[Any], tuple[Any, ...]], tuple[_Encode, ...], bytes]
-# class -> (type byte, field values getter, field encoders, msgpack array header)
-_ENCODING: dict[type[Any], _Encoding] = {
-    cls: (
-        code,
-        _getter(tuple(cls.__dataclass_fields__)),
-        tuple(enc for enc, _ in fields),
-        bytes([0x90 | len(fields)]),  # a fixarray: every frame has fewer than 16 fields
-    )
+# class -> (type byte, body encoder)
+_ENCODING: dict[type[Any], tuple[int, Callable[[Any], bytes]]] = {
+    cls: (code, _body_encoder(tuple(cls.__dataclass_fields__), tuple(e for e, _ in fields)))
     for code, (cls, fields) in _SPECS.items()
 }
-_CHECKS: dict[int, tuple[type[Any], tuple[_Check, ...]]] = {
-    code: (cls, tuple(dec for _, dec in fields)) for code, (cls, fields) in _SPECS.items()
+
+
+def _body_decoder(cls: type[Any], checks: tuple[_Check, ...]) -> Callable[[list[Any]], Any]:
+    """Fields (already counted) -> the frame; unrolled for the common shapes."""
+    if len(checks) == 3 and checks[2] is _any:
+        c0, c1 = checks[:2]
+
+        def three(v: list[Any]) -> Any:
+            return cls(c0(v[0]), c1(v[1]), v[2])
+
+        return three
+    if len(checks) == 4 and checks[3] is _any:
+        d0, d1, d2 = checks[:3]
+
+        def four(v: list[Any]) -> Any:
+            return cls(d0(v[0]), d1(v[1]), d2(v[2]), v[3])
+
+        return four
+    return lambda v: cls(*map(_call, checks, v))
+
+
+# type byte -> (class, field count, body decoder)
+_DECODING: dict[int, tuple[type[Any], int, Callable[[list[Any]], Any]]] = {
+    code: (cls, len(fields), _body_decoder(cls, tuple(dec for _, dec in fields)))
+    for code, (cls, fields) in _SPECS.items()
 }
 
 
@@ -550,37 +592,28 @@ def encode_frame(frame: Frame, max_size: int = 0, *, order: int | None = None) -
     spec = _ENCODING.get(type(frame))
     if spec is None:
         raise ErrIncorrect(f"not a frame: {type(frame).__name__}")
-    code, values, encoders, array = spec
+    code, build = spec
     if order is None:
         order = frame_order(frame)
     elif not 0 <= order <= 255:
         raise ErrIncorrect(f"order byte out of range: {order}")
-    parts = [b""]
-    body_size = 0
-    if encoders:
-        parts.append(array)
-        body_size = 1
-        try:
-            for encode, value in zip(encoders, values(frame), strict=True):
-                part = encode(value)
-                parts.append(part)
-                body_size += len(part)
-        except ErrIncorrect as exc:
-            raise ErrIncorrect(f"{type(frame).__name__} frame: {exc}") from None
-    total = HEADER_SIZE + body_size
+    try:
+        body = build(frame)
+    except ErrIncorrect as exc:
+        raise ErrIncorrect(f"{type(frame).__name__} frame: {exc}") from None
+    total = HEADER_SIZE + len(body)
     if max_size and total > max_size:
         raise ErrTooLarge(f"frame of {total} bytes exceeds the peer's limit of {max_size}")
     if total > _MAX_TOTAL:
         raise ErrTooLarge(f"frame of {total} bytes does not fit the 32-bit length")
-    parts[0] = _HEADER.pack(MAGIC, VERSION, total, order, code)
-    return b"".join(parts)
+    return _HEADER.pack(MAGIC, VERSION, total, order, code) + body
 
 
 def _call(check: _Check, value: Any) -> Any:
     return check(value)
 
 
-def decode_frame(frame_type: int, body: bytes) -> Frame:
+def decode_frame(frame_type: int, body: bytes | bytearray) -> Frame:
     """Build the frame of ``frame_type`` from its body bytes.
 
     Raises ``gen.RemoteProtocolError`` for an unknown type, a body that does not
@@ -588,19 +621,19 @@ def decode_frame(frame_type: int, body: bytes) -> Frame:
     can split a stream on the loop (:meth:`FrameDecoder.next_raw`) and decode
     bodies elsewhere.
     """
-    spec = _CHECKS.get(frame_type)
+    spec = _DECODING.get(frame_type)
     if spec is None:
         raise RemoteProtocolError(f"unknown frame type {frame_type}")
-    cls, checks = spec
-    if not checks:
+    cls, count, build = spec
+    if not count:
         if body:
             raise RemoteProtocolError(f"{cls.__name__} frame must have an empty body")
         return cls()  # type: ignore[no-any-return]
     values = codec.decode(body)
-    if type(values) is not list or len(values) != len(checks):
+    if type(values) is not list or len(values) != count:
         raise RemoteProtocolError(f"{cls.__name__} frame: wrong field count")
     try:
-        return cls(*map(_call, checks, values))  # type: ignore[no-any-return]
+        return build(values)  # type: ignore[no-any-return]
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"{cls.__name__} frame: {exc}") from None
 
@@ -671,6 +704,14 @@ class FrameDecoder:
 
         The header (magic, version, type, length limits) is fully checked here.
         """
+        split = self._split()
+        if split is None:
+            return None
+        order, code, body = split
+        return RawFrame(order, code, bytes(body))
+
+    def _split(self) -> tuple[int, int, bytearray] | None:
+        """(order, type, body copy) of the next whole frame, header checked."""
         if self._error is not None:
             raise self._error
         buf = self._buf
@@ -681,35 +722,42 @@ class FrameDecoder:
                 self._pos = 0
             return None
         magic, version, total, order, code = _HEADER.unpack_from(buf, pos)
-        try:
-            if magic != MAGIC:
-                raise RemoteProtocolError(f"bad frame magic {magic}")
-            if version != VERSION:
-                raise RemoteProtocolError(f"unsupported frame version {version}")
-            if code not in _SPECS:
-                raise RemoteProtocolError(f"unknown frame type {code}")
-            if total < HEADER_SIZE:
-                raise RemoteProtocolError(f"frame length {total} is shorter than its header")
-            if self._max_size and total > self._max_size:
-                raise ErrTooLarge(f"frame of {total} bytes exceeds our limit of {self._max_size}")
-        except (RemoteProtocolError, ErrTooLarge) as exc:
-            self._error = exc
-            raise
+        if (
+            magic != MAGIC
+            or version != VERSION
+            or code not in _DECODING
+            or total < HEADER_SIZE
+            or (self._max_size and total > self._max_size)
+        ):
+            self._refuse(magic, version, total, code)
         end = pos + total
         if len(buf) < end:
             return None
-        with memoryview(buf) as view:
-            body = bytes(view[pos + HEADER_SIZE : end])  # one copy, then release
         self._pos = end
-        return RawFrame(order, code, body)
+        return order, code, buf[pos + HEADER_SIZE : end]  # one copy
+
+    def _refuse(self, magic: int, version: int, total: int, code: int) -> None:
+        exc: RemoteProtocolError | ErrTooLarge
+        if magic != MAGIC:
+            exc = RemoteProtocolError(f"bad frame magic {magic}")
+        elif version != VERSION:
+            exc = RemoteProtocolError(f"unsupported frame version {version}")
+        elif code not in _DECODING:
+            exc = RemoteProtocolError(f"unknown frame type {code}")
+        elif total < HEADER_SIZE:
+            exc = RemoteProtocolError(f"frame length {total} is shorter than its header")
+        else:
+            exc = ErrTooLarge(f"frame of {total} bytes exceeds our limit of {self._max_size}")
+        self._error = exc
+        raise exc
 
     def next_frame(self) -> Frame | None:
         """The next decoded frame, or None when more data is needed."""
-        raw = self.next_raw()
-        if raw is None:
+        split = self._split()
+        if split is None:
             return None
         try:
-            return decode_frame(raw.type, raw.body)
+            return decode_frame(split[1], split[2])
         except RemoteProtocolError as exc:
             self._error = exc
             raise

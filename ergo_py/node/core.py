@@ -17,7 +17,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ergo_py.act.actor import Actor
@@ -61,6 +61,7 @@ from ergo_py.net import codec
 from ergo_py.node.calls import CallTable
 from ergo_py.node.links import Key, LinkTable, NodeKey
 from ergo_py.node.process import (
+    Batch,
     Deliver,
     Down,
     ExitSignal,
@@ -606,6 +607,28 @@ class Core(Node, NodeRouter):
         with self._lock:
             state = self._lookup(to)
         state.tell(Deliver(from_pid, message))
+
+    def route_sends(
+        self, sends: Sequence[tuple[PID, RemoteTarget, Any]]
+    ) -> list[tuple[int, ErgoError]]:
+        """One table look-up per message under one lock; one mailbox put per recipient."""
+        failed: list[tuple[int, ErgoError]] = []
+        batches: dict[int, tuple[ProcessState, list[object]]] = {}
+        with self._lock:
+            for i, (from_pid, to, message) in enumerate(sends):
+                try:
+                    state = self._lookup(self._norm(to))
+                except ErgoError as exc:
+                    failed.append((i, exc))
+                    continue
+                entry = batches.get(id(state))
+                if entry is None:
+                    batches[id(state)] = (state, [Deliver(from_pid, message)])
+                else:
+                    entry[1].append(Deliver(from_pid, message))
+        for state, envelopes in batches.values():
+            state.tell(envelopes[0] if len(envelopes) == 1 else Batch(envelopes))
+        return failed
 
     def route_call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         to = self._norm(to)

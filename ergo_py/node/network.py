@@ -128,6 +128,9 @@ class _Acceptor:
     tls: ListenerTLS | None
 
 
+_SEND_FRAMES = (fr.SendPID, fr.SendName, fr.SendAlias)
+
+
 def _random_cookie() -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(16))
@@ -472,17 +475,38 @@ class TCPBackend(NetworkBackend, Network):
         self._dispatch_all(link, frames)
 
     def _dispatch_all(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
+        """Route ``frames`` in order; a run of plain messages goes to the router at once.
+
+        The run is handed over before any other frame (a call, an exit, a
+        down) is routed, so those still queue behind the messages before them.
+        """
+        run: list[tuple[PID, RemoteTarget, Any]] = []
         for frame in frames:
+            if isinstance(frame, _SEND_FRAMES):
+                run.append((frame.from_, frame.to, frame.message))
+                continue
+            if run:
+                self._route_sends(link, run)
+                run = []
             try:
                 self._dispatch(frame)
             except ErgoError as exc:
-                log.info(
-                    "%s: frame %s from %s not delivered: %s",
-                    self._name,
-                    type(frame).__name__,
-                    link.peer_address,
-                    exc,
-                )
+                self._not_delivered(link, type(frame).__name__, exc)
+        if run:
+            self._route_sends(link, run)
+
+    def _route_sends(self, link: LinkProtocol, run: list[tuple[PID, RemoteTarget, Any]]) -> None:
+        if len(run) == 1:
+            try:
+                self._router.route_send(*run[0])
+            except ErgoError as exc:
+                self._not_delivered(link, "message", exc)
+            return
+        for _, error in self._router.route_sends(run):
+            self._not_delivered(link, "message", error)
+
+    def _not_delivered(self, link: LinkProtocol, what: str, exc: ErgoError) -> None:
+        log.info("%s: frame %s from %s not delivered: %s", self._name, what, link.peer_address, exc)
 
     def link_peer_closed(self, link: LinkProtocol, replaced: bool) -> None:
         conn = self._link_conn.get(link)

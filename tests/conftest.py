@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 import time
@@ -13,6 +14,11 @@ import pytest
 
 import ergo_py
 from ergo_py import act, gen
+
+# The suite runs on the standard asyncio loop (what a plain install uses) unless
+# told otherwise: ERGO_PY_LOOP=uvloop make test runs it all on uvloop;
+# test_uvloop.py covers uvloop either way.
+os.environ.setdefault("ERGO_PY_LOOP", "asyncio")
 
 _seq = itertools.count()
 

@@ -335,6 +335,9 @@ def _encoder(*types: type) -> _Encode:
         t = type(value)
         if t not in types:
             raise ErrIncorrect(f"expected {names}, got {t.__name__}")
+        hit = _enc_cache.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
         return _ident_bytes(value, t)
 
     return encode

@@ -1042,7 +1042,7 @@ class TCPBackend(NetworkBackend, Network):
             frame = fr.SendName(from_pid, to, message)
         else:
             frame = fr.SendAlias(from_pid, to, message)
-        self._send_frame(to.node, frame)
+        self._send_frame(to.node, frame, order=fr.order_byte(from_pid.id))
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         frame: fr.Frame
@@ -1052,7 +1052,7 @@ class TCPBackend(NetworkBackend, Network):
             frame = fr.CallName(from_pid, to, ref, request)
         else:
             frame = fr.CallAlias(from_pid, to, ref, request)
-        self._send_frame(to.node, frame)
+        self._send_frame(to.node, frame, order=fr.order_byte(from_pid.id))
 
     def reply(
         self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None

@@ -600,7 +600,8 @@ class Core(Node, NodeRouter):
         args: tuple[Any, ...],
         options: ProcessOptions | None = None,
     ) -> PID:
-        return self.spawn_from(parent, register or None, factory, codec.copy(args), options)
+        # The args were just decoded off the wire: nobody else holds them, no copy needed.
+        return self.spawn_from(parent, register or None, factory, tuple(args), options)
 
     def route_send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         to = self._norm(to)
@@ -614,18 +615,25 @@ class Core(Node, NodeRouter):
         """One table look-up per message under one lock; one mailbox put per recipient."""
         failed: list[tuple[int, ErgoError]] = []
         batches: dict[int, tuple[ProcessState, list[object]]] = {}
+        last_to: object = None
+        envelopes: list[object] = []
         with self._lock:
             for i, (from_pid, to, message) in enumerate(sends):
-                try:
-                    state = self._lookup(self._norm(to))
-                except ErgoError as exc:
-                    failed.append((i, exc))
-                    continue
-                entry = batches.get(id(state))
-                if entry is None:
-                    batches[id(state)] = (state, [Deliver(from_pid, message)])
-                else:
-                    entry[1].append(Deliver(from_pid, message))
+                if to is not last_to:  # a burst is mostly one recipient (same decoded object)
+                    try:
+                        state = self._lookup(self._norm(to))
+                    except ErgoError as exc:
+                        failed.append((i, exc))
+                        last_to = None
+                        continue
+                    last_to = to
+                    entry = batches.get(id(state))
+                    if entry is None:
+                        envelopes = []
+                        batches[id(state)] = (state, envelopes)
+                    else:
+                        envelopes = entry[1]
+                envelopes.append(Deliver(from_pid, message))
         for state, envelopes in batches.values():
             state.tell(envelopes[0] if len(envelopes) == 1 else Batch(envelopes))
         return failed

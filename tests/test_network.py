@@ -13,7 +13,6 @@ import pytest
 from conftest import WAIT, Recorder, get, wait_threads_gone
 
 from ergo_py import act, gen, lib
-from ergo_py.node.network import POOL_AFTER_FRAMES
 from ergo_py.testing import Cluster, free_port
 
 
@@ -286,44 +285,13 @@ def _wait_for(pred: Any, timeout: float = WAIT) -> bool:
     return bool(pred())
 
 
-def _busy(a: gen.Node, target: gen.ProcessID) -> None:
-    """Enough traffic on the connection for its other pool links to open."""
-    for i in range(POOL_AFTER_FRAMES):
-        a.call(target, i)
-
-
-def test_a_quiet_connection_is_one_link_until_it_carries_traffic(nodes: Cluster) -> None:
+def test_a_connection_is_a_pool_of_three_links_on_both_sides(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)
-    pong = gen.ProcessID("pong", "b@127.0.0.1")
-    a.call(pong, 0)
-    assert a.network().info("b@127.0.0.1")["pool_links"] == 1
-    assert b.network().info("a@127.0.0.1")["pool_links"] == 1
-
-
-def test_a_busy_connection_is_a_pool_of_three_links_on_both_sides(nodes: Cluster) -> None:
-    a = nodes.start("a@127.0.0.1")
-    b = nodes.start("b@127.0.0.1")
-    b.spawn_register("pong", Pong)
-    _busy(a, gen.ProcessID("pong", "b@127.0.0.1"))
+    a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
     assert _wait_for(lambda: a.network().info("b@127.0.0.1")["pool_links"] == 3)
     assert _wait_for(lambda: b.network().info("a@127.0.0.1")["pool_links"] == 3)
-
-
-def test_traffic_the_dialer_only_receives_also_opens_the_pool(nodes: Cluster) -> None:
-    a = nodes.start("a@127.0.0.1")
-    b = nodes.start("b@127.0.0.1")
-    out: queue.Queue[Any] = queue.Queue()
-    sink = a.spawn(Sink, out)
-    b.spawn_register("pong", Pong)
-    a.call(gen.ProcessID("pong", "b@127.0.0.1"), 0)  # a dials
-    for i in range(2 * POOL_AFTER_FRAMES):
-        b.send(sink, i)
-    assert [out.get(timeout=WAIT) for _ in range(2 * POOL_AFTER_FRAMES)] == list(
-        range(2 * POOL_AFTER_FRAMES)
-    )
-    assert _wait_for(lambda: a.network().info("b@127.0.0.1")["pool_links"] == 3)
 
 
 def test_many_senders_keep_their_own_order_across_the_pool(nodes: Cluster) -> None:
@@ -340,8 +308,7 @@ def test_many_senders_keep_their_own_order_across_the_pool(nodes: Cluster) -> No
             for i in range(1000):
                 self.send(sink, (self.tag, i))
 
-    b.spawn_register("pong", Pong)
-    _busy(a, gen.ProcessID("pong", "b@127.0.0.1"))
+    a.network().get_node("b@127.0.0.1")
     assert _wait_for(lambda: a.network().info("b@127.0.0.1")["pool_links"] == 3)
     senders = [a.spawn(Sender, tag) for tag in range(8)]
     for pid in senders:
@@ -364,7 +331,7 @@ def test_reconnected_pool_links_all_present_the_rotated_certificate(nodes: Clust
     cam = nodes.managers["a@127.0.0.1"]
     cam.update(nodes.ca.issue("a@127.0.0.1", hosts=("127.0.0.1",)))
     a.network().disconnect("b@127.0.0.1")
-    _busy(a, pong)
+    a.call(pong, 2)
     assert _wait_for(lambda: a.network().info("b@127.0.0.1")["pool_links"] == 3)
     links = a.network().info("b@127.0.0.1")["links"]
     assert [link["local_cert_version"] for link in links] == [cam.version] * 3

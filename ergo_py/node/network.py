@@ -104,12 +104,6 @@ class _Connection:
     waiting: set[int] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
     drained: asyncio.Event = field(default_factory=asyncio.Event)
-    # The dialer's other pool links, not yet opened: they open once the
-    # connection has carried POOL_AFTER_FRAMES frames (see _traffic), so an
-    # idle or short-lived connection costs one TLS handshake, not pool_size.
-    pool_opener: Callable[[], None] | None = None
-    pool_asked: bool = False
-    traffic: int = 0
 
     def pick(self, order: int) -> LinkProtocol:
         """The link for an order byte; the same one for as long as the connection lives.
@@ -135,9 +129,6 @@ class _Acceptor:
 
 
 _SEND_FRAMES = (fr.SendPID, fr.SendName, fr.SendAlias)
-
-POOL_AFTER_FRAMES = 64
-"""Frames (either way) a dialed connection carries before its other pool links open."""
 
 
 def _random_cookie() -> str:
@@ -476,12 +467,11 @@ class TCPBackend(NetworkBackend, Network):
             ev.set()
 
     def link_frames(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
-        conn = self._link_conn.get(link)
-        if conn is not None and conn.pool_opener is not None:
-            self._traffic(conn, len(frames))
-        if self._holding and conn is not None and conn.held is not None:
-            conn.held.append((link, frames))
-            return
+        if self._holding:
+            conn = self._link_conn.get(link)
+            if conn is not None and conn.held is not None:
+                conn.held.append((link, frames))
+                return
         self._dispatch_all(link, frames)
 
     def _dispatch_all(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
@@ -962,40 +952,15 @@ class TCPBackend(NetworkBackend, Network):
             raise ErrNoConnection(f"connection to {node} closed right after the handshake")
         if isinstance(done, HandshakeComplete) and done.pool_size > 1:
             # The connection is usable now; the other pool links join in the
-            # background once it carries traffic (order bytes stick to the
-            # link they first used, so a late join never reorders a stream).
-            # Each join re-reads the cert manager: a pool link dialled after a
-            # rotation presents the new cert.
-            def open_pool() -> None:
-                for _ in range(done.pool_size - 1):
-                    join = self._join_machine(node, cookie, done)
-                    task = asyncio.ensure_future(
-                        self._open_link(host, route.port, use_tls, host, join)
-                    )
-                    self._joins[task] = node
-                    task.add_done_callback(self._join_done(node, done.connection_id))
-
-            mine = self._by_id(done.connection_id)
-            if mine is not None:
-                mine.pool_opener = open_pool
+            # background (order bytes stick to the link they first used, so a
+            # late join never reorders a stream). Each join re-reads the cert
+            # manager: a pool link dialled after a rotation presents the new cert.
+            for _ in range(done.pool_size - 1):
+                join = self._join_machine(node, cookie, done)
+                task = asyncio.ensure_future(self._open_link(host, route.port, use_tls, host, join))
+                self._joins[task] = node
+                task.add_done_callback(self._join_done(node, done.connection_id))
         return conn
-
-    def _traffic(self, conn: _Connection, frames: int) -> None:
-        """Count frames on a connection whose pool is still closed; open it when busy."""
-        conn.traffic += frames
-        if conn.traffic >= POOL_AFTER_FRAMES and not conn.pool_asked:
-            conn.pool_asked = True
-            if self._lt.in_loop_thread():
-                self._open_pool(conn)
-            else:
-                with contextlib.suppress(ErgoError):
-                    self._lt.call_soon(self._open_pool, conn)
-
-    def _open_pool(self, conn: _Connection) -> None:
-        """(Loop thread.) Start the deferred pool joins, once."""
-        opener, conn.pool_opener = conn.pool_opener, None
-        if opener is not None and not (conn.closed or conn.draining or self._stopped):
-            opener()
 
     def _join_done(self, node: str, cid: str) -> Callable[[asyncio.Future[Any]], None]:
         def done(task: asyncio.Future[Any]) -> None:
@@ -1066,8 +1031,6 @@ class TCPBackend(NetworkBackend, Network):
                     continue  # closed or handed over meanwhile: the next one takes it
                 raise
             link.messages_out += 1
-            if conn.pool_opener is not None:
-                self._traffic(conn, 1)
             return
         raise ErrNoConnection(f"connection to {node} keeps closing")
 

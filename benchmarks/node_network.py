@@ -9,12 +9,17 @@ raw baseline (``baseline_tls.measure``) in the same round:
 - connection set-ups/s: dial + TLS + Ergo handshake + pool joins + one call
   (vs raw TLS connection + one request/response).
 
-Run: ``python benchmarks/node_network.py`` (``make bench`` has its own scenarios).
+Run: ``python benchmarks/node_network.py [pool size]`` (``make bench`` has its
+own scenarios). Both nodes use uvloop when it is installed (``pip install
+ergo_py[fast]``); ``ERGO_PY_LOOP=asyncio`` forces the standard loop. The
+baseline always runs on the standard asyncio loop; the table says which loop
+each side used.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
@@ -29,6 +34,7 @@ import baseline_tls
 import ergo_py
 from ergo_py import act, gen
 from ergo_py.lib import CertificateAuthority
+from ergo_py.net.loop import LOOP_ENV, loop_kind
 
 HOST = "127.0.0.1"
 MESSAGE = baseline_tls.MESSAGE
@@ -164,6 +170,10 @@ def main(
     print(
         f"node to node over mTLS, pool of {pool_size} links, {rounds} rounds"
         " (median, spread = (max-min)/median)"
+    )
+    print(
+        f"event loop: ergo_py {loop_kind()} ({LOOP_ENV}={os.environ.get(LOOP_ENV, '')!r}),"
+        " raw TLS baseline asyncio"
     )
     print(f"{'metric':<26}{'ergo_py':>12}{'spread':>8}{'raw TLS':>12}{'spread':>8}{'ratio':>8}")
     lines = [

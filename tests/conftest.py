@@ -18,6 +18,11 @@ import pytest
 import ergo_py
 from ergo_py import act, gen
 
+# The suite runs on the standard asyncio loop (what a plain install uses) unless
+# told otherwise: ERGO_PY_LOOP=uvloop make test runs it all on uvloop;
+# test_uvloop.py covers uvloop either way.
+os.environ.setdefault("ERGO_PY_LOOP", "asyncio")
+
 _seq = itertools.count()
 
 WAIT = 5.0  # seconds any single expected event may take before a test fails

@@ -158,9 +158,46 @@ def test_malformed_frames_raise_remote_protocol_error(data: bytes) -> None:
         dec.next_frame()
 
 
+def _plain(value: object) -> object:
+    """An identifier as the plain array a frame carries in its own fields."""
+    if type(value) is PID:
+        return [str(value.node), value.id, value.creation]
+    if type(value) is ProcessID:
+        return [str(value.name), str(value.node)]
+    if type(value) in (Ref, Alias):
+        assert isinstance(value, Ref)
+        return [str(value.node), value.id.to_bytes(16, "big"), value.creation]
+    return value
+
+
 def _with_body(type_: int, fields: list[object]) -> bytes:
-    body = codec.encode(fields)
+    body = codec.encode([_plain(f) for f in fields])
     return _header(8 + len(body), type_) + body
+
+
+def test_frame_identifiers_are_plain_arrays_in_fixed_positions() -> None:
+    data = encode_frame(fr.CallName(A, NAME, REF, (1, A)))
+    body = msgpack.unpackb(data[8:], raw=False)
+    assert body[:3] == [_plain(A), _plain(NAME), _plain(REF)]
+    # The message keeps its own types: a tuple holding a PID is an extension type.
+    assert isinstance(body[3], msgpack.ExtType)
+    assert codec.decode(codec.encode(body[3])) == (1, A)
+
+
+def test_a_target_field_takes_each_identifier_shape() -> None:
+    for target in (B, NAME, ALIAS):
+        data = encode_frame(fr.Link(A, target))
+        assert decode_frame(fr.TYPE_LINK, data[8:]) == fr.Link(A, target)
+        assert msgpack.unpackb(data[8:], raw=False)[1] == _plain(target)
+
+
+def test_identifier_fields_of_the_wrong_type_are_refused_at_the_sender() -> None:
+    with pytest.raises(gen.ErrIncorrect):
+        encode_frame(fr.SendPID(A, NAME, 1))  # type: ignore[arg-type]
+    with pytest.raises(gen.ErrIncorrect):
+        encode_frame(fr.CallPID(A, B, ALIAS, 1))
+    with pytest.raises(gen.ErrIncorrect):
+        encode_frame(fr.SendPID("a", B, 1))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -169,12 +206,17 @@ def _with_body(type_: int, fields: list[object]) -> bytes:
         _with_body(fr.TYPE_SEND_PID, [A, B]),  # too few fields
         _with_body(fr.TYPE_SEND_PID, [A, B, 1, 2]),  # too many
         _with_body(fr.TYPE_SEND_PID, ["a", B, 1]),  # sender not a PID
+        _with_body(fr.TYPE_SEND_PID, [[str(A.node), "1", 7], B, 1]),  # PID id not an int
+        _with_body(fr.TYPE_SEND_PID, [[str(A.node), 1, 7, 8], B, 1]),  # PID of four fields
         _with_body(fr.TYPE_SEND_NAME, [A, B, 1]),  # name target not a ProcessID
-        _with_body(fr.TYPE_SEND_ALIAS, [A, REF, 1]),  # a Ref is not an Alias
-        _with_body(fr.TYPE_CALL_PID, [A, B, ALIAS, 1]),  # an Alias is not a Ref
+        _with_body(fr.TYPE_SEND_ALIAS, [A, [str(A.node), b"short", 7], 1]),  # alias id size
+        _with_body(fr.TYPE_CALL_PID, [A, B, B, 1]),  # a PID is not a Ref
         _with_body(fr.TYPE_LINK, [A, 5]),
+        _with_body(fr.TYPE_LINK, [A, [1, 2]]),  # a name of the wrong types
         _with_body(fr.TYPE_SPAWN_REQUEST, [A, REF, "f", "", 3]),
         _with_body(fr.TYPE_SPAWN_RESULT, [A, REF, "pid", None]),
+        # Identifiers as extension types where the frame wants plain arrays:
+        _header(8 + len(codec.encode([A, B, 1])), fr.TYPE_SEND_PID) + codec.encode([A, B, 1]),
     ],
 )
 def test_wrong_field_shapes_raise_remote_protocol_error(data: bytes) -> None:

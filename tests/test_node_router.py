@@ -148,6 +148,58 @@ def test_message_from_remote_sender_is_delivered(fake: tuple[Core, FakeBackend])
     assert get(out) == (REMOTE, "from afar")
 
 
+def test_a_burst_of_messages_arrives_in_order_per_recipient(
+    fake: tuple[Core, FakeBackend],
+) -> None:
+    node, _ = fake
+    out_a: queue.Queue[Any] = queue.Queue()
+    out_b: queue.Queue[Any] = queue.Queue()
+    a = node.spawn(Recorder, out_a)
+    b = node.spawn(Recorder, out_b)
+    other = gen.PID(PEER, 1001, 7)
+    sends = [(REMOTE if i % 3 else other, a if i % 2 else b, i) for i in range(40)]
+    assert node.route_sends(sends) == []
+    assert [get(out_a) for _ in range(20)] == [(s, m) for s, to, m in sends if to == a]
+    assert [get(out_b) for _ in range(20)] == [(s, m) for s, to, m in sends if to == b]
+
+
+def test_a_burst_reports_the_messages_it_could_not_deliver(
+    fake: tuple[Core, FakeBackend],
+) -> None:
+    node, _ = fake
+    out: queue.Queue[Any] = queue.Queue()
+    pid = node.spawn(Recorder, out)
+    gone = gen.PID(node.name, 999_999, node.creation)
+    failed = node.route_sends([(REMOTE, pid, 1), (REMOTE, gone, 2), (REMOTE, pid, 3)])
+    assert [(i, type(e)) for i, e in failed] == [(1, gen.ErrProcessUnknown)]
+    assert [get(out), get(out)] == [(REMOTE, 1), (REMOTE, 3)]
+
+
+def test_a_process_that_stops_mid_burst_gets_nothing_after(
+    fake: tuple[Core, FakeBackend],
+) -> None:
+    node, _ = fake
+    out: queue.Queue[Any] = queue.Queue()
+    pid = node.spawn(Recorder, out)
+    node.route_sends([(REMOTE, pid, 1), (REMOTE, pid, "stop"), (REMOTE, pid, 2)])
+    assert get(out) == (REMOTE, 1)
+    assert get(out) == ("terminate", gen.TERMINATE_REASON_NORMAL)
+    assert out.empty()
+
+
+def test_an_exit_after_a_burst_comes_after_every_message_in_it(
+    fake: tuple[Core, FakeBackend],
+) -> None:
+    node, _ = fake
+    out: queue.Queue[Any] = queue.Queue()
+    pid = node.spawn(Recorder, out, True)
+    node.route_sends([(REMOTE, pid, i) for i in range(5)])
+    node.route_exit(REMOTE, pid, "bye")
+    assert [get(out) for _ in range(5)] == [(REMOTE, i) for i in range(5)]
+    sender, message = get(out)
+    assert sender == REMOTE and isinstance(message, gen.MessageExitPID)
+
+
 def test_remote_call_is_answered_by_route_reply(fake: tuple[Core, FakeBackend]) -> None:
     node, backend = fake
     result: queue.Queue[Any] = queue.Queue()

@@ -12,11 +12,11 @@ Addressing: a *target* is a ``PID``, a ``ProcessID``, an ``Alias``, or a plain
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from ergo_py.gen.errors import ErrUnsupported
+from ergo_py.gen.errors import ErgoError, ErrUnsupported
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, ProcessOptions
 
@@ -313,14 +313,23 @@ class NodeRouter(abc.ABC):
         no such local process (the backend may drop it silently, as Ergo does).
         """
 
-    def route_send_many(self, to: RemoteTarget, batch: list[tuple[PID, Any]]) -> None:
-        """Deliver a burst of ``(sender, message)`` to one process, in order.
+    def route_sends(
+        self, sends: Sequence[tuple[PID, RemoteTarget, Any]]
+    ) -> list[tuple[int, ErgoError]]:
+        """Deliver a burst of ``(from_pid, to, message)`` in arrival order.
 
-        The same as ``route_send`` for each, in one hand-over where the
-        implementation can (one mailbox wake-up per burst, not per message).
+        Same as ``route_send`` for each, except that a node may hand a
+        recipient's share of the burst to its mailbox in one go (one wake-up
+        instead of one per message); each sender's order per recipient is kept.
+        Returns the messages not delivered, as (index in ``sends``, error).
         """
-        for from_pid, message in batch:
-            self.route_send(from_pid, to, message)
+        failed: list[tuple[int, ErgoError]] = []
+        for i, (from_pid, to, message) in enumerate(sends):
+            try:
+                self.route_send(from_pid, to, message)
+            except ErgoError as exc:
+                failed.append((i, exc))
+        return failed
 
     @abc.abstractmethod
     def route_call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:

@@ -14,7 +14,6 @@ raises ``gen.ErrUnsupportedType`` at the sender. Bytes that do not decode raise
 from __future__ import annotations
 
 import dataclasses
-import functools
 import threading
 from typing import Any
 
@@ -63,14 +62,6 @@ class RemoteException(ErgoError):
 
 _local = threading.local()
 
-# msgpack.ExtType is a namedtuple whose Python-level __new__ re-checks its
-# arguments; ours are right by construction, so build it as the tuple it is.
-_ext: Any = functools.partial(tuple.__new__, msgpack.ExtType)
-
-
-def _ext_type(code: int, data: bytes) -> msgpack.ExtType:
-    return _ext((code, data))
-
 
 def _packer() -> msgpack.Packer:
     p: msgpack.Packer | None = getattr(_local, "packer", None)
@@ -80,9 +71,23 @@ def _packer() -> msgpack.Packer:
     return p
 
 
+# Spare packers for nested values (an extension type's payload): the calling
+# thread's own packer is busy with the outer value. Each one is taken off the
+# list for one pack (list.pop/append are atomic), so threads never share one;
+# one that failed mid-pack is dropped rather than reused with a dirty buffer.
+_NESTED_SPARE_MAX = 64
+_nested_spare: list[msgpack.Packer] = []
+
+
 def _pack_nested(obj: Any) -> bytes:
-    # A fresh packer: the thread's own one is busy with the outer value.
-    return msgpack.packb(obj, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
+    try:
+        p = _nested_spare.pop()
+    except IndexError:
+        p = msgpack.Packer(default=_default, strict_types=True, use_bin_type=True)
+    data: bytes = p.pack(obj)
+    if len(_nested_spare) < _NESTED_SPARE_MAX:
+        _nested_spare.append(p)
+    return data
 
 
 # Identifiers are immutable and the same few recur in every frame (sender,
@@ -96,34 +101,39 @@ def _identifier(obj: Any, t: type) -> msgpack.ExtType:
     if ext is not None:
         return ext
     if t is Atom:
-        ext = _ext_type(EXT_ATOM, str(obj).encode())
+        ext = msgpack.ExtType(EXT_ATOM, str(obj).encode())
     elif t is PID:
-        ext = _ext_type(EXT_PID, _pack_nested([str(obj.node), obj.id, obj.creation]))
+        ext = msgpack.ExtType(EXT_PID, _pack_nested([str(obj.node), obj.id, obj.creation]))
     elif t is ProcessID:
-        ext = _ext_type(EXT_PROCESS_ID, _pack_nested([str(obj.name), str(obj.node)]))
+        ext = msgpack.ExtType(EXT_PROCESS_ID, _pack_nested([str(obj.name), str(obj.node)]))
     else:
         code = EXT_REF if t is Ref else EXT_ALIAS
         rid = obj.id.to_bytes(_REF_ID_BYTES, "big")
-        ext = _ext_type(code, _pack_nested([str(obj.node), rid, obj.creation]))
+        ext = msgpack.ExtType(code, _pack_nested([str(obj.node), rid, obj.creation]))
     if len(_ident_cache) >= _IDENT_CACHE_MAX:
         _ident_cache.clear()
     _ident_cache[obj] = ext
     return ext
 
 
+# ExtType's own __new__ re-checks the code and payload types in Python; ours are
+# right by construction, so build the named tuple directly on the hot path.
+_ext = tuple.__new__
+
+
 def _default(obj: Any) -> Any:
     t = type(obj)
     if t is tuple:
-        return _ext_type(EXT_TUPLE, _pack_nested(list(obj)))
+        return _ext(msgpack.ExtType, (EXT_TUPLE, _pack_nested(list(obj))))
     if t is PID or t is ProcessID or t is Atom or t is Ref or t is Alias:
         return _identifier(obj, t)
     if isinstance(obj, BaseException):
-        return _ext_type(EXT_ERROR, _pack_nested(encode_error(obj)))
+        return msgpack.ExtType(EXT_ERROR, _pack_nested(encode_error(obj)))
     reg = registered_name(t)
     if reg is not None:
         name, fields = reg
         values = [getattr(obj, f) for f in fields]
-        return _ext_type(EXT_REGISTERED, _pack_nested([name, values]))
+        return msgpack.ExtType(EXT_REGISTERED, _pack_nested([name, values]))
     if t is not bool and isinstance(obj, int):
         return int(obj)  # IntEnum and friends travel as their value
     if isinstance(obj, str):
@@ -158,27 +168,7 @@ def decode_error(name: str, message: str) -> BaseException:
     return RemoteException(name, message)
 
 
-# The decoding side of the identifier cache: the same sender and recipient
-# arrive in frame after frame, so the bytes of a PID, name or alias map to the
-# (immutable) object already built. Refs are left out: they rarely recur.
-_decoded: dict[tuple[int, bytes], Any] = {}
-_CACHED_CODES = frozenset({EXT_ATOM, EXT_PID, EXT_PROCESS_ID, EXT_ALIAS})
-
-
 def _ext_hook(code: int, data: bytes) -> Any:
-    if code in _CACHED_CODES:
-        key = (code, data)
-        obj = _decoded.get(key)
-        if obj is None:
-            obj = _ext_decode(code, data)
-            if len(_decoded) >= _IDENT_CACHE_MAX:
-                _decoded.clear()
-            _decoded[key] = obj
-        return obj
-    return _ext_decode(code, data)
-
-
-def _ext_decode(code: int, data: bytes) -> Any:
     try:
         if code == EXT_ATOM:
             return Atom(data.decode())
@@ -222,7 +212,7 @@ def encode(obj: Any) -> bytes:
         raise ErrUnsupportedType(str(exc)) from exc
 
 
-def decode(data: bytes) -> Any:
+def decode(data: bytes | bytearray) -> Any:
     """Unpack exactly one term; anything malformed raises ``RemoteProtocolError``."""
     try:
         return msgpack.unpackb(

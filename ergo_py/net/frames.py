@@ -4,10 +4,27 @@ Wire shape, after the handshake (reference §6, our own body format)::
 
     [78][1][uint32 BE total length, header included][order][type] body
 
-The body is one msgpack array of the frame's fields, packed with
-:mod:`ergo_py.net.codec`, so PIDs, refs, aliases, tuples, registered
-dataclasses and exceptions cross the wire as themselves. Identifiers carry
-their node and creation in full: a frame means the same thing on any link.
+The body is one msgpack array of the frame's fields, in the order the frame
+class declares them. The frame's *own* identifiers (senders, recipients,
+targets, refs: every field typed as one below) sit in their fixed positions as
+plain msgpack arrays, with no extension type, because each frame has them and
+the ``default=`` hook that extension types need costs about three times as
+much to pack::
+
+    PID         [node: str, id: int, creation: int]
+    Ref, Alias  [node: str, id: bin (16 bytes, big-endian), creation: int]
+    ProcessID   [name: str, node: str]
+    target      one of the three shapes above (a PID, a ProcessID or an
+                Alias; told apart by length and by the type of the id)
+    PID or nil  a PID array, or nil (SpawnResult.pid)
+
+The other fields (the message, a reason, a result, spawn arguments) are terms
+packed with :mod:`ergo_py.net.codec`, so PIDs, refs, aliases, tuples,
+registered dataclasses and exceptions *inside* them cross the wire as
+themselves (extension types). Identifiers carry their node and creation in
+full: a frame means the same thing on any link. The encoded form of an
+identifier object is kept (bounded, by object identity), so a process's own
+PID is packed once, not once per frame.
 
 The ``order`` byte lets a receiver spread frames over several queues while
 keeping per-sender FIFO: frames with the same non-zero order byte must be
@@ -266,9 +283,140 @@ Frame: TypeAlias = (
 )
 
 
-# --- field checks -------------------------------------------------------------
+# --- field codecs ---------------------------------------------------------------
 
 _Check = Callable[[Any], Any]
+_Encode = Callable[[Any], bytes]
+
+_REF_ID_BYTES = 16
+_CACHE_MAX = 4096
+
+# Encoded identifiers by object identity: id(obj) -> (obj, bytes). The entry
+# holds the object, so its id cannot be reused while cached. Bounded; cleared
+# wholesale when full. dict get/set are atomic: any thread may use it.
+_enc_cache: dict[int, tuple[Any, bytes]] = {}
+# Decoded PIDs and names by their wire fields: the same few arrive over and over.
+_dec_cache: dict[tuple[Any, ...], Any] = {}
+
+
+def _shape(value: Any) -> str:
+    return type(value).__name__
+
+
+def _ident_fields(obj: Any, t: type) -> list[Any]:
+    if t is PID:
+        return [str(obj.node), obj.id, obj.creation]
+    if t is ProcessID:
+        return [str(obj.name), str(obj.node)]
+    try:
+        rid = obj.id.to_bytes(_REF_ID_BYTES, "big")
+    except OverflowError as exc:
+        raise ErrIncorrect(f"{obj!r}: id does not fit {_REF_ID_BYTES} bytes") from exc
+    return [str(obj.node), rid, obj.creation]
+
+
+def _ident_bytes(obj: Any, t: type) -> bytes:
+    """``obj`` (of exact type ``t``) as a plain msgpack array; cached unless a Ref."""
+    hit = _enc_cache.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    data = codec.encode(_ident_fields(obj, t))
+    if t is not Ref:  # refs are fresh for every call: caching them would only churn
+        if len(_enc_cache) >= _CACHE_MAX:
+            _enc_cache.clear()
+        _enc_cache[id(obj)] = (obj, data)
+    return data
+
+
+def _encoder(*types: type) -> _Encode:
+    names = "/".join(t.__name__ for t in types)
+
+    def encode(value: Any) -> bytes:
+        t = type(value)
+        if t not in types:
+            raise ErrIncorrect(f"expected {names}, got {t.__name__}")
+        hit = _enc_cache.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        return _ident_bytes(value, t)
+
+    return encode
+
+
+def _encode_optional_pid(value: Any) -> bytes:
+    if value is None:
+        return b"\xc0"  # nil
+    if type(value) is not PID:
+        raise ErrIncorrect(f"expected PID or None, got {_shape(value)}")
+    return _ident_bytes(value, PID)
+
+
+def _remember(key: tuple[Any, ...], value: Any) -> None:
+    if len(_dec_cache) >= _CACHE_MAX:
+        _dec_cache.clear()
+    _dec_cache[key] = value
+
+
+def _decode_pid(v: Any) -> PID:
+    if type(v) is list and len(v) == 3:
+        node, pid_id, creation = v
+        if type(node) is str and type(pid_id) is int and type(creation) is int:
+            key = (node, pid_id, creation)
+            pid: PID | None = _dec_cache.get(key)
+            if pid is None:
+                pid = PID(node, pid_id, creation)
+                _remember(key, pid)
+            return pid
+    raise RemoteProtocolError(f"expected a PID array, got {_shape(v)}")
+
+
+def _decode_name(v: Any) -> ProcessID:
+    if type(v) is list and len(v) == 2:
+        name, node = v
+        if type(name) is str and type(node) is str:
+            key = (name, node)
+            pn: ProcessID | None = _dec_cache.get(key)
+            if pn is None:
+                pn = ProcessID(name, node)
+                _remember(key, pn)
+            return pn
+    raise RemoteProtocolError(f"expected a ProcessID array, got {_shape(v)}")
+
+
+def _ref_parts(v: Any, what: str) -> tuple[str, int, int]:
+    if type(v) is list and len(v) == 3:
+        node, rid, creation = v
+        if (
+            type(node) is str
+            and type(rid) is bytes
+            and len(rid) == _REF_ID_BYTES
+            and type(creation) is int
+        ):
+            return node, int.from_bytes(rid, "big"), creation
+    raise RemoteProtocolError(f"expected {what} array, got {_shape(v)}")
+
+
+def _decode_ref(v: Any) -> Ref:
+    return Ref(*_ref_parts(v, "a Ref"))
+
+
+def _decode_alias(v: Any) -> Alias:
+    return Alias(*_ref_parts(v, "an Alias"))
+
+
+def _decode_target(v: Any) -> Any:
+    if type(v) is list:
+        if len(v) == 2:
+            return _decode_name(v)
+        if len(v) == 3 and type(v[1]) is int:
+            return _decode_pid(v)
+        if len(v) == 3:
+            return _decode_alias(v)
+    raise RemoteProtocolError(f"expected a PID, ProcessID or Alias array, got {_shape(v)}")
+
+
+def _decode_optional_pid(v: Any) -> PID | None:
+    return None if v is None else _decode_pid(v)
 
 
 def _exact(*types: type) -> _Check:
@@ -286,12 +434,6 @@ def _any(value: Any) -> Any:
     return value
 
 
-def _optional_pid(value: Any) -> Any:
-    if value is not None and type(value) is not PID:
-        raise RemoteProtocolError(f"expected PID or nil, got {type(value).__name__}")
-    return value
-
-
 def _env(value: Any) -> Any:
     if type(value) is not dict or not all(type(k) is str for k in value):
         raise RemoteProtocolError("expected a dict with str keys")
@@ -304,53 +446,103 @@ def _args(value: Any) -> Any:
     return tuple(value)
 
 
-_pid = _exact(PID)
-_name = _exact(ProcessID)
-_alias = _exact(Alias)
-_ref = _exact(Ref)
-_str = _exact(str)
-_bool = _exact(bool)
-_target = _exact(PID, ProcessID, Alias)
+# A field's (encoder, decoder). Identifier fields are plain arrays; the rest
+# are codec terms.
+_Field = tuple[_Encode, _Check]
+_PID: _Field = (_encoder(PID), _decode_pid)
+_NAME: _Field = (_encoder(ProcessID), _decode_name)
+_ALIAS: _Field = (_encoder(Alias), _decode_alias)
+_REF: _Field = (_encoder(Ref), _decode_ref)
+_TARGET: _Field = (_encoder(PID, ProcessID, Alias), _decode_target)
+_OPT_PID: _Field = (_encode_optional_pid, _decode_optional_pid)
+_TERM: _Field = (codec.encode, _any)
+_STR: _Field = (codec.encode, _exact(str))
+_BOOL: _Field = (codec.encode, _exact(bool))
+_ARGS: _Field = (codec.encode, _args)
+_ENV: _Field = (codec.encode, _env)
 
-# type byte -> (class, field names, field checks)
-_SPECS: dict[int, tuple[type[Any], tuple[_Check, ...]]] = {
-    TYPE_SEND_PID: (SendPID, (_pid, _pid, _any)),
-    TYPE_SEND_NAME: (SendName, (_pid, _name, _any)),
-    TYPE_SEND_ALIAS: (SendAlias, (_pid, _alias, _any)),
-    TYPE_CALL_PID: (CallPID, (_pid, _pid, _ref, _any)),
-    TYPE_CALL_NAME: (CallName, (_pid, _name, _ref, _any)),
-    TYPE_CALL_ALIAS: (CallAlias, (_pid, _alias, _ref, _any)),
-    TYPE_CALL_RESPONSE: (CallResponse, (_pid, _pid, _ref, _any)),
-    TYPE_CALL_ERROR: (CallError, (_pid, _pid, _ref, _any)),
-    TYPE_EXIT: (Exit, (_target, _pid, _any)),
-    TYPE_LINK: (Link, (_pid, _target)),
-    TYPE_UNLINK: (Unlink, (_pid, _target)),
-    TYPE_MONITOR: (Monitor, (_pid, _target, _ref)),
-    TYPE_DEMONITOR: (Demonitor, (_pid, _target, _ref)),
-    TYPE_DOWN: (Down, (_pid, _target, _ref, _any)),
-    TYPE_SPAWN_REQUEST: (SpawnRequest, (_pid, _ref, _str, _str, _args, _bool, _env)),
-    TYPE_SPAWN_RESULT: (SpawnResult, (_pid, _ref, _optional_pid, _any)),
+# type byte -> (class, field codecs in declaration order)
+_SPECS: dict[int, tuple[type[Any], tuple[_Field, ...]]] = {
+    TYPE_SEND_PID: (SendPID, (_PID, _PID, _TERM)),
+    TYPE_SEND_NAME: (SendName, (_PID, _NAME, _TERM)),
+    TYPE_SEND_ALIAS: (SendAlias, (_PID, _ALIAS, _TERM)),
+    TYPE_CALL_PID: (CallPID, (_PID, _PID, _REF, _TERM)),
+    TYPE_CALL_NAME: (CallName, (_PID, _NAME, _REF, _TERM)),
+    TYPE_CALL_ALIAS: (CallAlias, (_PID, _ALIAS, _REF, _TERM)),
+    TYPE_CALL_RESPONSE: (CallResponse, (_PID, _PID, _REF, _TERM)),
+    TYPE_CALL_ERROR: (CallError, (_PID, _PID, _REF, _TERM)),
+    TYPE_EXIT: (Exit, (_TARGET, _PID, _TERM)),
+    TYPE_LINK: (Link, (_PID, _TARGET)),
+    TYPE_UNLINK: (Unlink, (_PID, _TARGET)),
+    TYPE_MONITOR: (Monitor, (_PID, _TARGET, _REF)),
+    TYPE_DEMONITOR: (Demonitor, (_PID, _TARGET, _REF)),
+    TYPE_DOWN: (Down, (_PID, _TARGET, _REF, _TERM)),
+    TYPE_SPAWN_REQUEST: (SpawnRequest, (_PID, _REF, _STR, _STR, _ARGS, _BOOL, _ENV)),
+    TYPE_SPAWN_RESULT: (SpawnResult, (_PID, _REF, _OPT_PID, _TERM)),
     TYPE_KEEPALIVE: (Keepalive, ()),
-    TYPE_CLOSE: (Close, (_bool,)),
-}
-_TYPE_OF: dict[type[Any], int] = {cls: code for code, (cls, _) in _SPECS.items()}
-_FIELDS: dict[type[Any], tuple[str, ...]] = {
-    cls: tuple(cls.__dataclass_fields__) for cls, _ in _SPECS.values()
+    TYPE_CLOSE: (Close, (_BOOL,)),
 }
 
 
-def _getter(fields: tuple[str, ...]) -> Callable[[Any], list[Any]] | None:
-    """The frame's field values as the body list, in one C-level attribute fetch."""
-    if not fields:
-        return None
-    if len(fields) == 1:
-        one = operator.attrgetter(fields[0])
-        return lambda frame: [one(frame)]
-    many = operator.attrgetter(*fields)
-    return lambda frame: list(many(frame))
+def _body_encoder(names: tuple[str, ...], encoders: tuple[_Encode, ...]) -> Callable[[Any], bytes]:
+    """Frame -> body bytes (array header and fields); unrolled for the common shapes."""
+    array = bytes([0x90 | len(names)])  # a fixarray: every frame has fewer than 16 fields
+    if not names:
+        return lambda frame: b""
+    if len(names) == 1:
+        (only,) = encoders
+        return lambda frame: array + only(getattr(frame, names[0]))
+    values = operator.attrgetter(*names)
+    if len(names) == 3:
+        e0, e1, e2 = encoders
+
+        def three(frame: Any) -> bytes:
+            v0, v1, v2 = values(frame)
+            return b"".join((array, e0(v0), e1(v1), e2(v2)))
+
+        return three
+    if len(names) == 4:
+        f0, f1, f2, f3 = encoders
+
+        def four(frame: Any) -> bytes:
+            v0, v1, v2, v3 = values(frame)
+            return b"".join((array, f0(v0), f1(v1), f2(v2), f3(v3)))
+
+        return four
+    return lambda frame: b"".join([array, *map(_call, encoders, values(frame))])
 
 
-_GETTERS = {cls: _getter(fields) for cls, fields in _FIELDS.items()}
+# class -> (type byte, body encoder)
+_ENCODING: dict[type[Any], tuple[int, Callable[[Any], bytes]]] = {
+    cls: (code, _body_encoder(tuple(cls.__dataclass_fields__), tuple(e for e, _ in fields)))
+    for code, (cls, fields) in _SPECS.items()
+}
+
+
+def _body_decoder(cls: type[Any], checks: tuple[_Check, ...]) -> Callable[[list[Any]], Any]:
+    """Fields (already counted) -> the frame; unrolled for the common shapes."""
+    if len(checks) == 3 and checks[2] is _any:
+        c0, c1 = checks[:2]
+
+        def three(v: list[Any]) -> Any:
+            return cls(c0(v[0]), c1(v[1]), v[2])
+
+        return three
+    if len(checks) == 4 and checks[3] is _any:
+        d0, d1, d2 = checks[:3]
+
+        def four(v: list[Any]) -> Any:
+            return cls(d0(v[0]), d1(v[1]), d2(v[2]), v[3])
+
+        return four
+    return lambda v: cls(*map(_call, checks, v))
+
+
+# type byte -> (class, field count, body decoder)
+_DECODING: dict[int, tuple[type[Any], int, Callable[[list[Any]], Any]]] = {
+    code: (cls, len(fields), _body_decoder(cls, tuple(dec for _, dec in fields)))
+    for code, (cls, fields) in _SPECS.items()
+}
 
 
 # --- ordering -----------------------------------------------------------------
@@ -400,15 +592,18 @@ def encode_frame(frame: Frame, max_size: int = 0, *, order: int | None = None) -
     ``gen.ErrUnsupportedType``; a non-frame or a bad order ``gen.ErrIncorrect``.
     Pure function: safe to call from any thread.
     """
-    code = _TYPE_OF.get(type(frame))
-    if code is None:
+    spec = _ENCODING.get(type(frame))
+    if spec is None:
         raise ErrIncorrect(f"not a frame: {type(frame).__name__}")
+    code, build = spec
     if order is None:
         order = frame_order(frame)
     elif not 0 <= order <= 255:
         raise ErrIncorrect(f"order byte out of range: {order}")
-    get = _GETTERS[type(frame)]
-    body = codec.encode(get(frame)) if get is not None else b""
+    try:
+        body = build(frame)
+    except ErrIncorrect as exc:
+        raise ErrIncorrect(f"{type(frame).__name__} frame: {exc}") from None
     total = HEADER_SIZE + len(body)
     if max_size and total > max_size:
         raise ErrTooLarge(f"frame of {total} bytes exceeds the peer's limit of {max_size}")
@@ -417,7 +612,11 @@ def encode_frame(frame: Frame, max_size: int = 0, *, order: int | None = None) -
     return _HEADER.pack(MAGIC, VERSION, total, order, code) + body
 
 
-def decode_frame(frame_type: int, body: bytes) -> Frame:
+def _call(check: _Check, value: Any) -> Any:
+    return check(value)
+
+
+def decode_frame(frame_type: int, body: bytes | bytearray) -> Frame:
     """Build the frame of ``frame_type`` from its body bytes.
 
     Raises ``gen.RemoteProtocolError`` for an unknown type, a body that does not
@@ -425,19 +624,19 @@ def decode_frame(frame_type: int, body: bytes) -> Frame:
     can split a stream on the loop (:meth:`FrameDecoder.next_raw`) and decode
     bodies elsewhere.
     """
-    spec = _SPECS.get(frame_type)
+    spec = _DECODING.get(frame_type)
     if spec is None:
         raise RemoteProtocolError(f"unknown frame type {frame_type}")
-    cls, checks = spec
-    if not checks:
+    cls, count, build = spec
+    if not count:
         if body:
             raise RemoteProtocolError(f"{cls.__name__} frame must have an empty body")
         return cls()  # type: ignore[no-any-return]
     values = codec.decode(body)
-    if type(values) is not list or len(values) != len(checks):
+    if type(values) is not list or len(values) != count:
         raise RemoteProtocolError(f"{cls.__name__} frame: wrong field count")
     try:
-        return cls(*[check(v) for check, v in zip(checks, values, strict=True)])  # type: ignore[no-any-return]
+        return build(values)  # type: ignore[no-any-return]
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"{cls.__name__} frame: {exc}") from None
 
@@ -508,11 +707,14 @@ class FrameDecoder:
 
         The header (magic, version, type, length limits) is fully checked here.
         """
-        parts = self._next_parts()
-        return RawFrame(*parts) if parts is not None else None
+        split = self._split()
+        if split is None:
+            return None
+        order, code, body = split
+        return RawFrame(order, code, bytes(body))
 
-    def _next_parts(self) -> tuple[int, int, bytes] | None:
-        """(order, type, body) of the next whole frame (no object: the hot path)."""
+    def _split(self) -> tuple[int, int, bytearray] | None:
+        """(order, type, body copy) of the next whole frame, header checked."""
         if self._error is not None:
             raise self._error
         buf = self._buf
@@ -523,34 +725,42 @@ class FrameDecoder:
                 self._pos = 0
             return None
         magic, version, total, order, code = _HEADER.unpack_from(buf, pos)
-        try:
-            if magic != MAGIC:
-                raise RemoteProtocolError(f"bad frame magic {magic}")
-            if version != VERSION:
-                raise RemoteProtocolError(f"unsupported frame version {version}")
-            if code not in _SPECS:
-                raise RemoteProtocolError(f"unknown frame type {code}")
-            if total < HEADER_SIZE:
-                raise RemoteProtocolError(f"frame length {total} is shorter than its header")
-            if self._max_size and total > self._max_size:
-                raise ErrTooLarge(f"frame of {total} bytes exceeds our limit of {self._max_size}")
-        except (RemoteProtocolError, ErrTooLarge) as exc:
-            self._error = exc
-            raise
+        if (
+            magic != MAGIC
+            or version != VERSION
+            or code not in _DECODING
+            or total < HEADER_SIZE
+            or (self._max_size and total > self._max_size)
+        ):
+            self._refuse(magic, version, total, code)
         end = pos + total
         if len(buf) < end:
             return None
-        body = bytes(buf[pos + HEADER_SIZE : end])  # C-level copies beat a memoryview here
         self._pos = end
-        return order, code, body
+        return order, code, buf[pos + HEADER_SIZE : end]  # one copy
+
+    def _refuse(self, magic: int, version: int, total: int, code: int) -> None:
+        exc: RemoteProtocolError | ErrTooLarge
+        if magic != MAGIC:
+            exc = RemoteProtocolError(f"bad frame magic {magic}")
+        elif version != VERSION:
+            exc = RemoteProtocolError(f"unsupported frame version {version}")
+        elif code not in _DECODING:
+            exc = RemoteProtocolError(f"unknown frame type {code}")
+        elif total < HEADER_SIZE:
+            exc = RemoteProtocolError(f"frame length {total} is shorter than its header")
+        else:
+            exc = ErrTooLarge(f"frame of {total} bytes exceeds our limit of {self._max_size}")
+        self._error = exc
+        raise exc
 
     def next_frame(self) -> Frame | None:
         """The next decoded frame, or None when more data is needed."""
-        parts = self._next_parts()
-        if parts is None:
+        split = self._split()
+        if split is None:
             return None
         try:
-            return decode_frame(parts[1], parts[2])
+            return decode_frame(split[1], split[2])
         except RemoteProtocolError as exc:
             self._error = exc
             raise

@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ergo_py.gen.cert import PeerCertificate
 from ergo_py.gen.certmanager import CertState
@@ -160,7 +160,7 @@ class LinkProtocol(asyncio.Protocol):
     # --- asyncio callbacks -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass asyncio's
         self._transport = transport
         self.peer_address = transport.get_extra_info("peername")
         self._timer = self._loop.call_later(self._handshake_timeout, self._timed_out)

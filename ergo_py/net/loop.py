@@ -11,16 +11,54 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib.util
 import logging
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ergo_py.gen.errors import ErrNodeTerminated, ErrTimeout
+from ergo_py.gen.errors import ErrIncorrect, ErrNodeTerminated, ErrTimeout
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+LOOP_ENV = "ERGO_PY_LOOP"
+"""Environment variable choosing the node's loop: ``asyncio``, ``uvloop`` or ``auto``.
+
+``auto`` (or unset): uvloop when it is installed (``pip install ergo_py[fast]``),
+else the standard asyncio loop. uvloop halves the loop's own cost per wake-up
+and per TLS record, which is most of a call's latency (docs/benchmarks.md).
+"""
+
+
+def loop_kind() -> str:
+    """The loop new nodes use: ``"uvloop"`` or ``"asyncio"`` (see :data:`LOOP_ENV`).
+
+    Raises ``gen.ErrIncorrect`` for an unknown setting, or for ``uvloop`` when
+    it is not installed.
+    """
+    wanted = os.environ.get(LOOP_ENV, "").strip().lower() or "auto"
+    if wanted not in ("auto", "asyncio", "uvloop"):
+        raise ErrIncorrect(f"{LOOP_ENV}={wanted!r}: expected auto, asyncio or uvloop")
+    if wanted == "asyncio":
+        return "asyncio"
+    if importlib.util.find_spec("uvloop") is not None:
+        return "uvloop"
+    if wanted == "uvloop":
+        raise ErrIncorrect(f"{LOOP_ENV}=uvloop but uvloop is not installed")
+    return "asyncio"
+
+
+def new_event_loop(kind: str | None = None) -> asyncio.AbstractEventLoop:
+    """A fresh loop of ``kind`` (default: the one :func:`loop_kind` names)."""
+    if (kind or loop_kind()) == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 class LoopThread:
@@ -31,7 +69,8 @@ class LoopThread:
         self._ready = threading.Event()
         self._stopped = False
         self._lock = threading.Lock()
-        self.loop = asyncio.new_event_loop()
+        self.kind = loop_kind()
+        self.loop = new_event_loop(self.kind)
         self._thread = threading.Thread(target=self._main, name=f"ergo-loop[{name}]", daemon=True)
         self._thread.start()
         self._ready.wait()

@@ -9,6 +9,7 @@ them all at once.
 from __future__ import annotations
 
 import threading
+from _thread import allocate_lock as _allocate_lock
 from typing import Any
 
 from ergo_py.gen.errors import ErrTimeout
@@ -16,10 +17,19 @@ from ergo_py.gen.identifiers import Atom, Ref
 
 
 class _Slot:
-    __slots__ = ("error", "event", "node", "value")
+    """One reply: a bare lock held from the start, released once the answer is in.
+
+    The waiting caller blocks on ``acquire``; whoever fills the slot releases
+    it. The cheapest hand-over between two threads that Python has (a
+    ``threading.Event`` builds a Condition and a second lock per wait).
+    """
+
+    __slots__ = ("done", "error", "filled", "node", "value")
 
     def __init__(self, node: Atom | None) -> None:
-        self.event = threading.Event()
+        self.done = _allocate_lock()
+        self.done.acquire()
+        self.filled = False
         self.value: Any = None
         self.error: BaseException | None = None
         self.node = node
@@ -64,7 +74,8 @@ class CallTable:
             return False
         slot.value = value
         slot.error = error
-        slot.event.set()
+        slot.filled = True
+        slot.done.release()  # popped under the lock above: only one resolver gets here
         return True
 
     def cancel(self, ref: Ref) -> None:
@@ -74,10 +85,10 @@ class CallTable:
 
     def wait(self, ref: Ref, slot: _Slot, timeout: float | None) -> Any:
         """Block for the answer: return the value or raise its error, ``ErrTimeout`` on timeout."""
-        if not slot.event.wait(timeout):
+        if not slot.done.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
             with self._lock:
                 self._pop(ref)
-            if not slot.event.is_set():
+            if not slot.filled:  # else a reply came in just as we gave up: take it
                 raise ErrTimeout(f"no reply within {timeout} s")
         if slot.error is not None:
             raise slot.error

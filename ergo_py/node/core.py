@@ -17,7 +17,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ergo_py.act.actor import Actor
@@ -61,8 +61,8 @@ from ergo_py.net import codec
 from ergo_py.node.calls import CallTable
 from ergo_py.node.links import Key, LinkTable, NodeKey
 from ergo_py.node.process import (
+    Batch,
     Deliver,
-    DeliverMany,
     Down,
     ExitSignal,
     ProcessActor,
@@ -600,7 +600,8 @@ class Core(Node, NodeRouter):
         args: tuple[Any, ...],
         options: ProcessOptions | None = None,
     ) -> PID:
-        return self.spawn_from(parent, register or None, factory, codec.copy(args), options)
+        # The args were just decoded off the wire: nobody else holds them, no copy needed.
+        return self.spawn_from(parent, register or None, factory, tuple(args), options)
 
     def route_send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         to = self._norm(to)
@@ -608,11 +609,34 @@ class Core(Node, NodeRouter):
             state = self._lookup(to)
         state.tell(Deliver(from_pid, message))
 
-    def route_send_many(self, to: RemoteTarget, batch: list[tuple[PID, Any]]) -> None:
-        to = self._norm(to)
+    def route_sends(
+        self, sends: Sequence[tuple[PID, RemoteTarget, Any]]
+    ) -> list[tuple[int, ErgoError]]:
+        """One table look-up per message under one lock; one mailbox put per recipient."""
+        failed: list[tuple[int, ErgoError]] = []
+        batches: dict[int, tuple[ProcessState, list[object]]] = {}
+        last_to: object = None
+        envelopes: list[object] = []
         with self._lock:
-            state = self._lookup(to)
-        state.tell(DeliverMany(batch))
+            for i, (from_pid, to, message) in enumerate(sends):
+                if to is not last_to:  # a burst is mostly one recipient (same decoded object)
+                    try:
+                        state = self._lookup(self._norm(to))
+                    except ErgoError as exc:
+                        failed.append((i, exc))
+                        last_to = None
+                        continue
+                    last_to = to
+                    entry = batches.get(id(state))
+                    if entry is None:
+                        envelopes = []
+                        batches[id(state)] = (state, envelopes)
+                    else:
+                        envelopes = entry[1]
+                envelopes.append(Deliver(from_pid, message))
+        for state, envelopes in batches.values():
+            state.tell(envelopes[0] if len(envelopes) == 1 else Batch(envelopes))
+        return failed
 
     def route_call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         to = self._norm(to)

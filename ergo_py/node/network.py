@@ -90,6 +90,9 @@ class _Acceptor:
     tls: ListenerTLS | None
 
 
+_SEND_FRAMES = (fr.SendPID, fr.SendName, fr.SendAlias)
+
+
 def _random_cookie() -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(16))
@@ -434,47 +437,38 @@ class TCPBackend(Handover, NetworkBackend, Network):
         self._dispatch_all(link, frames)
 
     def _dispatch_all(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
-        # Runs of plain messages go to each recipient as one burst (one
-        # mailbox wake-up); any other frame ends the run first, so it keeps
-        # its place behind the messages before it.
-        run: dict[Any, list[tuple[PID, Any]]] = {}
+        """Route ``frames`` in order; a run of plain messages goes to the router at once.
+
+        The run is handed over before any other frame (a call, an exit, a
+        down) is routed, so those still queue behind the messages before them.
+        """
+        run: list[tuple[PID, RemoteTarget, Any]] = []
         for frame in frames:
-            t = type(frame)
-            if t is fr.SendPID or t is fr.SendName or t is fr.SendAlias:
-                send: Any = frame  # one of the three; checked by type, not isinstance
-                burst = run.get(send.to)
-                if burst is None:
-                    run[send.to] = [(send.from_, send.message)]
-                else:
-                    burst.append((send.from_, send.message))
+            if isinstance(frame, _SEND_FRAMES):
+                run.append((frame.from_, frame.to, frame.message))
                 continue
             if run:
-                self._deliver_run(link, run)
-                run = {}
+                self._route_sends(link, run)
+                run = []
             try:
                 self._dispatch(frame)
             except ErgoError as exc:
-                self._undelivered(link, t.__name__, 1, exc)
+                self._not_delivered(link, type(frame).__name__, exc)
         if run:
-            self._deliver_run(link, run)
+            self._route_sends(link, run)
 
-    def _deliver_run(self, link: LinkProtocol, run: dict[Any, list[tuple[PID, Any]]]) -> None:
-        route = self._router.route_send_many
-        for to, burst in run.items():
+    def _route_sends(self, link: LinkProtocol, run: list[tuple[PID, RemoteTarget, Any]]) -> None:
+        if len(run) == 1:
             try:
-                route(to, burst)
+                self._router.route_send(*run[0])
             except ErgoError as exc:
-                self._undelivered(link, "message", len(burst), exc)
+                self._not_delivered(link, "message", exc)
+            return
+        for _, error in self._router.route_sends(run):
+            self._not_delivered(link, "message", error)
 
-    def _undelivered(self, link: LinkProtocol, what: str, n: int, exc: ErgoError) -> None:
-        log.info(
-            "%s: %d %s frame(s) from %s not delivered: %s",
-            self._name,
-            n,
-            what,
-            link.peer_address,
-            exc,
-        )
+    def _not_delivered(self, link: LinkProtocol, what: str, exc: ErgoError) -> None:
+        log.info("%s: frame %s from %s not delivered: %s", self._name, what, link.peer_address, exc)
 
     def link_peer_closed(self, link: LinkProtocol, replaced: bool) -> None:
         conn = self._link_conn.get(link)
@@ -901,7 +895,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
             frame = fr.SendName(from_pid, to, message)
         else:
             frame = fr.SendAlias(from_pid, to, message)
-        self._send_frame(to.node, frame)
+        self._send_frame(to.node, frame, order=fr.order_byte(from_pid.id))
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         frame: fr.Frame
@@ -911,7 +905,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
             frame = fr.CallName(from_pid, to, ref, request)
         else:
             frame = fr.CallAlias(from_pid, to, ref, request)
-        self._send_frame(to.node, frame)
+        self._send_frame(to.node, frame, order=fr.order_byte(from_pid.id))
 
     def reply(
         self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None

@@ -36,19 +36,6 @@ class Deliver:
         self.message = message
 
 
-class DeliverMany:
-    """A burst of messages from the network for ``handle_message``, in order.
-
-    One mailbox entry (one wake-up of the process's thread) for the whole
-    burst; each message is still handled on its own, in arrival order.
-    """
-
-    __slots__ = ("batch",)
-
-    def __init__(self, batch: list[tuple[PID, Any]]) -> None:
-        self.batch = batch
-
-
 class Request:
     """A call for ``handle_call``; the core routes the result back to ``sender``."""
 
@@ -58,6 +45,20 @@ class Request:
         self.sender = sender
         self.ref = ref
         self.request = request
+
+
+class Batch:
+    """Several envelopes queued with one mailbox put, handled in order.
+
+    A burst of messages that arrived together from the network: one pykka
+    wake-up for all of them. Anything queued after the batch (an exit, a down)
+    is handled after every envelope in it.
+    """
+
+    __slots__ = ("envelopes",)
+
+    def __init__(self, envelopes: list[object]) -> None:
+        self.envelopes = envelopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,17 +172,21 @@ class ProcessActor(pykka.ThreadingActor):
         self._check_stop()
 
     def on_receive(self, message: Any) -> Any:
-        if self._dead:
-            return None
+        if type(message) is Batch:
+            for envelope in message.envelopes:
+                if self._dead:
+                    break
+                self._handle(envelope)
+        elif not self._dead:
+            self._handle(message)
+        return None
+
+    def _handle(self, message: Any) -> None:
+        """One envelope; ends the process when its callback says so or raises."""
         actor = self._actor
         try:
             if type(message) is Deliver:
                 actor.handle_message(message.sender, message.message)
-            elif type(message) is DeliverMany:
-                for sender, item in message.batch:
-                    actor.handle_message(sender, item)
-                    if actor._stop_reason is not _NO_STOP:
-                        break  # it asked to stop: the rest goes with its mailbox
             elif type(message) is Request:
                 value = actor.handle_call(message.sender, message.ref, message.request)
                 self._core.finish_call(self._state.pid, message.sender, message.ref, value)
@@ -192,20 +197,19 @@ class ProcessActor(pykka.ThreadingActor):
                     pass  # as in Erlang: a normal exit does not end a process that does not trap
                 else:
                     self._finish(message.reason)
-                    return None
+                    return
             elif type(message) is Down:
                 actor.handle_message(message.sender, message.message)
             elif type(message) is Stop:
                 self._finish(message.reason)
-                return None
+                return
             else:
                 log.warning("%r: unknown envelope %r dropped", self._state.pid, message)
         except Exception as exc:
             log.info("%r ended by an exception: %r", self._state.pid, exc, exc_info=True)
             self._finish(exc)
-            return None
+            return
         self._check_stop()
-        return None
 
     def _check_stop(self) -> None:
         reason = self._actor._stop_reason

@@ -13,6 +13,8 @@ part of the TCP backend that does this; it works on the backend's tables.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import logging
 
 from ergo_py.gen.errors import ErrNoConnection
@@ -120,6 +122,11 @@ class Handover:
         conn.drained.set()
         self._release_behind(conn)
         log.info("%s: previous connection to %s closed cleanly", self._name, conn.peer)
+
+    async def _await_drained(self, conn: Connection) -> None:
+        """Until ``conn`` has closed (cleanly or not); bounded by its drain timer."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(conn.drained.wait(), self._drain_timeout + 1.0)
 
     def _forget_drained(self, conn: Connection) -> None:
         queue = self._draining.get(conn.peer, [])

@@ -458,12 +458,6 @@ class TCPBackend(Handover, NetworkBackend, Network):
             self._route_sends(link, run)
 
     def _route_sends(self, link: LinkProtocol, run: list[tuple[PID, RemoteTarget, Any]]) -> None:
-        if len(run) == 1:
-            try:
-                self._router.route_send(*run[0])
-            except ErgoError as exc:
-                self._not_delivered(link, "message", exc)
-            return
         for _, error in self._router.route_sends(run):
             self._not_delivered(link, "message", error)
 
@@ -518,10 +512,9 @@ class TCPBackend(Handover, NetworkBackend, Network):
     # --- inbound frames (loop thread) ---------------------------------------------------
 
     def _dispatch(self, f: fr.Frame) -> None:
+        """Route one frame other than a plain message (those go by runs, see above)."""
         r = self._router
-        if isinstance(f, (fr.SendPID, fr.SendName, fr.SendAlias)):
-            r.route_send(f.from_, f.to, f.message)
-        elif isinstance(f, (fr.CallPID, fr.CallName, fr.CallAlias)):
+        if isinstance(f, (fr.CallPID, fr.CallName, fr.CallAlias)):
             r.route_call(f.from_, f.to, f.ref, f.message)
         elif isinstance(f, fr.CallResponse):
             r.route_reply(f.ref, f.result, None)
@@ -645,8 +638,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
             if not old.replaced:
                 # Closed on purpose: let the peer finish forgetting it first,
                 # or our new dial would meet the old connection there.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(old.drained.wait(), self._drain_timeout + 1.0)
+                await self._await_drained(old)
         conn = self._conns.get(node)
         if conn is not None:
             return conn
@@ -845,13 +837,17 @@ class TCPBackend(Handover, NetworkBackend, Network):
 
     # --- outbound (process threads) -----------------------------------------------------
 
+    @property
+    def _dial_budget(self) -> float:
+        """How long a caller waits for a dial: connect, TLS and handshake, with margin."""
+        return self._net.connect_timeout + 2 * self._net.handshake_timeout + 5.0
+
     def _connection(self, node: str) -> Connection:
         conn = self._conns.get(node)
         if conn is not None and not conn.closed and not conn.draining:
             return conn
-        budget = self._net.connect_timeout + 2 * self._net.handshake_timeout + 5.0
         try:
-            return self._lt.run(self._connect(node), timeout=budget)
+            return self._lt.run(self._connect(node), timeout=self._dial_budget)
         except ErrTimeout as exc:
             raise ErrNoConnection(f"cannot connect to {node}: {exc}") from exc
 
@@ -1048,8 +1044,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
             if conn is not None:
                 self._start_drain(conn, replaced=False, why="disconnect()")
             for old in list(self._draining.get(name, ())):
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(old.drained.wait(), self._drain_timeout + 1.0)
+                await self._await_drained(old)
 
         self._lt.run(close(), timeout=self._drain_timeout + 5.0)
 
@@ -1104,13 +1099,10 @@ class TCPBackend(Handover, NetworkBackend, Network):
                 # No longer "dialling" once our connection is up (or failed):
                 # the peer's own reconnect must not be refused as simultaneous.
                 del self._replacing[name]
-            # Return once the peer has switched too and the old one is gone.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(old.drained.wait(), self._drain_timeout + 1.0)
+            await self._await_drained(old)  # the peer has switched too; the old one is gone
 
-        budget = self._net.connect_timeout + 2 * self._net.handshake_timeout + 5.0
         try:
-            self._lt.run(renew(), timeout=budget)
+            self._lt.run(renew(), timeout=self._dial_budget)
         except ErrTimeout as exc:
             raise ErrNoConnection(f"cannot reconnect to {name}: {exc}") from exc
 

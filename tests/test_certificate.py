@@ -126,6 +126,15 @@ def test_peer_certificate_from_der(ca: CertificateAuthority) -> None:
     assert peer.ip_addresses == ("127.0.0.1",)
 
 
+def test_peer_certificate_parse_is_remembered_per_certificate(ca: CertificateAuthority) -> None:
+    first = ca.issue("b@localhost").leaf.public_bytes(serialization.Encoding.DER)
+    rotated = ca.issue("b@localhost").leaf.public_bytes(serialization.Encoding.DER)
+    peer = gen.PeerCertificate.from_der(first)
+    assert gen.PeerCertificate.from_der(bytearray(first)) is peer
+    other = gen.PeerCertificate.from_der(rotated)
+    assert other.fingerprint != peer.fingerprint
+
+
 def test_peer_certificate_garbage_is_a_certificate_error() -> None:
     with pytest.raises(gen.CertificateError):
         gen.PeerCertificate.from_der(b"\x30\x03\x02\x01\x01")

@@ -309,3 +309,26 @@ def test_a_sender_to_a_peer_that_does_not_read_is_held_back(cluster: Cluster) ->
     _on_loop(b, lambda: [link._transport.resume_reading() for link in b_links])
     assert done.wait(4 * WAIT)
     assert [on_b.get(timeout=WAIT)[0] for _ in range(n)] == list(range(n))
+
+
+def test_closed_connections_leave_the_draining_queue(cluster: Cluster) -> None:
+    """A connect/disconnect loop does not pile up closed connections on either side.
+
+    New connections consult the draining queue (to hold frames behind an old
+    connection); closed ones must not stay in it, or each cycle gets slower.
+    """
+    a, b = cluster[A], cluster[B]
+    b.spawn_register("echo", Echo)
+    target = gen.ProcessID("echo", B)
+    for i in range(10):
+        assert a.call(target, i, timeout=WAIT) == i
+        a.network().disconnect(B)
+    for node in (a, b):
+        backend: Any = node.network()
+        # Well inside the drain timeout, after which closed ones are forgotten anyway.
+        assert backend._drain_timeout >= 3.0
+        deadline = time.monotonic() + 1.0
+        while backend._draining and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert backend._draining == {}
+    assert a.call(target, "again", timeout=WAIT) == "again"

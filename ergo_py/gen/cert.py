@@ -327,6 +327,10 @@ class Certificate:
 # PeerCertificate
 
 
+_PARSED_PEERS_MAX = 256
+_parsed_peers: dict[bytes, PeerCertificate] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class PeerCertificate:
     """What a peer presented: a parsed leaf certificate without a key."""
@@ -343,14 +347,26 @@ class PeerCertificate:
 
     @classmethod
     def from_der(cls, der: bytes) -> PeerCertificate:
-        """Parse a DER certificate (``getpeercert(binary_form=True)``)."""
+        """Parse a DER certificate (``getpeercert(binary_form=True)``).
+
+        Every link of every connection from a peer presents the same
+        certificate until it rotates: parsed ones are remembered (bounded).
+        """
         if not isinstance(der, bytes | bytearray | memoryview) or not der:
             raise CertificateError("peer certificate must be non-empty DER bytes")
+        der = bytes(der)
+        known = _parsed_peers.get(der)
+        if known is not None:
+            return known
         try:
-            cert = x509.load_der_x509_certificate(bytes(der))
+            cert = x509.load_der_x509_certificate(der)
         except ValueError as exc:
             raise CertificateError(f"malformed peer certificate: {exc}") from exc
-        return cls.from_x509(cert)
+        parsed = cls.from_x509(cert)
+        if len(_parsed_peers) >= _PARSED_PEERS_MAX:
+            _parsed_peers.clear()
+        _parsed_peers[der] = parsed
+        return parsed
 
     @classmethod
     def from_x509(cls, cert: x509.Certificate) -> PeerCertificate:

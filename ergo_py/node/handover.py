@@ -38,6 +38,7 @@ class Handover:
     _stopped: bool
     _conns: dict[str, Connection]
     _draining: dict[str, list[Connection]]
+    _drained: dict[str, Connection]
     _holding: int
 
     @abc.abstractmethod
@@ -116,8 +117,14 @@ class Handover:
         conn.closed = True
         if conn.timer is not None:
             conn.timer.cancel()
-        # Kept findable for a while: a join the peer dialled before it saw our
-        # Close may still arrive, and is closed cleanly instead of refused.
+        # Out of the draining queue at once (a node that connects and
+        # disconnects in a loop would otherwise walk every connection of the
+        # last few seconds on each step), unless frames are still held on it.
+        # Kept findable by id for a while: a join the peer dialled before it
+        # saw our Close may still arrive, and is closed cleanly, not refused.
+        if conn.held is None:
+            self._unqueue(conn)
+        self._drained[conn.done.connection_id] = conn
         self._lt.loop.call_later(self._drain_timeout, self._forget_drained, conn)
         conn.drained.set()
         self._release_behind(conn)
@@ -125,10 +132,17 @@ class Handover:
 
     async def _await_drained(self, conn: Connection) -> None:
         """Until ``conn`` has closed (cleanly or not); bounded by its drain timer."""
+        if conn.closed:
+            return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(conn.drained.wait(), self._drain_timeout + 1.0)
 
     def _forget_drained(self, conn: Connection) -> None:
+        self._unqueue(conn)
+        if self._drained.get(conn.done.connection_id) is conn:
+            del self._drained[conn.done.connection_id]
+
+    def _unqueue(self, conn: Connection) -> None:
         queue = self._draining.get(conn.peer, [])
         if conn in queue:
             queue.remove(conn)

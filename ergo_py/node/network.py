@@ -123,6 +123,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
         self._joins: dict[asyncio.Future[Any], str] = {}
         self._link_conn: dict[LinkProtocol, Connection] = {}
         self._draining: dict[str, list[Connection]] = {}
+        self._drained: dict[str, Connection] = {}  # closed, by id, for late joins
         self._replacing: dict[str, asyncio.Future[None]] = {}
         self._holding = 0
         self._acceptors: list[_Acceptor] = []
@@ -350,10 +351,10 @@ class TCPBackend(Handover, NetworkBackend, Network):
             if conn.done.connection_id == connection_id:
                 return conn
         for queue in self._draining.values():
-            for conn in queue:  # closed ones stay a little while, for late joins
+            for conn in queue:
                 if conn.done.connection_id == connection_id:
                     return conn
-        return None
+        return self._drained.get(connection_id)
 
     # --- LinkOwner (loop thread) --------------------------------------------------------
 

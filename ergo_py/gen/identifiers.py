@@ -113,9 +113,9 @@ class ProcessID(_Ident):
 
 
 class Ref(_Ident):
-    """A unique reference: node, creation and a full-width random id.
+    """A unique reference: node, creation and a full-width id.
 
-    The id is 96 random bits (Ergo packs refs into fewer bits and misroutes
+    The id is a full 96 bits (Ergo packs refs into fewer bits and misroutes
     aliases after 2^18 of them: ergo-services/ergo#265).
     """
 

@@ -13,6 +13,7 @@ process mailbox or to the backend) while holding it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
@@ -114,6 +115,9 @@ class Core(Node, NodeRouter):
             _live_names.add(name)
         self._name = name
         self._creation = creation
+        # Refs are unique per node incarnation: a counter from a random start
+        # (no entropy syscall per call; count's next() is atomic).
+        self._ref_ids = itertools.count(secrets.randbits(95))
         self._options = options
         self._pid = PID(name, CORE_PROCESS_ID, creation)
         self._lock = threading.RLock()
@@ -156,8 +160,8 @@ class Core(Node, NodeRouter):
         return self
 
     def make_ref(self) -> Ref:
-        """A fresh reference (96 random bits) of this node."""
-        return Ref(self._name, secrets.randbits(96), self._creation)
+        """A fresh reference of this node (96-bit id, unique for the incarnation)."""
+        return Ref(self._name, next(self._ref_ids), self._creation)
 
     def _check_running(self) -> None:
         if self._stopped.is_set():

@@ -89,6 +89,37 @@ def run(d: DialerHandshake | JoinHandshake, a: AcceptorHandshake) -> tuple[list[
     return d_events, a_events
 
 
+def test_the_dialer_is_done_after_one_round_trip() -> None:
+    """Its first flight introduces it; the acceptor's one answer completes it."""
+    d, a = dialer(), acceptor()
+    a.receive_data(d.initiate())
+    assert drain(a) == [] and a.state is HandshakeState.RUNNING
+    d.receive_data(a.data_to_send())
+    assert isinstance(drain(d)[0], HandshakeComplete)
+    a.receive_data(d.data_to_send())
+    assert isinstance(drain(a)[0], HandshakeComplete)
+
+
+def test_the_acceptor_does_not_complete_on_a_replayed_first_flight() -> None:
+    """A recorded first flight, sent again, cannot finish: the Accept needs the new salt."""
+    d, a1 = dialer(), acceptor()
+    first = d.initiate()
+    a1.receive_data(first)
+    drain(a1)
+    d.receive_data(a1.data_to_send())
+    drain(d)
+    old_accept = d.data_to_send()
+    a2 = acceptor()
+    a2.receive_data(first)
+    assert drain(a2) == []
+    a2.data_to_send()
+    a2.receive_data(old_accept)
+    refused = drain(a2)
+    assert refused and isinstance(refused[0], hs.Refused)
+    assert refused[0].reason == hs.REASON_TLS_BINDING
+    assert a2.state is HandshakeState.CLOSED
+
+
 def test_full_handshake_completes_on_both_sides_with_same_connection_id() -> None:
     d, a = dialer(), acceptor()
     d_events, a_events = run(d, a)
@@ -156,11 +187,7 @@ def test_handshake_completes_fed_one_byte_at_a_time() -> None:
 def test_frames_after_the_final_message_are_left_as_trailing_data() -> None:
     d, a = dialer(), acceptor()
     a.receive_data(d.initiate())
-    drain(a)
-    d.receive_data(a.data_to_send())
-    drain(d)
-    a.receive_data(d.data_to_send())
-    drain(a)
+    assert drain(a) == []
     d.receive_data(a.data_to_send())
     assert isinstance(drain(d)[0], HandshakeComplete)
     a.receive_data(d.data_to_send() + b"first frames")
@@ -179,10 +206,11 @@ def test_bad_cookie_is_rejected_with_reason() -> None:
 def test_relay_with_its_own_server_certificate_fails_the_tls_binding() -> None:
     # The dialer really talks TLS to a relay that shows MITM_FP and relays
     # the handshake to the real acceptor.
+    # The acceptor sees it first: the dialer's introduction names MITM_FP.
     d, a = dialer(peer_cert_fp=MITM_FP), acceptor()
     d_events, a_events = run(d, a)
-    assert d_events == [Refused(hs.REASON_TLS_BINDING)]
-    assert a_events == [Rejected(hs.REASON_TLS_BINDING)]
+    assert a_events == [Refused(hs.REASON_TLS_BINDING)]
+    assert d_events == [Rejected(hs.REASON_TLS_BINDING)]
 
 
 def test_relay_with_its_own_client_certificate_fails_the_tls_binding() -> None:
@@ -196,8 +224,8 @@ def test_acceptor_fingerprinting_another_certificate_than_it_presented_fails() -
     # this connection used, not whatever its manager holds now.
     d, a = dialer(local_cert_fp=None), acceptor(peer_cert_fp=None, local_cert_fp=MITM_FP)
     d_events, a_events = run(d, a)
-    assert d_events == [Refused(hs.REASON_TLS_BINDING)]
-    assert a_events == [Rejected(hs.REASON_TLS_BINDING)]
+    assert a_events == [Refused(hs.REASON_TLS_BINDING)]
+    assert d_events == [Rejected(hs.REASON_TLS_BINDING)]
 
 
 def test_peer_introducing_another_name_than_dialed_is_refused() -> None:
@@ -209,7 +237,7 @@ def test_peer_introducing_another_name_than_dialed_is_refused() -> None:
 
 def test_oversize_handshake_message_raises_too_large_before_the_body_arrives() -> None:
     a = acceptor(max_handshake_size=100)
-    a.receive_data(struct.pack(">BBI", 87, 1, 101))
+    a.receive_data(struct.pack(">BBI", 87, hs.VERSION, 101))
     with pytest.raises(gen.ErrTooLarge):
         a.next_event()
     assert a.state is HandshakeState.ERROR
@@ -219,7 +247,7 @@ def test_oversize_handshake_message_raises_too_large_before_the_body_arrives() -
 
 def test_default_handshake_limit_is_65535() -> None:
     a = acceptor()
-    a.receive_data(struct.pack(">BBI", 87, 1, 65536))
+    a.receive_data(struct.pack(">BBI", 87, hs.VERSION, 65536))
     with pytest.raises(gen.ErrTooLarge):
         a.next_event()
 
@@ -227,7 +255,7 @@ def test_default_handshake_limit_is_65535() -> None:
 def test_malformed_message_raises_remote_protocol_error_and_reject_can_be_sent() -> None:
     a = acceptor()
     body = b"\xc1"  # never valid msgpack
-    a.receive_data(struct.pack(">BBI", 87, 1, len(body)) + body)
+    a.receive_data(struct.pack(">BBI", 87, hs.VERSION, len(body)) + body)
     with pytest.raises(gen.RemoteProtocolError):
         a.next_event()
     out = a.reject()
@@ -248,7 +276,7 @@ def test_unexpected_message_type_raises_remote_protocol_error() -> None:
     d = dialer()
     d.initiate()
     body = msgpack.packb([hs.MSG_JOIN, "x@h", "id", b"s" * 32, b"d" * 32])
-    d.receive_data(struct.pack(">BBI", 87, 1, len(body)) + body)
+    d.receive_data(struct.pack(">BBI", 87, hs.VERSION, len(body)) + body)
     with pytest.raises(gen.RemoteProtocolError):
         d.next_event()
 
@@ -256,7 +284,7 @@ def test_unexpected_message_type_raises_remote_protocol_error() -> None:
 def test_wrong_field_shapes_raise_remote_protocol_error() -> None:
     a = acceptor()
     body = msgpack.packb([hs.MSG_HELLO, "not bytes", b"d" * 32])
-    a.receive_data(struct.pack(">BBI", 87, 1, len(body)) + body)
+    a.receive_data(struct.pack(">BBI", 87, hs.VERSION, len(body)) + body)
     with pytest.raises(gen.RemoteProtocolError):
         a.next_event()
 

@@ -6,11 +6,19 @@ A = acceptor; every digest is HMAC-SHA256 keyed by the cookie over a labelled,
 msgpack-encoded list of its inputs)::
 
     D -> A  Hello{s1, digest(s1)}                       A checks the cookie
+            Introduce{node, version, flags, creation, max_message_size, replace,
+                      digest(s1, server_fp, fields)}     and who is dialing
     A -> D  Hello{s2, digest(s1, s2), client_fp,        D checks the cookie and
                   digest_cert(s1, s2, server_fp, client_fp)}   the TLS binding
-    D -> A  Introduce{node, version, flags, creation, max_message_size, replace, digest}
-    A -> D  Introduce{...A's fields..., digest}  Accept{id, pool_size, pool_dsn, digest}
-    D -> A  Accept{digest}                              both sides complete
+            Introduce{...A's fields..., digest}  Accept{id, pool_size, pool_dsn, digest}
+    D -> A  Accept{digest(s1, s2, fingerprints, id, D's fields)}   both complete
+
+The dialer's first flight carries its Introduce, so the dialer is done after
+one round trip (its first frames follow its Accept in the same write) and the
+acceptor after one and a half. Nothing is decided on the strength of the first
+flight alone: the acceptor only *checks* the introduction (it may refuse it);
+the connection comes up when the dialer's Accept, whose digest covers the
+acceptor's fresh salt and both fingerprints, proves the dialer is live.
 
 Extra pool links (after a full handshake) use a Join::
 
@@ -81,7 +89,7 @@ from ergo_py.gen.options import (
 _log = logging.getLogger(__name__)
 
 MAGIC: Final = 87
-VERSION: Final = 1
+VERSION: Final = 2  # 2: the dialer's Introduce rides in its first flight
 HEADER_SIZE: Final = 6
 _HEADER = struct.Struct(">BBI")
 
@@ -367,6 +375,8 @@ class _Machine:
         _log.debug("%s refuses the handshake: %s", type(self).__name__, reason)
         self._state = HandshakeState.CLOSED
         self._out.clear()
+        del self._buf[:]  # the rest of the peer's flight is never read
+        self._pos = 0
         self._out += reject_message(reason)
         return Refused(reason)
 
@@ -519,7 +529,25 @@ class DialerHandshake(_Machine):
             raise LocalProtocolError("initiate() may be called only once")
         self._state = HandshakeState.RUNNING
         self._s1 = os.urandom(SALT_SIZE)
-        return _pack(MSG_HELLO, self._s1, self._digest("D-hello", self._s1))
+        fields = self._intro()
+        return _pack(MSG_HELLO, self._s1, self._digest("D-hello", self._s1)) + _pack(
+            MSG_INTRODUCE,
+            *fields,
+            # The client fingerprint is left out: this side cannot know yet
+            # whether the acceptor asked for its certificate. The final Accept
+            # covers both fingerprints.
+            self._digest("D-intro", self._s1, self._server_fp, *fields),
+        )
+
+    def _intro(self) -> _Intro:
+        return (
+            self._name,
+            self._version,
+            self._flags,
+            self._creation,
+            self._max_message_size,
+            self._replace,
+        )
 
     def next_event(self) -> Event | _NeedData:
         if self._state is HandshakeState.IDLE:
@@ -548,16 +576,6 @@ class DialerHandshake(_Machine):
             expected = self._digest("A-cert", self._s1, self._s2, server, client_fp)
             if not self._same(digest_cert, expected):
                 return self._refuse(REASON_TLS_BINDING)
-            fields = (
-                self._name,
-                self._version,
-                self._flags,
-                self._creation,
-                self._max_message_size,
-                self._replace,
-            )
-            d = self._digest("D-intro", self._s1, self._s2, server, client_fp, *fields)
-            self._send(MSG_INTRODUCE, *fields, d)
             self._expect = _D_INTRODUCE
             return None
         if self._expect == _D_INTRODUCE:
@@ -590,7 +608,10 @@ class DialerHandshake(_Machine):
         )
         if not self._same(cid.encode(), mine.encode()):
             raise RemoteProtocolError("Accept: connection id does not match")
-        self._send(MSG_ACCEPT, self._digest("D-accept", self._s1, self._s2, *self._binding(), cid))
+        confirm = self._digest(
+            "D-accept", self._s1, self._s2, *self._binding(), cid, *self._intro()
+        )
+        self._send(MSG_ACCEPT, confirm)
         return self._complete(
             HandshakeComplete(
                 peer_name=name,
@@ -736,6 +757,7 @@ class AcceptorHandshake(_Machine):
         self._peer_name = ""
         self._cid = ""
         self._result: HandshakeComplete | None = None
+        self._peer_intro: _Intro | None = None
 
     def _handle(self, msg: list[Any]) -> Event | None:
         if self._expect == _A_FIRST:
@@ -752,8 +774,12 @@ class AcceptorHandshake(_Machine):
             raise self._unexpected(msg, "waiting for the final Accept")
         (digest,) = self._fields(msg, "Accept", (bytes,))
         if self._expect == _A_FINAL:
-            expected = self._digest("D-accept", self._s1, self._s2, *self._binding(), self._cid)
-            if not self._same(digest, expected):
+            assert self._peer_intro is not None
+            binding = self._binding()
+            confirm = self._digest(
+                "D-accept", self._s1, self._s2, *binding, self._cid, *self._peer_intro
+            )
+            if not self._same(digest, confirm):
                 return self._refuse(REASON_TLS_BINDING)
             assert self._result is not None
             return self._complete(self._result)
@@ -768,21 +794,12 @@ class AcceptorHandshake(_Machine):
         self._bytes(digest, _DIGEST_SIZE, "Hello digest")
         if not self._same(digest, self._digest("D-hello", self._s1)):
             return self._refuse(REASON_BAD_COOKIE)
-        self._s2 = os.urandom(SALT_SIZE)
-        server, client = self._binding()
-        self._send(
-            MSG_HELLO,
-            self._s2,
-            self._digest("A-hello", self._s1, self._s2),
-            client,
-            self._digest("A-cert", self._s1, self._s2, server, client),
-        )
-        self._expect = _A_INTRODUCE
+        self._expect = _A_INTRODUCE  # in the same flight; answered together
         return None
 
     def _on_introduce(self, msg: list[Any]) -> Event | None:
         fields, digest = _introduce_fields(msg)
-        expected = self._digest("D-intro", self._s1, self._s2, *self._binding(), *fields)
+        expected = self._digest("D-intro", self._s1, self._server_fp, *fields)
         if not self._same(digest, expected):
             return self._refuse(REASON_TLS_BINDING)
         name, version, flags, creation, max_size, replace = fields
@@ -799,6 +816,16 @@ class AcceptorHandshake(_Machine):
             reason = self._check_peer(name, creation, replace)
             if reason is not None:
                 return self._refuse(reason)
+        self._peer_intro = fields
+        self._s2 = os.urandom(SALT_SIZE)
+        server, client = self._binding()
+        self._send(
+            MSG_HELLO,
+            self._s2,
+            self._digest("A-hello", self._s1, self._s2),
+            client,
+            self._digest("A-cert", self._s1, self._s2, server, client),
+        )
         self._cid = connection_id(
             self._cookie, self._name, self._creation, name, creation, self._s1 + self._s2
         )

@@ -113,7 +113,9 @@ class BatchWriter:
     def _take(self) -> list[bytes]:
         """Everything queued (lock held); writers may go on unless the transport is full."""
         frames, self._frames, self._queued = self._frames, [], 0
-        if not self._paused:
+        # Event.set takes its Condition and notifies even when already set;
+        # it is cleared only under our lock, so this check is race-free.
+        if not self._paused and not self._writable.is_set():
             self._writable.set()
         return frames
 

@@ -7,6 +7,7 @@ import ssl
 import tempfile
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from certfixtures import expired_cert, future_cert, node_cert, weak_rsa_cert
@@ -117,6 +118,27 @@ def test_update_with_bad_certificate_raises_and_keeps_previous(
     assert cam.version == before.version
     assert cam.server_context() is server
     assert cam.client_context() is client
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_a_side_never_used_is_not_rebuilt_on_each_update(
+    ca: CertificateAuthority, cam: gen.CertAuthManager, side: str
+) -> None:
+    """A node that only accepts does not pay for dialer contexts on every rotation."""
+    use = cam.server_context if side == "server" else cam.client_context
+    other = cam.client_context if side == "server" else cam.server_context
+    use()
+    new = node_cert(ca)
+    cam.update(new)
+    built: Any = cam._built
+    assert (built.server_built, built.client_built) == (side == "server", side == "client")
+    # A certificate TLS cannot load is still refused with only one side in use.
+    with pytest.raises(gen.CertificateError):
+        cam.update(weak_rsa_cert())
+    # The other side is built on first use, from the current state all the same.
+    ctx = other()
+    assert cert_state_of(ctx) is cam.state()
+    assert cam.state().certificate.fingerprint == new.fingerprint
 
 
 def test_key_mismatch_cannot_reach_a_manager(ca: CertificateAuthority) -> None:

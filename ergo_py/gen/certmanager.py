@@ -207,16 +207,53 @@ def build_client_context(state: CertState, insecure_skip_verify: bool = False) -
 
 
 class _Built:
-    """A state and its contexts; the insecure client context is built on demand."""
+    """A state and its contexts.
 
-    __slots__ = ("_lock", "client", "insecure", "server", "state")
+    Building a context costs a few milliseconds (OpenSSL parses the key and
+    the CA pool), on the thread that changes the manager. A side that has
+    never been asked for (a node that only accepts never dials) is built on
+    first use instead, so frequent rotations pay only for what is used. At
+    least one side is always built up front: that is what validates the
+    certificate before it is accepted. The insecure client context is always
+    built on demand.
+    """
 
-    def __init__(self, state: CertState) -> None:
+    __slots__ = ("_client", "_lock", "_server", "insecure", "state")
+
+    def __init__(self, state: CertState, server: bool = True, client: bool = True) -> None:
         self.state = state
-        self.server = build_server_context(state)
-        self.client = build_client_context(state)
-        self.insecure: StateContext | None = None
         self._lock = threading.Lock()
+        self._server = build_server_context(state) if server or not client else None
+        self._client = build_client_context(state) if client else None
+        self.insecure: StateContext | None = None
+
+    @property
+    def server_built(self) -> bool:
+        return self._server is not None
+
+    @property
+    def client_built(self) -> bool:
+        return self._client is not None
+
+    @property
+    def server(self) -> StateContext:
+        ctx = self._server
+        if ctx is None:
+            with self._lock:
+                ctx = self._server
+                if ctx is None:
+                    ctx = self._server = build_server_context(self.state)
+        return ctx
+
+    @property
+    def client(self) -> StateContext:
+        ctx = self._client
+        if ctx is None:
+            with self._lock:
+                ctx = self._client
+                if ctx is None:
+                    ctx = self._client = build_client_context(self.state)
+        return ctx
 
     def insecure_client(self) -> StateContext:
         ctx = self.insecure
@@ -268,6 +305,9 @@ class CertManager:
         self._subscribers: tuple[Subscriber, ...] = ()
         self._sub_lock = threading.Lock()
         self._built = _Built(CertState(generation=1, version=1, certificate=cert))
+        # Which sides anyone asked for: a change rebuilds those up front.
+        self._server_used = False
+        self._client_used = False
 
     # -- reading (lock-free: one reference read)
 
@@ -294,6 +334,7 @@ class CertManager:
 
     def server_context(self) -> StateContext:
         """The listener context for the current state (cached; never mutated)."""
+        self._server_used = True
         return self._built.server
 
     def client_context(self, insecure_skip_verify: bool = False) -> StateContext:
@@ -303,7 +344,10 @@ class CertManager:
         (the network layer can still bind it by fingerprint).
         """
         built = self._built
-        return built.insecure_client() if insecure_skip_verify else built.client
+        if insecure_skip_verify:
+            return built.insecure_client()
+        self._client_used = True
+        return built.client
 
     # -- changing
 
@@ -367,7 +411,9 @@ class CertManager:
             old = self._built.state
             new = change(old)
             new = replace(new, generation=old.generation + 1)
-            built = _Built(new)  # raises CertificateError: nothing changes
+            unused = not (self._server_used or self._client_used)
+            # Raises CertificateError: nothing changes.
+            built = _Built(new, self._server_used or unused, self._client_used or unused)
             self._built = built
         log.debug("certificate manager generation %d (version %d)", new.generation, new.version)
         for callback in self._subscribers:

@@ -630,3 +630,28 @@ def test_a_plain_acceptor_can_sit_beside_a_tls_one(nodes: Cluster) -> None:
     t.network().add_route("b@.*", gen.NetworkRoute(host="127.0.0.1", port=tls_port))
     assert t.call(gen.ProcessID("pong", "b@127.0.0.1"), 2) == ("pong", 2)
     assert b.network().info("t@127.0.0.1")["identity_verified"] is True
+
+
+def test_acceptors_report_the_ports_they_bound(nodes: Cluster) -> None:
+    """Port 0 (or a range) binds whatever is free: acceptors() says which, and how."""
+    opts = nodes.node_options("b@127.0.0.1")
+    opts.network.acceptors = [
+        gen.AcceptorOptions(host="127.0.0.1", port=0, max_handshakes=7),
+        gen.AcceptorOptions(host="127.0.0.1", port=0, tls=False, max_message_size=4096),
+    ]
+    opts.network.registrar_enabled = False
+    b = nodes.start("b@127.0.0.1", opts)
+    b.spawn_register("pong", Pong)
+    first, second = b.network().acceptors()
+    assert first.port != 0 and second.port != 0 and first.port != second.port
+    assert (first.tls, first.max_handshakes) == (True, 7)
+    assert first.cert_version == nodes.managers["b@127.0.0.1"].version
+    assert (second.tls, second.cert_version, second.max_message_size) == (False, None, 4096)
+    nodes.rotate("b@127.0.0.1")
+    assert b.network().acceptors()[0].cert_version == first.cert_version + 1
+    a = nodes.start("a@127.0.0.1")
+    a.network().add_route("b@.*", gen.NetworkRoute(host="127.0.0.1", port=first.port))
+    assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1) == ("pong", 1)
+    hidden = nodes.node_options("h@127.0.0.1")
+    hidden.network.mode = gen.NetworkMode.HIDDEN
+    assert nodes.start("h@127.0.0.1", hidden).network().acceptors() == []

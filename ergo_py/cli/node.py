@@ -501,9 +501,10 @@ def run_node(
         if watcher is not None:
             watcher.start()
         log.info(
-            "node %s running (%s; inspect process: %s)",
+            "node %s running (%s; accepting on %s; inspect process: %s)",
             node.name,
             f"TLS, cert {manager.get_certificate().fingerprint[:16]}" if manager else "plain TCP",
+            ", ".join(f"{a.host}:{a.port}" for a in network.acceptors()) or "nothing",
             config.inspect_process if config.inspect_enabled else "off",
         )
         while not stop.wait(0.5):

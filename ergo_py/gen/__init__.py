@@ -73,6 +73,7 @@ from ergo_py.gen.messages import (
     MessageExitProcessID,
 )
 from ergo_py.gen.node import (
+    AcceptorInfo,
     ActorFactory,
     Network,
     NetworkBackend,
@@ -95,6 +96,7 @@ __all__ = [
     "TERMINATE_REASON_KILL",
     "TERMINATE_REASON_NORMAL",
     "TERMINATE_REASON_SHUTDOWN",
+    "AcceptorInfo",
     "AcceptorOptions",
     "ActorFactory",
     "Alias",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -52,6 +53,24 @@ class RemoteNode(abc.ABC):
         """Close the connection; links and monitors on the peer fire with reason normal."""
 
 
+@dataclass(frozen=True, slots=True)
+class AcceptorInfo:
+    """One listening acceptor, as bound (``Network.acceptors``).
+
+    ``port`` is the port actually bound (an acceptor configured with port 0
+    or a port range tells here which one it got). ``cert_version`` is the
+    version of the certificate its cert manager holds now (None: plain TCP).
+    """
+
+    host: str
+    port: int
+    tls: bool
+    cert_version: int | None
+    max_message_size: int
+    max_handshakes: int
+    handshake_timeout: float
+
+
 class Network(abc.ABC):
     """The node's view of its peers (``node.network()``)."""
 
@@ -86,6 +105,10 @@ class Network(abc.ABC):
         reordered; links, monitors and pending calls carry on.
         """
         raise ErrUnsupported("this node has no network")
+
+    def acceptors(self) -> list[AcceptorInfo]:
+        """The acceptors listening now, in the order they were configured."""
+        return []
 
     def enable_spawn(self, name: str, factory: ActorFactory, *nodes: str) -> None:
         """Let ``nodes`` (all nodes when none are named) spawn ``factory`` here as ``name``.

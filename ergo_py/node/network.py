@@ -45,7 +45,14 @@ from ergo_py.gen.errors import (
     NodeError,
 )
 from ergo_py.gen.identifiers import PID, Atom, ProcessID, Ref
-from ergo_py.gen.node import Network, NetworkBackend, NodeRouter, RemoteNode, RemoteTarget
+from ergo_py.gen.node import (
+    AcceptorInfo,
+    Network,
+    NetworkBackend,
+    NodeRouter,
+    RemoteNode,
+    RemoteTarget,
+)
 from ergo_py.gen.options import (
     POOL_GROW_AFTER,
     AcceptorOptions,
@@ -88,6 +95,19 @@ class _Acceptor:
     host: str
     port: int
     tls: ListenerTLS | None
+
+    def info(self, default_max_message_size: int) -> AcceptorInfo:
+        opts = self.options
+        size = opts.max_message_size
+        return AcceptorInfo(
+            host=self.host,
+            port=self.port,
+            tls=self.tls is not None,
+            cert_version=self.tls.manager.version if self.tls is not None else None,
+            max_message_size=default_max_message_size if size is None else size,
+            max_handshakes=opts.max_handshakes,
+            handshake_timeout=opts.handshake_timeout,
+        )
 
 
 _SEND_FRAMES = (fr.SendPID, fr.SendName, fr.SendAlias)
@@ -316,9 +336,12 @@ class TCPBackend(Handover, NetworkBackend, Network):
         else:  # a timeout, or a client that went away: no verdict on anyone's certificate
             log.info("%s: TLS handshake from %s did not finish: %s", self._name, peer, exc)
 
+    def acceptors(self) -> list[AcceptorInfo]:
+        return [a.info(self._net.max_message_size) for a in self._acceptors]
+
     @property
     def acceptor_ports(self) -> list[int]:
-        """The ports this node listens on (for tests and tools)."""
+        """The ports this node listens on (shorthand for tests and tools)."""
         return [a.port for a in self._acceptors]
 
     def _has_pending_dial(self, peer: str) -> bool:

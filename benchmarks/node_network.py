@@ -77,7 +77,7 @@ def _serve(ca_pem: tuple[bytes, bytes], pool_size: int, port_q: Any, stop_ev: An
         node.spawn_register("pong", Pong)
         node.spawn_register("sink", Sink)
         backend = node.network()
-        port_q.put(backend.acceptor_ports[0])  # type: ignore[attr-defined]
+        port_q.put(backend.acceptors()[0].port)
         while not stop_ev.is_set():
             time.sleep(0.05)
 

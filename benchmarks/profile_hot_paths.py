@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     with ergo_py.start_node(f"b@{HOST}", options) as b, tempfile.TemporaryDirectory() as tmp:
         b.spawn_register("sink", node_network.Sink)
         b.spawn_register("pong", node_network.Pong)
-        port = b.network().acceptor_ports[0]  # type: ignore[attr-defined]
+        port = b.network().acceptors()[0].port
         ready = mp.get_context("spawn").Event()
         client = mp.get_context("spawn").Process(
             target=_client, args=(pem, port, kind, seconds + 2, ready)

@@ -98,7 +98,7 @@ def serve(ca_pem: CAPem, port_q: Any, stop_ev: Any, rotate_ev: Any, rotations: A
             node.spawn_register(f"pong{i}", Pong)
         for i in range(SINKS):
             node.spawn_register(f"sink{i}", Sink)
-        port_q.put(node.network().acceptor_ports[0])  # type: ignore[attr-defined]
+        port_q.put(node.network().acceptors()[0].port)
         # Issue ahead: rotation should cost what update() costs, not certificate minting.
         spare = [ca.issue(B, hosts=(HOST,)) for _ in range(8)]
         i = 0

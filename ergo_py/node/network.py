@@ -339,11 +339,6 @@ class TCPBackend(Handover, NetworkBackend, Network):
     def acceptors(self) -> list[AcceptorInfo]:
         return [a.info(self._net.max_message_size) for a in self._acceptors]
 
-    @property
-    def acceptor_ports(self) -> list[int]:
-        """The ports this node listens on (shorthand for tests and tools)."""
-        return [a.port for a in self._acceptors]
-
     def _has_pending_dial(self, peer: str) -> bool:
         return peer in self._dialing or peer in self._replacing
 

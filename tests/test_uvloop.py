@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import queue
 import threading
 from collections.abc import Iterator
@@ -92,3 +93,21 @@ def test_rotation_and_reconnect_on_uvloop(nodes: Cluster) -> None:
     assert get(out)[1] == "after"
     second = a.network().info("b@127.0.0.1")["peer_cert_fingerprint"]
     assert second == cam.get_certificate().fingerprint != first
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_acceptors_run_tls_in_the_loops_own_layer(kind: str) -> None:
+    """On uvloop the server side is uvloop's native TLS, on asyncio asyncio's; both report."""
+    from ergo_py.lib import generate_self_signed_cert
+    from ergo_py.net.tls import server_tls_protocol
+
+    loop = uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        manager = gen.create_cert_manager(generate_self_signed_cert("t", "127.0.0.1"))
+        proto = server_tls_protocol(
+            loop, asyncio.Protocol(), manager.server_context(), 1.0, lambda peer, exc: None
+        )
+        native = uvloop.loop.SSLProtocol if kind == "uvloop" else asyncio.sslproto.SSLProtocol
+        assert isinstance(proto, native)
+    finally:
+        loop.close()

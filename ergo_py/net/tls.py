@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from ergo_py.gen.certmanager import CertManager, CertState, cert_state_of, verify_mode_for
 from ergo_py.gen.errors import ErrIncorrect
 
-__all__ = ["ListenerTLS", "ServerTLSProtocol", "client_context_for_dial", "connection_tls_info"]
+__all__ = ["ListenerTLS", "client_context_for_dial", "connection_tls_info", "server_tls_protocol"]
 
 log = logging.getLogger(__name__)
 
@@ -133,52 +133,88 @@ def connection_tls_info(ssl_object: _HasContext | Any) -> tuple[CertState | None
     return state, (bytes(der) if der else None)
 
 
-class ServerTLSProtocol(asyncio.sslproto.SSLProtocol):
-    """asyncio's server-side TLS protocol, reporting a TLS handshake that fails.
+class _ReportingServerTLS:
+    """Server-side TLS that reports a handshake that fails (mixed into a loop's SSLProtocol).
 
-    asyncio drops a failed server handshake quietly (logged only in debug
-    mode) and never tells the protocol it was created for. We need both: the
-    refusal in the log with its reason (a client certificate from an unknown
-    CA, expired, missing), and the acceptor's count of handshakes under way
-    released, or refused clients would use it up and leave the acceptor
-    answering "busy" to everyone. ``on_failure(peer_address, exc)`` runs on
-    the loop when the connection ends before its TLS handshake completed.
+    ``create_server(ssl=...)`` drops a failed server handshake quietly (logged
+    only in debug mode) and never tells the protocol it was created for. We
+    need both: the refusal in the log with its reason (a client certificate
+    from an unknown CA, expired, missing), and the acceptor's count of
+    handshakes under way released, or refused clients would use it up and
+    leave the acceptor answering "busy" to everyone. So the acceptor serves
+    plain TCP and wraps each connection in this protocol itself.
+    ``on_failure(peer_address, exc)`` runs on the loop when the connection
+    ends before its TLS handshake completed. The outcome comes through the
+    public ``waiter`` of the SSL protocol, so the same code runs on asyncio's
+    pure-Python TLS layer and on uvloop's native one (tens of microseconds
+    less per read and write on every frame after the handshake).
     """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        app: asyncio.Protocol,
+        app: asyncio.BaseProtocol,
         context: ssl.SSLContext,
         handshake_timeout: float,
         on_failure: Callable[[Any, BaseException | None], None],
     ) -> None:
-        # No waiter (asyncio accepts None; the stubs say otherwise): failures
-        # come to on_failure instead.
-        super().__init__(
-            loop,
-            app,
-            context,
-            None,  # type: ignore[arg-type]
-            server_side=True,
-            ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]
+        waiter = loop.create_future()
+        super().__init__(  # type: ignore[call-arg]
+            loop, app, context, waiter, server_side=True, ssl_handshake_timeout=handshake_timeout
         )
-        self._on_failure: Callable[[Any, BaseException | None], None] | None = on_failure
-        self._peer: Any = None
-        self._handshake_exc: BaseException | None = None
+        self._ergo_waiter: asyncio.Future[None] = waiter
+        self._ergo_on_failure: Callable[[Any, BaseException | None], None] | None = on_failure
+        self._ergo_peer: Any = None
+        waiter.add_done_callback(self._ergo_settled)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._peer = transport.get_extra_info("peername")
-        super().connection_made(transport)
-
-    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
-        self._handshake_exc = handshake_exc
-        if handshake_exc is None:
-            self._on_failure = None  # up: the app protocol reports from here on
-        super()._on_handshake_complete(handshake_exc)
+        self._ergo_peer = transport.get_extra_info("peername")
+        super().connection_made(transport)  # type: ignore[misc]
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        super().connection_lost(exc)
-        report, self._on_failure = self._on_failure, None
+        super().connection_lost(exc)  # type: ignore[misc]
+        if not self._ergo_waiter.done():  # gone before the handshake finished
+            self._ergo_waiter.cancel()
+            self._ergo_report(exc or ConnectionResetError("closed during the TLS handshake"))
+
+    def _ergo_settled(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.cancelled():
+            return
+        exc = waiter.exception()
+        if exc is None:
+            self._ergo_on_failure = None  # up: the app protocol reports from here on
+        else:
+            self._ergo_report(exc)
+
+    def _ergo_report(self, exc: BaseException) -> None:
+        report, self._ergo_on_failure = self._ergo_on_failure, None
         if report is not None:
-            report(self._peer, self._handshake_exc or exc)
+            report(self._ergo_peer, exc)
+
+
+class _AsyncioServerTLS(_ReportingServerTLS, asyncio.sslproto.SSLProtocol):
+    pass
+
+
+_server_tls_classes: dict[type, type] = {}
+
+
+def server_tls_protocol(
+    loop: asyncio.AbstractEventLoop,
+    app: asyncio.BaseProtocol,
+    context: ssl.SSLContext,
+    handshake_timeout: float,
+    on_failure: Callable[[Any, BaseException | None], None],
+) -> asyncio.BaseProtocol:
+    """The server TLS protocol for an accepted connection, native to ``loop``'s kind."""
+    cls = _server_tls_classes.get(type(loop))
+    if cls is None:
+        cls = _AsyncioServerTLS
+        if type(loop).__module__.startswith("uvloop"):
+            import uvloop.loop
+
+            base: type = uvloop.loop.SSLProtocol  # type: ignore[attr-defined]  # not in its stubs
+            cls = type("_UvloopServerTLS", (_ReportingServerTLS, base), {})
+        _server_tls_classes[type(loop)] = cls
+    protocol: asyncio.BaseProtocol = cls(loop, app, context, handshake_timeout, on_failure)
+    return protocol

@@ -74,7 +74,7 @@ from ergo_py.net.link import LinkProtocol, TLSDetails
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.registrar import Registrar
 from ergo_py.net.registrar_proto import Route
-from ergo_py.net.tls import ListenerTLS, ServerTLSProtocol, client_context_for_dial
+from ergo_py.net.tls import ListenerTLS, client_context_for_dial, server_tls_protocol
 from ergo_py.node.connection import Connection
 from ergo_py.node.handover import Handover
 
@@ -292,7 +292,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
                 link.handshake_failed(exc)
                 self._log_tls_refusal(listener, peer, exc)
 
-            return ServerTLSProtocol(loop, link, listener.context, opts.handshake_timeout, failed)
+            return server_tls_protocol(loop, link, listener.context, opts.handshake_timeout, failed)
 
         ports = (
             [opts.port] if opts.port == 0 else range(opts.port, opts.port + max(1, opts.port_range))

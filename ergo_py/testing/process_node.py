@@ -601,7 +601,9 @@ class ProcessNode(Node):
         """
         if not wait([self._process.sentinel], timeout):
             return False
-        self._process.join(0)
+        # The sentinel closes as the child's files do, a moment before it can
+        # be reaped: a blocking (and bounded) join, not a WNOHANG poll.
+        self._process.join(_KILL_WAIT)
         return True
 
     def _close_channel(self) -> None:

@@ -214,6 +214,25 @@ def test_rotate_process_node_with_reconnect_moves_connections_at_once(
     assert info["identity_verified"] is True
 
 
+def test_a_direct_cert_manager_update_reaches_the_child(cluster: Cluster) -> None:
+    cluster.wait_connected(PB, LOCAL)
+    cert = cluster.ca.issue(PB, hosts=("127.0.0.1",))
+    cluster.managers[PB].update(cert)  # the parent-side manager: mirrored into the child
+    cluster.reconnect(PB, LOCAL)
+    assert cluster[PB].network().info(LOCAL)["local_cert_fingerprint"] == cert.fingerprint
+
+
+def test_rotate_ca_moves_in_process_and_process_nodes_to_the_new_ca(cluster: Cluster) -> None:
+    cluster.wait_connected(LOCAL, PA)
+    cluster.wait_connected(PA, PB)
+    new_ca = cluster.rotate_ca()
+    for a, b in ((LOCAL, PA), (PA, PB), (PB, LOCAL)):
+        cluster.wait_connected(a, b)
+        peer_cert = cluster.managers[b].get_certificate()
+        assert peer_cert.leaf.issuer == new_ca.certificate.subject
+        assert cluster[a].network().info(b)["peer_cert_fingerprint"] == peer_cert.fingerprint
+
+
 def test_errors_from_the_child_keep_their_gen_class(cluster: Cluster) -> None:
     with pytest.raises(gen.ErrProcessUnknown):
         cluster[PA].call("nobody-is-registered-here", 1)

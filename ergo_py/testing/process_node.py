@@ -470,6 +470,9 @@ class ProcessNode(Node):
             target=self._read, name=f"ergo-control-reader {name}", daemon=True
         )
         self._reader.start()
+        if self._cam is not None:
+            # Before ``start``: a change made meanwhile is queued behind it, not lost.
+            self._unsubscribe = self._cam.subscribe(self._forward_certs)
         try:
             pid, creation = self._request("start", spec, timeout=start_timeout)
         except BaseException as exc:
@@ -483,8 +486,6 @@ class ProcessNode(Node):
         self._pid: PID = pid
         self._creation: int = creation
         self._network = _ProcessNetwork(self)
-        if self._cam is not None:
-            self._unsubscribe = self._cam.subscribe(self._forward_certs)
         log.info("node %s started in process %d", name, self._process.pid)
 
     # -- the control channel

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ergo_py import act, gen
-from ergo_py.testing import Cluster
+from ergo_py.testing import Cluster, ProcessNode
 
 
 class Echo(act.Actor):
@@ -42,3 +42,14 @@ def test_a_stopped_node_can_be_started_again() -> None:
             cluster[n1].call(gen.ProcessID("echo", n2), 2)
         cluster.start(n2).spawn_register("echo", Echo)
         assert cluster[n1].call(gen.ProcessID("echo", n2), 3) == 3
+
+
+def test_the_process_fixture_gives_three_nodes_in_child_processes(
+    ergo_process_cluster: Cluster,
+) -> None:
+    n1, n2, n3 = ergo_process_cluster.names
+    assert all(isinstance(ergo_process_cluster[n], ProcessNode) for n in (n1, n2, n3))
+    ergo_process_cluster[n2].spawn_register("echo", Echo)
+    ergo_process_cluster.wait_connected(n1, n2)
+    assert ergo_process_cluster[n1].network().info(n2)["identity_verified"] is True
+    assert ergo_process_cluster[n3].call(gen.ProcessID("echo", n2), "hi") == "hi"

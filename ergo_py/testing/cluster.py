@@ -4,21 +4,32 @@ Every node gets a certificate for its own name from the cluster's CA, trusts
 only that CA in both directions and requires client certificates. Ports are
 free ports; the registrar runs on a private port, so clusters in one process
 (or parallel test runs) do not meet. ``close()`` stops every node.
+
+A node runs in the calling process or, with ``processes=True`` (or
+``start(name, process=True)``), in a child process of its own
+(:class:`~ergo_py.testing.process_node.ProcessNode`, see that module for the
+design). Both kinds mix freely: they find each other through the cluster's
+registrar port. ``cluster[name]`` is a ``gen.Node`` either way; the CA and its
+key stay in this process, and certificate changes made through the cluster
+(``rotate``, ``rotate_ca``) reach the children over their control channel.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
 from ergo_py.gen.cert import Certificate, CertPool, ClientAuth
 from ergo_py.gen.certmanager import CertAuthManager, create_cert_auth_manager
-from ergo_py.gen.errors import ErrIncorrect, ErrTimeout
+from ergo_py.gen.errors import ErrIncorrect, ErrTimeout, ErrUnsupported
 from ergo_py.gen.node import Node
 from ergo_py.gen.options import AcceptorOptions, NodeOptions
 from ergo_py.lib.ca import CertificateAuthority
+from ergo_py.testing.process_node import DEFAULT_START_TIMEOUT, ProcessNode
 
 __all__ = ["Cluster", "free_port"]
 
@@ -34,7 +45,11 @@ def free_port(host: str = HOST) -> int:
 
 
 class Cluster:
-    """Nodes ``n1@127.0.0.1`` ... (or ``names``), started on construction."""
+    """Nodes ``n1@127.0.0.1`` ... (or ``names``), started on construction.
+
+    ``processes``: start each node in a child process of its own (the default
+    for :meth:`start`; ``start_timeout`` bounds each child's start-up).
+    """
 
     def __init__(
         self,
@@ -44,10 +59,14 @@ class Cluster:
         tls: bool = True,
         cookie: str = "ergo-py-cluster",
         start: bool = True,
+        processes: bool = False,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
     ) -> None:
         self.names = list(names) if names is not None else [f"n{i + 1}@{HOST}" for i in range(n)]
         self.tls = tls
         self.cookie = cookie
+        self.processes = processes
+        self.start_timeout = start_timeout
         self.ca = CertificateAuthority.create("ergo_py test cluster CA")
         self._ca_generation = 1
         self.registrar_port = free_port()
@@ -56,11 +75,33 @@ class Cluster:
         self.nodes: dict[str, Node] = {}
         if start:
             try:
-                for name in self.names:
-                    self.start(name)
+                if processes:
+                    self._start_processes(self.names)
+                else:
+                    for name in self.names:
+                        self.start(name)
             except BaseException:
                 self.close()
                 raise
+
+    def _start_processes(self, names: list[str]) -> None:
+        """Start process nodes side by side (a child's start-up is mostly imports)."""
+        options = {name: self.node_options(name) for name in names}
+        self.options.update(options)
+        timeout = self.start_timeout
+        with concurrent.futures.ThreadPoolExecutor(len(names) or 1) as pool:
+            futures = {
+                name: pool.submit(ProcessNode, name, options[name], start_timeout=timeout)
+                for name in names
+            }
+        errors: list[BaseException] = []
+        for name, future in futures.items():
+            try:
+                self.nodes[name] = future.result()
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def node_options(
         self, name: str, *, tls: bool | None = None, cookie: str | None = None
@@ -90,15 +131,25 @@ class Cluster:
         *,
         tls: bool | None = None,
         cookie: str | None = None,
+        process: bool | None = None,
     ) -> Node:
-        """Start (or restart) node ``name`` (``tls``/``cookie``: see :meth:`node_options`)."""
+        """Start (or restart) node ``name`` (``tls``/``cookie``: see :meth:`node_options`).
+
+        ``process``: run it in a child process (a :class:`ProcessNode`);
+        None follows the cluster's ``processes``.
+        """
         from ergo_py.node import start_node
 
         if name in self.nodes:
             raise ErrIncorrect(f"{name} is running")
         options = options or self.node_options(name, tls=tls, cookie=cookie)
         self.options[name] = options
-        node = start_node(name, options)
+        in_process = self.processes if process is None else process
+        node: Node
+        if in_process:
+            node = ProcessNode(name, options, start_timeout=self.start_timeout)
+        else:
+            node = start_node(name, options)
         self.nodes[name] = node
         if name not in self.names:
             self.names.append(name)
@@ -116,6 +167,7 @@ class Cluster:
         """
         cert = self.ca.issue(name, hosts=(HOST,))
         self.managers[name].update(cert)
+        self._sync(name)
         if reconnect:
             self.reconnect_all(name)
         return cert
@@ -162,6 +214,13 @@ class Cluster:
             cam = self.managers[name]
             cam.set_client_cas(pool)
             cam.set_root_cas(pool)
+            self._sync(name)
+
+    def _sync(self, name: str) -> None:
+        """A process node's manager follows the parent-side one; raise if it could not."""
+        node = self.nodes.get(name)
+        if isinstance(node, ProcessNode):
+            node.sync_certs()
 
     def disconnect(self, a: str, b: str) -> None:
         """Close the connection between ``a`` and ``b`` (from ``a``'s side), gracefully."""
@@ -181,8 +240,24 @@ class Cluster:
             network.reconnect(peer)
 
     def stop(self, name: str) -> None:
-        """Stop node ``name`` (it can be started again with ``start``)."""
+        """Stop node ``name`` gracefully (it can be started again with ``start``)."""
         self.nodes.pop(name).stop()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL process node ``name``: a crash, as its peers see it.
+
+        Returns once the child is reaped. Its peers notice the lost
+        connection by themselves (links and monitors fire with
+        ``gen.ErrNoConnection``, pending calls fail). It can be started again
+        with ``start``. ``ErrUnsupported`` for a node in this process.
+        """
+        node = self.nodes.get(name)
+        if node is None:
+            raise ErrIncorrect(f"{name} is not running")
+        if not isinstance(node, ProcessNode):
+            raise ErrUnsupported(f"{name} runs in this process: only process nodes can be killed")
+        del self.nodes[name]
+        node.kill()
 
     def wait_connected(self, a: str, b: str, timeout: float = 10.0) -> None:
         """Connect ``a`` to ``b`` if needed and wait until both sides list each other."""
@@ -195,10 +270,29 @@ class Cluster:
         raise ErrTimeout(f"{a} and {b} not connected within {timeout} s")
 
     def close(self) -> None:
-        """Stop every node (idempotent)."""
-        while self.nodes:
-            _, node = self.nodes.popitem()
-            node.stop()
+        """Stop every node (idempotent); children that do not stop in time are killed.
+
+        Process nodes stop concurrently (each is bounded by its node's
+        ``shutdown_timeout`` plus a margin); when this returns no child is left.
+        """
+        nodes = list(self.nodes.values())
+        self.nodes.clear()
+        procs = [n for n in nodes if isinstance(n, ProcessNode)]
+        stoppers = [
+            threading.Thread(target=p.stop, name=f"ergo-cluster-stop {p.name}", daemon=True)
+            for p in procs
+        ]
+        for t in stoppers:
+            t.start()
+        try:
+            for node in nodes:
+                if not isinstance(node, ProcessNode):
+                    node.stop()
+        finally:
+            for t, p in zip(stoppers, procs, strict=True):
+                t.join(p.stop_bound)
+                if t.is_alive():  # cannot happen unless stop() itself hangs: be sure anyway
+                    p.kill()
 
     def __enter__(self) -> Cluster:
         return self

@@ -241,21 +241,32 @@ def test_plain_cert_manager_serves_tls(ca: CertificateAuthority) -> None:
     listener.close()
 
 
-def test_tls12_session_is_not_resumed_so_changes_cannot_be_bypassed(
+def test_tls12_is_not_served_so_session_ids_cannot_bypass_a_change(
     ca: CertificateAuthority,
     managers: tuple[gen.CertAuthManager, gen.CertAuthManager],
     server: EchoServer,
 ) -> None:
+    """TLS 1.2 resumes by session ID from the listener's cache, across any change."""
     if not hasattr(os, "memfd_create"):
         pytest.skip("needs memfd")
     _, cli_mgr = managers
-    ctx = tls12_client_context(cli_mgr.get_certificate(), ca)
+    with pytest.raises(Refused):
+        connect(tls12_client_context(cli_mgr.get_certificate(), ca), server.port)
+
+
+def test_a_tls13_session_is_never_resumed(
+    ca: CertificateAuthority,
+    managers: tuple[gen.CertAuthManager, gen.CertAuthManager],
+    server: EchoServer,
+) -> None:
+    _, cli_mgr = managers
+    ctx = cli_mgr.client_context()
     first = connect(ctx, server.port)
-    assert first.version() == "TLSv1.2"
+    assert first.version() == "TLSv1.3"
     session = first.session
     first.close()
     raw = socket.create_connection(("127.0.0.1", server.port), timeout=5.0)
-    second = ctx.wrap_socket(raw, session=session)
+    second = ctx.wrap_socket(raw, session=session) if session is not None else ctx.wrap_socket(raw)
     echo(second)
     assert not second.session_reused
     second.close()

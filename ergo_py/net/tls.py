@@ -49,7 +49,13 @@ class ListenerTLS:
         self._manager = manager
         self._lock = threading.Lock()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        # No resumption, which could bypass a later CA or client-auth change.
+        # TLS 1.3 resumes only with tickets (none are issued). TLS 1.2 also
+        # resumes by session ID from this context's cache, which outlives
+        # every change (the per-state contexts are swapped in later) and which
+        # Python cannot turn off: so TLS 1.2 is not served at all. Every
+        # client ergo_py makes speaks 1.3.
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.num_tickets = 0
         ctx.options |= ssl.OP_NO_TICKET
         ctx.sni_callback = self._sni

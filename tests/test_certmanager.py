@@ -254,8 +254,9 @@ def test_plain_cert_manager_builds_default_contexts(ca: CertificateAuthority) ->
 
 
 def _listing(path: str) -> set[str]:
+    """Our temp files in ``path`` (other processes on the machine come and go there)."""
     try:
-        return set(os.listdir(path))
+        return {name for name in os.listdir(path) if name.startswith("ergo-py-")}
     except OSError:
         return set()
 

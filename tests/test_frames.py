@@ -340,6 +340,25 @@ def test_a_pair_cached_for_one_send_type_is_refused_for_another() -> None:
         dec.next_frame()
 
 
+def test_drain_yields_send_frames_as_plain_tuples() -> None:
+    dec = FrameDecoder()
+    dec.receive_data(b"".join(fr.encode_send(A, to, (1, [2]), 1) for to in (B, NAME, ALIAS)))
+    out: list[fr.Frame] = []
+    dec.drain(out)
+    assert [type(f) for f in out] == [tuple, tuple, tuple]
+    assert out == [(A, B, (1, [2])), (A, NAME, (1, [2])), (A, ALIAS, (1, [2]))]
+    assert [type(f[1]) for f in out if isinstance(f, tuple)] == [PID, ProcessID, Alias]
+
+
+def test_a_plain_send_tuple_encodes_and_orders_as_its_named_frame() -> None:
+    assert encode_frame((A, NAME, 1)) == encode_frame(fr.SendName(A, NAME, 1))
+    assert frame_order((A, B, 1)) == frame_order(fr.SendPID(A, B, 1)) == order_byte(A.id)
+    with pytest.raises(gen.ErrIncorrect):
+        encode_frame((A, REF, 1))  # type: ignore[arg-type]
+    with pytest.raises(gen.ErrIncorrect):
+        encode_frame((A, B))  # type: ignore[arg-type]
+
+
 def test_drain_consumes_keepalives_and_stops_after_a_close() -> None:
     frames = [fr.SendPID(A, B, 1), fr.Keepalive(), fr.Link(A, B), fr.Close(replaced=False)]
     after = encode_frame(fr.SendPID(A, B, 2))

@@ -159,12 +159,13 @@ def drain_decoder(dec: FrameDecoder, chunks: list[bytes]) -> list[fr.Frame]:
 
 
 def as_drained(frames: list[fr.Frame]) -> list[fr.Frame]:
-    """What ``drain`` yields for ``frames``: no keepalives, nothing after a Close."""
+    """What ``drain`` yields for ``frames``: plain tuples for sends, no keepalives,
+    nothing after a Close."""
     out: list[fr.Frame] = []
     for f in frames:
         if type(f) is fr.Keepalive:
             continue
-        out.append(f)
+        out.append((f[0], f[1], f[2]) if isinstance(f, tuple) else f)
         if type(f) is fr.Close:
             break
     return out

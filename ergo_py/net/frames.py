@@ -55,6 +55,8 @@ MAGIC = 78
 VERSION = 2
 HEADER_SIZE = 8
 _HEADER = struct.Struct(">BBIBB")
+_HEADER_MV = struct.Struct(">HIBB")  # _HEADER with magic and version as one number
+_MAGIC_VERSION = MAGIC << 8 | VERSION
 _MAX_TOTAL = 0xFFFFFFFF
 
 # Frame type bytes (our numbering; loosely follows Ergo's groups).
@@ -267,8 +269,15 @@ class Close:
     replaced: bool
 
 
+Send: TypeAlias = tuple[PID, Target, Any]
+"""A send frame as :meth:`FrameDecoder.drain` yields it: a plain ``(from_, to,
+message)`` tuple (building a named tuple costs about six times as much); the
+type of ``to`` says which of the three it is. The classes above are the same
+tuples with names."""
+
 Frame: TypeAlias = (
-    SendPID
+    Send
+    | SendPID
     | SendName
     | SendAlias
     | CallPID
@@ -574,9 +583,10 @@ _SENDS: dict[int, tuple[type[Any], _Check]] = {
     TYPE_SEND_NAME: (SendName, _decode_name),
     TYPE_SEND_ALIAS: (SendAlias, _decode_alias),
 }
-# (id(from_), id(to)) -> (from_, to, type byte, body prefix): the entry holds
-# both objects, so their ids stay theirs while cached. Bounded like the others.
-_pairs_out: dict[tuple[int, int], tuple[Any, Any, int, bytes]] = {}
+# (id(from_), id(to)) -> (from_, to, type byte, body prefix for a tuple
+# message, for any other): the entry holds both objects, so their ids stay
+# theirs while cached. Bounded like the others.
+_pairs_out: dict[tuple[int, int], tuple[Any, Any, int, bytes, bytes]] = {}
 # pair bytes -> (type byte, from_, to). A pair is valid for one type byte only.
 _pairs_in: dict[bytes, tuple[int, PID, Any]] = {}
 _tuple_new = tuple.__new__
@@ -590,8 +600,8 @@ def _bin_header(size: int) -> bytes:
     return b"\xc6" + size.to_bytes(4, "big")  # identifiers never come near 4 GiB
 
 
-def _send_prefix(from_pid: Any, to: Any) -> tuple[int, bytes]:
-    """(type byte, body up to the message) for a pair not cached yet."""
+def _send_prefix(from_pid: Any, to: Any) -> tuple[Any, Any, int, bytes, bytes]:
+    """The ``_pairs_out`` entry for a pair not cached yet."""
     if type(from_pid) is not PID:
         raise ErrIncorrect(f"expected PID, got {_shape(from_pid)}")
     code = _SEND_TYPES.get(type(to))
@@ -599,10 +609,11 @@ def _send_prefix(from_pid: Any, to: Any) -> tuple[int, bytes]:
         raise ErrIncorrect(f"expected PID/ProcessID/Alias, got {_shape(to)}")
     pair = b"\x92" + _ident_bytes(from_pid, PID) + _ident_bytes(to, type(to))
     prefix = b"\x93" + _bin_header(len(pair)) + pair
+    entry = (from_pid, to, code, prefix + b"\xc3", prefix + b"\xc2")  # is_tuple true, false
     if len(_pairs_out) >= _CACHE_MAX:
         _pairs_out.clear()
-    _pairs_out[(id(from_pid), id(to))] = (from_pid, to, code, prefix)
-    return code, prefix
+    _pairs_out[(id(from_pid), id(to))] = entry
+    return entry
 
 
 def encode_send(from_pid: PID, to: Target, message: Any, order: int, max_size: int = 0) -> bytes:
@@ -614,22 +625,20 @@ def encode_send(from_pid: PID, to: Target, message: Any, order: int, max_size: i
     :func:`encode_frame`.
     """
     hit = _pairs_out.get((id(from_pid), id(to)))
-    if hit is not None and hit[0] is from_pid and hit[1] is to:
-        code, prefix = hit[2], hit[3]
-    else:
-        code, prefix = _send_prefix(from_pid, to)
+    if hit is None or hit[0] is not from_pid or hit[1] is not to:
+        hit = _send_prefix(from_pid, to)
     if not 0 <= order <= 255:
         raise ErrIncorrect(f"order byte out of range: {order}")
-    if type(message) is tuple:
-        flag = b"\xc3"  # true: the items follow as an array
+    if type(message) is tuple:  # the items follow as an array
+        prefix = hit[3]
         body = codec.encode(list(message))
     else:
-        flag = b"\xc2"
+        prefix = hit[4]
         body = codec.encode(message)
-    total = HEADER_SIZE + len(prefix) + 1 + len(body)
+    total = HEADER_SIZE + len(prefix) + len(body)
     if (max_size and total > max_size) or total > _MAX_TOTAL:
         raise too_large(total, max_size)
-    return b"".join((_HEADER.pack(MAGIC, VERSION, total, order, code), prefix, flag, body))
+    return b"".join((_HEADER_MV.pack(_MAGIC_VERSION, total, order, hit[2]), prefix, body))
 
 
 def _read_pair(code: int, pair: bytes) -> tuple[int, PID, Any]:
@@ -648,8 +657,8 @@ def _read_pair(code: int, pair: bytes) -> tuple[int, PID, Any]:
     return hit
 
 
-def _decode_send(code: int, body: bytes | bytearray) -> Any:
-    values = codec.decode(body)
+def _send_fields(code: int, values: Any) -> Send:
+    """A send frame of type ``code`` from its decoded body, fully checked."""
     if type(values) is list and len(values) == 3:
         pair, is_tuple, message = values
         if type(pair) is bytes:
@@ -657,12 +666,17 @@ def _decode_send(code: int, body: bytes | bytearray) -> Any:
             if hit is None or hit[0] != code:
                 hit = _read_pair(code, pair)
             if is_tuple is True and type(message) is list:
-                return _tuple_new(_SENDS[code][0], (hit[1], hit[2], tuple(message)))
+                return (hit[1], hit[2], tuple(message))
             if is_tuple is False:
-                return _tuple_new(_SENDS[code][0], (hit[1], hit[2], message))
+                return (hit[1], hit[2], message)
     raise RemoteProtocolError(
         f"{_SENDS[code][0].__name__} frame: expected [pair, is_tuple, message]"
     )
+
+
+def _decode_send(code: int, body: bytes | bytearray) -> Any:
+    """The named send frame (SendPID, SendName or SendAlias) of type ``code``."""
+    return _tuple_new(_SENDS[code][0], _send_fields(code, codec.decode(body)))
 
 
 _KNOWN_TYPES = frozenset(_DECODING) | frozenset(_SENDS)
@@ -697,7 +711,7 @@ def frame_order(frame: Frame) -> int:
     if isinstance(frame, Down):
         target = frame.target
         return order_byte(target.id) if isinstance(target, PID) else order_byte(frame.ref.id)
-    sender = getattr(frame, "from_", None)
+    sender = frame[0] if isinstance(frame, tuple) else getattr(frame, "from_", None)
     if isinstance(sender, PID):
         return order_byte(sender.id)
     return 0
@@ -717,6 +731,8 @@ def encode_frame(frame: Frame, max_size: int = 0, *, order: int | None = None) -
     """
     spec = _ENCODING.get(type(frame))
     to_type = _SEND_TO_TYPES.get(type(frame)) if spec is None else None
+    if type(frame) is tuple and len(frame) == 3:
+        to_type = type(frame[1])  # a plain send frame: encode_send checks it
     if spec is None and to_type is None:
         raise ErrIncorrect(f"not a frame: {type(frame).__name__}")
     if order is None:
@@ -905,12 +921,13 @@ class FrameDecoder:
     def drain(self, out: list[Frame]) -> None:
         """Append every whole frame buffered so far to ``out``, in order.
 
-        The reader's fast path (one call per read, the send frames decoded
-        inline). Keepalives are consumed, not appended: they carry nothing. It
-        stops after a :class:`Close` (the last one appended; anything after it
-        stays buffered, see :attr:`buffered`). On an error, ``out`` holds the
-        frames before the bad one, and the decoder is broken as with
-        :meth:`next_frame`.
+        The reader's fast path (one call per read). Send frames come out as
+        plain ``(from_, to, message)`` tuples (:data:`Send`), the other frames
+        as with :meth:`next_frame`. Keepalives are consumed, not appended:
+        they carry nothing. It stops after a :class:`Close` (the last one
+        appended; anything after it stays buffered, see :attr:`buffered`). On
+        an error ``out`` holds the frames before the bad one, and the decoder
+        is broken as with :meth:`next_frame`.
         """
         if self._error is not None:
             raise self._error
@@ -918,28 +935,41 @@ class FrameDecoder:
         pos = self._pos
         end = len(buf)
         limit = self._max_size
-        unpack = _HEADER.unpack_from
+        unpack = _HEADER_MV.unpack_from
+        known = _KNOWN_TYPES
         sends = _SENDS
+        pairs = _pairs_in
+        decode = codec.decode
         append = out.append
         try:
             while end - pos >= HEADER_SIZE:
-                magic, version, total, _, code = unpack(buf, pos)
+                magic_version, total, _, code = unpack(buf, pos)
                 if (
-                    magic != MAGIC
-                    or version != VERSION
-                    or code not in _KNOWN_TYPES
+                    magic_version != _MAGIC_VERSION
+                    or code not in known
                     or total < HEADER_SIZE
                     or (limit and total > limit)
                 ):
-                    self._refuse(magic, version, total, code)
+                    self._refuse(magic_version >> 8, magic_version & 0xFF, total, code)
                 stop = pos + total
                 if stop > end:
                     break
                 body = buf[pos + HEADER_SIZE : stop]
                 pos = stop
-                send = sends.get(code)
-                if send is not None:
-                    append(_decode_send(code, body))
+                if code in sends:
+                    values = decode(body)
+                    # The common case inline: a known pair, then as _send_fields.
+                    if type(values) is list and len(values) == 3:
+                        pair, is_tuple, message = values
+                        hit = pairs.get(pair) if type(pair) is bytes else None
+                        if hit is not None and hit[0] == code:
+                            if is_tuple is True and type(message) is list:
+                                append((hit[1], hit[2], tuple(message)))
+                                continue
+                            if is_tuple is False:
+                                append((hit[1], hit[2], message))
+                                continue
+                    append(_send_fields(code, values))
                     continue
                 frame = decode_frame(code, body)
                 if type(frame) is Keepalive:

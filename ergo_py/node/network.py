@@ -90,9 +90,6 @@ class _Acceptor:
     tls: ListenerTLS | None
 
 
-_SEND_FRAMES = (fr.SendPID, fr.SendName, fr.SendAlias)
-
-
 def _random_cookie() -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(16))
@@ -445,8 +442,8 @@ class TCPBackend(Handover, NetworkBackend, Network):
         """
         run: list[tuple[PID, RemoteTarget, Any]] = []
         for frame in frames:
-            if isinstance(frame, _SEND_FRAMES):
-                run.append(frame)  # a (from_, to, message) named tuple
+            if isinstance(frame, tuple):  # a send frame: (from_, to, message)
+                run.append(frame)
                 continue
             if run:
                 self._route_sends(link, run)

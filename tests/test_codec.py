@@ -135,3 +135,18 @@ def test_cached_identifier_encodings_keep_ref_and_alias_apart() -> None:
     assert type(codec.copy(ref)) is gen.Ref
     assert type(codec.copy(alias)) is gen.Alias
     assert type(codec.copy(ref)) is gen.Ref
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 7, 15, 16, 17, 200, 300, 70_000])
+def test_a_top_level_tuple_is_packed_as_msgpack_packs_the_extension(size: int) -> None:
+    """The tuple fast path writes the extension header itself: byte for byte msgpack's."""
+    for value in (tuple(range(size)), (b"x" * size,)):
+        payload = msgpack.packb(list(value), use_bin_type=True)
+        assert codec.encode(value) == msgpack.packb(msgpack.ExtType(codec.EXT_TUPLE, payload))
+        assert codec.decode(codec.encode(value)) == value
+
+
+def test_a_refused_top_level_tuple_leaves_the_encoder_clean() -> None:
+    with pytest.raises(gen.ErrUnsupportedType):
+        codec.encode((1, object()))
+    assert codec.copy((1, [2, (3,)])) == (1, [2, (3,)])

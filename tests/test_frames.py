@@ -55,10 +55,14 @@ def norm(value: object) -> object:
         return [norm(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return (type(value), *(norm(getattr(value, f.name)) for f in dataclasses.fields(value)))
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # the send frames
+        return (type(value), *(norm(v) for v in value))
     return value
 
 
-def _header(total: int, type_: int, *, magic: int = 78, version: int = 1, order: int = 0) -> bytes:
+def _header(
+    total: int, type_: int, *, magic: int = 78, version: int = fr.VERSION, order: int = 0
+) -> bytes:
     return struct.pack(">BBIBB", magic, version, total, order, type_)
 
 
@@ -77,7 +81,7 @@ def test_every_frame_type_round_trips(frame: fr.Frame) -> None:
 def test_header_shape_is_magic_version_length_order_type() -> None:
     data = encode_frame(fr.SendPID(A, B, "x"))
     magic, version, total, order, type_ = struct.unpack(">BBIBB", data[:8])
-    assert (magic, version, total, type_) == (78, 1, len(data), fr.TYPE_SEND_PID)
+    assert (magic, version, total, type_) == (78, fr.VERSION, len(data), fr.TYPE_SEND_PID)
     assert order == order_byte(A.id)
 
 
@@ -143,7 +147,7 @@ def test_decoder_accepts_a_frame_exactly_at_its_limit() -> None:
     "data",
     [
         _header(8, fr.TYPE_KEEPALIVE, magic=77),
-        _header(8, fr.TYPE_KEEPALIVE, version=2),
+        _header(8, fr.TYPE_KEEPALIVE, version=fr.VERSION + 1),
         _header(8, 55),
         _header(7, fr.TYPE_KEEPALIVE),
         _header(9, fr.TYPE_KEEPALIVE) + b"\x00",
@@ -226,6 +230,171 @@ def test_wrong_field_shapes_raise_remote_protocol_error(data: bytes) -> None:
         dec.next_frame()
 
 
+# --- the send frames' own layout ---------------------------------------------------
+
+
+def _send_data(type_: int, pair: object, is_tuple: object, message: object) -> bytes:
+    """A send frame with a hand-made body: [pair bytes, is_tuple, message]."""
+    if isinstance(pair, list):
+        pair = codec.encode([_plain(f) for f in pair])
+    body = msgpack.packb([pair, is_tuple, message])
+    return _header(8 + len(body), type_) + body
+
+
+@pytest.mark.parametrize("message", [(1, "a"), [1, "a"], (), [], ((1,), [2]), "x", None])
+@pytest.mark.parametrize("to", [B, NAME, ALIAS], ids=repr)
+def test_send_frames_keep_tuples_and_lists_apart(
+    to: PID | ProcessID | Alias, message: object
+) -> None:
+    dec = FrameDecoder()
+    dec.receive_data(fr.encode_send(A, to, message, 3))
+    out = dec.next_frame()
+    assert isinstance(out, fr.SendPID | fr.SendName | fr.SendAlias)
+    assert (out.from_, out.to, out.message) == (A, to, message)
+    assert type(out.to) is type(to)
+    assert type(out.message) is type(message)
+    if isinstance(message, tuple) and message:
+        assert [type(v) for v in out.message] == [type(v) for v in message]
+
+
+def test_encode_send_is_encode_frame_of_the_matching_frame() -> None:
+    assert fr.encode_send(A, B, MSG, 9) == encode_frame(fr.SendPID(A, B, MSG), order=9)
+    assert fr.encode_send(A, NAME, MSG, 9) == encode_frame(fr.SendName(A, NAME, MSG), order=9)
+    assert fr.encode_send(A, ALIAS, MSG, 9) == encode_frame(fr.SendAlias(A, ALIAS, MSG), order=9)
+
+
+def test_send_frames_from_fresh_identifier_objects_decode_alike() -> None:
+    """The pair caches go by object identity one way, by bytes the other."""
+    dec = FrameDecoder()
+    for i in range(3):
+        sender = PID("a@localhost", 1000, 7)
+        name = ProcessID("pong", "b@localhost")
+        dec.receive_data(fr.encode_send(sender, name, i, 1))
+        assert dec.next_frame() == fr.SendName(A, NAME, i)
+
+
+def test_send_frames_stay_right_past_the_cache_bounds() -> None:
+    pids = [PID("a@localhost", i, 7) for i in range(fr._CACHE_MAX + 10)]
+    dec = FrameDecoder()
+    for pid in pids:
+        dec.receive_data(fr.encode_send(pid, B, pid.id, 1))
+    out: list[fr.Frame] = []
+    dec.drain(out)
+    assert out == [fr.SendPID(pid, B, pid.id) for pid in pids]
+
+
+def test_encode_send_refuses_what_encode_frame_refuses() -> None:
+    with pytest.raises(gen.ErrIncorrect):
+        fr.encode_send(A, REF, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(gen.ErrIncorrect):
+        fr.encode_send(NAME, B, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(gen.ErrIncorrect):
+        fr.encode_send(A, B, 1, 256)
+    with pytest.raises(gen.ErrUnsupportedType):
+        fr.encode_send(A, B, (1, object()), 1)
+    size = len(fr.encode_send(A, B, b"x" * 100, 1))
+    with pytest.raises(gen.ErrTooLarge):
+        fr.encode_send(A, B, b"x" * 100, 1, max_size=size - 1)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _send_data(fr.TYPE_SEND_PID, ["a", B], False, 1),  # sender not a PID
+        _send_data(fr.TYPE_SEND_PID, [[str(A.node), "1", 7], B], False, 1),  # PID id
+        _send_data(fr.TYPE_SEND_PID, [A, NAME], False, 1),  # a name where a PID goes
+        _send_data(fr.TYPE_SEND_NAME, [A, B], False, 1),  # a PID where a name goes
+        _send_data(fr.TYPE_SEND_ALIAS, [A, B], False, 1),  # a PID where an alias goes
+        _send_data(fr.TYPE_SEND_ALIAS, [A, [str(A.node), b"short", 7]], False, 1),
+        _send_data(fr.TYPE_SEND_PID, [A], False, 1),  # a pair of one
+        _send_data(fr.TYPE_SEND_PID, [A, B, B], False, 1),  # a pair of three
+        _send_data(fr.TYPE_SEND_PID, b"\xc1", False, 1),  # pair bytes that do not decode
+        _send_data(fr.TYPE_SEND_PID, codec.encode([_plain(A), _plain(B)]) + b"\x00", False, 1),
+        _send_data(fr.TYPE_SEND_PID, codec.encode([A, B]), False, 1),  # extension types
+        _send_data(fr.TYPE_SEND_PID, [A, B], 1, 1),  # is_tuple not a bool
+        _send_data(fr.TYPE_SEND_PID, [A, B], None, [1]),
+        _send_data(fr.TYPE_SEND_PID, [A, B], True, "not a list"),
+        _send_data(fr.TYPE_SEND_PID, [A, B], True, {"k": 1}),
+        _with_body(fr.TYPE_SEND_PID, [A, B, 1]),  # the version 1 body
+        _with_body(fr.TYPE_SEND_PID, [A, B]),
+        _header(8, fr.TYPE_SEND_PID),  # no body at all
+        _header(9, fr.TYPE_SEND_PID) + b"\xc1",
+    ],
+)
+def test_malformed_send_frames_raise_remote_protocol_error(data: bytes) -> None:
+    for read in ("next_frame", "drain"):
+        dec = FrameDecoder()
+        dec.receive_data(data)
+        with pytest.raises(gen.RemoteProtocolError):
+            dec.next_frame() if read == "next_frame" else dec.drain([])
+
+
+def test_a_pair_cached_for_one_send_type_is_refused_for_another() -> None:
+    good = fr.encode_send(A, B, 1, 1)
+    dec = FrameDecoder()
+    dec.receive_data(good)
+    assert dec.next_frame() == fr.SendPID(A, B, 1)
+    as_alias = good[:7] + bytes([fr.TYPE_SEND_ALIAS]) + good[8:]
+    dec.receive_data(as_alias)
+    with pytest.raises(gen.RemoteProtocolError):
+        dec.next_frame()
+
+
+def test_drain_yields_send_frames_as_plain_tuples() -> None:
+    dec = FrameDecoder()
+    dec.receive_data(b"".join(fr.encode_send(A, to, (1, [2]), 1) for to in (B, NAME, ALIAS)))
+    out: list[fr.Frame] = []
+    dec.drain(out)
+    assert [type(f) for f in out] == [tuple, tuple, tuple]
+    assert out == [(A, B, (1, [2])), (A, NAME, (1, [2])), (A, ALIAS, (1, [2]))]
+    assert [type(f[1]) for f in out if isinstance(f, tuple)] == [PID, ProcessID, Alias]
+
+
+def test_a_plain_send_tuple_encodes_and_orders_as_its_named_frame() -> None:
+    assert encode_frame((A, NAME, 1)) == encode_frame(fr.SendName(A, NAME, 1))
+    assert frame_order((A, B, 1)) == frame_order(fr.SendPID(A, B, 1)) == order_byte(A.id)
+    with pytest.raises(gen.ErrIncorrect):
+        encode_frame((A, REF, 1))  # type: ignore[arg-type]
+    with pytest.raises(gen.ErrIncorrect):
+        encode_frame((A, B))  # type: ignore[arg-type]
+
+
+def test_drain_consumes_keepalives_and_stops_after_a_close() -> None:
+    frames = [fr.SendPID(A, B, 1), fr.Keepalive(), fr.Link(A, B), fr.Close(replaced=False)]
+    after = encode_frame(fr.SendPID(A, B, 2))
+    dec = FrameDecoder()
+    dec.receive_data(b"".join(encode_frame(f) for f in frames) + after)
+    out: list[fr.Frame] = []
+    dec.drain(out)
+    assert out == [fr.SendPID(A, B, 1), fr.Link(A, B), fr.Close(replaced=False)]
+    assert dec.buffered == len(after)
+
+
+def test_drain_keeps_the_frames_before_a_bad_one_and_breaks() -> None:
+    dec = FrameDecoder()
+    dec.receive_data(fr.encode_send(A, B, 1, 1) + _header(9, fr.TYPE_SEND_PID) + b"\xc1")
+    out: list[fr.Frame] = []
+    with pytest.raises(gen.RemoteProtocolError):
+        dec.drain(out)
+    assert out == [fr.SendPID(A, B, 1)]
+    with pytest.raises(gen.RemoteProtocolError):
+        dec.drain(out)
+
+
+def test_drain_waits_for_the_rest_of_a_split_frame() -> None:
+    data = fr.encode_send(A, B, "x" * 100, 1)
+    dec = FrameDecoder()
+    out: list[fr.Frame] = []
+    dec.receive_data(data[:5])
+    dec.drain(out)
+    dec.receive_data(data[5:40])
+    dec.drain(out)
+    assert out == [] and dec.buffered == 40
+    dec.receive_data(data[40:])
+    dec.drain(out)
+    assert out == [fr.SendPID(A, B, "x" * 100)] and dec.buffered == 0
+
+
 def test_body_that_is_not_a_list_raises_remote_protocol_error() -> None:
     body = msgpack.packb({"a": 1})
     with pytest.raises(gen.RemoteProtocolError):
@@ -280,10 +449,16 @@ def test_unsupported_message_type_raises_at_the_sender() -> None:
         encode_frame(fr.SendPID(A, B, object()))
 
 
-def test_frames_are_immutable() -> None:
-    frame = fr.SendPID(A, B, 1)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        frame.message = 2  # type: ignore[misc]
+def _field_names(frame: fr.Frame) -> list[str]:
+    if isinstance(frame, tuple):  # the send frames are named tuples
+        return list(frame._fields)
+    return [f.name for f in dataclasses.fields(frame)]
+
+
+@pytest.mark.parametrize("frame", [f for f in ALL_FRAMES if _field_names(f)], ids=repr)
+def test_frames_are_immutable(frame: fr.Frame) -> None:
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError is one
+        setattr(frame, _field_names(frame)[0], 2)
 
 
 def test_a_broken_decoder_refuses_further_data() -> None:

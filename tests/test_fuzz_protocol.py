@@ -147,6 +147,30 @@ def feed_decoder(dec: FrameDecoder, chunks: list[bytes]) -> list[fr.Frame]:
     return out
 
 
+def drain_decoder(dec: FrameDecoder, chunks: list[bytes]) -> list[fr.Frame]:
+    """As a link reads: ``drain`` after each chunk (keepalives dropped, stop at a Close)."""
+    out: list[fr.Frame] = []
+    for chunk in chunks:
+        dec.receive_data(chunk)
+        dec.drain(out)
+        if out and type(out[-1]) is fr.Close:
+            break
+    return out
+
+
+def as_drained(frames: list[fr.Frame]) -> list[fr.Frame]:
+    """What ``drain`` yields for ``frames``: plain tuples for sends, no keepalives,
+    nothing after a Close."""
+    out: list[fr.Frame] = []
+    for f in frames:
+        if type(f) is fr.Keepalive:
+            continue
+        out.append((f[0], f[1], f[2]) if isinstance(f, tuple) else f)
+        if type(f) is fr.Close:
+            break
+    return out
+
+
 def norm(value: object) -> object:
     """Exceptions compared by (class, text); dataclass frames field by field."""
     if isinstance(value, BaseException):
@@ -168,9 +192,10 @@ def norm(value: object) -> object:
 def test_random_bytes_into_the_frame_decoder_raise_only_protocol_errors(
     data: bytes, limit: int
 ) -> None:
-    dec = FrameDecoder(max_size=limit)
     with contextlib.suppress(*ALLOWED):
-        feed_decoder(dec, [data])
+        feed_decoder(FrameDecoder(max_size=limit), [data])
+    with contextlib.suppress(*ALLOWED):
+        drain_decoder(FrameDecoder(max_size=limit), [data])
 
 
 @FUZZ
@@ -179,10 +204,31 @@ def test_valid_headers_with_random_bodies_raise_only_protocol_errors(
     type_: int, order: int, body_term: Any, junk: bytes
 ) -> None:
     body = msgpack.packb(body_term) + junk
-    data = struct.pack(">BBIBB", 78, 1, 8 + len(body), order, type_) + body
-    dec = FrameDecoder()
+    data = struct.pack(">BBIBB", 78, fr.VERSION, 8 + len(body), order, type_) + body
     with contextlib.suppress(*ALLOWED):
-        feed_decoder(dec, [data])
+        feed_decoder(FrameDecoder(), [data])
+    with contextlib.suppress(*ALLOWED):
+        drain_decoder(FrameDecoder(), [data])
+
+
+@FUZZ
+@given(
+    st.sampled_from([fr.TYPE_SEND_PID, fr.TYPE_SEND_NAME, fr.TYPE_SEND_ALIAS]),
+    raw_msgpack,
+    st.binary(max_size=4),
+    st.sampled_from([True, False, None, 1]),
+    raw_msgpack,
+)
+def test_send_frames_with_random_identifier_pairs_raise_only_protocol_errors(
+    type_: int, pair_term: Any, junk: bytes, is_tuple: Any, message: Any
+) -> None:
+    pair = msgpack.packb(pair_term) + junk
+    body = msgpack.packb([pair, is_tuple, message])
+    data = struct.pack(">BBIBB", 78, fr.VERSION, 8 + len(body), 1, type_) + body
+    with contextlib.suppress(*ALLOWED):
+        feed_decoder(FrameDecoder(), [data])
+    with contextlib.suppress(*ALLOWED):
+        drain_decoder(FrameDecoder(), [data])
 
 
 @FUZZ
@@ -193,6 +239,8 @@ def test_valid_frame_streams_round_trip_whatever_the_split(
     data = b"".join(encode_frame(f) for f in frames)
     out = feed_decoder(FrameDecoder(), split(data, cuts))
     assert norm(out) == norm(frames)
+    drained = drain_decoder(FrameDecoder(), split(data, cuts))
+    assert norm(drained) == norm(as_drained(frames))
 
 
 @FUZZ
@@ -208,6 +256,8 @@ def test_a_corrupted_frame_stream_raises_only_protocol_errors(
     data[where % len(data)] ^= xor or 1
     with contextlib.suppress(*ALLOWED):
         feed_decoder(FrameDecoder(), [bytes(data)])
+    with contextlib.suppress(*ALLOWED):
+        drain_decoder(FrameDecoder(), [bytes(data)])
 
 
 # --- handshake machines ---------------------------------------------------------------

@@ -168,15 +168,16 @@ def decode_error(name: str, message: str) -> BaseException:
     return RemoteException(name, message)
 
 
+_unpackb = msgpack.unpackb  # raw=False and use_list=True are its defaults
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
     try:
+        if code == EXT_TUPLE:  # by far the most common: checked first, unpacked directly
+            return tuple(_unpackb(data, ext_hook=_ext_hook, strict_map_key=False))
         if code == EXT_ATOM:
             return Atom(data.decode())
-        inner = msgpack.unpackb(
-            data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True
-        )
-        if code == EXT_TUPLE:
-            return tuple(inner)
+        inner = _unpackb(data, ext_hook=_ext_hook, strict_map_key=False)
         if code == EXT_PID:
             node, pid_id, creation = inner
             return PID(node, pid_id, creation)
@@ -200,9 +201,31 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise RemoteProtocolError(f"unknown extension type {code}")
 
 
+def _ext_header(code: int, size: int) -> bytes:
+    """The msgpack header of an extension value of ``size`` bytes (as msgpack writes it)."""
+    fixed = _FIXEXT.get(size)
+    if fixed is not None:
+        return bytes((fixed, code))
+    if size <= 0xFF:
+        return bytes((0xC7, size, code))
+    if size <= 0xFFFF:
+        return b"\xc8" + size.to_bytes(2, "big") + bytes((code,))
+    if size <= 0xFFFFFFFF:
+        return b"\xc9" + size.to_bytes(4, "big") + bytes((code,))
+    raise ValueError(f"extension payload of {size} bytes is too large")
+
+
+_FIXEXT = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
+
+
 def encode(obj: Any) -> bytes:
     """Pack one term; raises ``ErrUnsupportedType`` for values that cannot cross."""
     try:
+        if type(obj) is tuple:
+            # A message is most often a tuple: the thread's packer is free for
+            # its payload, so skip the default= hook and a spare packer.
+            payload: bytes = _packer().pack(list(obj))
+            return _ext_header(EXT_TUPLE, len(payload)) + payload
         return _packer().pack(obj)  # type: ignore[no-any-return]
     except ErgoError:
         _local.packer = None  # a failed pack may leave the buffer dirty
@@ -215,9 +238,7 @@ def encode(obj: Any) -> bytes:
 def decode(data: bytes | bytearray) -> Any:
     """Unpack exactly one term; anything malformed raises ``RemoteProtocolError``."""
     try:
-        return msgpack.unpackb(
-            data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True
-        )
+        return _unpackb(data, ext_hook=_ext_hook, strict_map_key=False)
     except RemoteProtocolError:
         raise
     except Exception as exc:

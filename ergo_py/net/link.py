@@ -283,15 +283,13 @@ class LinkProtocol(asyncio.Protocol):
         frames: list[Frame] = []
         try:
             decoder.receive_data(data)
-            while (frame := decoder.next_frame()) is not None:
-                if type(frame) is Close:
-                    if frames:
-                        self._deliver(frames)
-                    self._peer_close(frame, decoder.buffered > 0)
-                    return
-                if type(frame) is Keepalive:
-                    continue  # it did its job by arriving
-                frames.append(frame)
+            decoder.drain(frames)  # keepalives did their job by arriving
+            if frames and isinstance(close := frames[-1], Close):
+                frames.pop()
+                if frames:
+                    self._deliver(frames)
+                self._peer_close(close, decoder.buffered > 0)
+                return
         except (ProtocolError, ErrTooLarge) as exc:
             log.warning("link %s: %s; closing", self.peer_address, exc)
             if frames:

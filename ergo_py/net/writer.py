@@ -31,6 +31,7 @@ class BatchWriter:
     """
 
     __slots__ = (
+        "_blocked",
         "_closed",
         "_frames",
         "_limit",
@@ -62,12 +63,16 @@ class BatchWriter:
         self._paused = False
         self._writable = threading.Event()
         self._writable.set()
+        # Mirrors "not _writable.is_set()" (changed together, under the lock):
+        # a plain attribute read on every write instead of a method call.
+        self._blocked = False
 
     def pause(self) -> None:
         """The transport is above its high-water mark (loop thread)."""
         self._loop_thread = threading.get_ident()
         with self._lock:
             self._paused = True
+            self._blocked = True
             self._writable.clear()
 
     def resume(self) -> None:
@@ -75,6 +80,7 @@ class BatchWriter:
         with self._lock:
             self._paused = False
             if self._queued <= self._limit:
+                self._blocked = False
                 self._writable.set()
 
     def write(self, frame: bytes) -> None:
@@ -83,7 +89,7 @@ class BatchWriter:
         Blocks while the peer is not keeping up, except on the loop thread
         (which must never wait for itself).
         """
-        if not self._writable.is_set() and threading.get_ident() != self._loop_thread:
+        if self._blocked and threading.get_ident() != self._loop_thread:
             self._writable.wait()  # set again by resume(), _flush() or close()
         with self._lock:
             if self._closed:
@@ -91,6 +97,7 @@ class BatchWriter:
             self._frames.append(frame)
             self._queued += len(frame)
             if self._queued > self._limit:
+                self._blocked = True
                 self._writable.clear()  # the next write waits for this flush
             if self._pending:
                 return
@@ -115,7 +122,8 @@ class BatchWriter:
         frames, self._frames, self._queued = self._frames, [], 0
         # Event.set takes its Condition and notifies even when already set;
         # it is cleared only under our lock, so this check is race-free.
-        if not self._paused and not self._writable.is_set():
+        if not self._paused and self._blocked:
+            self._blocked = False
             self._writable.set()
         return frames
 
@@ -146,6 +154,7 @@ class BatchWriter:
         with self._lock:
             self._closed = True
             frames, self._frames, self._queued = self._frames, [], 0
+            self._blocked = False
         self._writable.set()  # writers waiting for room learn that it is closed
         if flush and frames and not self._transport.is_closing():
             self._transport.write(b"".join(frames))

@@ -110,9 +110,6 @@ class _Acceptor:
         )
 
 
-_SEND_FRAMES = (fr.SendPID, fr.SendName, fr.SendAlias)
-
-
 def _random_cookie() -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(16))
@@ -463,8 +460,8 @@ class TCPBackend(Handover, NetworkBackend, Network):
         """
         run: list[tuple[PID, RemoteTarget, Any]] = []
         for frame in frames:
-            if isinstance(frame, _SEND_FRAMES):
-                run.append((frame.from_, frame.to, frame.message))
+            if isinstance(frame, tuple):  # a send frame: (from_, to, message)
+                run.append(frame)
                 continue
             if run:
                 self._route_sends(link, run)
@@ -873,14 +870,19 @@ class TCPBackend(Handover, NetworkBackend, Network):
     def _send_frame(
         self, node: str, frame: fr.Frame, from_loop: bool = False, order: int | None = None
     ) -> None:
-        node = str(node)
         if order is None:
             order = fr.frame_order(frame)
+        self._send_data(str(node), fr.encode_frame(frame, order=order), order, from_loop)
+
+    def _send_data(self, node: str, data: bytes, order: int, from_loop: bool = False) -> None:
+        """Write one encoded frame to ``node`` on the link for ``order``."""
         for _ in range(3):
             conn = self._conns.get(node) if from_loop else self._connection(node)
             if conn is None:
                 raise ErrNoConnection(f"not connected to {node}")
-            data = fr.encode_frame(frame, conn.done.peer_max_message_size, order=order)
+            limit = conn.done.peer_max_message_size
+            if limit and len(data) > limit:
+                raise fr.too_large(len(data), limit)
             link = conn.pick(order)
             writer = link.writer
             if writer is None:
@@ -903,14 +905,8 @@ class TCPBackend(Handover, NetworkBackend, Network):
         raise ErrNoConnection(f"connection to {node} keeps closing")
 
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
-        frame: fr.Frame
-        if isinstance(to, PID):
-            frame = fr.SendPID(from_pid, to, message)
-        elif isinstance(to, ProcessID):
-            frame = fr.SendName(from_pid, to, message)
-        else:
-            frame = fr.SendAlias(from_pid, to, message)
-        self._send_frame(to.node, frame, order=fr.order_byte(from_pid.id))
+        order = fr.order_byte(from_pid.id)
+        self._send_data(str(to.node), fr.encode_send(from_pid, to, message, order), order)
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         frame: fr.Frame

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from typing import Any
 
 import msgpack
 import pytest
@@ -180,12 +181,116 @@ def _with_body(type_: int, fields: list[object]) -> bytes:
 
 
 def test_frame_identifiers_are_plain_arrays_in_fixed_positions() -> None:
-    data = encode_frame(fr.CallName(A, NAME, REF, (1, A)))
+    data = encode_frame(fr.Down(A, NAME, REF, (1, A)))
     body = msgpack.unpackb(data[8:], raw=False)
     assert body[:3] == [_plain(A), _plain(NAME), _plain(REF)]
-    # The message keeps its own types: a tuple holding a PID is an extension type.
+    # The reason keeps its own types: a tuple holding a PID is an extension type.
     assert isinstance(body[3], msgpack.ExtType)
     assert codec.decode(codec.encode(body[3])) == (1, A)
+
+
+def test_call_frames_carry_the_pair_and_only_the_id_of_the_callers_ref() -> None:
+    request = msgpack.unpackb(encode_frame(fr.CallName(A, NAME, REF, (1, A)))[8:], raw=False)
+    assert request[0] == codec.encode([_plain(A), _plain(NAME)])
+    assert request[1] == REF.id.to_bytes(16, "big")  # REF is A's node incarnation's
+    assert request[2] is True  # the request was a tuple: its items follow as an array
+    assert codec.decode(codec.encode(request[3])) == [1, A]
+    reply = msgpack.unpackb(encode_frame(fr.CallResponse(B, A, REF, "ok"))[8:], raw=False)
+    assert reply[:4] == [
+        codec.encode([_plain(B), _plain(A)]),
+        REF.id.to_bytes(16, "big"),
+        False,
+        "ok",
+    ]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        fr.CallPID(A, B, REF, (1, [2])),
+        fr.CallName(A, NAME, REF, [1, (2,)]),
+        fr.CallAlias(A, ALIAS, REF, None),
+        fr.CallResponse(B, A, REF, ("ok", B)),
+        # Refs of another incarnation or node travel whole.
+        fr.CallPID(A, B, Ref("a@localhost", 5, 6), ()),
+        fr.CallName(A, NAME, Ref("z@localhost", 5, 7), 1),
+        fr.CallResponse(B, A, Ref("b@localhost", 5, 9), []),
+    ],
+    ids=repr,
+)
+def test_call_frames_round_trip_with_every_type_kept(frame: fr.Frame) -> None:
+    for read in ("next_frame", "drain"):
+        dec = FrameDecoder()
+        dec.receive_data(encode_frame(frame))
+        out: list[fr.Frame] = []
+        if read == "drain":
+            dec.drain(out)
+        else:
+            out.append(dec.next_frame())  # type: ignore[arg-type]
+        assert out == [frame]
+        got: Any = out[0]
+        sent: Any = frame
+        term = got.result if isinstance(got, fr.CallResponse) else got.message
+        want = sent.result if isinstance(sent, fr.CallResponse) else sent.message
+        assert type(term) is type(want)
+        assert type(got.ref) is Ref and type(got.to) is type(sent.to)
+
+
+def test_call_frames_refuse_wrong_identifiers_at_the_sender() -> None:
+    for bad in (
+        fr.CallPID(A, NAME, REF, 1),  # a name where a PID goes
+        fr.CallName(A, B, REF, 1),
+        fr.CallResponse(B, NAME, REF, 1),
+        fr.CallPID(NAME, B, REF, 1),  # the caller is not a PID
+        fr.CallPID(A, B, ALIAS, 1),  # an alias where the ref goes
+        fr.CallPID(A, B, Ref("a@localhost", 2**130, 7), 1),  # an id beyond 16 bytes
+    ):
+        with pytest.raises(gen.ErrIncorrect):
+            encode_frame(bad)  # type: ignore[arg-type]
+
+
+def _call_data(type_: int, pair: object, ref: object, is_tuple: object, term: object) -> bytes:
+    """A call frame with a hand-made body: [pair bytes, ref, is_tuple, term]."""
+    if isinstance(pair, list):
+        pair = codec.encode([_plain(f) for f in pair])
+    body = msgpack.packb([pair, ref, is_tuple, term])
+    return _header(8 + len(body), type_) + body
+
+
+RID = REF.id.to_bytes(16, "big")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _call_data(fr.TYPE_CALL_PID, [A, NAME], RID, False, 1),  # a name where a PID goes
+        _call_data(fr.TYPE_CALL_NAME, [A, B], RID, False, 1),
+        _call_data(fr.TYPE_CALL_RESPONSE, [B, NAME], RID, False, 1),
+        _call_data(fr.TYPE_CALL_PID, [A, B], RID[:15], False, 1),  # a short ref id
+        _call_data(fr.TYPE_CALL_PID, [A, B], 5, False, 1),  # a ref that is neither
+        _call_data(fr.TYPE_CALL_PID, [A, B], ["a@localhost", b"x", 7], False, 1),
+        _call_data(fr.TYPE_CALL_PID, [A, B], RID, 1, 1),  # is_tuple not a bool
+        _call_data(fr.TYPE_CALL_PID, [A, B], RID, True, "not a list"),
+        _call_data(fr.TYPE_CALL_PID, b"\xc1", RID, False, 1),  # pair bytes that do not decode
+        _with_body(fr.TYPE_CALL_PID, [A, B, REF, 1]),  # the version 1 body
+        _header(8, fr.TYPE_CALL_RESPONSE),  # no body at all
+    ],
+)
+def test_malformed_call_frames_raise_remote_protocol_error(data: bytes) -> None:
+    for read in ("next_frame", "drain"):
+        dec = FrameDecoder()
+        dec.receive_data(data)
+        with pytest.raises(gen.RemoteProtocolError):
+            dec.next_frame() if read == "next_frame" else dec.drain([])
+
+
+def test_a_pair_cached_for_a_send_is_checked_again_for_a_call() -> None:
+    dec = FrameDecoder()
+    dec.receive_data(fr.encode_send(A, NAME, 1, 1))
+    assert dec.next_frame() == fr.SendName(A, NAME, 1)
+    dec.receive_data(_call_data(fr.TYPE_CALL_PID, [A, NAME], RID, False, 1))
+    with pytest.raises(gen.RemoteProtocolError):
+        dec.next_frame()
 
 
 def test_a_target_field_takes_each_identifier_shape() -> None:

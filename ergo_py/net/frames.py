@@ -5,8 +5,9 @@ Wire shape, after the handshake (reference §6, our own body format)::
     [78][2][uint32 BE total length, header included][order][type] body
 
 The body is one msgpack array of the frame's fields, in the order the frame
-class declares them (the three send frames, most of the traffic, have a
-layout of their own: see "the send frames" in the code). The frame's *own*
+class declares them (the send frames and the call requests and responses,
+most of the traffic, have layouts of their own: see "the send frames" and
+"the call frames" in the code). The frame's *own*
 identifiers (senders, recipients, targets, refs: every field typed as one
 below) sit in their fixed positions as plain msgpack arrays, with no
 extension type, because each frame has them and the ``default=`` hook that
@@ -36,7 +37,8 @@ Nothing here touches a socket. :func:`encode_frame` (and :func:`encode_send`,
 its fast path for messages) returns bytes; :class:`FrameDecoder` is fed bytes
 and yields frames.
 
-``VERSION`` 2 (since 2026-11-29) is version 1 with that send-frame layout.
+``VERSION`` 2 (since 2026-11-29) is version 1 with the send-frame layout and
+the call-frame layout (requests and responses, see "the call frames").
 """
 
 from __future__ import annotations
@@ -476,13 +478,9 @@ _BOOL: _Field = (codec.encode, _exact(bool))
 _ARGS: _Field = (codec.encode, _args)
 _ENV: _Field = (codec.encode, _env)
 
-# type byte -> (class, field codecs in declaration order); the send frames
-# have their own layout (below)
+# type byte -> (class, field codecs in declaration order); the send and call
+# frames have their own layout (below)
 _SPECS: dict[int, tuple[type[Any], tuple[_Field, ...]]] = {
-    TYPE_CALL_PID: (CallPID, (_PID, _PID, _REF, _TERM)),
-    TYPE_CALL_NAME: (CallName, (_PID, _NAME, _REF, _TERM)),
-    TYPE_CALL_ALIAS: (CallAlias, (_PID, _ALIAS, _REF, _TERM)),
-    TYPE_CALL_RESPONSE: (CallResponse, (_PID, _PID, _REF, _TERM)),
     TYPE_CALL_ERROR: (CallError, (_PID, _PID, _REF, _TERM)),
     TYPE_EXIT: (Exit, (_TARGET, _PID, _TERM)),
     TYPE_LINK: (Link, (_PID, _TARGET)),
@@ -642,8 +640,8 @@ def encode_send(from_pid: PID, to: Target, message: Any, order: int, max_size: i
 
 
 def _read_pair(code: int, pair: bytes) -> tuple[int, PID, Any]:
-    """Decode and check a pair not cached yet (a send frame of type ``code``)."""
-    cls, decode_to = _SENDS[code]
+    """Decode and check a pair not cached yet (a send or call frame of type ``code``)."""
+    cls, decode_to = _PAIRED[code]
     ids = codec.decode(pair)
     if type(ids) is not list or len(ids) != 2:
         raise RemoteProtocolError(f"{cls.__name__} frame: expected a [from, to] pair")
@@ -679,7 +677,124 @@ def _decode_send(code: int, body: bytes | bytearray) -> Any:
     return _tuple_new(_SENDS[code][0], _send_fields(code, codec.decode(body)))
 
 
-_KNOWN_TYPES = frozenset(_DECODING) | frozenset(_SENDS)
+# --- the call frames -------------------------------------------------------------
+#
+# Body: the msgpack array [pair: bin, ref, is_tuple: bool, term] for a request
+# (CallPID, CallName, CallAlias) and a response (CallResponse). ``pair``,
+# ``is_tuple`` and ``term`` (the request or the result) as for the send frames.
+# ``ref`` is the 16 id bytes (bin) when the ref belongs to the caller's node
+# incarnation, which every ref a node makes for its own calls does (the
+# caller is the request's ``from_`` and the response's ``to``); otherwise the
+# Ref array. A round trip then packs and unpacks no identifier at all once
+# the pair is known. CallError keeps the generic layout (it is rare).
+
+_CALL_TYPES: dict[type[Any], int] = {
+    CallPID: TYPE_CALL_PID,
+    CallName: TYPE_CALL_NAME,
+    CallAlias: TYPE_CALL_ALIAS,
+    CallResponse: TYPE_CALL_RESPONSE,
+}
+# type byte -> (class, decoder of ``to``, the type ``to`` must have, whether
+# the ref's owner is ``from_`` (a request) or ``to`` (a response))
+_CALLS: dict[int, tuple[type[Any], _Check, type[Any], bool]] = {
+    TYPE_CALL_PID: (CallPID, _decode_pid, PID, True),
+    TYPE_CALL_NAME: (CallName, _decode_name, ProcessID, True),
+    TYPE_CALL_ALIAS: (CallAlias, _decode_alias, Alias, True),
+    TYPE_CALL_RESPONSE: (CallResponse, _decode_pid, PID, False),
+}
+# type byte -> (class, decoder of ``to``) for every frame with a pair
+_PAIRED: dict[int, tuple[type[Any], _Check]] = {
+    **_SENDS,
+    **{code: (cls, decode_to) for code, (cls, decode_to, _, _) in _CALLS.items()},
+}
+# (id(from_), id(to), type byte) -> (from_, to, body prefix up to the ref)
+_call_pairs_out: dict[tuple[int, int, int], tuple[Any, Any, bytes]] = {}
+_REF_BIN = b"\xc4\x10"  # bin 8 header for the 16 id bytes
+
+
+def _call_prefix(code: int, from_pid: Any, to: Any) -> tuple[Any, Any, bytes]:
+    """The ``_call_pairs_out`` entry for a pair not cached yet."""
+    if type(from_pid) is not PID:
+        raise ErrIncorrect(f"expected PID, got {_shape(from_pid)}")
+    to_type = _CALLS[code][2]
+    if type(to) is not to_type:
+        raise ErrIncorrect(f"expected {to_type.__name__}, got {_shape(to)}")
+    pair = b"\x92" + _ident_bytes(from_pid, PID) + _ident_bytes(to, to_type)
+    entry = (from_pid, to, b"\x94" + _bin_header(len(pair)) + pair)
+    if len(_call_pairs_out) >= _CACHE_MAX:
+        _call_pairs_out.clear()
+    _call_pairs_out[(id(from_pid), id(to), code)] = entry
+    return entry
+
+
+def encode_call(
+    code: int, from_pid: PID, to: Any, ref: Ref, term: Any, order: int, max_size: int = 0
+) -> bytes:
+    """``encode_frame`` of a call request or response (``code``), without building it.
+
+    ``code`` is one of ``TYPE_CALL_PID``, ``TYPE_CALL_NAME``,
+    ``TYPE_CALL_ALIAS`` (``term`` is the request) or ``TYPE_CALL_RESPONSE``
+    (``term`` is the result); errors as for :func:`encode_frame`.
+    """
+    spec = _CALLS.get(code)
+    if spec is None:
+        raise ErrIncorrect(f"not a call frame type: {code}")
+    hit = _call_pairs_out.get((id(from_pid), id(to), code))
+    if hit is None or hit[0] is not from_pid or hit[1] is not to:
+        hit = _call_prefix(code, from_pid, to)
+    if not 0 <= order <= 255:
+        raise ErrIncorrect(f"order byte out of range: {order}")
+    if type(ref) is not Ref:
+        raise ErrIncorrect(f"expected Ref, got {_shape(ref)}")
+    owner = from_pid if spec[3] else to
+    if ref.node == owner.node and ref.creation == owner.creation:
+        try:
+            ref_bytes = _REF_BIN + ref.id.to_bytes(_REF_ID_BYTES, "big")
+        except OverflowError as exc:
+            raise ErrIncorrect(f"{ref!r}: id does not fit {_REF_ID_BYTES} bytes") from exc
+    else:
+        ref_bytes = _ident_bytes(ref, Ref)
+    if type(term) is tuple:
+        flag, body = b"\xc3", codec.encode(list(term))
+    else:
+        flag, body = b"\xc2", codec.encode(term)
+    prefix = hit[2]
+    total = HEADER_SIZE + len(prefix) + len(ref_bytes) + 1 + len(body)
+    if (max_size and total > max_size) or total > _MAX_TOTAL:
+        raise too_large(total, max_size)
+    return b"".join(
+        (_HEADER_MV.pack(_MAGIC_VERSION, total, order, code), prefix, ref_bytes, flag, body)
+    )
+
+
+def _decode_call(code: int, body: bytes | bytearray) -> Any:
+    """The call request or response of type ``code``, fully checked."""
+    cls, _, _, owner_is_from = _CALLS[code]
+    values = codec.decode(body)
+    if type(values) is list and len(values) == 4:
+        pair, ref, is_tuple, term = values
+        if type(pair) is bytes:
+            hit = _pairs_in.get(pair)
+            if hit is None or hit[0] != code:
+                hit = _read_pair(code, pair)
+            from_, to = hit[1], hit[2]
+            if type(ref) is bytes and len(ref) == _REF_ID_BYTES:
+                owner = from_ if owner_is_from else to
+                rid = int.from_bytes(ref, "big")
+                call_ref = Ref(owner.node, rid, owner.creation)
+            else:
+                try:
+                    call_ref = _decode_ref(ref)
+                except RemoteProtocolError as exc:
+                    raise RemoteProtocolError(f"{cls.__name__} frame: {exc}") from None
+            if is_tuple is True and type(term) is list:
+                return cls(from_, to, call_ref, tuple(term))
+            if is_tuple is False:
+                return cls(from_, to, call_ref, term)
+    raise RemoteProtocolError(f"{cls.__name__} frame: expected [pair, ref, is_tuple, term]")
+
+
+_KNOWN_TYPES = frozenset(_DECODING) | frozenset(_SENDS) | frozenset(_CALLS)
 
 
 # --- ordering -----------------------------------------------------------------
@@ -729,6 +844,16 @@ def encode_frame(frame: Frame, max_size: int = 0, *, order: int | None = None) -
     ``gen.ErrUnsupportedType``; a non-frame or a bad order ``gen.ErrIncorrect``.
     Pure function: safe to call from any thread.
     """
+    call = _CALL_TYPES.get(type(frame))
+    if call is not None:
+        if order is None:
+            order = frame_order(frame)
+        f: Any = frame
+        term = f.result if call == TYPE_CALL_RESPONSE else f.message
+        try:
+            return encode_call(call, f.from_, f.to, f.ref, term, order, max_size)
+        except ErrIncorrect as exc:
+            raise ErrIncorrect(f"{type(frame).__name__} frame: {exc}") from None
     spec = _ENCODING.get(type(frame))
     to_type = _SEND_TO_TYPES.get(type(frame)) if spec is None else None
     if type(frame) is tuple and len(frame) == 3:
@@ -779,6 +904,8 @@ def decode_frame(frame_type: int, body: bytes | bytearray) -> Frame:
     if spec is None:
         if frame_type in _SENDS:
             return _decode_send(frame_type, body)  # type: ignore[no-any-return]
+        if frame_type in _CALLS:
+            return _decode_call(frame_type, body)  # type: ignore[no-any-return]
         raise RemoteProtocolError(f"unknown frame type {frame_type}")
     cls, count, build = spec
     if not count:

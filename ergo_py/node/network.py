@@ -44,7 +44,7 @@ from ergo_py.gen.errors import (
     HandshakeRejected,
     NodeError,
 )
-from ergo_py.gen.identifiers import PID, Atom, ProcessID, Ref
+from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
 from ergo_py.gen.node import (
     AcceptorInfo,
     Network,
@@ -79,6 +79,9 @@ from ergo_py.node.connection import Connection
 from ergo_py.node.handover import Handover
 
 log = logging.getLogger(__name__)
+
+# The call frame type for each kind of callee.
+_CALL_CODES = {PID: fr.TYPE_CALL_PID, ProcessID: fr.TYPE_CALL_NAME, Alias: fr.TYPE_CALL_ALIAS}
 
 
 def create_backend(router: NodeRouter, options: NodeOptions) -> NetworkBackend:
@@ -909,14 +912,12 @@ class TCPBackend(Handover, NetworkBackend, Network):
         self._send_data(str(to.node), fr.encode_send(from_pid, to, message, order), order)
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
-        frame: fr.Frame
-        if isinstance(to, PID):
-            frame = fr.CallPID(from_pid, to, ref, request)
-        elif isinstance(to, ProcessID):
-            frame = fr.CallName(from_pid, to, ref, request)
-        else:
-            frame = fr.CallAlias(from_pid, to, ref, request)
-        self._send_frame(to.node, frame, order=fr.order_byte(from_pid.id))
+        code = _CALL_CODES.get(type(to))
+        if code is None:
+            raise ErrIncorrect(f"cannot call {to!r}")
+        order = fr.order_byte(from_pid.id)
+        data = fr.encode_call(code, from_pid, to, ref, request, order)
+        self._send_data(str(to.node), data, order)
 
     def reply(
         self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None
@@ -924,8 +925,10 @@ class TCPBackend(Handover, NetworkBackend, Network):
         if error is not None:
             self._send_frame(to.node, fr.CallError(from_pid, to, ref, error))
             return
+        order = fr.order_byte(from_pid.id)
         try:
-            self._send_frame(to.node, fr.CallResponse(from_pid, to, ref, value))
+            data = fr.encode_call(fr.TYPE_CALL_RESPONSE, from_pid, to, ref, value, order)
+            self._send_data(str(to.node), data, order)
         except ErgoError as exc:
             if isinstance(exc, ErrNoConnection):
                 raise

@@ -62,13 +62,13 @@ from ergo_py.net import codec
 from ergo_py.node.calls import CallTable
 from ergo_py.node.links import Key, LinkTable, NodeKey
 from ergo_py.node.process import (
-    Batch,
     Deliver,
     Down,
     ExitSignal,
     ProcessActor,
     ProcessState,
     Request,
+    Sends,
     Stop,
 )
 
@@ -350,9 +350,14 @@ class Core(Node, NodeRouter):
 
     def send_from(self, sender: PID, to: Target, message: Any) -> None:
         """See ``act.Actor.send``. A send to the core process is dropped."""
-        self._check_running()
-        target = self._norm(to)
-        if not self._is_local(target):
+        if self._stopped.is_set():
+            raise ErrNodeTerminated(f"node {self._name} has stopped")
+        target: RemoteTarget
+        if type(to) is PID or type(to) is ProcessID or type(to) is Alias:
+            target = to  # the common case, without _norm's isinstance checks
+        else:
+            target = self._norm(to)
+        if target.node != self._name:
             self._backend.send(sender, target, message)
             return
         copied = codec.copy(message)
@@ -622,7 +627,8 @@ class Core(Node, NodeRouter):
         last_to: object = None
         envelopes: list[object] = []
         with self._lock:
-            for i, (from_pid, to, message) in enumerate(sends):
+            for i, item in enumerate(sends):
+                to = item[1]
                 if to is not last_to:  # a burst is mostly one recipient (same decoded object)
                     try:
                         state = self._lookup(self._norm(to))
@@ -637,9 +643,9 @@ class Core(Node, NodeRouter):
                         batches[id(state)] = (state, envelopes)
                     else:
                         envelopes = entry[1]
-                envelopes.append(Deliver(from_pid, message))
+                envelopes.append(item)
         for state, envelopes in batches.values():
-            state.tell(envelopes[0] if len(envelopes) == 1 else Batch(envelopes))
+            state.tell(Sends(envelopes))  # type: ignore[arg-type]
         return failed
 
     def route_call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:

@@ -48,18 +48,19 @@ class Request:
         self.request = request
 
 
-class Batch:
-    """Several envelopes queued with one mailbox put, handled in order.
+class Sends:
+    """Messages that arrived together from the network for one process, as they came.
 
-    A burst of messages that arrived together from the network: one pykka
-    wake-up for all of them. Anything queued after the batch (an exit, a down)
-    is handled after every envelope in it.
+    ``items`` are the network layer's ``(from_, to, message)`` tuples, handed
+    over untouched: one mailbox put for the burst and no envelope object per
+    message (one pykka wake-up for all of them). Handled in order, each as a
+    ``Deliver``; anything queued after it (an exit, a down) comes after all.
     """
 
-    __slots__ = ("envelopes",)
+    __slots__ = ("items",)
 
-    def __init__(self, envelopes: list[object]) -> None:
-        self.envelopes = envelopes
+    def __init__(self, items: list[tuple[PID, Any, Any]]) -> None:
+        self.items = items
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,11 +181,8 @@ class ProcessActor(pykka.ThreadingActor):
         self._check_stop()
 
     def on_receive(self, message: Any) -> Any:
-        if type(message) is Batch:
-            for envelope in message.envelopes:
-                if self._dead:
-                    break
-                self._handle(envelope)
+        if type(message) is Sends:
+            self._handle_sends(message.items)
         elif not self._dead:
             self._handle(message)
         return None
@@ -218,6 +216,21 @@ class ProcessActor(pykka.ThreadingActor):
             self._finish(exc)
             return
         self._check_stop()
+
+    def _handle_sends(self, items: list[tuple[PID, Any, Any]]) -> None:
+        """``handle_message`` for each, as ``_handle`` does for a ``Deliver``."""
+        handle = self._actor.handle_message
+        for sender, _, message in items:
+            if self._dead:
+                return
+            try:
+                handle(sender, message)
+            except Exception as exc:
+                log.info("%r ended by an exception: %r", self._state.pid, exc, exc_info=True)
+                self._finish(exc)
+                return
+            if self._actor._stop_reason is not _NO_STOP:
+                self._check_stop()
 
     def _check_stop(self) -> None:
         reason = self._actor._stop_reason

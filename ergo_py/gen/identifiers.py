@@ -140,6 +140,24 @@ class Ref(_Ident):
         return f"Ref#<{self.node}.{self.id:x}.{self.creation}>"
 
 
+def make_ref(node: Atom, id: int, creation: int) -> Ref:
+    """``Ref(node, id, creation)`` from parts already of the right types (hot paths).
+
+    Every call makes one on each side; this skips the conversions ``Ref()``
+    does for arbitrary input. ``node`` must be an ``Atom``, the others ints.
+    """
+    ref = _new(Ref)
+    _set(ref, "node", node)
+    _set(ref, "id", id)
+    _set(ref, "creation", creation)
+    _set(ref, "_hash", hash(("Ref", node, id, creation)))
+    return ref
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
 class Alias(Ref):
     """A temporary address of a process, made from a ref; it can be deleted."""
 

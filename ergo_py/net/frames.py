@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
 
 from ergo_py.gen.errors import ErrIncorrect, ErrTooLarge, RemoteProtocolError
-from ergo_py.gen.identifiers import PID, Alias, ProcessID, Ref
+from ergo_py.gen.identifiers import PID, Alias, ProcessID, Ref, make_ref
 from ergo_py.net import codec
 
 MAGIC = 78
@@ -781,7 +781,7 @@ def _decode_call(code: int, body: bytes | bytearray) -> Any:
             if type(ref) is bytes and len(ref) == _REF_ID_BYTES:
                 owner = from_ if owner_is_from else to
                 rid = int.from_bytes(ref, "big")
-                call_ref = Ref(owner.node, rid, owner.creation)
+                call_ref = make_ref(owner.node, rid, owner.creation)
             else:
                 try:
                     call_ref = _decode_ref(ref)

@@ -2,13 +2,12 @@
 
 A slot is filled at most once; a reply for a slot that is gone (timed out,
 already failed) is dropped, so a late reply can never answer a later call.
-Slots for calls to other nodes are indexed by node, so a lost connection fails
-them all at once.
+Each slot for a call to another node knows that node, so a lost connection
+fails all of them at once (found by a scan: rare, unlike the calls themselves).
 """
 
 from __future__ import annotations
 
-import threading
 from _thread import allocate_lock as _allocate_lock
 from typing import Any
 
@@ -36,12 +35,14 @@ class _Slot:
 
 
 class CallTable:
-    """Thread-safe table of reply slots."""
+    """Thread-safe table of reply slots.
+
+    Lock-free: every change is one dict store or pop, which the GIL makes
+    atomic (a pop hands a slot to exactly one resolver).
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._slots: dict[Ref, _Slot] = {}
-        self._by_node: dict[Atom, set[Ref]] = {}
 
     def register(self, ref: Ref, remote_node: Atom | None = None) -> _Slot:
         """Open a slot for ``ref``; ``remote_node`` when the callee is on another node.
@@ -50,44 +51,28 @@ class CallTable:
         take it out of the table) before ``wait`` even starts.
         """
         slot = _Slot(remote_node)
-        with self._lock:
-            self._slots[ref] = slot
-            if remote_node is not None:
-                self._by_node.setdefault(remote_node, set()).add(ref)
-        return slot
-
-    def _pop(self, ref: Ref) -> _Slot | None:
-        slot = self._slots.pop(ref, None)
-        if slot is not None and slot.node is not None:
-            refs = self._by_node.get(slot.node)
-            if refs is not None:
-                refs.discard(ref)
-                if not refs:
-                    del self._by_node[slot.node]
+        self._slots[ref] = slot  # one dict store: atomic, no lock needed
         return slot
 
     def resolve(self, ref: Ref, value: Any, error: BaseException | None) -> bool:
         """Fill the slot; False (and nothing happens) when nobody waits for ``ref``."""
-        with self._lock:
-            slot = self._pop(ref)
+        slot = self._slots.pop(ref, None)  # atomic: only one resolver gets the slot
         if slot is None:
             return False
         slot.value = value
         slot.error = error
         slot.filled = True
-        slot.done.release()  # popped under the lock above: only one resolver gets here
+        slot.done.release()
         return True
 
     def cancel(self, ref: Ref) -> None:
         """Drop the slot (the request could not be sent)."""
-        with self._lock:
-            self._pop(ref)
+        self._slots.pop(ref, None)
 
     def wait(self, ref: Ref, slot: _Slot, timeout: float | None) -> Any:
         """Block for the answer: return the value or raise its error, ``ErrTimeout`` on timeout."""
         if not slot.done.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
-            with self._lock:
-                self._pop(ref)
+            self._slots.pop(ref, None)
             if not slot.filled:  # else a reply came in just as we gave up: take it
                 raise ErrTimeout(f"no reply within {timeout} s")
         if slot.error is not None:
@@ -96,16 +81,18 @@ class CallTable:
 
     def fail_node(self, node: Atom, error: BaseException) -> int:
         """Fail every call to ``node``; returns how many."""
-        with self._lock:
-            refs = list(self._by_node.get(node, ()))
+        refs = [ref for ref, slot in self._snapshot() if slot.node == node]
         return sum(self.resolve(ref, None, error) for ref in refs)
 
     def fail_all(self, error: BaseException) -> int:
         """Fail every pending call (the node is stopping)."""
-        with self._lock:
-            refs = list(self._slots)
+        refs = [ref for ref, _ in self._snapshot()]
         return sum(self.resolve(ref, None, error) for ref in refs)
 
+    def _snapshot(self) -> list[tuple[Ref, _Slot]]:
+        # Iterating the table could meet a concurrent insert; dict.copy() is
+        # one C call under the GIL.
+        return list(self._slots.copy().items())
+
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._slots)
+        return len(self._slots)

@@ -36,6 +36,7 @@ from ergo_py.gen.errors import (
     NodeError,
 )
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
+from ergo_py.gen.identifiers import make_ref as _ref
 from ergo_py.gen.messages import (
     TERMINATE_REASON_KILL,
     TERMINATE_REASON_SHUTDOWN,
@@ -161,7 +162,7 @@ class Core(Node, NodeRouter):
 
     def make_ref(self) -> Ref:
         """A fresh reference of this node (96-bit id, unique for the incarnation)."""
-        return Ref(self._name, next(self._ref_ids), self._creation)
+        return _ref(self._name, next(self._ref_ids), self._creation)
 
     def _check_running(self) -> None:
         if self._stopped.is_set():

@@ -918,7 +918,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
             raise ErrIncorrect(f"cannot call {to!r}")
         order = fr.order_byte(from_pid.id)
         data = fr.encode_call(code, from_pid, to, ref, request, order)
-        self._send_data(str(to.node), data, order)
+        self._send_data(to.node, data, order)
 
     def reply(
         self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None
@@ -929,7 +929,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
         order = fr.order_byte(from_pid.id)
         try:
             data = fr.encode_call(fr.TYPE_CALL_RESPONSE, from_pid, to, ref, value, order)
-            self._send_data(str(to.node), data, order)
+            self._send_data(to.node, data, order)
         except ErgoError as exc:
             if isinstance(exc, ErrNoConnection):
                 raise

@@ -899,18 +899,39 @@ class TCPBackend(Handover, NetworkBackend, Network):
                 if conn.draining:
                     continue  # closed or handed over meanwhile: the next one takes it
                 raise
-            link.messages_out += 1
-            if conn.grow is not None and not conn.growing and link.messages_out >= POOL_GROW_AFTER:
-                conn.growing = True
-                with contextlib.suppress(ErgoError):  # stopping: no pool to grow
-                    self._lt.call_soon(self._grow, conn)
+            self._wrote(conn, link)
             return
         raise ErrNoConnection(f"connection to {node} keeps closing")
 
+    def _wrote(self, conn: Connection, link: LinkProtocol) -> None:
+        """Count a frame out; a busy connection opens the rest of its pool."""
+        link.messages_out += 1
+        if conn.grow is not None and not conn.growing and link.messages_out >= POOL_GROW_AFTER:
+            conn.growing = True
+            with contextlib.suppress(ErgoError):  # stopping: no pool to grow
+                self._lt.call_soon(self._grow, conn)
+
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         order = 1 + from_pid.id % 255  # fr.order_byte, inline: this runs per message
-        # An Atom is a str: it finds the connection without a copy.
-        self._send_data(to.node, fr.encode_send(from_pid, to, message, order), order)
+        node = to.node  # an Atom is a str: it finds the connection without a copy
+        # The common case inline (a live connection whose link for this order
+        # byte is up); anything else goes the general way, as does a write
+        # refused because the link closed meanwhile (nothing was written).
+        conn = self._conns.get(node)
+        if conn is not None and not conn.draining and not conn.closed:
+            link = conn.sticky.get(order)
+            writer = link.writer if link is not None else None
+            if writer is not None:
+                limit = conn.done.peer_max_message_size
+                data = fr.encode_send(from_pid, to, message, order, limit)
+                try:
+                    writer.write(data)
+                except ErrNoConnection:
+                    pass
+                else:
+                    self._wrote(conn, link)  # type: ignore[arg-type]
+                    return
+        self._send_data(node, fr.encode_send(from_pid, to, message, order), order)
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         code = _CALL_CODES.get(type(to))

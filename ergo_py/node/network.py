@@ -879,6 +879,26 @@ class TCPBackend(Handover, NetworkBackend, Network):
 
     def _send_data(self, node: str, data: bytes, order: int, from_loop: bool = False) -> None:
         """Write one encoded frame to ``node`` on the link for ``order``."""
+        if not from_loop:
+            # The common case inline (a current connection whose link for
+            # this order byte is up); anything else goes the general way
+            # below, as does a write refused because the link closed meanwhile
+            # (nothing was written then).
+            conn = self._conns.get(node)
+            if conn is not None and not conn.draining and not conn.closed:
+                link = conn.sticky.get(order)
+                writer = link.writer if link is not None else None
+                if writer is not None:
+                    limit = conn.done.peer_max_message_size
+                    if limit and len(data) > limit:
+                        raise fr.too_large(len(data), limit)
+                    try:
+                        writer.write(data)
+                    except ErrNoConnection:
+                        pass
+                    else:
+                        self._wrote(conn, link)  # type: ignore[arg-type]
+                        return
         for _ in range(3):
             conn = self._conns.get(node) if from_loop else self._connection(node)
             if conn is None:
@@ -913,25 +933,8 @@ class TCPBackend(Handover, NetworkBackend, Network):
 
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         order = 1 + from_pid.id % 255  # fr.order_byte, inline: this runs per message
-        node = to.node  # an Atom is a str: it finds the connection without a copy
-        # The common case inline (a live connection whose link for this order
-        # byte is up); anything else goes the general way, as does a write
-        # refused because the link closed meanwhile (nothing was written).
-        conn = self._conns.get(node)
-        if conn is not None and not conn.draining and not conn.closed:
-            link = conn.sticky.get(order)
-            writer = link.writer if link is not None else None
-            if writer is not None:
-                limit = conn.done.peer_max_message_size
-                data = fr.encode_send(from_pid, to, message, order, limit)
-                try:
-                    writer.write(data)
-                except ErrNoConnection:
-                    pass
-                else:
-                    self._wrote(conn, link)  # type: ignore[arg-type]
-                    return
-        self._send_data(node, fr.encode_send(from_pid, to, message, order), order)
+        # An Atom is a str: it finds the connection without a copy.
+        self._send_data(to.node, fr.encode_send(from_pid, to, message, order), order)
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         code = _CALL_CODES.get(type(to))

@@ -373,10 +373,15 @@ class Core(Node, NodeRouter):
 
     def call_from(self, sender: PID, to: Target, request: Any, timeout: float | None) -> Any:
         """See ``act.Actor.call``."""
-        self._check_running()
-        target = self._norm(to)
-        ref = self.make_ref()
-        if not self._is_local(target):
+        if self._stopped.is_set():
+            raise ErrNodeTerminated(f"node {self._name} has stopped")
+        target: RemoteTarget
+        if type(to) is PID or type(to) is ProcessID or type(to) is Alias:
+            target = to  # the common case, without _norm's isinstance checks
+        else:
+            target = self._norm(to)
+        ref = _ref(self._name, next(self._ref_ids), self._creation)  # make_ref, inline
+        if target.node != self._name:
             slot = self._calls.register(ref, target.node)
             try:
                 self._backend.call(sender, target, ref, request)

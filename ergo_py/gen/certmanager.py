@@ -218,52 +218,51 @@ class _Built:
     built on demand.
     """
 
-    __slots__ = ("_client", "_lock", "_server", "insecure", "state")
+    __slots__ = ("_built", "_lock", "state")
 
     def __init__(self, state: CertState, server: bool = True, client: bool = True) -> None:
         self.state = state
         self._lock = threading.Lock()
-        self._server = build_server_context(state) if server or not client else None
-        self._client = build_client_context(state) if client else None
-        self.insecure: StateContext | None = None
+        self._built: dict[str, StateContext] = {}
+        if server or not client:
+            self._built["server"] = build_server_context(state)
+        if client:
+            self._built["client"] = build_client_context(state)
 
     @property
     def server_built(self) -> bool:
-        return self._server is not None
+        return "server" in self._built
 
     @property
     def client_built(self) -> bool:
-        return self._client is not None
+        return "client" in self._built
 
     @property
     def server(self) -> StateContext:
-        ctx = self._server
-        if ctx is None:
-            with self._lock:
-                ctx = self._server
-                if ctx is None:
-                    ctx = self._server = build_server_context(self.state)
-        return ctx
+        return self._get("server")
 
     @property
     def client(self) -> StateContext:
-        ctx = self._client
-        if ctx is None:
-            with self._lock:
-                ctx = self._client
-                if ctx is None:
-                    ctx = self._client = build_client_context(self.state)
-        return ctx
+        return self._get("client")
 
     def insecure_client(self) -> StateContext:
-        ctx = self.insecure
+        return self._get("insecure")
+
+    def _get(self, side: str) -> StateContext:
+        ctx = self._built.get(side)
         if ctx is None:
             with self._lock:
-                ctx = self.insecure
+                ctx = self._built.get(side)
                 if ctx is None:
-                    ctx = build_client_context(self.state, insecure_skip_verify=True)
-                    self.insecure = ctx
+                    ctx = self._built[side] = _BUILD[side](self.state)
         return ctx
+
+
+_BUILD: dict[str, Callable[[CertState], StateContext]] = {
+    "server": build_server_context,
+    "client": build_client_context,
+    "insecure": lambda state: build_client_context(state, insecure_skip_verify=True),
+}
 
 
 def _check_usable(cert: object, now: datetime | None = None) -> Certificate:

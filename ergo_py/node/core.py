@@ -180,6 +180,8 @@ class Core(Node, NodeRouter):
     # -- addressing --------------------------------------------------------
 
     def _norm(self, to: Target) -> RemoteTarget:
+        if type(to) is PID or type(to) is ProcessID or type(to) is Alias:
+            return to  # the common case first, by exact type
         if isinstance(to, PID | ProcessID | Alias):
             return to
         if isinstance(to, str):
@@ -351,13 +353,8 @@ class Core(Node, NodeRouter):
 
     def send_from(self, sender: PID, to: Target, message: Any) -> None:
         """See ``act.Actor.send``. A send to the core process is dropped."""
-        if self._stopped.is_set():
-            raise ErrNodeTerminated(f"node {self._name} has stopped")
-        target: RemoteTarget
-        if type(to) is PID or type(to) is ProcessID or type(to) is Alias:
-            target = to  # the common case, without _norm's isinstance checks
-        else:
-            target = self._norm(to)
+        self._check_running()
+        target = self._norm(to)
         if target.node != self._name:
             self._backend.send(sender, target, message)
             return
@@ -373,13 +370,8 @@ class Core(Node, NodeRouter):
 
     def call_from(self, sender: PID, to: Target, request: Any, timeout: float | None) -> Any:
         """See ``act.Actor.call``."""
-        if self._stopped.is_set():
-            raise ErrNodeTerminated(f"node {self._name} has stopped")
-        target: RemoteTarget
-        if type(to) is PID or type(to) is ProcessID or type(to) is Alias:
-            target = to  # the common case, without _norm's isinstance checks
-        else:
-            target = self._norm(to)
+        self._check_running()
+        target = self._norm(to)
         ref = _ref(self._name, next(self._ref_ids), self._creation)  # make_ref, inline
         if target.node != self._name:
             slot = self._calls.register(ref, target.node)

@@ -22,8 +22,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The suite runs on the standard asyncio loop; the network-facing part runs
+# again on uvloop, which nodes use whenever it is installed (its TLS layer
+# and transports behave differently in the corners).
+UVLOOP_TESTS := tests/test_network.py tests/test_tls_refusals.py tests/test_tls_rotation.py \
+	tests/test_handover.py tests/test_live_rotation.py tests/test_keepalive.py
+
 pytest: $(STAMP)
 	$(PY) -m pytest -q
+	ERGO_PY_LOOP=uvloop $(PY) -m pytest -q $(UVLOOP_TESTS)
 
 test: lint typecheck pytest
 

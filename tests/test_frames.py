@@ -596,3 +596,99 @@ def test_a_long_stream_in_odd_sized_chunks_yields_every_frame() -> None:
         got += sum(1 for _ in dec)
         assert dec.buffered < len(encode_frame(frame))
     assert got == 5000
+
+
+# --- send batches ---------------------------------------------------------------------
+
+
+def _run_frame(to: PID | ProcessID | Alias, messages: list[object], order: int = 3) -> bytes:
+    """The frame a writer makes of consecutive sends from A to ``to``."""
+    items = []
+    entry = None
+    for m in messages:
+        entry, item = fr.send_item(A, to, m, order)
+        items.append(item)
+    assert entry is not None
+    return fr.send_run(entry, order, items)
+
+
+@pytest.mark.parametrize("to", [B, NAME, ALIAS], ids=repr)
+def test_a_run_of_sends_is_one_batch_frame_that_reads_back_as_the_sends(
+    to: PID | ProcessID | Alias,
+) -> None:
+    messages: list[object] = [(1, "a"), [1, "a"], None, ((2,), [3]), "x"]
+    data = _run_frame(to, messages)
+    assert data[7] in (fr.TYPE_SENDS_PID, fr.TYPE_SENDS_NAME, fr.TYPE_SENDS_ALIAS)
+    cls = {PID: fr.SendPID, ProcessID: fr.SendName, Alias: fr.SendAlias}[type(to)]
+    for read in ("next_frame", "drain"):
+        dec = FrameDecoder()
+        dec.receive_data(data + encode_frame(fr.Keepalive()))
+        out: list[fr.Frame] = []
+        if read == "drain":
+            dec.drain(out)
+            assert out == [(A, to, m) for m in messages]
+        else:
+            while (f := dec.next_frame()) is not None:
+                out.append(f)
+            assert out == [cls(A, to, m) for m in messages] + [fr.Keepalive()]
+        sent: list[Any] = [f[2] for f in out if isinstance(f, tuple)]
+        assert [type(m) for m in sent] == [type(m) for m in messages]
+
+
+def test_a_run_of_one_is_a_plain_send_frame() -> None:
+    assert _run_frame(B, [(1, 2)], order=9) == fr.encode_send(A, B, (1, 2), 9)
+
+
+def test_send_item_refuses_what_encode_send_refuses() -> None:
+    with pytest.raises(gen.ErrIncorrect):
+        fr.send_item(A, REF, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(gen.ErrUnsupportedType):
+        fr.send_item(A, B, object(), 1)
+    size = len(fr.encode_send(A, B, b"x" * 100, 1))
+    with pytest.raises(gen.ErrTooLarge):
+        fr.send_item(A, B, b"x" * 100, 1, max_size=size - 1)
+    fr.send_item(A, B, b"x" * 100, 1, max_size=size)
+
+
+def test_decode_frame_points_a_batch_to_decode_frames() -> None:
+    data = _run_frame(B, [1, 2])
+    with pytest.raises(gen.ErrIncorrect):
+        decode_frame(data[7], data[8:])
+    assert fr.decode_frames(data[7], data[8:]) == [fr.SendPID(A, B, 1), fr.SendPID(A, B, 2)]
+
+
+def _batch_data(type_: int, pair: object, *items: object) -> bytes:
+    if isinstance(pair, list):
+        pair = codec.encode([_plain(f) for f in pair])
+    body = msgpack.packb([pair, *items])
+    return _header(8 + len(body), type_) + body
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _batch_data(fr.TYPE_SENDS_PID, [A, B]),  # no sends at all
+        _batch_data(fr.TYPE_SENDS_PID, [A, B], False),  # half a send
+        _batch_data(fr.TYPE_SENDS_PID, [A, B], False, 1, True),
+        _batch_data(fr.TYPE_SENDS_PID, [A, B], False, 1, 1, 2),  # is_tuple not a bool
+        _batch_data(fr.TYPE_SENDS_PID, [A, B], True, "not a list"),
+        _batch_data(fr.TYPE_SENDS_PID, [A, NAME], False, 1),  # a name where a PID goes
+        _batch_data(fr.TYPE_SENDS_NAME, [A, B], False, 1),
+        _batch_data(fr.TYPE_SENDS_PID, b"\xc1", False, 1),
+        _header(8, fr.TYPE_SENDS_ALIAS),
+    ],
+)
+def test_malformed_batches_raise_remote_protocol_error_and_deliver_nothing_of_them(
+    data: bytes,
+) -> None:
+    for read in ("next_frame", "drain"):
+        dec = FrameDecoder()
+        dec.receive_data(fr.encode_send(A, B, "before", 1) + data)
+        out: list[fr.Frame] = []
+        with pytest.raises(gen.RemoteProtocolError):
+            if read == "drain":
+                dec.drain(out)
+            else:
+                out.append(dec.next_frame())  # type: ignore[arg-type]
+                dec.next_frame()
+        assert [f[2] for f in out] == ["before"]  # type: ignore[index]

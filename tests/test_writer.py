@@ -206,3 +206,89 @@ def test_the_loop_thread_itself_is_never_held_back() -> None:
         assert b"".join(t.writes) == b"from the loop"
     finally:
         lt.stop()
+
+
+def _make(key: Any, order: int, items: list[bytes]) -> bytes:
+    """A stand-in for frames.send_run: shows which items went out together."""
+    return b"[" + bytes([order]) + key + b":" + b",".join(items) + b"]"
+
+
+def _held(lt: LoopThread, writer: BatchWriter, queue: Any) -> list[bytes]:
+    """What ``queue(writer)`` writes while the loop is held, flushed as one write."""
+    t: Any = writer._transport
+    gate = threading.Event()
+    lt.call_soon(gate.wait, 5)
+    queue(writer)
+    gate.set()
+    _drain(lt)
+    _drain(lt)
+    return list(t.writes)
+
+
+def test_items_under_one_key_go_out_as_one_frame_and_keep_their_place() -> None:
+    lt = LoopThread("w")
+    try:
+        w = BatchWriter(lt.loop, FakeTransport())
+        w.batch_limit = 1000
+        a, b = b"a", b"b"
+
+        def queue(w: BatchWriter) -> None:
+            for i in range(3):
+                w.write_item(a, 1, b"%d" % i, _make, 10)
+            w.write(b"<frame>")  # ends the run: it stays behind the items before it
+            w.write_item(a, 1, b"3", _make, 10)
+            w.write_item(b, 1, b"4", _make, 10)  # another key: a run of its own
+            w.write_item(b, 2, b"5", _make, 10)  # another order byte: likewise
+
+        assert b"".join(_held(lt, w, queue)) == (b"[\x01a:0,1,2]<frame>[\x01a:3][\x01b:4][\x02b:5]")
+    finally:
+        lt.stop()
+
+
+def test_a_run_never_outgrows_the_batch_limit() -> None:
+    lt = LoopThread("w")
+    try:
+        w = BatchWriter(lt.loop, FakeTransport())
+        w.batch_limit = 10 + 3 * 4  # room for the overhead and three 4-byte items
+        written = _held(
+            lt, w, lambda w: [w.write_item(b"k", 1, b"%04d" % i, _make, 10) for i in range(7)]
+        )
+        assert b"".join(written) == b"[\x01k:0000,0001,0002][\x01k:0003,0004,0005][\x01k:0006]"
+    finally:
+        lt.stop()
+
+
+def test_without_a_batch_limit_every_item_is_its_own_frame() -> None:
+    lt = LoopThread("w")
+    try:
+        w = BatchWriter(lt.loop, FakeTransport())
+        written = _held(
+            lt, w, lambda w: [w.write_item(b"k", 1, b"%d" % i, _make, 10) for i in range(3)]
+        )
+        assert b"".join(written) == b"[\x01k:0][\x01k:1][\x01k:2]"
+    finally:
+        lt.stop()
+
+
+def test_a_graceful_close_writes_the_open_run_and_refuses_more_items() -> None:
+    lt = LoopThread("w")
+    try:
+        t = FakeTransport()
+        w = BatchWriter(lt.loop, t)
+        w.batch_limit = 1000
+        gate = threading.Event()
+
+        def hold_then_close() -> None:  # runs before the flush the items ask for
+            gate.wait(5)
+            w.close(flush=True)
+
+        lt.call_soon(hold_then_close)
+        w.write_item(b"k", 1, b"0", _make, 10)
+        w.write_item(b"k", 1, b"1", _make, 10)
+        gate.set()
+        _drain(lt)
+        assert b"".join(t.writes) == b"[\x01k:0,1]"
+        with pytest.raises(gen.ErrNoConnection):
+            w.write_item(b"k", 1, b"2", _make, 10)
+    finally:
+        lt.stop()

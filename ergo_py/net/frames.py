@@ -37,8 +37,10 @@ Nothing here touches a socket. :func:`encode_frame` (and :func:`encode_send`,
 its fast path for messages) returns bytes; :class:`FrameDecoder` is fed bytes
 and yields frames.
 
-``VERSION`` 2 (since 2026-11-29) is version 1 with the send-frame layout and
-the call-frame layout (requests and responses, see "the call frames").
+``VERSION`` 2 (since 2026-11-29) is version 1 with the send-frame layout, the
+call-frame layout (requests and responses, see "the call frames") and send
+batches (several sends between two processes in one frame, see "send
+batches").
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ _MAX_TOTAL = 0xFFFFFFFF
 TYPE_SEND_PID = 101
 TYPE_SEND_NAME = 102
 TYPE_SEND_ALIAS = 104
+# Several sends between the same two processes in one frame (a writer
+# merges a burst as it is queued; see "send batches").
+TYPE_SENDS_PID = 111
+TYPE_SENDS_NAME = 112
+TYPE_SENDS_ALIAS = 114
 TYPE_EXIT = 107
 TYPE_DOWN = 108
 TYPE_CALL_PID = 121
@@ -794,7 +801,116 @@ def _decode_call(code: int, body: bytes | bytearray) -> Any:
     raise RemoteProtocolError(f"{cls.__name__} frame: expected [pair, ref, is_tuple, term]")
 
 
-_KNOWN_TYPES = frozenset(_DECODING) | frozenset(_SENDS) | frozenset(_CALLS)
+# --- send batches ------------------------------------------------------------------
+#
+# A burst of sends from one process to one recipient, queued on a link one
+# after the other, travels as one frame of the matching batch type: body
+# [pair: bin, is_tuple_1, message_1, is_tuple_2, message_2, ...], each pair
+# of items as in a send frame. The receiver unpacks the burst at once
+# instead of a header, an unpack and a pair look-up per message. The sender
+# encodes each message once (send_item); the writer keeps the items of the
+# open burst and send_run turns them into bytes when the burst ends.
+
+_BATCH_OF: dict[int, int] = {
+    TYPE_SEND_PID: TYPE_SENDS_PID,
+    TYPE_SEND_NAME: TYPE_SENDS_NAME,
+    TYPE_SEND_ALIAS: TYPE_SENDS_ALIAS,
+}
+_BATCHES: dict[int, int] = {batch: send for send, batch in _BATCH_OF.items()}
+BATCH_MAX = 1 << 16  # bytes: no batch outgrows this (nor the peer's limit)
+
+SendEntry: TypeAlias = tuple[Any, Any, int, bytes, bytes]
+"""A cached send pair: what :func:`send_item` returns and :func:`send_run` takes."""
+
+
+def _array_header(count: int) -> bytes:
+    if count <= 15:
+        return bytes((0x90 | count,))
+    if count <= 0xFFFF:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+def send_item(
+    from_pid: PID, to: Target, message: Any, order: int, max_size: int = 0
+) -> tuple[SendEntry, bytes]:
+    """A send encoded for a writer that merges bursts: (its pair entry, its item).
+
+    The item (is_tuple and the message) is what a batch repeats; errors as
+    for :func:`encode_send`, the size checked for the send on its own.
+    """
+    hit = _pairs_out.get((id(from_pid), id(to)))
+    if hit is None or hit[0] is not from_pid or hit[1] is not to:
+        hit = _send_prefix(from_pid, to)
+    if not 0 <= order <= 255:
+        raise ErrIncorrect(f"order byte out of range: {order}")
+    if type(message) is tuple:
+        item = b"\xc3" + codec.encode(list(message))
+    else:
+        item = b"\xc2" + codec.encode(message)
+    total = HEADER_SIZE + len(hit[3]) - 1 + len(item)
+    if (max_size and total > max_size) or total > _MAX_TOTAL:
+        raise too_large(total, max_size)
+    return hit, item
+
+
+def send_run(entry: SendEntry, order: int, items: list[bytes]) -> bytes:
+    """The frame for sends queued together: a plain send frame for one, else a batch."""
+    prefix = entry[3][:-1]  # [array of 3][bin pair], without the flag
+    if len(items) == 1:
+        total = HEADER_SIZE + len(prefix) + len(items[0])
+        return b"".join((_HEADER_MV.pack(_MAGIC_VERSION, total, order, entry[2]), prefix, items[0]))
+    head = _array_header(1 + 2 * len(items)) + prefix[1:]
+    body = b"".join(items)
+    total = HEADER_SIZE + len(head) + len(body)
+    header = _HEADER_MV.pack(_MAGIC_VERSION, total, order, _BATCH_OF[entry[2]])
+    return b"".join((header, head, body))
+
+
+def _batch_sends(code: int, values: Any, append: Callable[[Any], None]) -> None:
+    """Append the sends of a batch frame of type ``code`` (its body decoded)."""
+    send_code = _BATCHES[code]
+    if type(values) is list and len(values) >= 3 and len(values) % 2 == 1:
+        pair = values[0]
+        if type(pair) is bytes:
+            hit = _pairs_in.get(pair)
+            if hit is None or hit[0] != send_code:
+                hit = _read_pair(send_code, pair)
+            from_, to = hit[1], hit[2]
+            sends = []
+            for i in range(1, len(values), 2):
+                is_tuple = values[i]
+                message = values[i + 1]
+                if is_tuple is True and type(message) is list:
+                    sends.append((from_, to, tuple(message)))
+                elif is_tuple is False:
+                    sends.append((from_, to, message))
+                else:
+                    break
+            else:
+                for send in sends:
+                    append(send)
+                return
+    raise RemoteProtocolError(
+        f"{_SENDS[send_code][0].__name__} batch: expected [pair, is_tuple, message, ...]"
+    )
+
+
+def decode_frames(frame_type: int, body: bytes | bytearray) -> list[Frame]:
+    """The frames in one frame of ``frame_type``: the sends of a batch, else one.
+
+    Sends come out as their named frames (:class:`SendPID` and friends).
+    Errors as for :func:`decode_frame`.
+    """
+    if frame_type not in _BATCHES:
+        return [decode_frame(frame_type, body)]
+    sends: list[Any] = []
+    cls = _SENDS[_BATCHES[frame_type]][0]
+    _batch_sends(frame_type, codec.decode(body), sends.append)
+    return [_tuple_new(cls, send) for send in sends]
+
+
+_KNOWN_TYPES = frozenset(_DECODING) | frozenset(_SENDS) | frozenset(_CALLS) | frozenset(_BATCHES)
 
 
 # --- ordering -----------------------------------------------------------------
@@ -906,6 +1022,8 @@ def decode_frame(frame_type: int, body: bytes | bytearray) -> Frame:
             return _decode_send(frame_type, body)  # type: ignore[no-any-return]
         if frame_type in _CALLS:
             return _decode_call(frame_type, body)  # type: ignore[no-any-return]
+        if frame_type in _BATCHES:
+            raise ErrIncorrect("a send batch holds several frames: use decode_frames")
         raise RemoteProtocolError(f"unknown frame type {frame_type}")
     cls, count, build = spec
     if not count:
@@ -933,8 +1051,12 @@ class RawFrame:
     body: bytes
 
     def decode(self) -> Frame:
-        """The typed frame (see :func:`decode_frame`)."""
+        """The typed frame (see :func:`decode_frame`; a send batch is several)."""
         return decode_frame(self.type, self.body)
+
+    def decode_all(self) -> list[Frame]:
+        """The frames it holds (see :func:`decode_frames`)."""
+        return decode_frames(self.type, self.body)
 
 
 _COMPACT_AT = 64 * 1024
@@ -951,7 +1073,7 @@ class FrameDecoder:
     reader owns it.
     """
 
-    __slots__ = ("_buf", "_error", "_max_size", "_pos")
+    __slots__ = ("_buf", "_error", "_max_size", "_pending", "_pos")
 
     def __init__(self, max_size: int = 0) -> None:
         if max_size < 0:
@@ -960,6 +1082,7 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0
         self._error: Exception | None = None
+        self._pending: list[Frame] = []  # the rest of a send batch next_frame opened
 
     def receive_data(self, data: bytes) -> None:
         """Append bytes read from the link.
@@ -1035,15 +1158,22 @@ class FrameDecoder:
         raise exc
 
     def next_frame(self) -> Frame | None:
-        """The next decoded frame, or None when more data is needed."""
+        """The next decoded frame, or None when more data is needed.
+
+        A send batch comes out one send frame at a time.
+        """
+        if self._pending:
+            return self._pending.pop(0)
         split = self._split()
         if split is None:
             return None
         try:
-            return decode_frame(split[1], split[2])
+            frames = decode_frames(split[1], split[2])
         except RemoteProtocolError as exc:
             self._error = exc
             raise
+        self._pending = frames[1:]
+        return frames[0]
 
     def drain(self, out: list[Frame]) -> None:
         """Append every whole frame buffered so far to ``out``, in order.
@@ -1058,6 +1188,9 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
+        if self._pending:
+            out.extend(self._pending)
+            self._pending = []
         buf = self._buf
         pos = self._pos
         end = len(buf)
@@ -1065,6 +1198,7 @@ class FrameDecoder:
         unpack = _HEADER_MV.unpack_from
         known = _KNOWN_TYPES
         sends = _SENDS
+        batches = _BATCHES
         pairs = _pairs_in
         decode = codec.decode
         append = out.append
@@ -1097,6 +1231,9 @@ class FrameDecoder:
                                 append((hit[1], hit[2], message))
                                 continue
                     append(_send_fields(code, values))
+                    continue
+                if code in batches:
+                    _batch_sends(code, decode(body), append)
                     continue
                 frame = decode_frame(code, body)
                 if type(frame) is Keepalive:

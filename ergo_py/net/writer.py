@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from ergo_py.gen.errors import ErrNoConnection
 
 DEFAULT_QUEUE_LIMIT = 1 << 20
 _STREAM_FRAMES = 8
 _STREAM_LINGER = 0.0002  # seconds
+_Make = Callable[[Any, int, list[bytes]], bytes]
 
 
 class BatchWriter:
@@ -34,6 +37,7 @@ class BatchWriter:
         "_blocked",
         "_closed",
         "_frames",
+        "_items",
         "_limit",
         "_lock",
         "_loop",
@@ -41,8 +45,11 @@ class BatchWriter:
         "_paused",
         "_pending",
         "_queued",
+        "_run",
+        "_run_size",
         "_transport",
         "_writable",
+        "batch_limit",
     )
 
     def __init__(
@@ -66,6 +73,16 @@ class BatchWriter:
         # Mirrors "not _writable.is_set()" (changed together, under the lock):
         # a plain attribute read on every write instead of a method call.
         self._blocked = False
+        self._items = 0  # writes since the last flush (a burst of them is a stream)
+        # The open run of write_item: (key, order, items, make). Consecutive
+        # items with the same key and order become one frame, made when the
+        # run ends (another write, or the flush), of at most batch_limit bytes
+        # (0, until the link sets it: every item is a frame of its own).
+        self._run: (
+            tuple[object, int, list[bytes], Callable[[Any, int, list[bytes]], bytes]] | None
+        ) = None
+        self._run_size = 0
+        self.batch_limit = 0
 
     def pause(self) -> None:
         """The transport is above its high-water mark (loop thread)."""
@@ -94,14 +111,75 @@ class BatchWriter:
         with self._lock:
             if self._closed:
                 raise ErrNoConnection("link is closed")
+            if self._run is not None:
+                self._end_run()
             self._frames.append(frame)
-            self._queued += len(frame)
-            if self._queued > self._limit:
-                self._blocked = True
-                self._writable.clear()  # the next write waits for this flush
-            if self._pending:
+            if not self._queued_more(len(frame)):
                 return
-            self._pending = True
+        self._schedule()
+
+    def write_item(
+        self,
+        key: object,
+        order: int,
+        item: bytes,
+        make: _Make,
+        overhead: int,
+    ) -> None:
+        """Queue ``item``, merged with the items queued just before it under ``key``.
+
+        ``make(key, order, items)`` turns a run of items into the frame that
+        goes out (see ``frames.send_run``); the writer never looks inside
+        them. ``overhead``: the most bytes that frame adds to its items (its
+        header and the key's own bytes), so that no frame outgrows
+        ``batch_limit``. Blocking and errors as for :meth:`write`.
+        """
+        if self._blocked and threading.get_ident() != self._loop_thread:
+            self._writable.wait()
+        with self._lock:
+            if self._closed:
+                raise ErrNoConnection("link is closed")
+            size = len(item)
+            run = self._run
+            if (
+                run is not None
+                and run[0] is key
+                and run[1] == order
+                and self._run_size + size <= self.batch_limit
+            ):
+                run[2].append(item)
+                self._run_size += size
+            else:
+                if run is not None:
+                    self._end_run()
+                if self.batch_limit:
+                    self._run = (key, order, [item], make)
+                    self._run_size = overhead + size
+                else:
+                    self._frames.append(make(key, order, [item]))
+            if not self._queued_more(size):
+                return
+        self._schedule()
+
+    def _end_run(self) -> None:
+        """Turn the open run into its frame, behind what came before it (lock held)."""
+        key, order, items, make = self._run  # type: ignore[misc]
+        self._run = None
+        self._frames.append(make(key, order, items))
+
+    def _queued_more(self, size: int) -> bool:
+        """Count a write (lock held); True when the loop must be woken to flush."""
+        self._items += 1
+        self._queued += size
+        if self._queued > self._limit:
+            self._blocked = True
+            self._writable.clear()  # the next write waits for this flush
+        if self._pending:
+            return False
+        self._pending = True
+        return True
+
+    def _schedule(self) -> None:
         try:
             self._loop.call_soon_threadsafe(self._flush)
         except RuntimeError as exc:  # the loop is gone
@@ -119,7 +197,9 @@ class BatchWriter:
 
     def _take(self) -> list[bytes]:
         """Everything queued (lock held); writers may go on unless the transport is full."""
-        frames, self._frames, self._queued = self._frames, [], 0
+        if self._run is not None:
+            self._end_run()
+        frames, self._frames, self._queued, self._items = self._frames, [], 0, 0
         # Event.set takes its Condition and notifies even when already set;
         # it is cleared only under our lock, so this check is race-free.
         if not self._paused and self._blocked:
@@ -132,12 +212,12 @@ class BatchWriter:
             if self._closed:
                 self._pending = False
                 return
+            streaming = self._items >= _STREAM_FRAMES
             frames = self._take()
-            # A stream (a burst of several frames): stay armed for a moment,
+            # A stream (a burst of several writes): stay armed for a moment,
             # so the senders' next frames need no wake-up of the loop (a
             # self-pipe write each, a large share of a sender's time). A lone
             # frame, such as a call, is never delayed.
-            streaming = len(frames) >= _STREAM_FRAMES
             self._pending = streaming
         if streaming:
             self._loop.call_later(_STREAM_LINGER, self._flush)
@@ -153,6 +233,8 @@ class BatchWriter:
         """
         with self._lock:
             self._closed = True
+            if self._run is not None:
+                self._end_run()
             frames, self._frames, self._queued = self._frames, [], 0
             self._blocked = False
         self._writable.set()  # writers waiting for room learn that it is closed

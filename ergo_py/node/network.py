@@ -412,6 +412,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
             conn.links.append(link)
             self._links.add(link)
             self._link_conn[link] = conn
+            self._allow_batches(link, conn)
             if conn.draining or conn.closed:  # a connection on its way out: close it likewise
                 link.send_close(conn.replaced)
             return
@@ -430,6 +431,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
         self._conns[done.peer_name] = conn
         self._links.add(link)
         self._link_conn[link] = conn
+        self._allow_batches(link, conn)
         if replacing is not None:
             self._start_drain(replacing, replaced=True, why="handed over to a new connection")
         self._hold_behind_draining(conn)
@@ -446,6 +448,13 @@ class TCPBackend(Handover, NetworkBackend, Network):
         ev = self._arrived.pop(done.peer_name, None)
         if ev is not None:
             ev.set()
+
+    @staticmethod
+    def _allow_batches(link: LinkProtocol, conn: Connection) -> None:
+        """Let the link's writer merge bursts of sends, within the peer's frame limit."""
+        if link.writer is not None:
+            peer = conn.done.peer_max_message_size
+            link.writer.batch_limit = min(peer, fr.BATCH_MAX) if peer else fr.BATCH_MAX
 
     def link_frames(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
         if self._holding:
@@ -933,8 +942,25 @@ class TCPBackend(Handover, NetworkBackend, Network):
 
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         order = 1 + from_pid.id % 255  # fr.order_byte, inline: this runs per message
-        # An Atom is a str: it finds the connection without a copy.
-        self._send_data(to.node, fr.encode_send(from_pid, to, message, order), order)
+        node = to.node  # an Atom is a str: it finds the connection without a copy
+        # The common case (as in _send_data): the sender's link is up. The
+        # message goes to its writer as an item, so that a burst from one
+        # process to one recipient leaves as one batch frame.
+        conn = self._conns.get(node)
+        if conn is not None and not conn.draining and not conn.closed:
+            link = conn.sticky.get(order)
+            writer = link.writer if link is not None else None
+            if writer is not None:
+                limit = conn.done.peer_max_message_size
+                entry, item = fr.send_item(from_pid, to, message, order, limit)
+                try:
+                    writer.write_item(entry, order, item, fr.send_run, len(entry[3]) + 16)
+                except ErrNoConnection:
+                    pass  # closed meanwhile: nothing was written, go the general way
+                else:
+                    self._wrote(conn, link)  # type: ignore[arg-type]
+                    return
+        self._send_data(node, fr.encode_send(from_pid, to, message, order), order)
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         code = _CALL_CODES.get(type(to))

@@ -462,3 +462,17 @@ def test_a_reply_that_arrives_before_the_caller_waits_is_kept() -> None:
     slot = table.register(ref, gen.Atom("b@localhost"))
     assert table.resolve(ref, "early", None)
     assert table.wait(ref, slot, 0.1) == "early"
+
+
+def test_a_reply_naming_another_incarnations_ref_does_not_answer_a_call() -> None:
+    """The call table goes by the ref's id; node and creation must match too."""
+    from ergo_py.node.calls import CallTable
+
+    table = CallTable()
+    ref = gen.Ref("a@localhost", 7, 1)
+    slot = table.register(ref, gen.Atom("b@localhost"))
+    assert not table.resolve(gen.Ref("a@localhost", 7, 2), "forged", None)
+    assert not table.resolve(gen.Ref("z@localhost", 7, 1), "forged", None)
+    assert table.resolve(gen.Ref("a@localhost", 7, 1), "real", None)
+    assert table.wait(ref, slot, 0.1) == "real"
+    assert not table.resolve(ref, "late", None)  # answered once only

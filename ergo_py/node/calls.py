@@ -23,26 +23,31 @@ class _Slot:
     ``threading.Event`` builds a Condition and a second lock per wait).
     """
 
-    __slots__ = ("done", "error", "filled", "node", "value")
+    __slots__ = ("done", "error", "filled", "node", "ref", "value")
 
-    def __init__(self, node: Atom | None) -> None:
+    def __init__(self, ref: Ref, node: Atom | None) -> None:
         self.done = _allocate_lock()
         self.done.acquire()
         self.filled = False
         self.value: Any = None
         self.error: BaseException | None = None
         self.node = node
+        self.ref = ref
 
 
 class CallTable:
     """Thread-safe table of reply slots.
 
     Lock-free: every change is one dict store or pop, which the GIL makes
-    atomic (a pop hands a slot to exactly one resolver).
+    atomic (a pop hands a slot to exactly one resolver). Keyed by the ref's
+    id: every ref in the table is this node's (the id is unique in its
+    incarnation), and int keys hash and compare in C, where a Ref's hash and
+    equality are Python calls; a ref with the right id but another node or
+    creation does not match.
     """
 
     def __init__(self) -> None:
-        self._slots: dict[Ref, _Slot] = {}
+        self._slots: dict[int, _Slot] = {}
 
     def register(self, ref: Ref, remote_node: Atom | None = None) -> _Slot:
         """Open a slot for ``ref``; ``remote_node`` when the callee is on another node.
@@ -50,14 +55,17 @@ class CallTable:
         The caller keeps the slot and waits on it: a reply may fill it (and
         take it out of the table) before ``wait`` even starts.
         """
-        slot = _Slot(remote_node)
-        self._slots[ref] = slot  # one dict store: atomic, no lock needed
+        slot = _Slot(ref, remote_node)
+        self._slots[ref.id] = slot  # one dict store: atomic, no lock needed
         return slot
 
     def resolve(self, ref: Ref, value: Any, error: BaseException | None) -> bool:
         """Fill the slot; False (and nothing happens) when nobody waits for ``ref``."""
-        slot = self._slots.pop(ref, None)  # atomic: only one resolver gets the slot
-        if slot is None:
+        rid = ref.id
+        slot = self._slots.get(rid)
+        if slot is None or slot.ref.node != ref.node or slot.ref.creation != ref.creation:
+            return False
+        if self._slots.pop(rid, None) is not slot:  # atomic: one resolver gets the slot
             return False
         slot.value = value
         slot.error = error
@@ -67,12 +75,12 @@ class CallTable:
 
     def cancel(self, ref: Ref) -> None:
         """Drop the slot (the request could not be sent)."""
-        self._slots.pop(ref, None)
+        self._slots.pop(ref.id, None)
 
     def wait(self, ref: Ref, slot: _Slot, timeout: float | None) -> Any:
         """Block for the answer: return the value or raise its error, ``ErrTimeout`` on timeout."""
         if not slot.done.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
-            self._slots.pop(ref, None)
+            self._slots.pop(ref.id, None)
             if not slot.filled:  # else a reply came in just as we gave up: take it
                 raise ErrTimeout(f"no reply within {timeout} s")
         if slot.error is not None:
@@ -81,18 +89,18 @@ class CallTable:
 
     def fail_node(self, node: Atom, error: BaseException) -> int:
         """Fail every call to ``node``; returns how many."""
-        refs = [ref for ref, slot in self._snapshot() if slot.node == node]
+        refs = [slot.ref for slot in self._snapshot() if slot.node == node]
         return sum(self.resolve(ref, None, error) for ref in refs)
 
     def fail_all(self, error: BaseException) -> int:
         """Fail every pending call (the node is stopping)."""
-        refs = [ref for ref, _ in self._snapshot()]
+        refs = [slot.ref for slot in self._snapshot()]
         return sum(self.resolve(ref, None, error) for ref in refs)
 
-    def _snapshot(self) -> list[tuple[Ref, _Slot]]:
+    def _snapshot(self) -> list[_Slot]:
         # Iterating the table could meet a concurrent insert; dict.copy() is
         # one C call under the GIL.
-        return list(self._slots.copy().items())
+        return list(self._slots.copy().values())
 
     def __len__(self) -> int:
         return len(self._slots)

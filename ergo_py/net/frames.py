@@ -588,10 +588,11 @@ _SENDS: dict[int, tuple[type[Any], _Check]] = {
     TYPE_SEND_NAME: (SendName, _decode_name),
     TYPE_SEND_ALIAS: (SendAlias, _decode_alias),
 }
-# (id(from_), id(to)) -> (from_, to, type byte, body prefix for a tuple
-# message, for any other): the entry holds both objects, so their ids stay
-# theirs while cached. Bounded like the others.
-_pairs_out: dict[tuple[int, int], tuple[Any, Any, int, bytes, bytes]] = {}
+# (id(from_), id(to)) -> (from_, to, type byte, body prefix up to is_tuple):
+# the entry holds both objects, so their ids stay theirs while cached.
+# Bounded like the others.
+SendEntry: TypeAlias = tuple[Any, Any, int, bytes]
+_pairs_out: dict[tuple[int, int], SendEntry] = {}
 # pair bytes -> (type byte, from_, to). A pair is valid for one type byte only.
 _pairs_in: dict[bytes, tuple[int, PID, Any]] = {}
 _tuple_new = tuple.__new__
@@ -605,16 +606,28 @@ def _bin_header(size: int) -> bytes:
     return b"\xc6" + size.to_bytes(4, "big")  # identifiers never come near 4 GiB
 
 
-def _send_prefix(from_pid: Any, to: Any) -> tuple[Any, Any, int, bytes, bytes]:
+def _pair_bin(from_pid: PID, to: Any, to_type: type) -> bytes:
+    """The (from_, to) pair as the bin field that send and call frames carry."""
+    pair = b"\x92" + _ident_bytes(from_pid, PID) + _ident_bytes(to, to_type)
+    return _bin_header(len(pair)) + pair
+
+
+def _known_pair(code: int, pair: bytes) -> tuple[int, PID, Any]:
+    """(type byte, from_, to) of a pair that came in a frame of type ``code``."""
+    hit = _pairs_in.get(pair)
+    if hit is None or hit[0] != code:
+        hit = _read_pair(code, pair)
+    return hit
+
+
+def _send_prefix(from_pid: Any, to: Any) -> SendEntry:
     """The ``_pairs_out`` entry for a pair not cached yet."""
     if type(from_pid) is not PID:
         raise ErrIncorrect(f"expected PID, got {_shape(from_pid)}")
     code = _SEND_TYPES.get(type(to))
     if code is None:
         raise ErrIncorrect(f"expected PID/ProcessID/Alias, got {_shape(to)}")
-    pair = b"\x92" + _ident_bytes(from_pid, PID) + _ident_bytes(to, type(to))
-    prefix = b"\x93" + _bin_header(len(pair)) + pair
-    entry = (from_pid, to, code, prefix + b"\xc3", prefix + b"\xc2")  # is_tuple true, false
+    entry = (from_pid, to, code, b"\x93" + _pair_bin(from_pid, to, type(to)))
     if len(_pairs_out) >= _CACHE_MAX:
         _pairs_out.clear()
     _pairs_out[(id(from_pid), id(to))] = entry
@@ -624,10 +637,23 @@ def _send_prefix(from_pid: Any, to: Any) -> tuple[Any, Any, int, bytes, bytes]:
 def encode_send(from_pid: PID, to: Target, message: Any, order: int, max_size: int = 0) -> bytes:
     """``encode_frame`` of the send frame for ``to``'s type, without building it.
 
-    The hot path of every remote send: a :class:`SendPID`, :class:`SendName`
-    or :class:`SendAlias` from ``from_pid`` with ``message``, header included.
-    ``order`` is the order byte (see :func:`order_byte`); errors as for
-    :func:`encode_frame`.
+    A :class:`SendPID`, :class:`SendName` or :class:`SendAlias` from
+    ``from_pid`` with ``message``, header included. ``order`` is the order
+    byte (see :func:`order_byte`); errors as for :func:`encode_frame`.
+    """
+    entry, item = send_item(from_pid, to, message, order, max_size)
+    return send_run(entry, order, [item])
+
+
+def send_item(
+    from_pid: PID, to: Target, message: Any, order: int, max_size: int = 0
+) -> tuple[SendEntry, bytes]:
+    """A send encoded in two parts: its pair entry and its item.
+
+    The item (is_tuple and the message) is what a batch repeats; the hot path
+    of every remote send queues it on a writer that merges bursts (see "send
+    batches"), :func:`send_run` makes the frame. Errors as for
+    :func:`encode_frame`, the size checked for the send on its own.
     """
     hit = _pairs_out.get((id(from_pid), id(to)))
     if hit is None or hit[0] is not from_pid or hit[1] is not to:
@@ -635,15 +661,13 @@ def encode_send(from_pid: PID, to: Target, message: Any, order: int, max_size: i
     if not 0 <= order <= 255:
         raise ErrIncorrect(f"order byte out of range: {order}")
     if type(message) is tuple:  # the items follow as an array
-        prefix = hit[3]
-        body = codec.encode(list(message))
+        item = b"\xc3" + codec.encode(list(message))
     else:
-        prefix = hit[4]
-        body = codec.encode(message)
-    total = HEADER_SIZE + len(prefix) + len(body)
+        item = b"\xc2" + codec.encode(message)
+    total = HEADER_SIZE + len(hit[3]) + len(item)
     if (max_size and total > max_size) or total > _MAX_TOTAL:
         raise too_large(total, max_size)
-    return b"".join((_HEADER_MV.pack(_MAGIC_VERSION, total, order, hit[2]), prefix, body))
+    return hit, item
 
 
 def _read_pair(code: int, pair: bytes) -> tuple[int, PID, Any]:
@@ -667,9 +691,7 @@ def _send_fields(code: int, values: Any) -> Send:
     if type(values) is list and len(values) == 3:
         pair, is_tuple, message = values
         if type(pair) is bytes:
-            hit = _pairs_in.get(pair)
-            if hit is None or hit[0] != code:
-                hit = _read_pair(code, pair)
+            hit = _known_pair(code, pair)
             if is_tuple is True and type(message) is list:
                 return (hit[1], hit[2], tuple(message))
             if is_tuple is False:
@@ -726,8 +748,7 @@ def _call_prefix(code: int, from_pid: Any, to: Any) -> tuple[Any, Any, bytes]:
     to_type = _CALLS[code][2]
     if type(to) is not to_type:
         raise ErrIncorrect(f"expected {to_type.__name__}, got {_shape(to)}")
-    pair = b"\x92" + _ident_bytes(from_pid, PID) + _ident_bytes(to, to_type)
-    entry = (from_pid, to, b"\x94" + _bin_header(len(pair)) + pair)
+    entry = (from_pid, to, b"\x94" + _pair_bin(from_pid, to, to_type))
     if len(_call_pairs_out) >= _CACHE_MAX:
         _call_pairs_out.clear()
     _call_pairs_out[(id(from_pid), id(to), code)] = entry
@@ -781,10 +802,7 @@ def _decode_call(code: int, body: bytes | bytearray) -> Any:
     if type(values) is list and len(values) == 4:
         pair, ref, is_tuple, term = values
         if type(pair) is bytes:
-            hit = _pairs_in.get(pair)
-            if hit is None or hit[0] != code:
-                hit = _read_pair(code, pair)
-            from_, to = hit[1], hit[2]
+            from_, to = _known_pair(code, pair)[1:]
             if type(ref) is bytes and len(ref) == _REF_ID_BYTES:
                 owner = from_ if owner_is_from else to
                 rid = int.from_bytes(ref, "big")
@@ -819,9 +837,6 @@ _BATCH_OF: dict[int, int] = {
 _BATCHES: dict[int, int] = {batch: send for send, batch in _BATCH_OF.items()}
 BATCH_MAX = 1 << 16  # bytes: no batch outgrows this (nor the peer's limit)
 
-SendEntry: TypeAlias = tuple[Any, Any, int, bytes, bytes]
-"""A cached send pair: what :func:`send_item` returns and :func:`send_run` takes."""
-
 
 def _array_header(count: int) -> bytes:
     if count <= 15:
@@ -831,32 +846,9 @@ def _array_header(count: int) -> bytes:
     return b"\xdd" + count.to_bytes(4, "big")
 
 
-def send_item(
-    from_pid: PID, to: Target, message: Any, order: int, max_size: int = 0
-) -> tuple[SendEntry, bytes]:
-    """A send encoded for a writer that merges bursts: (its pair entry, its item).
-
-    The item (is_tuple and the message) is what a batch repeats; errors as
-    for :func:`encode_send`, the size checked for the send on its own.
-    """
-    hit = _pairs_out.get((id(from_pid), id(to)))
-    if hit is None or hit[0] is not from_pid or hit[1] is not to:
-        hit = _send_prefix(from_pid, to)
-    if not 0 <= order <= 255:
-        raise ErrIncorrect(f"order byte out of range: {order}")
-    if type(message) is tuple:
-        item = b"\xc3" + codec.encode(list(message))
-    else:
-        item = b"\xc2" + codec.encode(message)
-    total = HEADER_SIZE + len(hit[3]) - 1 + len(item)
-    if (max_size and total > max_size) or total > _MAX_TOTAL:
-        raise too_large(total, max_size)
-    return hit, item
-
-
 def send_run(entry: SendEntry, order: int, items: list[bytes]) -> bytes:
     """The frame for sends queued together: a plain send frame for one, else a batch."""
-    prefix = entry[3][:-1]  # [array of 3][bin pair], without the flag
+    prefix = entry[3]  # [array of 3][bin pair]
     if len(items) == 1:
         total = HEADER_SIZE + len(prefix) + len(items[0])
         return b"".join((_HEADER_MV.pack(_MAGIC_VERSION, total, order, entry[2]), prefix, items[0]))
@@ -873,10 +865,7 @@ def _batch_sends(code: int, values: Any, append: Callable[[Any], None]) -> None:
     if type(values) is list and len(values) >= 3 and len(values) % 2 == 1:
         pair = values[0]
         if type(pair) is bytes:
-            hit = _pairs_in.get(pair)
-            if hit is None or hit[0] != send_code:
-                hit = _read_pair(send_code, pair)
-            from_, to = hit[1], hit[2]
+            from_, to = _known_pair(send_code, pair)[1:]
             sends = []
             for i in range(1, len(values), 2):
                 is_tuple = values[i]

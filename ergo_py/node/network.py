@@ -75,6 +75,7 @@ from ergo_py.net.loop import LoopThread
 from ergo_py.net.registrar import Registrar
 from ergo_py.net.registrar_proto import Route
 from ergo_py.net.tls import ListenerTLS, client_context_for_dial, server_tls_protocol
+from ergo_py.net.writer import BatchWriter
 from ergo_py.node.connection import Connection
 from ergo_py.node.handover import Handover
 
@@ -886,28 +887,33 @@ class TCPBackend(Handover, NetworkBackend, Network):
             order = fr.frame_order(frame)
         self._send_data(str(node), fr.encode_frame(frame, order=order), order, from_loop)
 
+    def _ready(self, node: str, order: int) -> tuple[Connection, LinkProtocol, BatchWriter] | None:
+        """The write path's common case: the connection is current and ``order`` has its link."""
+        conn = self._conns.get(node)
+        if conn is None or conn.draining or conn.closed:
+            return None
+        link = conn.sticky.get(order)
+        if link is None or link.writer is None:
+            return None
+        return conn, link, link.writer
+
     def _send_data(self, node: str, data: bytes, order: int, from_loop: bool = False) -> None:
         """Write one encoded frame to ``node`` on the link for ``order``."""
-        if not from_loop:
-            # The common case inline (a current connection whose link for
-            # this order byte is up); anything else goes the general way
-            # below, as does a write refused because the link closed meanwhile
-            # (nothing was written then).
-            conn = self._conns.get(node)
-            if conn is not None and not conn.draining and not conn.closed:
-                link = conn.sticky.get(order)
-                writer = link.writer if link is not None else None
-                if writer is not None:
-                    limit = conn.done.peer_max_message_size
-                    if limit and len(data) > limit:
-                        raise fr.too_large(len(data), limit)
-                    try:
-                        writer.write(data)
-                    except ErrNoConnection:
-                        pass
-                    else:
-                        self._wrote(conn, link)  # type: ignore[arg-type]
-                        return
+        # The common case first; anything else goes the general way below, as
+        # does a write refused because the link closed meanwhile (nothing was
+        # written then).
+        ready = None if from_loop else self._ready(node, order)
+        if ready is not None:
+            limit = ready[0].done.peer_max_message_size
+            if limit and len(data) > limit:
+                raise fr.too_large(len(data), limit)
+            try:
+                ready[2].write(data)
+            except ErrNoConnection:
+                pass
+            else:
+                self._wrote(ready[0], ready[1])
+                return
         for _ in range(3):
             conn = self._conns.get(node) if from_loop else self._connection(node)
             if conn is None:
@@ -946,20 +952,18 @@ class TCPBackend(Handover, NetworkBackend, Network):
         # The common case (as in _send_data): the sender's link is up. The
         # message goes to its writer as an item, so that a burst from one
         # process to one recipient leaves as one batch frame.
-        conn = self._conns.get(node)
-        if conn is not None and not conn.draining and not conn.closed:
-            link = conn.sticky.get(order)
-            writer = link.writer if link is not None else None
-            if writer is not None:
-                limit = conn.done.peer_max_message_size
-                entry, item = fr.send_item(from_pid, to, message, order, limit)
-                try:
-                    writer.write_item(entry, order, item, fr.send_run, len(entry[3]) + 16)
-                except ErrNoConnection:
-                    pass  # closed meanwhile: nothing was written, go the general way
-                else:
-                    self._wrote(conn, link)  # type: ignore[arg-type]
-                    return
+        ready = self._ready(node, order)
+        if ready is not None:
+            conn, link, writer = ready
+            limit = conn.done.peer_max_message_size
+            entry, item = fr.send_item(from_pid, to, message, order, limit)
+            try:
+                writer.write_item(entry, order, item, fr.send_run, len(entry[3]) + 16)
+            except ErrNoConnection:
+                pass  # closed meanwhile: nothing was written, go the general way
+            else:
+                self._wrote(conn, link)
+                return
         self._send_data(node, fr.encode_send(from_pid, to, message, order), order)
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:

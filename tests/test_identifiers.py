@@ -41,3 +41,15 @@ def test_atom_is_a_str_with_a_host() -> None:
 def test_identifiers_pickle() -> None:
     for value in (gen.PID("a@h", 1, 5), gen.ProcessID("n", "a@h"), gen.Alias("a@h", 9, 1)):
         assert pickle.loads(pickle.dumps(value)) == value
+
+
+def test_a_ref_built_from_trusted_parts_is_the_same_ref() -> None:
+    """identifiers.make_ref skips Ref()'s conversions; equality and hash must not differ."""
+    from ergo_py.gen.identifiers import make_ref
+
+    fast = make_ref(gen.Atom("a@localhost"), 2**90 + 7, 3)
+    ref = gen.Ref("a@localhost", 2**90 + 7, 3)
+    assert fast == ref and hash(fast) == hash(ref)
+    assert {ref: 1}[fast] == 1
+    assert type(fast) is gen.Ref and type(fast.node) is gen.Atom
+    assert fast != gen.Alias("a@localhost", 2**90 + 7, 3)

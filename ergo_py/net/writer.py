@@ -111,8 +111,7 @@ class BatchWriter:
         with self._lock:
             if self._closed:
                 raise ErrNoConnection("link is closed")
-            if self._run is not None:
-                self._end_run()
+            self._end_run()
             self._frames.append(frame)
             if not self._queued_more(len(frame)):
                 return
@@ -150,8 +149,7 @@ class BatchWriter:
                 run[2].append(item)
                 self._run_size += size
             else:
-                if run is not None:
-                    self._end_run()
+                self._end_run()
                 if self.batch_limit:
                     self._run = (key, order, [item], make)
                     self._run_size = overhead + size
@@ -162,10 +160,12 @@ class BatchWriter:
         self._schedule()
 
     def _end_run(self) -> None:
-        """Turn the open run into its frame, behind what came before it (lock held)."""
-        key, order, items, make = self._run  # type: ignore[misc]
-        self._run = None
-        self._frames.append(make(key, order, items))
+        """Turn the open run, if any, into its frame behind what came before it (lock held)."""
+        run = self._run
+        if run is not None:
+            key, order, items, make = run
+            self._run = None
+            self._frames.append(make(key, order, items))
 
     def _queued_more(self, size: int) -> bool:
         """Count a write (lock held); True when the loop must be woken to flush."""
@@ -197,8 +197,7 @@ class BatchWriter:
 
     def _take(self) -> list[bytes]:
         """Everything queued (lock held); writers may go on unless the transport is full."""
-        if self._run is not None:
-            self._end_run()
+        self._end_run()
         frames, self._frames, self._queued, self._items = self._frames, [], 0, 0
         # Event.set takes its Condition and notifies even when already set;
         # it is cleared only under our lock, so this check is race-free.
@@ -233,8 +232,7 @@ class BatchWriter:
         """
         with self._lock:
             self._closed = True
-            if self._run is not None:
-                self._end_run()
+            self._end_run()
             frames, self._frames, self._queued = self._frames, [], 0
             self._blocked = False
         self._writable.set()  # writers waiting for room learn that it is closed

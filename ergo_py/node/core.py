@@ -372,7 +372,7 @@ class Core(Node, NodeRouter):
         """See ``act.Actor.call``."""
         self._check_running()
         target = self._norm(to)
-        ref = _ref(self._name, next(self._ref_ids), self._creation)  # make_ref, inline
+        ref = self.make_ref()
         if target.node != self._name:
             slot = self._calls.register(ref, target.node)
             try:
@@ -621,9 +621,9 @@ class Core(Node, NodeRouter):
     ) -> list[tuple[int, ErgoError]]:
         """One table look-up per message under one lock; one mailbox put per recipient."""
         failed: list[tuple[int, ErgoError]] = []
-        batches: dict[int, tuple[ProcessState, list[object]]] = {}
+        batches: dict[int, tuple[ProcessState, list[tuple[PID, RemoteTarget, Any]]]] = {}
         last_to: object = None
-        envelopes: list[object] = []
+        envelopes: list[tuple[PID, RemoteTarget, Any]] = []
         with self._lock:
             for i, item in enumerate(sends):
                 to = item[1]
@@ -643,7 +643,7 @@ class Core(Node, NodeRouter):
                         envelopes = entry[1]
                 envelopes.append(item)
         for state, envelopes in batches.values():
-            state.tell(Sends(envelopes))  # type: ignore[arg-type]
+            state.tell(Sends(envelopes))
         return failed
 
     def route_call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:

@@ -212,8 +212,7 @@ class ProcessActor(pykka.ThreadingActor):
             else:
                 log.warning("%r: unknown envelope %r dropped", self._state.pid, message)
         except Exception as exc:
-            log.info("%r ended by an exception: %r", self._state.pid, exc, exc_info=True)
-            self._finish(exc)
+            self._crashed(exc)
             return
         self._check_stop()
 
@@ -226,11 +225,14 @@ class ProcessActor(pykka.ThreadingActor):
             try:
                 handle(sender, message)
             except Exception as exc:
-                log.info("%r ended by an exception: %r", self._state.pid, exc, exc_info=True)
-                self._finish(exc)
+                self._crashed(exc)
                 return
-            if self._actor._stop_reason is not _NO_STOP:
+            if self._actor._stop_reason is not _NO_STOP:  # _check_stop, without a call per message
                 self._check_stop()
+
+    def _crashed(self, exc: Exception) -> None:
+        log.info("%r ended by an exception: %r", self._state.pid, exc, exc_info=True)
+        self._finish(exc)
 
     def _check_stop(self) -> None:
         reason = self._actor._stop_reason

@@ -36,6 +36,15 @@ class TLSMaterial:
     server: tuple[bytes, bytes]
     client: tuple[bytes, bytes]
 
+    @classmethod
+    def issued_by(cls, ca: Any, host: str) -> TLSMaterial:
+        """Server and client certificates for ``host`` from ``ca`` (a CertificateAuthority)."""
+        return cls(
+            ca_pem=ca.pool().to_pem().encode(),
+            server=ca.issue(f"server@{host}", hosts=(host,)).to_pem(),
+            client=ca.issue(f"client@{host}", hosts=(host,)).to_pem(),
+        )
+
 
 def _context(material: TLSMaterial, server_side: bool) -> ssl.SSLContext:
     from ergo_py import gen

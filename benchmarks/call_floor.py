@@ -121,11 +121,7 @@ def _skeleton_rtts(material: baseline_tls.TLSMaterial, port: int, n: int) -> lis
 
 def main(rounds: int = 3, calls: int = 2000) -> None:
     ca = CertificateAuthority.create("call floor CA")
-    material = baseline_tls.TLSMaterial(
-        ca_pem=ca.pool().to_pem().encode(),
-        server=ca.issue(f"server@{HOST}", hosts=(HOST,)).to_pem(),
-        client=ca.issue(f"client@{HOST}", hosts=(HOST,)).to_pem(),
-    )
+    material = baseline_tls.TLSMaterial.issued_by(ca, HOST)
     ctx = mp.get_context("spawn")
     port_q = ctx.Queue()
     stop_ev = ctx.Event()

@@ -30,31 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import baseline_tls
+from scenarios import Pong, Sink
 
 import ergo_py
-from ergo_py import act, gen
+from ergo_py import gen
 from ergo_py.lib import CertificateAuthority
 from ergo_py.net.loop import LOOP_ENV, loop_kind
 
 HOST = "127.0.0.1"
 MESSAGE = baseline_tls.MESSAGE
-
-
-class Pong(act.Actor):
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        return request
-
-
-class Sink(act.Actor):
-    def init(self) -> None:
-        self.count = 0
-
-    def handle_message(self, sender: gen.PID, message: Any) -> None:
-        self.count += 1
-
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        n, self.count = self.count, 0 if request == "reset" else self.count
-        return n
 
 
 def _options(ca_pem: tuple[bytes, bytes], name: str, pool_size: int) -> gen.NodeOptions:
@@ -130,11 +114,7 @@ def main(
 ) -> None:
     ca = CertificateAuthority.create("bench CA")
     ca_pem = ca.to_pem()
-    material = baseline_tls.TLSMaterial(
-        ca_pem=ca.pool().to_pem().encode(),
-        server=ca.issue(f"server@{HOST}", hosts=(HOST,)).to_pem(),
-        client=ca.issue(f"client@{HOST}", hosts=(HOST,)).to_pem(),
-    )
+    material = baseline_tls.TLSMaterial.issued_by(ca, HOST)
     ctx = mp.get_context("spawn")
     port_q = ctx.Queue()
     stop_ev = ctx.Event()

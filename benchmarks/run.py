@@ -128,11 +128,7 @@ def measure(cfg: Config, rows: dict[str, Row], log: list[str]) -> None:
     ca = CertificateAuthority.create("bench CA")
     ca_pem = ca.to_pem()
     host = scenarios.HOST
-    material = baseline_tls.TLSMaterial(
-        ca_pem=ca.pool().to_pem().encode(),
-        server=ca.issue(f"server@{host}", hosts=(host,)).to_pem(),
-        client=ca.issue(f"client@{host}", hosts=(host,)).to_pem(),
-    )
+    material = baseline_tls.TLSMaterial.issued_by(ca, host)
     local_opts = gen.NodeOptions()
     local_opts.network.mode = gen.NetworkMode.DISABLED
     with (

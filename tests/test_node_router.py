@@ -206,7 +206,7 @@ def test_remote_call_is_answered_by_route_reply(fake: tuple[Core, FakeBackend]) 
     threading.Thread(target=lambda: result.put(node.call(REMOTE, "q", timeout=30))).start()
     sender, to, ref, request = backend.expect("call")
     assert (sender, to, request) == (node.pid, REMOTE, "q")
-    node.route_reply(ref, "answer", None)
+    node.route_reply(REMOTE, ref, "answer", None)
     assert get(result) == "answer"
 
 
@@ -222,7 +222,7 @@ def test_remote_call_error_reply_is_raised(fake: tuple[Core, FakeBackend]) -> No
 
     threading.Thread(target=caller).start()
     ref = backend.expect("call")[2]
-    node.route_reply(ref, None, gen.ErrNotAllowed("no"))
+    node.route_reply(REMOTE, ref, None, gen.ErrNotAllowed("no"))
     assert isinstance(get(errors), gen.ErrNotAllowed)
 
 
@@ -247,12 +247,12 @@ def test_late_remote_reply_after_timeout_is_dropped(fake: tuple[Core, FakeBacken
     with pytest.raises(gen.ErrTimeout):
         node.call(REMOTE, "q", timeout=0.05)
     ref = backend.expect("call")[2]
-    node.route_reply(ref, "too late", None)
+    node.route_reply(REMOTE, ref, "too late", None)
     result: queue.Queue[Any] = queue.Queue()
     threading.Thread(target=lambda: result.put(node.call(REMOTE, "q2", timeout=30))).start()
     ref2 = backend.expect("call")[2]
     assert ref2 != ref
-    node.route_reply(ref2, "fresh", None)
+    node.route_reply(REMOTE, ref2, "fresh", None)
     assert get(result) == "fresh"
 
 

@@ -18,6 +18,7 @@ from ergo_py.gen.errors import (
     ErrUnsupported,
     ErrUnsupportedType,
     HandshakeRejected,
+    ImpersonationError,
     LocalProtocolError,
     NodeError,
     ProtocolError,

@@ -91,6 +91,21 @@ class RemoteProtocolError(ProtocolError):
     """The peer broke the protocol (a malformed or unexpected message)."""
 
 
+class ImpersonationError(RemoteProtocolError):
+    """A frame that speaks for a process of another node than the link's peer.
+
+    A link carries only its own peer's processes: senders, link and monitor
+    holders, exiting and downed targets. Anything else is a forgery (or a
+    broken peer); the link is closed.
+    """
+
+    def __init__(self, frame: str, sender: object, peer: str) -> None:
+        super().__init__(f"{frame} frame from {peer} speaks for {sender!r}, not one of its own")
+        self.frame = frame
+        self.sender = sender
+        self.peer = peer
+
+
 class LocalProtocolError(ProtocolError):
     """We were asked to do something the protocol forbids in this state."""
 

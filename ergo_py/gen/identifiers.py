@@ -7,6 +7,7 @@ that msgpack hands them to our encoder instead of flattening them into arrays.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -156,6 +157,32 @@ def make_ref(node: Atom, id: int, creation: int) -> Ref:
 
 _new = object.__new__
 _set = object.__setattr__
+
+# Ref ids are 96 bits from the OS's CSPRNG: a peer that saw some of a node's
+# refs learns nothing about the next ones (a counter would let it guess the
+# ref of a call in flight). Fetched in batches, one getrandom() per
+# _ID_BATCH ids; list.pop hands each to exactly one thread.
+_ID_BYTES = 12
+_ID_BATCH = 256
+_ids: list[int] = []
+
+
+def _refill() -> None:
+    raw = os.urandom(_ID_BYTES * _ID_BATCH)
+    step = _ID_BYTES
+    _ids.extend(int.from_bytes(raw[i : i + step], "big") for i in range(0, len(raw), step))
+
+
+def random_ref_id() -> int:
+    """A fresh unguessable 96-bit id for a Ref or an Alias (any thread)."""
+    while True:
+        try:
+            return _ids.pop()
+        except IndexError:  # other threads may empty a refill first: go again
+            _refill()
+
+
+os.register_at_fork(after_in_child=_ids.clear)  # a child never repeats its parent's ids
 
 
 class Alias(Ref):

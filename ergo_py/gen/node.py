@@ -364,10 +364,13 @@ class NodeRouter(abc.ABC):
         """
 
     @abc.abstractmethod
-    def route_reply(self, ref: Ref, value: Any, error: BaseException | None) -> None:
-        """The answer to a pending call made by a local process.
+    def route_reply(self, from_pid: PID, ref: Ref, value: Any, error: BaseException | None) -> bool:
+        """The answer from ``from_pid`` to a pending call made by a local process.
 
-        A reply nobody waits for any more (timed out, failed) is discarded.
+        Only a call made to ``from_pid``'s node is answered (the network has
+        checked that the reply came over that node's link). A reply nobody
+        waits for any more (timed out, failed) is discarded; False then, and
+        for a reply that names another node's call.
         """
 
     @abc.abstractmethod

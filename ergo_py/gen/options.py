@@ -24,7 +24,10 @@ KEEPALIVE_MISSES = 3
 DEFAULT_POOL_SIZE = 3
 DEFAULT_MAX_HANDSHAKES = 64
 DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE = 65535
-DEFAULT_MAX_MESSAGE_SIZE = 0  # 0: unlimited, as in Ergo
+# Frames over this are refused from their length prefix, before any of the
+# body is buffered. Ergo's default is 0 (unlimited): one trusted peer could
+# then make a node buffer a 4 GiB frame. 0 still means unlimited.
+DEFAULT_MAX_MESSAGE_SIZE = 64 << 20
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_TERMINATE_TIMEOUT = 5.0
 MAX_NODE_NAME_BYTES = 255

@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
 
-from ergo_py.gen.errors import ErrIncorrect, ErrTooLarge, RemoteProtocolError
+from ergo_py.gen.errors import ErrIncorrect, ErrTooLarge, ImpersonationError, RemoteProtocolError
 from ergo_py.gen.identifiers import PID, Alias, ProcessID, Ref, make_ref
 from ergo_py.net import codec
 
@@ -563,6 +563,22 @@ _DECODING: dict[int, tuple[type[Any], int, Callable[[list[Any]], Any]]] = {
 }
 
 
+# frame class -> the field naming the process it speaks for, which must be one
+# of the sending peer's own (send and call frames: ``from_``, checked with
+# their pair). A CallError speaks for its callee, a Down for the process that
+# went down.
+_SPEAKER: dict[type[Any], str] = {
+    CallError: "from_",
+    Exit: "from_",
+    Link: "from_",
+    Unlink: "from_",
+    Monitor: "from_",
+    Demonitor: "from_",
+    Down: "target",
+    SpawnRequest: "from_",
+}
+
+
 # --- the send frames -----------------------------------------------------------
 #
 # Body: the msgpack array [pair: bin, is_tuple: bool, message]. ``pair`` holds
@@ -612,11 +628,22 @@ def _pair_bin(from_pid: PID, to: Any, to_type: type) -> bytes:
     return _bin_header(len(pair)) + pair
 
 
-def _known_pair(code: int, pair: bytes) -> tuple[int, PID, Any]:
-    """(type byte, from_, to) of a pair that came in a frame of type ``code``."""
-    hit = _pairs_in.get(pair)
+PairCache: TypeAlias = dict[bytes, tuple[int, PID, Any]]
+
+
+def _known_pair(
+    code: int, pair: bytes, cache: PairCache | None = None, peer: str | None = None
+) -> tuple[int, PID, Any]:
+    """(type byte, from_, to) of a pair that came in a frame of type ``code``.
+
+    ``cache`` and ``peer`` are a decoder's own (see :class:`FrameDecoder`);
+    without them the module's cache serves and the sender is not checked.
+    """
+    if cache is None:
+        cache = _pairs_in
+    hit = cache.get(pair)
     if hit is None or hit[0] != code:
-        hit = _read_pair(code, pair)
+        hit = _read_pair(code, pair, cache, peer)
     return hit
 
 
@@ -670,8 +697,13 @@ def send_item(
     return hit, item
 
 
-def _read_pair(code: int, pair: bytes) -> tuple[int, PID, Any]:
-    """Decode and check a pair not cached yet (a send or call frame of type ``code``)."""
+def _read_pair(code: int, pair: bytes, cache: PairCache, peer: str | None) -> tuple[int, PID, Any]:
+    """Decode and check a pair not cached yet (a send or call frame of type ``code``).
+
+    With ``peer``, the sender must be one of the peer's processes: a link
+    speaks only for its own node. Checked here, once per pair, since a
+    decoder's cache holds only pairs that passed.
+    """
     cls, decode_to = _PAIRED[code]
     ids = codec.decode(pair)
     if type(ids) is not list or len(ids) != 2:
@@ -680,18 +712,22 @@ def _read_pair(code: int, pair: bytes) -> tuple[int, PID, Any]:
         hit = (code, _decode_pid(ids[0]), decode_to(ids[1]))
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"{cls.__name__} frame: {exc}") from None
-    if len(_pairs_in) >= _CACHE_MAX:
-        _pairs_in.clear()
-    _pairs_in[pair] = hit
+    if peer is not None and hit[1].node != peer:
+        raise ImpersonationError(cls.__name__, hit[1], peer)
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[pair] = hit
     return hit
 
 
-def _send_fields(code: int, values: Any) -> Send:
+def _send_fields(
+    code: int, values: Any, cache: PairCache | None = None, peer: str | None = None
+) -> Send:
     """A send frame of type ``code`` from its decoded body, fully checked."""
     if type(values) is list and len(values) == 3:
         pair, is_tuple, message = values
         if type(pair) is bytes:
-            hit = _known_pair(code, pair)
+            hit = _known_pair(code, pair, cache, peer)
             if is_tuple is True and type(message) is list:
                 return (hit[1], hit[2], tuple(message))
             if is_tuple is False:
@@ -701,9 +737,11 @@ def _send_fields(code: int, values: Any) -> Send:
     )
 
 
-def _decode_send(code: int, body: bytes | bytearray) -> Any:
+def _decode_send(
+    code: int, body: bytes | bytearray, cache: PairCache | None = None, peer: str | None = None
+) -> Any:
     """The named send frame (SendPID, SendName or SendAlias) of type ``code``."""
-    return _tuple_new(_SENDS[code][0], _send_fields(code, codec.decode(body)))
+    return _tuple_new(_SENDS[code][0], _send_fields(code, codec.decode(body), cache, peer))
 
 
 # --- the call frames -------------------------------------------------------------
@@ -795,14 +833,16 @@ def encode_call(
     )
 
 
-def _decode_call(code: int, body: bytes | bytearray) -> Any:
+def _decode_call(
+    code: int, body: bytes | bytearray, cache: PairCache | None = None, peer: str | None = None
+) -> Any:
     """The call request or response of type ``code``, fully checked."""
     cls, _, _, owner_is_from = _CALLS[code]
     values = codec.decode(body)
     if type(values) is list and len(values) == 4:
         pair, ref, is_tuple, term = values
         if type(pair) is bytes:
-            from_, to = _known_pair(code, pair)[1:]
+            from_, to = _known_pair(code, pair, cache, peer)[1:]
             if type(ref) is bytes and len(ref) == _REF_ID_BYTES:
                 owner = from_ if owner_is_from else to
                 rid = int.from_bytes(ref, "big")
@@ -859,13 +899,19 @@ def send_run(entry: SendEntry, order: int, items: list[bytes]) -> bytes:
     return b"".join((header, head, body))
 
 
-def _batch_sends(code: int, values: Any, append: Callable[[Any], None]) -> None:
+def _batch_sends(
+    code: int,
+    values: Any,
+    append: Callable[[Any], None],
+    cache: PairCache | None = None,
+    peer: str | None = None,
+) -> None:
     """Append the sends of a batch frame of type ``code`` (its body decoded)."""
     send_code = _BATCHES[code]
     if type(values) is list and len(values) >= 3 and len(values) % 2 == 1:
         pair = values[0]
         if type(pair) is bytes:
-            from_, to = _known_pair(send_code, pair)[1:]
+            from_, to = _known_pair(send_code, pair, cache, peer)[1:]
             sends = []
             for i in range(1, len(values), 2):
                 is_tuple = values[i]
@@ -885,17 +931,22 @@ def _batch_sends(code: int, values: Any, append: Callable[[Any], None]) -> None:
     )
 
 
-def decode_frames(frame_type: int, body: bytes | bytearray) -> list[Frame]:
+def decode_frames(
+    frame_type: int,
+    body: bytes | bytearray,
+    cache: PairCache | None = None,
+    peer: str | None = None,
+) -> list[Frame]:
     """The frames in one frame of ``frame_type``: the sends of a batch, else one.
 
     Sends come out as their named frames (:class:`SendPID` and friends).
     Errors as for :func:`decode_frame`.
     """
     if frame_type not in _BATCHES:
-        return [decode_frame(frame_type, body)]
+        return [decode_frame(frame_type, body, cache, peer)]
     sends: list[Any] = []
     cls = _SENDS[_BATCHES[frame_type]][0]
-    _batch_sends(frame_type, codec.decode(body), sends.append)
+    _batch_sends(frame_type, codec.decode(body), sends.append, cache, peer)
     return [_tuple_new(cls, send) for send in sends]
 
 
@@ -997,7 +1048,12 @@ def _call(check: _Check, value: Any) -> Any:
     return check(value)
 
 
-def decode_frame(frame_type: int, body: bytes | bytearray) -> Frame:
+def decode_frame(
+    frame_type: int,
+    body: bytes | bytearray,
+    cache: PairCache | None = None,
+    peer: str | None = None,
+) -> Frame:
     """Build the frame of ``frame_type`` from its body bytes.
 
     Raises ``gen.RemoteProtocolError`` for an unknown type, a body that does not
@@ -1008,9 +1064,9 @@ def decode_frame(frame_type: int, body: bytes | bytearray) -> Frame:
     spec = _DECODING.get(frame_type)
     if spec is None:
         if frame_type in _SENDS:
-            return _decode_send(frame_type, body)  # type: ignore[no-any-return]
+            return _decode_send(frame_type, body, cache, peer)  # type: ignore[no-any-return]
         if frame_type in _CALLS:
-            return _decode_call(frame_type, body)  # type: ignore[no-any-return]
+            return _decode_call(frame_type, body, cache, peer)  # type: ignore[no-any-return]
         if frame_type in _BATCHES:
             raise ErrIncorrect("a send batch holds several frames: use decode_frames")
         raise RemoteProtocolError(f"unknown frame type {frame_type}")
@@ -1023,9 +1079,14 @@ def decode_frame(frame_type: int, body: bytes | bytearray) -> Frame:
     if type(values) is not list or len(values) != count:
         raise RemoteProtocolError(f"{cls.__name__} frame: wrong field count")
     try:
-        return build(values)  # type: ignore[no-any-return]
+        frame = build(values)
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"{cls.__name__} frame: {exc}") from None
+    if peer is not None:
+        speaker = _SPEAKER.get(cls)
+        if speaker is not None and getattr(frame, speaker).node != peer:
+            raise ImpersonationError(cls.__name__, getattr(frame, speaker), peer)
+    return frame  # type: ignore[no-any-return]
 
 
 # --- decoding a stream ----------------------------------------------------------
@@ -1060,14 +1121,24 @@ class FrameDecoder:
     ``gen.RemoteProtocolError``. After either error the decoder is broken and
     raises the same error again: the link must be closed. Not thread-safe; one
     reader owns it.
+
+    ``peer``: the node on the other end of the link. Every frame must then
+    speak for one of its processes only (the sender of a message, call,
+    reply, exit, link or monitor, the target of a down); one that names a
+    process of another node raises :class:`gen.ImpersonationError`, so a
+    peer cannot forge a reply or a signal on behalf of a third node. The
+    decoder keeps its own cache of the sender/recipient pairs that passed
+    that check.
     """
 
-    __slots__ = ("_buf", "_error", "_max_size", "_pending", "_pos")
+    __slots__ = ("_buf", "_error", "_max_size", "_pairs", "_peer", "_pending", "_pos")
 
-    def __init__(self, max_size: int = 0) -> None:
+    def __init__(self, max_size: int = 0, peer: str | None = None) -> None:
         if max_size < 0:
             raise ErrIncorrect("max_size must be >= 0")
         self._max_size = max_size
+        self._peer = peer
+        self._pairs: PairCache = {} if peer is not None else _pairs_in
         self._buf = bytearray()
         self._pos = 0
         self._error: Exception | None = None
@@ -1157,7 +1228,7 @@ class FrameDecoder:
         if split is None:
             return None
         try:
-            frames = decode_frames(split[1], split[2])
+            frames = decode_frames(split[1], split[2], self._pairs, self._peer)
         except RemoteProtocolError as exc:
             self._error = exc
             raise
@@ -1188,7 +1259,8 @@ class FrameDecoder:
         known = _KNOWN_TYPES
         sends = _SENDS
         batches = _BATCHES
-        pairs = _pairs_in
+        pairs = self._pairs
+        peer = self._peer
         decode = codec.decode
         append = out.append
         try:
@@ -1219,12 +1291,12 @@ class FrameDecoder:
                             if is_tuple is False:
                                 append((hit[1], hit[2], message))
                                 continue
-                    append(_send_fields(code, values))
+                    append(_send_fields(code, values, pairs, peer))
                     continue
                 if code in batches:
-                    _batch_sends(code, decode(body), append)
+                    _batch_sends(code, decode(body), append, pairs, peer)
                     continue
-                frame = decode_frame(code, body)
+                frame = decode_frame(code, body, pairs, peer)
                 if type(frame) is Keepalive:
                     continue
                 append(frame)

@@ -258,7 +258,7 @@ class LinkProtocol(asyncio.Protocol):
             self._timer.cancel()
         self._settle()
         self.result = done
-        self._decoder = FrameDecoder(self._max_message_size)
+        self._decoder = FrameDecoder(self._max_message_size, peer=done.peer_name)
         self.writer = BatchWriter(self._loop, self._transport)
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         if self._keepalive > 0:

@@ -2,17 +2,28 @@
 
 A slot is filled at most once; a reply for a slot that is gone (timed out,
 already failed) is dropped, so a late reply can never answer a later call.
-Each slot for a call to another node knows that node, so a lost connection
-fails all of them at once (found by a scan: rare, unlike the calls themselves).
+Each slot for a call to another node knows that node: only a reply that came
+over that node's link fills it (a peer that learnt or guessed a ref cannot
+answer someone else's call), and a lost connection fails all of them at once
+(found by a scan: rare, unlike the calls themselves).
 """
 
 from __future__ import annotations
 
+import enum
 from _thread import allocate_lock as _allocate_lock
 from typing import Any
 
 from ergo_py.gen.errors import ErrTimeout
 from ergo_py.gen.identifiers import Atom, Ref
+
+
+class Reply(enum.Enum):
+    """What became of a reply from another node."""
+
+    TAKEN = "taken"
+    NOT_AWAITED = "not awaited"  # late (timed out, failed) or never asked for
+    MISDIRECTED = "misdirected"  # names a call that was made to another node
 
 
 class _Slot:
@@ -48,6 +59,7 @@ class CallTable:
 
     def __init__(self) -> None:
         self._slots: dict[int, _Slot] = {}
+        self.misdirected = 0  # replies refused: they came from another node than the callee's
 
     def register(self, ref: Ref, remote_node: Atom | None = None) -> _Slot:
         """Open a slot for ``ref``; ``remote_node`` when the callee is on another node.
@@ -72,6 +84,22 @@ class CallTable:
         slot.filled = True
         slot.done.release()
         return True
+
+    def resolve_remote(
+        self, ref: Ref, from_node: Atom, value: Any, error: BaseException | None
+    ) -> Reply:
+        """Fill the slot with a reply that came from ``from_node``'s link.
+
+        Only the node the call went to may answer it: a reply naming a
+        pending call made to another node (or a local one) is not taken
+        (``MISDIRECTED``, counted in :attr:`misdirected`); the call still
+        waits for its own answer.
+        """
+        slot = self._slots.get(ref.id)
+        if slot is not None and slot.node != from_node:
+            self.misdirected += 1
+            return Reply.MISDIRECTED
+        return Reply.TAKEN if self.resolve(ref, value, error) else Reply.NOT_AWAITED
 
     def cancel(self, ref: Ref) -> None:
         """Drop the slot (the request could not be sent)."""

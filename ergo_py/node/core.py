@@ -13,9 +13,7 @@ process mailbox or to the backend) while holding it.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +33,7 @@ from ergo_py.gen.errors import (
     ErrTaken,
     NodeError,
 )
-from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
+from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref, random_ref_id
 from ergo_py.gen.identifiers import make_ref as _ref
 from ergo_py.gen.messages import (
     TERMINATE_REASON_KILL,
@@ -60,7 +58,7 @@ from ergo_py.gen.node import (
 )
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, NodeOptions, ProcessOptions
 from ergo_py.net import codec
-from ergo_py.node.calls import CallTable
+from ergo_py.node.calls import CallTable, Reply
 from ergo_py.node.links import Key, LinkTable, NodeKey
 from ergo_py.node.process import (
     Deliver,
@@ -116,9 +114,6 @@ class Core(Node, NodeRouter):
             _live_names.add(name)
         self._name = name
         self._creation = creation
-        # Refs are unique per node incarnation: a counter from a random start
-        # (no entropy syscall per call; count's next() is atomic).
-        self._ref_ids = itertools.count(secrets.randbits(95))
         self._options = options
         self._pid = PID(name, CORE_PROCESS_ID, creation)
         self._lock = threading.RLock()
@@ -129,6 +124,7 @@ class Core(Node, NodeRouter):
         self._next_id = FIRST_PROCESS_ID
         self._links = LinkTable()
         self._calls = CallTable()
+        self._misdirected_from: set[Atom] = set()
         self._stopping = False
         self._stopped = threading.Event()
         try:
@@ -161,8 +157,8 @@ class Core(Node, NodeRouter):
         return self
 
     def make_ref(self) -> Ref:
-        """A fresh reference of this node (96-bit id, unique for the incarnation)."""
-        return _ref(self._name, next(self._ref_ids), self._creation)
+        """A fresh reference of this node (96 random bits: unique, and unguessable)."""
+        return _ref(self._name, random_ref_id(), self._creation)
 
     def _check_running(self) -> None:
         if self._stopped.is_set():
@@ -324,7 +320,7 @@ class Core(Node, NodeRouter):
 
     def create_alias_for(self, pid: PID) -> Alias:
         """A new alias routing to local ``pid``."""
-        alias = Alias(self._name, secrets.randbits(96), self._creation)
+        alias = Alias(self._name, random_ref_id(), self._creation)
         with self._lock:
             state = self._lookup(pid)
             self._aliases[alias] = pid
@@ -535,7 +531,7 @@ class Core(Node, NodeRouter):
 
     def _local_state(self, pid: PID) -> ProcessState | None:
         with self._lock:
-            if pid.creation != self._creation:
+            if pid.creation != self._creation or pid.node != self._name:
                 return None
             return self._procs.get(pid.id)
 
@@ -657,8 +653,23 @@ class Core(Node, NodeRouter):
             return
         state.tell(Request(from_pid, ref, request))
 
-    def route_reply(self, ref: Ref, value: Any, error: BaseException | None) -> None:
-        self._calls.resolve(ref, value, error)
+    def route_reply(self, from_pid: PID, ref: Ref, value: Any, error: BaseException | None) -> bool:
+        node = from_pid.node
+        fate = self._calls.resolve_remote(ref, node, value, error)
+        if fate is Reply.TAKEN:
+            return True
+        if fate is Reply.MISDIRECTED and node not in self._misdirected_from:
+            self._misdirected_from.add(node)  # logged once per node: it may keep trying
+            log.warning(
+                "%s: refused a reply from %r to %r: the call was not made to %s "
+                "(forged, or a broken peer); further ones from %s are counted, not logged",
+                self._name,
+                from_pid,
+                ref,
+                node,
+                node,
+            )
+        return False
 
     def route_link(self, from_pid: PID, target: RemoteTarget) -> None:
         target = self._norm(target)

@@ -44,7 +44,7 @@ from ergo_py.gen.errors import (
     HandshakeRejected,
     NodeError,
 )
-from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
+from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref, random_ref_id
 from ergo_py.gen.node import (
     AcceptorInfo,
     Network,
@@ -546,10 +546,10 @@ class TCPBackend(Handover, NetworkBackend, Network):
         if isinstance(f, (fr.CallPID, fr.CallName, fr.CallAlias)):
             r.route_call(f.from_, f.to, f.ref, f.message)
         elif isinstance(f, fr.CallResponse):
-            r.route_reply(f.ref, f.result, None)
+            r.route_reply(f.from_, f.ref, f.result, None)
         elif isinstance(f, fr.CallError):
             err = f.error if isinstance(f.error, BaseException) else ErrNoConnection(str(f.error))
-            r.route_reply(f.ref, None, err)
+            r.route_reply(f.from_, f.ref, None, err)
         elif isinstance(f, fr.Exit):
             r.route_exit(f.from_, f.to, f.reason)
         elif isinstance(f, fr.Link):
@@ -1023,7 +1023,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
         options: ProcessOptions,
         register: str = "",
     ) -> PID:
-        ref = Ref(self._name, secrets.randbits(96), self._creation)
+        ref = Ref(self._name, random_ref_id(), self._creation)
 
         async def request() -> PID:
             fut: asyncio.Future[PID] = asyncio.get_running_loop().create_future()

@@ -31,6 +31,7 @@ class Connection:
 
     sticky: dict[int, LinkProtocol] = field(default_factory=dict)
     draining: bool = False
+    owing: bool = False  # draining, its Close held back for replies owed to the peer
     replaced: bool = False
     peer_done: bool = False
     held: list[tuple[LinkProtocol, list[fr.Frame] | bool]] | None = None

@@ -721,7 +721,13 @@ class Core(Node, NodeRouter):
             self._fire_target(key, reason)
         for holder in self._links.holders_on_node(node):
             self._links.take_holder(holder)
-        self._calls.fail_node(node, ErrNoConnection(f"connection to {node} lost"))
+        self._calls.fail_node(
+            node,
+            ErrNoConnection(
+                f"connection to {node} lost before the reply arrived "
+                "(the request may have been processed there)"
+            ),
+        )
         with self._lock:
             for callee, pending in list(self._inflight.items()):
                 for ref in [r for r, caller in pending.items() if caller.node == node]:

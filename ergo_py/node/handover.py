@@ -6,7 +6,9 @@ link and keeps reading until the peer's ``Close``; the link is done once
 both crossed, so nothing either side sent is lost. A hand-over
 (``reconnect``) installs the new connection first, drains the old one this
 way, and holds frames arriving on the new one until the old one's last frame
-is in, so no sender's stream is reordered by the switch. ``Handover`` is the
+is in, so no sender's stream is reordered by the switch. A connection closed
+for good holds its Close until the replies to calls the peer made on it have
+gone out (bounded), so a call in flight during ``disconnect`` gets its answer. ``Handover`` is the
 part of the TCP backend that does this; it works on the backend's tables.
 """
 
@@ -39,6 +41,7 @@ class Handover:
     _conns: dict[str, Connection]
     _draining: dict[str, list[Connection]]
     _drained: dict[str, Connection]
+    _owing: dict[str, Connection]
     _holding: int
 
     @abc.abstractmethod
@@ -62,14 +65,61 @@ class Handover:
         log.info("%s: closing connection to %s: %s", self._name, conn.peer, why)
         if conn.timer is not None:  # waiting for the peer's replacement: it came
             conn.timer.cancel()
+            conn.timer = None
+        if not replaced and self._owes_replies(conn.peer):
+            # Calls the peer made are still running here: their replies go
+            # out on this connection before our Close (a hand-over needs no
+            # wait: replies take the new connection). Bounded, so that the
+            # peer's own drain timer does not run out first.
+            conn.owing = True
+            self._owing[conn.peer] = conn
+            conn.timer = self._lt.loop.call_later(self._reply_wait, self._close_links, conn)
+            return
+        self._close_links(conn)
+
+    def _close_links(self, conn: Connection) -> None:
+        """Put a Close on every link of ``conn`` and wait (bounded) for the peer's."""
+        if conn.owing:
+            conn.owing = False
+            if self._owing.get(conn.peer) is conn:
+                del self._owing[conn.peer]
+            if self._owes_replies(conn.peer):
+                log.warning(
+                    "%s: closing the connection to %s with calls of its still running here "
+                    "after %.1f s; their callers get gen.ErrNoConnection",
+                    self._name,
+                    conn.peer,
+                    self._reply_wait,
+                )
+        if conn.timer is not None:
+            conn.timer.cancel()
         conn.timer = self._lt.loop.call_later(self._drain_timeout, self._drain_expired, conn)
         for link in list(conn.links):
-            link.send_close(replaced)
+            link.send_close(conn.replaced)
         self._drain_progress(conn)
+
+    def _replies_written(self, peer: str) -> None:
+        """Loop thread: the last reply owed to ``peer`` went out; send the held Close."""
+        conn = self._owing.get(peer)
+        if conn is not None and not self._owes_replies(peer):
+            self._close_links(conn)
+
+    @abc.abstractmethod
+    def _owes_replies(self, peer: str) -> bool:
+        """Whether calls from ``peer`` are still waiting for their reply here."""
+
+    @abc.abstractmethod
+    def _node_down(self, peer: str, reason: ErrNoConnection) -> None:
+        """The connection to ``peer`` is gone for good: links, monitors and calls learn it."""
 
     @property
     def _drain_timeout(self) -> float:
         return self._net.handshake_timeout
+
+    @property
+    def _reply_wait(self) -> float:
+        """How long a Close waits for replies owed to the peer (half its drain timer)."""
+        return self._drain_timeout / 2
 
     def _peer_closed(self, conn: Connection, replaced: bool) -> None:
         """A Close from the peer on one of ``conn``'s links (frames before it are in)."""
@@ -97,13 +147,15 @@ class Handover:
             self._start_drain(conn, replaced=False, why=why)
 
     def _drain_progress(self, conn: Connection) -> None:
+        if conn.owing:
+            return  # the node-down would drop the calls whose replies we hold the Close for
         if not conn.peer_done and all(link.peer_closed for link in conn.links):
             # Everything the peer sent on this connection is in.
             conn.peer_done = True
             self._release_behind(conn)
             if not conn.replaced and not self._stopped:
                 reason = ErrNoConnection(f"disconnected from {conn.peer}")
-                self._router.route_node_down(conn.peer, reason)
+                self._node_down(conn.peer, reason)
         # Done once both Closes crossed on every link: the TLS shutdown and
         # the socket close that follow carry no frames, so do not wait for them.
         # Joins still under way are waited for: the peer may have taken them
@@ -115,6 +167,10 @@ class Handover:
         if conn.closed:
             return
         conn.closed = True
+        if conn.owing:  # ended abruptly while holding its Close
+            conn.owing = False
+            if self._owing.get(conn.peer) is conn:
+                del self._owing[conn.peer]
         if conn.timer is not None:
             conn.timer.cancel()
         # Out of the draining queue at once (a node that connects and
@@ -135,7 +191,8 @@ class Handover:
         if conn.closed:
             return
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(conn.drained.wait(), self._drain_timeout + 1.0)
+            budget = self._reply_wait + self._drain_timeout + 1.0
+            await asyncio.wait_for(conn.drained.wait(), budget)
 
     def _forget_drained(self, conn: Connection) -> None:
         self._unqueue(conn)
@@ -165,7 +222,7 @@ class Handover:
         self._drain_finished(conn)
         log.warning("%s: %s", self._name, reason)
         if fire and not self._stopped:
-            self._router.route_node_down(conn.peer, reason)
+            self._node_down(conn.peer, reason)
 
     def _hold_behind_draining(self, conn: Connection) -> None:
         """Hold ``conn``'s frames until older connections to the same incarnation are in."""

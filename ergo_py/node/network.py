@@ -146,6 +146,10 @@ class TCPBackend(Handover, NetworkBackend, Network):
         self._draining: dict[str, list[Connection]] = {}
         self._drained: dict[str, Connection] = {}  # closed, by id, for late joins
         self._replacing: dict[str, asyncio.Future[None]] = {}
+        # Refs of calls each peer made that are not answered yet (sets: one
+        # add or discard is atomic, from the loop or any process thread).
+        self._owed: dict[str, set[Ref]] = {}
+        self._owing: dict[str, Connection] = {}  # Close held until those are answered
         self._holding = 0
         self._acceptors: list[_Acceptor] = []
         self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
@@ -536,14 +540,25 @@ class TCPBackend(Handover, NetworkBackend, Network):
             if node == conn.peer and not fut.done():
                 fut.set_exception(ErrNoConnection(f"connection to {node} lost"))
         log.info("%s: %s", self._name, reason)
-        self._router.route_node_down(conn.peer, reason)
+        self._node_down(conn.peer, reason)
 
     # --- inbound frames (loop thread) ---------------------------------------------------
+
+    def _owes_replies(self, peer: str) -> bool:
+        return bool(self._owed.get(peer))
+
+    def _node_down(self, peer: str, reason: ErrNoConnection) -> None:
+        self._owed.pop(peer, None)  # the router forgets those calls: nobody will answer
+        self._router.route_node_down(peer, reason)
 
     def _dispatch(self, f: fr.Frame) -> None:
         """Route one frame other than a plain message (those go by runs, see above)."""
         r = self._router
         if isinstance(f, (fr.CallPID, fr.CallName, fr.CallAlias)):
+            owed = self._owed.get(f.from_.node)
+            if owed is None:
+                owed = self._owed[f.from_.node] = set()
+            owed.add(f.ref)
             r.route_call(f.from_, f.to, f.ref, f.message)
         elif isinstance(f, fr.CallResponse):
             r.route_reply(f.from_, f.ref, f.result, None)
@@ -915,7 +930,9 @@ class TCPBackend(Handover, NetworkBackend, Network):
                 self._wrote(ready[0], ready[1])
                 return
         for _ in range(3):
-            conn = self._conns.get(node) if from_loop else self._connection(node)
+            conn = self._owing.get(node)  # a reply owed on a connection that is closing
+            if conn is None:
+                conn = self._conns.get(node) if from_loop else self._connection(node)
             if conn is None:
                 raise ErrNoConnection(f"not connected to {node}")
             limit = conn.done.peer_max_message_size
@@ -977,18 +994,27 @@ class TCPBackend(Handover, NetworkBackend, Network):
     def reply(
         self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None
     ) -> None:
-        if error is not None:
-            self._send_frame(to.node, fr.CallError(from_pid, to, ref, error))
-            return
-        order = fr.order_byte(from_pid.id)
         try:
-            data = fr.encode_call(fr.TYPE_CALL_RESPONSE, from_pid, to, ref, value, order)
-            self._send_data(to.node, data, order)
-        except ErgoError as exc:
-            if isinstance(exc, ErrNoConnection):
-                raise
-            # The value cannot travel (too large, unencodable): the caller learns why.
-            self._send_frame(to.node, fr.CallError(from_pid, to, ref, exc))
+            if error is not None:
+                self._send_frame(to.node, fr.CallError(from_pid, to, ref, error))
+                return
+            order = fr.order_byte(from_pid.id)
+            try:
+                data = fr.encode_call(fr.TYPE_CALL_RESPONSE, from_pid, to, ref, value, order)
+                self._send_data(to.node, data, order)
+            except ErgoError as exc:
+                if isinstance(exc, ErrNoConnection):
+                    raise
+                # The value cannot travel (too large, unencodable): the caller learns why.
+                self._send_frame(to.node, fr.CallError(from_pid, to, ref, exc))
+        finally:
+            owed = self._owed.get(to.node)
+            if owed is not None:
+                owed.discard(ref)
+                if not owed and to.node in self._owing:
+                    # Written (queued on the link) before this: the Close goes behind it.
+                    with contextlib.suppress(ErgoError):
+                        self._lt.call_soon(self._replies_written, to.node)
 
     def link(self, from_pid: PID, target: RemoteTarget) -> None:
         self._send_frame(target.node, fr.Link(from_pid, target))

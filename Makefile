@@ -26,7 +26,8 @@ typecheck: $(STAMP)
 # again on uvloop, which nodes use whenever it is installed (its TLS layer
 # and transports behave differently in the corners).
 UVLOOP_TESTS := tests/test_network.py tests/test_tls_refusals.py tests/test_tls_rotation.py \
-	tests/test_handover.py tests/test_live_rotation.py tests/test_keepalive.py
+	tests/test_handover.py tests/test_live_rotation.py tests/test_keepalive.py \
+	tests/test_acceptor_budget.py
 
 pytest: $(STAMP)
 	$(PY) -m pytest -q

@@ -60,6 +60,8 @@ class AcceptorInfo:
     ``port`` is the port actually bound (an acceptor configured with port 0
     or a port range tells here which one it got). ``cert_version`` is the
     version of the certificate its cert manager holds now (None: plain TCP).
+    The admission budgets are those of ``gen.AcceptorOptions`` (the
+    ``pre_tls`` ones and ``tls_handshake_timeout`` apply to TLS acceptors).
     """
 
     host: str
@@ -69,6 +71,9 @@ class AcceptorInfo:
     max_message_size: int
     max_handshakes: int
     handshake_timeout: float
+    max_pre_tls: int
+    max_pre_tls_per_source: int
+    tls_handshake_timeout: float
 
 
 class Network(abc.ABC):

@@ -23,6 +23,12 @@ POOL_GROW_AFTER = 1000
 KEEPALIVE_MISSES = 3
 DEFAULT_POOL_SIZE = 3
 DEFAULT_MAX_HANDSHAKES = 64
+# Accepted connections still in their TLS handshake (anyone can open one, so
+# this budget is separate from max_handshakes, larger, and shared fairly by
+# source address), and how long one may stay there.
+DEFAULT_MAX_PRE_TLS = 256
+DEFAULT_MAX_PRE_TLS_PER_SOURCE = 32
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 2.0
 DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE = 65535
 # Frames over this are refused from their length prefix, before any of the
 # body is buffered. Ergo's default is 0 (unlimited): one trusted peer could
@@ -69,6 +75,16 @@ class AcceptorOptions:
     ``cert_manager``: None inherits the node's; ``tls=False`` makes a plain
     acceptor even on a TLS node (Ergo cannot express that).
     ``cookie``: None inherits the node's (Ergo ignores a per-acceptor cookie).
+
+    Admission, in two stages each with its own budget and deadline: at most
+    ``max_pre_tls`` accepted connections may be in their TLS handshake at once,
+    at most ``max_pre_tls_per_source`` from one source address (an IPv6 /64
+    is one source), each for at most ``tls_handshake_timeout`` seconds; a
+    newcomer is always let in, and the oldest connection of its own source
+    (over its share) or of the source holding the most (budget full) is cut
+    instead. Past TLS, ``max_handshakes`` links may be in the Ergo handshake
+    (``handshake_timeout`` each); beyond that a link is refused "busy".
+    A plain-TCP acceptor has only the second stage.
     """
 
     host: str = ""
@@ -79,6 +95,9 @@ class AcceptorOptions:
     cookie: str | None = None
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    max_pre_tls: int = DEFAULT_MAX_PRE_TLS
+    max_pre_tls_per_source: int = DEFAULT_MAX_PRE_TLS_PER_SOURCE
+    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     handshake_max_message_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE
     max_message_size: int | None = None
     route_host: str = ""

@@ -150,10 +150,14 @@ class _ReportingServerTLS:
     leave the acceptor answering "busy" to everyone. So the acceptor serves
     plain TCP and wraps each connection in this protocol itself.
     ``on_failure(peer_address, exc)`` runs on the loop when the connection
-    ends before its TLS handshake completed. The outcome comes through the
-    public ``waiter`` of the SSL protocol, so the same code runs on asyncio's
-    pure-Python TLS layer and on uvloop's native one (tens of microseconds
-    less per read and write on every frame after the handshake).
+    ends before its TLS handshake completed, whoever ended it (the client, the
+    handshake deadline, or our own ``abort()`` of the transport).
+    ``on_start(peer_address, transport)``, if given, runs once the connection
+    is accepted and its handshake started: the acceptor's admission control,
+    which may ``abort()`` this or another pending transport. The outcome comes
+    through the public ``waiter`` of the SSL protocol, so the same code runs
+    on asyncio's pure-Python TLS layer and on uvloop's native one (tens of
+    microseconds less per read and write on every frame after the handshake).
     """
 
     def __init__(
@@ -163,6 +167,7 @@ class _ReportingServerTLS:
         context: ssl.SSLContext,
         handshake_timeout: float,
         on_failure: Callable[[Any, BaseException | None], None],
+        on_start: Callable[[Any, asyncio.BaseTransport], None] | None = None,
     ) -> None:
         waiter = loop.create_future()
         super().__init__(  # type: ignore[call-arg]
@@ -170,17 +175,26 @@ class _ReportingServerTLS:
         )
         self._ergo_waiter: asyncio.Future[None] = waiter
         self._ergo_on_failure: Callable[[Any, BaseException | None], None] | None = on_failure
+        self._ergo_on_start = on_start
         self._ergo_peer: Any = None
         waiter.add_done_callback(self._ergo_settled)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._ergo_peer = transport.get_extra_info("peername")
         super().connection_made(transport)  # type: ignore[misc]
+        start, self._ergo_on_start = self._ergo_on_start, None
+        if start is not None:
+            start(self._ergo_peer, transport)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        # Both TLS layers wake the waiter with ``exc`` here, which is None when
+        # our side aborted the transport: that would read as a handshake that
+        # succeeded. Whether it had is known only before.
+        pending = not self._ergo_waiter.done()
         super().connection_lost(exc)  # type: ignore[misc]
-        if not self._ergo_waiter.done():  # gone before the handshake finished
-            self._ergo_waiter.cancel()
+        if pending:  # gone before the handshake finished
+            if not self._ergo_waiter.done():
+                self._ergo_waiter.cancel()
             self._ergo_report(exc or ConnectionResetError("closed during the TLS handshake"))
 
     def _ergo_settled(self, waiter: asyncio.Future[None]) -> None:
@@ -211,8 +225,12 @@ def server_tls_protocol(
     context: ssl.SSLContext,
     handshake_timeout: float,
     on_failure: Callable[[Any, BaseException | None], None],
+    on_start: Callable[[Any, asyncio.BaseTransport], None] | None = None,
 ) -> asyncio.BaseProtocol:
-    """The server TLS protocol for an accepted connection, native to ``loop``'s kind."""
+    """The server TLS protocol for an accepted connection, native to ``loop``'s kind.
+
+    ``handshake_timeout`` bounds the TLS handshake alone, from the accept on.
+    """
     cls = _server_tls_classes.get(type(loop))
     if cls is None:
         cls = _AsyncioServerTLS
@@ -222,5 +240,7 @@ def server_tls_protocol(
             base: type = uvloop.loop.SSLProtocol  # type: ignore[attr-defined]  # not in its stubs
             cls = type("_UvloopServerTLS", (_ReportingServerTLS, base), {})
         _server_tls_classes[type(loop)] = cls
-    protocol: asyncio.BaseProtocol = cls(loop, app, context, handshake_timeout, on_failure)
+    protocol: asyncio.BaseProtocol = cls(
+        loop, app, context, handshake_timeout, on_failure, on_start
+    )
     return protocol

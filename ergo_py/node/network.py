@@ -28,7 +28,6 @@ import ssl
 import string
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ergo_py.gen.certmanager import CertManager
@@ -64,7 +63,6 @@ from ergo_py.gen.options import (
 )
 from ergo_py.net import frames as fr
 from ergo_py.net.handshake import (
-    AcceptorHandshake,
     DialerHandshake,
     HandshakeComplete,
     JoinComplete,
@@ -74,8 +72,9 @@ from ergo_py.net.link import LinkProtocol, TLSDetails
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.registrar import Registrar
 from ergo_py.net.registrar_proto import Route
-from ergo_py.net.tls import ListenerTLS, client_context_for_dial, server_tls_protocol
+from ergo_py.net.tls import client_context_for_dial
 from ergo_py.net.writer import BatchWriter
+from ergo_py.node.acceptor import Acceptor
 from ergo_py.node.connection import Connection
 from ergo_py.node.handover import Handover
 
@@ -90,28 +89,6 @@ def create_backend(router: NodeRouter, options: NodeOptions) -> NetworkBackend:
     backend = TCPBackend(router, options)
     backend.start()
     return backend
-
-
-@dataclass
-class _Acceptor:
-    options: AcceptorOptions
-    server: asyncio.Server
-    host: str
-    port: int
-    tls: ListenerTLS | None
-
-    def info(self, default_max_message_size: int) -> AcceptorInfo:
-        opts = self.options
-        size = opts.max_message_size
-        return AcceptorInfo(
-            host=self.host,
-            port=self.port,
-            tls=self.tls is not None,
-            cert_version=self.tls.manager.version if self.tls is not None else None,
-            max_message_size=default_max_message_size if size is None else size,
-            max_handshakes=opts.max_handshakes,
-            handshake_timeout=opts.handshake_timeout,
-        )
 
 
 def _random_cookie() -> str:
@@ -151,7 +128,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
         self._owed: dict[str, set[Ref]] = {}
         self._owing: dict[str, Connection] = {}  # Close held until those are answered
         self._holding = 0
-        self._acceptors: list[_Acceptor] = []
+        self._acceptors: list[Acceptor] = []
         self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
         self._routes_lock = threading.Lock()
         self._spawns: dict[Ref, tuple[str, asyncio.Future[PID]]] = {}
@@ -172,7 +149,16 @@ class TCPBackend(Handover, NetworkBackend, Network):
         if self._net.mode == NetworkMode.ENABLED:
             acceptors = self._net.acceptors or [AcceptorOptions()]
             for opts in acceptors:
-                self._acceptors.append(await self._listen(opts))
+                acc = await Acceptor.listen(
+                    self,
+                    opts,
+                    node_name=self._name,
+                    creation=self._creation,
+                    cookie=self._cookie,
+                    net=self._net,
+                    cert_manager=self._cm,
+                )
+                self._acceptors.append(acc)
             if self._net.registrar_enabled:
                 await self._start_registrar()
 
@@ -212,14 +198,11 @@ class TCPBackend(Handover, NetworkBackend, Network):
             with contextlib.suppress(Exception):
                 await self._registrar.stop()
         for acc in self._acceptors:
-            acc.server.close()
-            if acc.tls is not None:
-                acc.tls.close()
+            acc.close()
         for link in list(self._links):
             link.close()
         for acc in self._acceptors:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(acc.server.wait_closed(), 2.0)
+            await acc.wait_closed()
         for _ in range(50):
             if not self._links:
                 break
@@ -227,125 +210,22 @@ class TCPBackend(Handover, NetworkBackend, Network):
         for link in list(self._links):
             link.abort()
 
-    # --- acceptors ----------------------------------------------------------------------
-
-    def _acceptor_cm(self, opts: AcceptorOptions) -> CertManager | None:
-        if opts.tls is False:
-            return None
-        cm = opts.cert_manager or self._cm
-        if opts.tls is True and cm is None:
-            raise NodeError("acceptor asks for TLS but no cert manager is set")
-        return cm
-
-    async def _listen(self, opts: AcceptorOptions) -> _Acceptor:
-        loop = asyncio.get_running_loop()
-        host = opts.host or Atom(self._name).host
-        cm = self._acceptor_cm(opts)
-        listener = ListenerTLS(cm) if cm is not None else None
-        cookie = opts.cookie if opts.cookie is not None else self._cookie
-        max_size = (
-            opts.max_message_size
-            if opts.max_message_size is not None
-            else self._net.max_message_size
-        )
-        holder: dict[str, Any] = {}
-        handshaking: set[LinkProtocol] = set()
-
-        def factory() -> LinkProtocol:
-            busy = len(handshaking) >= opts.max_handshakes
-
-            def machine(tls: TLSDetails) -> AcceptorHandshake:
-                if busy:
-                    raise HandshakeRejected("busy")
-                return AcceptorHandshake(
-                    node_name=self._name,
-                    creation=self._creation,
-                    cookie=cookie,
-                    flags=int(self._net.flags),
-                    max_message_size=max_size,
-                    pool_size=max(1, min(255, self._net.pool_size)),
-                    pool_dsn=(f"{host}:{holder.get('port', 0)}",),
-                    local_cert_fp=tls.local_fp,
-                    peer_cert_fp=tls.peer_fp,
-                    has_pending_dial=self._has_pending_dial,
-                    check_peer=lambda name, creation, replace: (
-                        self._check_peer(name, creation, replace)
-                        or self._identity_refusal(tls, name, dialer=False)
-                    ),
-                    lookup_connection=self._lookup_connection,
-                    max_handshake_size=opts.handshake_max_message_size,
-                )
-
-            link = LinkProtocol(
-                self,
-                machine,
-                handshake_timeout=opts.handshake_timeout,
-                max_message_size=max_size,
-                dialer=False,
-                keepalive=self._net.keepalive_period,
-                settled=handshaking.discard,
-            )
-            if not busy:
-                handshaking.add(link)
-            return link
-
-        def tls_factory() -> asyncio.BaseProtocol:
-            assert listener is not None
-            link = factory()
-
-            def failed(peer: Any, exc: BaseException | None) -> None:
-                link.handshake_failed(exc)
-                self._log_tls_refusal(listener, peer, exc)
-
-            return server_tls_protocol(loop, link, listener.context, opts.handshake_timeout, failed)
-
-        ports = (
-            [opts.port] if opts.port == 0 else range(opts.port, opts.port + max(1, opts.port_range))
-        )
-        last: OSError | None = None
-        for port in ports:
-            try:
-                server = await loop.create_server(
-                    tls_factory if listener is not None else factory, host, port
-                )
-            except OSError as exc:
-                last = exc
-                continue
-            bound = server.sockets[0].getsockname()[1]
-            holder["port"] = bound
-            log.info(
-                "%s: accepting on %s:%d (%s)",
-                self._name,
-                host,
-                bound,
-                "TLS" if listener else "plain TCP",
-            )
-            return _Acceptor(opts, server, host, bound, listener)
-        if listener is not None:
-            listener.close()
-        raise NodeError(f"no free port for an acceptor on {host} from {opts.port}: {last}")
-
-    def _log_tls_refusal(self, listener: ListenerTLS, peer: Any, exc: BaseException | None) -> None:
-        state = listener.manager.state()
-        if isinstance(exc, ssl.SSLError):
-            log.warning(
-                "%s: refused a TLS handshake from %s: %s (our certificate %s, version %d; "
-                "client auth %s)",
-                self._name,
-                peer,
-                getattr(exc, "verify_message", None) or exc.reason or exc,
-                state.certificate.fingerprint[:16],
-                state.version,
-                state.client_auth.name,
-            )
-        else:  # a timeout, or a client that went away: no verdict on anyone's certificate
-            log.info("%s: TLS handshake from %s did not finish: %s", self._name, peer, exc)
+    # --- acceptors (node/acceptor.py listens and admits) ----------------------------------
 
     def acceptors(self) -> list[AcceptorInfo]:
-        return [a.info(self._net.max_message_size) for a in self._acceptors]
+        return [a.info() for a in self._acceptors]
 
-    def _has_pending_dial(self, peer: str) -> bool:
+    # AcceptorOwner: asked during an acceptor's handshakes
+
+    def has_pending_dial(self, peer: str) -> bool:
         return peer in self._dialing or peer in self._replacing
+
+    def check_accepted_peer(
+        self, tls: TLSDetails, peer: str, creation: int, replace: bool
+    ) -> str | None:
+        return self._check_peer(peer, creation, replace) or self._identity_refusal(
+            tls, peer, dialer=False
+        )
 
     def _check_peer(self, peer: str, creation: int, replace: bool = False) -> str | None:
         if peer == self._name:
@@ -364,7 +244,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
         # dropped (its close may not have reached us yet): link_up replaces it.
         return None
 
-    def _lookup_connection(self, connection_id: str) -> str | None:
+    def lookup_connection(self, connection_id: str) -> str | None:
         conn = self._by_id(connection_id)
         return conn.peer if conn is not None else None
 

@@ -51,10 +51,12 @@ from ergo_py.net.handshake import (
     Rejected,
     reject_message,
 )
+from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import connection_tls_info
 from ergo_py.net.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+_limited = LogLimiter(log)  # a peer can cause these lines as often as it likes
 
 Machine = DialerHandshake | AcceptorHandshake | JoinHandshake
 
@@ -291,7 +293,13 @@ class LinkProtocol(asyncio.Protocol):
                 self._peer_close(close, decoder.buffered > 0)
                 return
         except (ProtocolError, ErrTooLarge) as exc:
-            log.warning("link %s: %s; closing", self.peer_address, exc)
+            _limited.log(
+                logging.WARNING,
+                (self._source, type(exc)),
+                "link %s: %s; closing",
+                self.peer_address,
+                exc,
+            )
             if frames:
                 self._deliver(frames)
             self._fail(exc)
@@ -368,6 +376,12 @@ class LinkProtocol(asyncio.Protocol):
                 self._write_quietly(self._machine.reject("timeout"))
             self._fail(ErrTimeout(f"handshake did not finish in {self._handshake_timeout} s"))
 
+    @property
+    def _source(self) -> Any:
+        """The peer's host without its port: what log lines are rate-limited by."""
+        address = self.peer_address
+        return address[0] if isinstance(address, tuple) and address else address
+
     def _write_quietly(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
@@ -378,7 +392,8 @@ class LinkProtocol(asyncio.Protocol):
             quiet = refused_by_us or isinstance(exc, HandshakeRejected)
             level = logging.INFO if quiet else logging.WARNING
             who = "refused" if refused_by_us else "failed"
-            log.log(level, "link %s %s: %s", self.peer_address, who, exc)
+            key = (self._source, who, type(exc))
+            _limited.log(level, key, "link %s %s: %s", self.peer_address, who, exc)
         if abort:
             self.abort()
         else:

@@ -41,11 +41,13 @@ from ergo_py.gen.node import AcceptorInfo
 from ergo_py.gen.options import AcceptorOptions, NetworkOptions
 from ergo_py.net.handshake import REASON_BUSY, AcceptorHandshake
 from ergo_py.net.link import LinkOwner, LinkProtocol, TLSDetails
+from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import ListenerTLS, server_tls_protocol
 
 __all__ = ["Acceptor", "AcceptorOwner", "PreTLSBudget", "source_of"]
 
 log = logging.getLogger(__name__)
+_limited = LogLimiter(log)  # anyone on the network can cause these lines
 
 K = TypeVar("K", bound=Hashable)
 
@@ -169,8 +171,12 @@ class _InTLS:
 
 
 def _log_refusal(node: str, what: str, peer: Any, why: Any, level: int = logging.INFO) -> None:
-    """Every refusal of a client that had not finished TLS is logged here."""
-    log.log(level, "%s: %s from %s: %s", node, what, peer, why)
+    """Every refusal of a client that had not finished TLS is logged here.
+
+    Rate-limited per node, kind of refusal and source address.
+    """
+    source = peer[0] if isinstance(peer, tuple) and peer else peer
+    _limited.log(level, (node, what, source), "%s: %s from %s: %s", node, what, peer, why)
 
 
 def _cert_manager(options: AcceptorOptions, node_cm: CertManager | None) -> CertManager | None:

@@ -70,6 +70,7 @@ from ergo_py.net.handshake import (
 )
 from ergo_py.net.link import LinkProtocol, TLSDetails
 from ergo_py.net.loop import LoopThread
+from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.registrar import Registrar
 from ergo_py.net.registrar_proto import Route
 from ergo_py.net.tls import client_context_for_dial
@@ -79,6 +80,9 @@ from ergo_py.node.connection import Connection
 from ergo_py.node.handover import Handover
 
 log = logging.getLogger(__name__)
+# Lines a peer can cause (undeliverable frames, refusals, failed dials): per
+# kind, a few pass and the rest are counted (see net.ratelog).
+_limited = LogLimiter(log)
 
 # The call frame type for each kind of callee.
 _CALL_CODES = {PID: fr.TYPE_CALL_PID, ProcessID: fr.TYPE_CALL_NAME, Alias: fr.TYPE_CALL_ALIAS}
@@ -283,7 +287,8 @@ class TCPBackend(Handover, NetworkBackend, Network):
     def _check_identity(self, link: LinkProtocol, peer_name: str) -> None:
         reason = self._identity_refusal(link.tls, peer_name, link.dialer)
         if reason is not None:
-            log.warning("%s: refused %s: %s", self._name, peer_name, reason)
+            key = (self._name, "identity", peer_name)
+            _limited.log(logging.WARNING, key, "%s: refused %s: %s", self._name, peer_name, reason)
             raise ErrNotAllowed(reason)
 
     def link_up(self, link: LinkProtocol, done: HandshakeComplete | JoinComplete) -> None:
@@ -375,7 +380,16 @@ class TCPBackend(Handover, NetworkBackend, Network):
             self._not_delivered(link, "message", error)
 
     def _not_delivered(self, link: LinkProtocol, what: str, exc: ErgoError) -> None:
-        log.info("%s: frame %s from %s not delivered: %s", self._name, what, link.peer_address, exc)
+        peer = link.result.peer_name if link.result is not None else link.peer_address
+        _limited.log(
+            logging.INFO,
+            (self._name, peer, what, type(exc)),
+            "%s: frame %s from %s not delivered: %s",
+            self._name,
+            what,
+            peer,
+            exc,
+        )
 
     def link_peer_closed(self, link: LinkProtocol, replaced: bool) -> None:
         conn = self._link_conn.get(link)
@@ -605,7 +619,9 @@ class TCPBackend(Handover, NetworkBackend, Network):
                 errors.append(f"{type(exc).__name__}: {exc}")
         why = "; ".join(errors) or "no routes"
         mine = self._cm.state() if self._cm is not None else None
-        log.warning(
+        _limited.log(
+            logging.WARNING,
+            (self._name, "dial", node),
             "%s: cannot connect to %s: %s%s",
             self._name,
             node,

@@ -83,6 +83,14 @@ class ErrUnsupportedType(ErgoError):
     """
 
 
+class ErrTooDeep(ErrUnsupportedType):
+    """A message nests deeper than the codec allows (see ``ergo_py.net.codec``).
+
+    Raised at the sender; a peer that sends such a term breaks the protocol
+    (``RemoteProtocolError`` at the receiver).
+    """
+
+
 class ProtocolError(ErgoError):
     """A handshake or frame that breaks the protocol."""
 

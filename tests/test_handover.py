@@ -237,7 +237,7 @@ def test_reconnect_from_both_sides_at_once_ends_with_one_connection(cluster: Clu
 
 def _on_loop(node: gen.Node, fn: Any) -> None:
     """Run ``fn()`` on ``node``'s network loop thread and wait for it."""
-    backend: Any = node.network()
+    backend: Any = node.network()._backend  # type: ignore[attr-defined]
 
     async def run() -> None:
         fn()
@@ -252,7 +252,7 @@ def test_frames_on_the_new_connection_wait_for_the_old_one(cluster: Cluster) -> 
     sink = b.spawn(Sink, on_b)
     a.send(sink, -1)
     assert get(on_b) == -1
-    old_links = list(b.network()._conns[A].links)  # type: ignore[attr-defined]
+    old_links = list(b.network()._backend.current(A).links)  # type: ignore[attr-defined]
     _on_loop(b, lambda: [link._transport.pause_reading() for link in old_links])
     for i in range(100):
         a.send(sink, i)  # on the old connection, unread by B for now
@@ -288,7 +288,7 @@ def test_a_sender_to_a_peer_that_does_not_read_is_held_back(cluster: Cluster) ->
     sink = b.spawn(Sink, on_b)
     a.send(sink, -1)
     assert get(on_b) == -1
-    b_links = list(b.network()._conns[A].links)  # type: ignore[attr-defined]
+    b_links = list(b.network()._backend.current(A).links)  # type: ignore[attr-defined]
     _on_loop(b, lambda: [link._transport.pause_reading() for link in b_links])
     chunk = b"x" * (64 << 10)
     n = 400  # 25 MiB: far more than socket buffers and the high-water mark hold
@@ -303,7 +303,7 @@ def test_a_sender_to_a_peer_that_does_not_read_is_held_back(cluster: Cluster) ->
     sender.start()
     assert not done.wait(1.0), "the sender was never held back"
     buffered: list[int] = []
-    a_links = list(a.network()._conns[B].links)  # type: ignore[attr-defined]
+    a_links = list(a.network()._backend.current(B).links)  # type: ignore[attr-defined]
     _on_loop(a, lambda: buffered.extend(x._transport.get_write_buffer_size() for x in a_links))
     assert max(buffered) < 8 << 20
     _on_loop(b, lambda: [link._transport.resume_reading() for link in b_links])
@@ -324,7 +324,7 @@ def test_closed_connections_leave_the_draining_queue(cluster: Cluster) -> None:
         assert a.call(target, i, timeout=WAIT) == i
         a.network().disconnect(B)
     for node in (a, b):
-        backend: Any = node.network()
+        backend: Any = node.network()._backend  # type: ignore[attr-defined]
         # Well inside the drain timeout, after which closed ones are forgotten anyway.
         assert backend._drain_timeout >= 3.0
         deadline = time.monotonic() + 1.0

@@ -46,7 +46,7 @@ class Watcher(act.Actor):
 
 
 def _links(node: gen.Node, peer: str) -> list[Any]:
-    return list(node.network()._conns[peer].links)  # type: ignore[attr-defined]
+    return list(node.network()._backend.current(peer).links)  # type: ignore[attr-defined]
 
 
 def test_an_idle_connection_outlives_many_keepalive_periods(cluster: Cluster) -> None:
@@ -68,7 +68,7 @@ def test_a_peer_that_goes_silent_is_declared_gone(cluster: Cluster) -> None:
     # White-box: B's links stop reading (so they stop answering) and stop
     # sending keepalives: from A's side the peer's host has vanished.
     links = _links(b, A)
-    backend: Any = b.network()
+    backend: Any = b.network()._backend  # type: ignore[attr-defined]
 
     async def silence() -> None:
         for link in links:

@@ -34,7 +34,6 @@ from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
-    ErrNameUnknown,
     ErrNoConnection,
     ErrNoRoute,
     ErrNotAllowed,
@@ -43,19 +42,17 @@ from ergo_py.gen.errors import (
     HandshakeRejected,
     NodeError,
 )
-from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref, random_ref_id
+from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
 from ergo_py.gen.node import (
     AcceptorInfo,
     Network,
     NetworkBackend,
     NodeRouter,
-    RemoteNode,
     RemoteTarget,
 )
 from ergo_py.gen.options import (
     POOL_GROW_AFTER,
     AcceptorOptions,
-    NetworkFlags,
     NetworkMode,
     NetworkRoute,
     NodeOptions,
@@ -78,6 +75,8 @@ from ergo_py.net.writer import BatchWriter
 from ergo_py.node.acceptor import Acceptor
 from ergo_py.node.connection import Connection
 from ergo_py.node.handover import Handover
+from ergo_py.node.network_view import NetworkView
+from ergo_py.node.spawn import RemoteSpawn
 
 log = logging.getLogger(__name__)
 # Lines a peer can cause (undeliverable frames, refusals, failed dials): per
@@ -100,7 +99,7 @@ def _random_cookie() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(16))
 
 
-class TCPBackend(Handover, NetworkBackend, Network):
+class TCPBackend(Handover, NetworkBackend):
     """Connections to other nodes over TCP, with TLS when a cert manager is set."""
 
     def __init__(self, router: NodeRouter, options: NodeOptions) -> None:
@@ -135,8 +134,8 @@ class TCPBackend(Handover, NetworkBackend, Network):
         self._acceptors: list[Acceptor] = []
         self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
         self._routes_lock = threading.Lock()
-        self._spawns: dict[Ref, tuple[str, asyncio.Future[PID]]] = {}
-        self._spawnable: dict[str, tuple[Any, frozenset[str] | None]] = {}
+        self._view = NetworkView(self)
+        self._spawn = RemoteSpawn(self, router, self._lt, self._name, self._creation, net)
         self._registrar: Registrar | None = None
         self._stopped = False
 
@@ -369,7 +368,8 @@ class TCPBackend(Handover, NetworkBackend, Network):
                 self._route_sends(link, run)
                 run = []
             try:
-                self._dispatch(frame)
+                assert link.result is not None  # frames come only after the handshake
+                self._dispatch(frame, link.result.peer_name)
             except ErgoError as exc:
                 self._not_delivered(link, type(frame).__name__, exc)
         if run:
@@ -430,9 +430,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
         for task, peer in list(self._joins.items()):
             if peer == conn.peer:
                 task.cancel()  # a join for a connection that is gone
-        for node, fut in list(self._spawns.values()):
-            if node == conn.peer and not fut.done():
-                fut.set_exception(ErrNoConnection(f"connection to {node} lost"))
+        self._spawn.connection_lost(conn.peer)
         log.info("%s: %s", self._name, reason)
         self._node_down(conn.peer, reason)
 
@@ -445,8 +443,8 @@ class TCPBackend(Handover, NetworkBackend, Network):
         self._owed.pop(peer, None)  # the router forgets those calls: nobody will answer
         self._router.route_node_down(peer, reason)
 
-    def _dispatch(self, f: fr.Frame) -> None:
-        """Route one frame other than a plain message (those go by runs, see above)."""
+    def _dispatch(self, f: fr.Frame, peer: str) -> None:
+        """Route one frame from ``peer`` other than a plain message (those go by runs)."""
         r = self._router
         if isinstance(f, (fr.CallPID, fr.CallName, fr.CallAlias)):
             owed = self._owed.get(f.from_.node)
@@ -472,74 +470,23 @@ class TCPBackend(Handover, NetworkBackend, Network):
         elif isinstance(f, fr.Down):
             r.route_down(f.target, f.to, f.ref, f.reason)
         elif isinstance(f, fr.SpawnRequest):
-            self._spawn_requested(f)
+            self._spawn.requested(f)
         elif isinstance(f, fr.SpawnResult):
-            _, fut = self._spawns.pop(f.ref, ("", None))
-            if fut is not None and not fut.done():
-                if f.pid is not None:
-                    fut.set_result(f.pid)
-                else:
-                    err = (
-                        f.error
-                        if isinstance(f.error, BaseException)
-                        else ErrNotAllowed(str(f.error))
-                    )
-                    fut.set_exception(err)
-
-    def _spawn_requested(self, f: fr.SpawnRequest) -> None:
-        """Answer a remote spawn request: refuse at once, or spawn off the loop and reply."""
-        peer = str(f.from_.node)
-        entry = self._spawnable.get(f.factory)
-        error: BaseException | None = None
-        if not self._net.flags & NetworkFlags.ENABLE_REMOTE_SPAWN:
-            error = ErrNotAllowed(f"remote spawn is switched off on {self._name}")
-        elif entry is None:
-            error = ErrNameUnknown(f"{f.factory!r} is not enabled for remote spawn")
-        elif entry[1] is not None and peer not in entry[1]:
-            error = ErrNotAllowed(f"{peer} may not spawn {f.factory!r} on {self._name}")
-        if error is not None or entry is None:
-            self._reply_spawn(f, None, error)
-            return
-        factory = entry[0]
-        loop = asyncio.get_running_loop()
-        options = ProcessOptions(link_parent=f.link_parent, env=dict(f.env))
-        job = loop.run_in_executor(
-            None, self._router.route_spawn, f.from_, f.register or None, factory, f.args, options
-        )
-
-        def done(job: asyncio.Future[PID]) -> None:
-            exc = job.exception()
-            self._reply_spawn(f, None if exc else job.result(), exc)
-
-        job.add_done_callback(done)
-
-    def _reply_spawn(
-        self, f: fr.SpawnRequest, pid: PID | None, error: BaseException | None
-    ) -> None:
-        try:
-            self._send_frame(
-                f.from_.node, fr.SpawnResult(f.from_, f.ref, pid, error), from_loop=True
-            )
-        except ErgoError as exc:
-            log.info("%s: spawn result for %s not sent: %s", self._name, f.from_, exc)
+            self._spawn.result(f, peer)
 
     def enable_spawn(self, name: str, factory: Any, *nodes: str) -> None:
-        with self._routes_lock:
-            self._spawnable[name] = (factory, frozenset(nodes) if nodes else None)
+        self._spawn.enable(name, factory, *nodes)
 
     def disable_spawn(self, name: str, *nodes: str) -> None:
-        with self._routes_lock:
-            entry = self._spawnable.get(name)
-            if entry is None:
-                return
-            if not nodes:
-                del self._spawnable[name]
-            elif entry[1] is None:
-                raise ErrIncorrect(
-                    f"{name!r} is enabled for every node; disable it entirely, then re-enable"
-                )
-            else:
-                self._spawnable[name] = (entry[0], entry[1] - frozenset(nodes))
+        self._spawn.disable(name, *nodes)
+
+    # SpawnOwner
+
+    def send_frame_from_loop(self, node: str, frame: fr.Frame) -> None:
+        self._send_frame(node, frame, from_loop=True)
+
+    async def connect_from_loop(self, node: str) -> Connection:
+        return await self._connect(node)
 
     # --- dialing (loop thread) ----------------------------------------------------------
 
@@ -945,25 +892,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
         options: ProcessOptions,
         register: str = "",
     ) -> PID:
-        ref = Ref(self._name, random_ref_id(), self._creation)
-
-        async def request() -> PID:
-            fut: asyncio.Future[PID] = asyncio.get_running_loop().create_future()
-            self._spawns[ref] = (node, fut)
-            try:
-                await self._connect(node)
-                self._send_frame(
-                    node,
-                    fr.SpawnRequest(
-                        from_pid, ref, name, register, args, options.link_parent, options.env
-                    ),
-                    from_loop=True,
-                )
-                return await fut
-            finally:
-                self._spawns.pop(ref, None)
-
-        return self._lt.run(request(), timeout=self._net.connect_timeout + 15.0)
+        return self._spawn.spawn(from_pid, node, name, args, options, register)
 
     def connect(self, node: str) -> None:
         self._connection(node)
@@ -972,41 +901,30 @@ class TCPBackend(Handover, NetworkBackend, Network):
     def core_pid(self) -> PID:
         return self._router.pid
 
+    # --- what the user's gen.Network view (node/network_view.py) reads ---------------------
+
     def network(self) -> Network:
-        return self
+        return self._view
 
-    # --- Network (user-facing) ----------------------------------------------------------
-
-    def get_node(self, name: str) -> RemoteNode:
-        conn = self._connection(name)
-        return _RemoteNode(self, conn)
-
-    def nodes(self) -> list[str]:
+    def peers(self) -> list[str]:
+        """The nodes connected now."""
         return sorted(self._conns)
 
-    def info(self, name: str) -> dict[str, Any]:
-        conn = self._conns.get(name)
-        if conn is None:
-            raise ErrNoConnection(f"not connected to {name}")
-        links = [_link_info(link) for link in conn.links]
-        first = links[0]  # the link the handshake made; joins may be on newer certs
-        return {
-            "peer": conn.peer,
-            "peer_creation": conn.done.peer_creation,
-            "peer_version": conn.done.peer_version,
-            "connection_id": conn.done.connection_id,
-            "dialed": conn.dialed,
-            "identity_verified": bool(
-                first["peer_cert_fingerprint"] is not None
-                and self._net.verify_node_identity
-                and not (conn.dialed and self._net.insecure_skip_verify)
-            ),
-            **{k: v for k, v in first.items() if k not in _PER_LINK_ONLY},
-            "pool_links": len(conn.links),
-            "links": links,
-            "messages_in": sum(link["messages_in"] for link in links),
-            "messages_out": sum(link["messages_out"] for link in links),
-        }
+    def current(self, name: str) -> Connection | None:
+        """The connection to ``name`` in use now, if any."""
+        return self._conns.get(name)
+
+    def connection(self, name: str) -> Connection:
+        """The connection to ``name``, dialled if there is none (any thread but the loop)."""
+        return self._connection(name)
+
+    def identity_verified(self, conn: Connection, peer_cert_fingerprint: str | None) -> bool:
+        """Whether ``conn``'s peer proved its name with a verified certificate."""
+        return bool(
+            peer_cert_fingerprint is not None
+            and self._net.verify_node_identity
+            and not (conn.dialed and self._net.insecure_skip_verify)
+        )
 
     def add_route(self, match: str, route: Any, weight: int = 0) -> None:
         if not isinstance(route, NetworkRoute):
@@ -1019,10 +937,6 @@ class TCPBackend(Handover, NetworkBackend, Network):
             if any(p.pattern == match for p, _, _ in self._routes):
                 raise ErrTaken(f"a route for {match!r} exists")
             self._routes.append((pattern, route, weight))
-
-    def remove_route(self, match: str) -> None:
-        with self._routes_lock:
-            self._routes = [r for r in self._routes if r[0].pattern != match]
 
     def disconnect(self, name: str) -> None:
         """Close the connection to ``name`` gracefully; returns once it is closed.
@@ -1100,63 +1014,3 @@ class TCPBackend(Handover, NetworkBackend, Network):
             self._lt.run(renew(), timeout=self._dial_budget)
         except ErrTimeout as exc:
             raise ErrNoConnection(f"cannot reconnect to {name}: {exc}") from exc
-
-
-_PER_LINK_ONLY = frozenset({"address", "messages_in", "messages_out"})
-
-
-def _link_info(link: LinkProtocol) -> dict[str, Any]:
-    tls = link.tls
-    local = tls.local_state if tls else None
-    peer = tls.peer if tls else None
-    return {
-        "address": link.peer_address,
-        "tls_version": tls.version if tls else None,
-        "cipher": tls.cipher if tls else None,
-        "local_cert_fingerprint": local.certificate.fingerprint if local else None,
-        "local_cert_version": local.version if local else None,
-        "peer_cert_fingerprint": peer.fingerprint if peer else None,
-        "peer_cert_subject": peer.subject if peer else None,
-        "peer_cert_not_after": peer.not_after if peer else None,
-        "messages_in": link.messages_in,
-        "messages_out": link.messages_out,
-    }
-
-
-def _node_spawn_options(options: ProcessOptions | None) -> ProcessOptions:
-    if options is not None and options.link_parent:
-        raise ErrIncorrect(
-            "a node is not a process and cannot be linked: use Actor.spawn_remote to spawn "
-            "a child linked to the calling process"
-        )
-    return options or ProcessOptions()
-
-
-class _RemoteNode(RemoteNode):
-    def __init__(self, backend: TCPBackend, conn: Connection) -> None:
-        self._backend = backend
-        self._conn = conn
-
-    @property
-    def name(self) -> Atom:
-        return Atom(self._conn.peer)
-
-    @property
-    def creation(self) -> int:
-        return self._conn.done.peer_creation
-
-    def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
-        options = _node_spawn_options(options)
-        return self._backend.spawn(self._backend.core_pid, self._conn.peer, name, args, options)
-
-    def spawn_register(
-        self, register: str, name: str, *args: Any, options: ProcessOptions | None = None
-    ) -> PID:
-        """Spawn ``name`` on the peer and register the process there as ``register``."""
-        options = _node_spawn_options(options)
-        return self._backend.spawn(
-            self._backend.core_pid, self._conn.peer, name, args, options, register
-        )
-
-    def disconnect(self) -> None:
-        self._backend.disconnect(self._conn.peer)

@@ -1,0 +1,166 @@
+"""Remote spawn: asking a peer to start a process, and answering such requests.
+
+Off until ``network.enable_spawn(name, factory, *nodes)`` names a factory (and,
+optionally, the nodes that may use it). Every refusal is a reply
+(``gen.ErrNameUnknown``, ``gen.ErrNotAllowed``), never a silent wait; a
+request whose connection is lost fails at once with ``gen.ErrNoConnection``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from ergo_py.gen.errors import (
+    ErgoError,
+    ErrIncorrect,
+    ErrNameUnknown,
+    ErrNoConnection,
+    ErrNotAllowed,
+)
+from ergo_py.gen.identifiers import PID, Ref, random_ref_id
+from ergo_py.gen.node import ActorFactory, NodeRouter
+from ergo_py.gen.options import NetworkFlags, NetworkOptions, ProcessOptions
+from ergo_py.net import frames as fr
+from ergo_py.net.loop import LoopThread
+
+log = logging.getLogger(__name__)
+
+
+class SpawnOwner(Protocol):
+    """What remote spawn needs from the network backend."""
+
+    def send_frame_from_loop(self, node: str, frame: fr.Frame) -> None:
+        """Loop thread: write ``frame`` to ``node`` over the current connection."""
+
+    def connect_from_loop(self, node: str) -> Awaitable[Any]:
+        """Loop thread: the connection to ``node``, dialled if needed."""
+
+
+class RemoteSpawn:
+    """The spawn requests this node made and the factories it offers."""
+
+    def __init__(
+        self,
+        owner: SpawnOwner,
+        router: NodeRouter,
+        lt: LoopThread,
+        name: str,
+        creation: int,
+        net: NetworkOptions,
+    ) -> None:
+        self._owner = owner
+        self._router = router
+        self._lt = lt
+        self._name = name
+        self._creation = creation
+        self._net = net
+        self._lock = threading.Lock()
+        self._pending: dict[Ref, tuple[str, asyncio.Future[PID]]] = {}
+        self._offered: dict[str, tuple[ActorFactory, frozenset[str] | None]] = {}
+
+    # --- what this node offers ------------------------------------------------------
+
+    def enable(self, name: str, factory: ActorFactory, *nodes: str) -> None:
+        with self._lock:
+            self._offered[name] = (factory, frozenset(nodes) if nodes else None)
+
+    def disable(self, name: str, *nodes: str) -> None:
+        with self._lock:
+            entry = self._offered.get(name)
+            if entry is None:
+                return
+            if not nodes:
+                del self._offered[name]
+            elif entry[1] is None:
+                raise ErrIncorrect(
+                    f"{name!r} is enabled for every node; disable it entirely, then re-enable"
+                )
+            else:
+                self._offered[name] = (entry[0], entry[1] - frozenset(nodes))
+
+    def requested(self, f: fr.SpawnRequest) -> None:
+        """Loop thread: answer a request at once when refused, else spawn off the loop."""
+        peer = str(f.from_.node)
+        entry = self._offered.get(f.factory)
+        error: BaseException | None = None
+        if not self._net.flags & NetworkFlags.ENABLE_REMOTE_SPAWN:
+            error = ErrNotAllowed(f"remote spawn is switched off on {self._name}")
+        elif entry is None:
+            error = ErrNameUnknown(f"{f.factory!r} is not enabled for remote spawn")
+        elif entry[1] is not None and peer not in entry[1]:
+            error = ErrNotAllowed(f"{peer} may not spawn {f.factory!r} on {self._name}")
+        if error is not None or entry is None:
+            self._reply(f, None, error)
+            return
+        options = ProcessOptions(link_parent=f.link_parent, env=dict(f.env))
+        job = asyncio.get_running_loop().run_in_executor(
+            None, self._router.route_spawn, f.from_, f.register or None, entry[0], f.args, options
+        )
+
+        def done(job: asyncio.Future[PID]) -> None:
+            exc = job.exception()
+            self._reply(f, None if exc else job.result(), exc)
+
+        job.add_done_callback(done)
+
+    def _reply(self, f: fr.SpawnRequest, pid: PID | None, error: BaseException | None) -> None:
+        try:
+            self._owner.send_frame_from_loop(
+                f.from_.node, fr.SpawnResult(f.from_, f.ref, pid, error)
+            )
+        except ErgoError as exc:
+            log.info("%s: spawn result for %s not sent: %s", self._name, f.from_, exc)
+
+    # --- what this node asks for ------------------------------------------------------
+
+    def spawn(
+        self,
+        from_pid: PID,
+        node: str,
+        name: str,
+        args: tuple[Any, ...],
+        options: ProcessOptions,
+        register: str = "",
+    ) -> PID:
+        """Any thread: ask ``node`` to spawn ``name``; its PID or the peer's refusal."""
+        ref = Ref(self._name, random_ref_id(), self._creation)
+
+        async def request() -> PID:
+            fut: asyncio.Future[PID] = asyncio.get_running_loop().create_future()
+            self._pending[ref] = (node, fut)
+            try:
+                await self._owner.connect_from_loop(node)
+                frame = fr.SpawnRequest(
+                    from_pid, ref, name, register, args, options.link_parent, options.env
+                )
+                self._owner.send_frame_from_loop(node, frame)
+                return await fut
+            finally:
+                self._pending.pop(ref, None)
+
+        return self._lt.run(request(), timeout=self._net.connect_timeout + 15.0)
+
+    def result(self, f: fr.SpawnResult, peer: str) -> None:
+        """Loop thread: the answer to one of our requests (only ``peer``, who was asked, may)."""
+        entry = self._pending.get(f.ref)
+        if entry is None or entry[0] != peer:
+            return
+        del self._pending[f.ref]
+        fut = entry[1]
+        if fut.done():
+            return
+        if f.pid is not None:
+            fut.set_result(f.pid)
+        else:
+            err = f.error if isinstance(f.error, BaseException) else ErrNotAllowed(str(f.error))
+            fut.set_exception(err)
+
+    def connection_lost(self, peer: str) -> None:
+        """Loop thread: every request to ``peer`` fails now."""
+        for node, fut in list(self._pending.values()):
+            if node == peer and not fut.done():
+                fut.set_exception(ErrNoConnection(f"connection to {node} lost"))

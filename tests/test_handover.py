@@ -324,11 +324,11 @@ def test_closed_connections_leave_the_draining_queue(cluster: Cluster) -> None:
         assert a.call(target, i, timeout=WAIT) == i
         a.network().disconnect(B)
     for node in (a, b):
-        backend: Any = node.network()._backend  # type: ignore[attr-defined]
+        table: Any = node.network()._backend._table  # type: ignore[attr-defined]
         # Well inside the drain timeout, after which closed ones are forgotten anyway.
-        assert backend._drain_timeout >= 3.0
+        assert table.drain_timeout >= 3.0
         deadline = time.monotonic() + 1.0
-        while backend._draining and time.monotonic() < deadline:
+        while table.draining and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert backend._draining == {}
+        assert table.draining == {}
     assert a.call(target, "again", timeout=WAIT) == "again"

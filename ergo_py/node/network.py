@@ -73,8 +73,7 @@ from ergo_py.net.registrar_proto import Route
 from ergo_py.net.tls import client_context_for_dial
 from ergo_py.net.writer import BatchWriter
 from ergo_py.node.acceptor import Acceptor
-from ergo_py.node.connection import Connection
-from ergo_py.node.handover import Handover
+from ergo_py.node.connections import Connection, ConnectionTable
 from ergo_py.node.network_view import NetworkView
 from ergo_py.node.spawn import RemoteSpawn
 
@@ -99,7 +98,7 @@ def _random_cookie() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(16))
 
 
-class TCPBackend(Handover, NetworkBackend):
+class TCPBackend(NetworkBackend):
     """Connections to other nodes over TCP, with TLS when a cert manager is set."""
 
     def __init__(self, router: NodeRouter, options: NodeOptions) -> None:
@@ -117,20 +116,15 @@ class TCPBackend(Handover, NetworkBackend):
         if net.insecure_skip_verify:
             log.warning("%s: insecure_skip_verify is on: peers are not verified", self._name)
         self._lt = LoopThread(self._name)
-        self._conns: dict[str, Connection] = {}
+        self._table = ConnectionTable(self, self._name, net, self._lt)
+        self._conns = self._table.conns  # the write path's look-up, one attribute away
+        self._owing = self._table.owing
         self._dialing: dict[str, asyncio.Future[Connection]] = {}
-        self._arrived: dict[str, asyncio.Event] = {}
-        self._links: set[LinkProtocol] = set()
         self._joins: dict[asyncio.Future[Any], str] = {}
-        self._link_conn: dict[LinkProtocol, Connection] = {}
-        self._draining: dict[str, list[Connection]] = {}
-        self._drained: dict[str, Connection] = {}  # closed, by id, for late joins
         self._replacing: dict[str, asyncio.Future[None]] = {}
         # Refs of calls each peer made that are not answered yet (sets: one
         # add or discard is atomic, from the loop or any process thread).
         self._owed: dict[str, set[Ref]] = {}
-        self._owing: dict[str, Connection] = {}  # Close held until those are answered
-        self._holding = 0
         self._acceptors: list[Acceptor] = []
         self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
         self._routes_lock = threading.Lock()
@@ -202,15 +196,15 @@ class TCPBackend(Handover, NetworkBackend):
                 await self._registrar.stop()
         for acc in self._acceptors:
             acc.close()
-        for link in list(self._links):
+        for link in list(self._table.links):
             link.close()
         for acc in self._acceptors:
             await acc.wait_closed()
         for _ in range(50):
-            if not self._links:
+            if not self._table.links:
                 break
             await asyncio.sleep(0.01)
-        for link in list(self._links):
+        for link in list(self._table.links):
             link.abort()
 
     # --- acceptors (node/acceptor.py listens and admits) ----------------------------------
@@ -226,41 +220,13 @@ class TCPBackend(Handover, NetworkBackend):
     def check_accepted_peer(
         self, tls: TLSDetails, peer: str, creation: int, replace: bool
     ) -> str | None:
-        return self._check_peer(peer, creation, replace) or self._identity_refusal(
+        return self._table.check_new_peer(peer, creation, replace) or self._identity_refusal(
             tls, peer, dialer=False
         )
 
-    def _check_peer(self, peer: str, creation: int, replace: bool = False) -> str | None:
-        if peer == self._name:
-            return "name taken"
-        existing = self._conns.get(peer)
-        if (
-            existing is not None
-            and existing.done.peer_creation == creation
-            and existing.dialed
-            and not replace
-        ):
-            # Our own dial to that peer won already: its dial lost the race and
-            # it will find our connection ("name taken" tells it so).
-            return "name taken"
-        # A connection the peer dialed earlier and dials again is one it has
-        # dropped (its close may not have reached us yet): link_up replaces it.
-        return None
-
     def lookup_connection(self, connection_id: str) -> str | None:
-        conn = self._by_id(connection_id)
+        conn = self._table.by_id(connection_id)
         return conn.peer if conn is not None else None
-
-    def _by_id(self, connection_id: str) -> Connection | None:
-        """A current or draining connection (a join may come after a hand-over)."""
-        for conn in self._conns.values():
-            if conn.done.connection_id == connection_id:
-                return conn
-        for queue in self._draining.values():
-            for conn in queue:
-                if conn.done.connection_id == connection_id:
-                    return conn
-        return self._drained.get(connection_id)
 
     # --- LinkOwner (loop thread) --------------------------------------------------------
 
@@ -294,66 +260,31 @@ class TCPBackend(Handover, NetworkBackend):
         if self._stopped:
             raise ErrNoConnection("node is stopping")
         self._check_identity(link, done.peer_name)
-        if isinstance(done, JoinComplete):
-            conn = self._by_id(done.connection_id)
-            if conn is None or conn.peer != done.peer_name:
-                raise ErrNoConnection(f"join for unknown connection to {done.peer_name}")
-            conn.links.append(link)
-            self._links.add(link)
-            self._link_conn[link] = conn
-            self._allow_batches(link, conn)
-            if conn.draining or conn.closed:  # a connection on its way out: close it likewise
-                link.send_close(conn.replaced)
-            return
-        old = self._conns.get(done.peer_name)
-        replacing: Connection | None = None
-        if old is not None:
-            same = old.done.peer_creation == done.peer_creation
-            if same and done.replace:
-                replacing = old
-            elif same and (old.dialed or link.dialer):
-                raise ErrTaken(f"already connected to {done.peer_name}")
-            else:
-                why = "restarted" if not same else "replaced its connection"
-                self._drop(old, ErrNoConnection(f"{done.peer_name} {why}"))
-        conn = Connection(done.peer_name, done, [link], dialed=link.dialer)
-        self._conns[done.peer_name] = conn
-        self._links.add(link)
-        self._link_conn[link] = conn
-        self._allow_batches(link, conn)
-        if replacing is not None:
-            self._start_drain(replacing, replaced=True, why="handed over to a new connection")
-        self._hold_behind_draining(conn)
-        tls = link.tls
-        log.info(
-            "%s: %s %s (%s, cert version %s, peer cert %s)",
-            self._name,
-            "connection handed over to" if replacing is not None else "connected to",
-            done.peer_name,
-            tls.version if tls and tls.version else "plain TCP",
-            tls.local_state.version if tls and tls.local_state else "-",
-            tls.peer.fingerprint[:16] if tls and tls.peer else "-",
-        )
-        ev = self._arrived.pop(done.peer_name, None)
-        if ev is not None:
-            ev.set()
-
-    @staticmethod
-    def _allow_batches(link: LinkProtocol, conn: Connection) -> None:
-        """Let the link's writer merge bursts of sends, within the peer's frame limit."""
-        if link.writer is not None:
-            peer = conn.done.peer_max_message_size
-            link.writer.batch_limit = min(peer, fr.BATCH_MAX) if peer else fr.BATCH_MAX
+        self._table.install(link, done)
 
     def link_frames(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
-        if self._holding:
-            conn = self._link_conn.get(link)
-            if conn is not None and conn.held is not None:
-                conn.held.append((link, frames))
-                return
-        self._dispatch_all(link, frames)
+        if not self._table.hold_frames(link, frames):
+            self.dispatch_all(link, frames)
 
-    def _dispatch_all(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
+    def link_peer_closed(self, link: LinkProtocol, replaced: bool) -> None:
+        self._table.link_peer_closed(link, replaced)
+
+    def link_lost(self, link: LinkProtocol, exc: BaseException | None) -> None:
+        self._table.link_lost(link, exc)
+
+    # ConnectionOwner
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def connection_dropped(self, peer: str) -> None:
+        for task, node in list(self._joins.items()):
+            if node == peer:
+                task.cancel()  # a join for a connection that is gone
+        self._spawn.connection_lost(peer)
+
+    def dispatch_all(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
         """Route ``frames`` in order; a run of plain messages goes to the router at once.
 
         The run is handed over before any other frame (a call, an exit, a
@@ -391,55 +322,12 @@ class TCPBackend(Handover, NetworkBackend):
             exc,
         )
 
-    def link_peer_closed(self, link: LinkProtocol, replaced: bool) -> None:
-        conn = self._link_conn.get(link)
-        if conn is None:
-            return
-        if conn.held is not None:  # behind frames still held: handled in turn
-            conn.held.append((link, replaced))
-            return
-        self._peer_closed(conn, replaced)
-
-    def link_lost(self, link: LinkProtocol, exc: BaseException | None) -> None:
-        self._links.discard(link)
-        conn = self._link_conn.pop(link, None)
-        if conn is None or conn.closed:
-            return
-        if conn.draining:
-            if link in conn.links:
-                conn.links.remove(link)
-            if link.closed_cleanly:
-                self._drain_progress(conn)
-            else:
-                why = f"connection to {conn.peer} lost while closing: {exc or 'closed early'}"
-                self._abandon(conn, ErrNoConnection(why))
-            return
-        if link in conn.links:
-            self._drop(conn, ErrNoConnection(f"connection to {conn.peer} lost: {exc or 'closed'}"))
-
-    def _drop(self, conn: Connection, reason: ErrNoConnection) -> None:
-        if conn.closed:
-            return
-        conn.closed = True
-        conn.drained.set()
-        if self._conns.get(conn.peer) is conn:
-            del self._conns[conn.peer]
-        self._unhold(conn, dispatch=False)  # at most once: the node-down below says so
-        for link in conn.links:
-            link.close()
-        for task, peer in list(self._joins.items()):
-            if peer == conn.peer:
-                task.cancel()  # a join for a connection that is gone
-        self._spawn.connection_lost(conn.peer)
-        log.info("%s: %s", self._name, reason)
-        self._node_down(conn.peer, reason)
-
     # --- inbound frames (loop thread) ---------------------------------------------------
 
-    def _owes_replies(self, peer: str) -> bool:
+    def owes_replies(self, peer: str) -> bool:
         return bool(self._owed.get(peer))
 
-    def _node_down(self, peer: str, reason: ErrNoConnection) -> None:
+    def node_down(self, peer: str, reason: ErrNoConnection) -> None:
         self._owed.pop(peer, None)  # the router forgets those calls: nobody will answer
         self._router.route_node_down(peer, reason)
 
@@ -519,11 +407,11 @@ class TCPBackend(Handover, NetworkBackend):
         conn = self._conns.get(node)
         if conn is not None:
             return conn
-        for old in list(self._draining.get(node, ())):
+        for old in list(self._table.draining.get(node, ())):
             if not old.replaced:
                 # Closed on purpose: let the peer finish forgetting it first,
                 # or our new dial would meet the old connection there.
-                await self._await_drained(old)
+                await self._table.await_drained(old)
         conn = self._conns.get(node)
         if conn is not None:
             return conn
@@ -558,7 +446,7 @@ class TCPBackend(Handover, NetworkBackend):
                 # "simultaneous": the peer's dial to us wins the tie-break;
                 # "name taken": its dial already won. Either way use that one.
                 if exc.reason in ("simultaneous", "name taken"):
-                    conn = await self._await_incoming(node, replacing)
+                    conn = await self._table.await_incoming(node, replacing)
                     if conn is not None:
                         return conn
                 errors.append(f"rejected: {exc.reason}")
@@ -578,19 +466,6 @@ class TCPBackend(Handover, NetworkBackend):
             else "",
         )
         raise ErrNoConnection(f"cannot connect to {node}: {why}")
-
-    async def _await_incoming(
-        self, node: str, replacing: Connection | None = None
-    ) -> Connection | None:
-        """The peer's connection to us that won over our dial (other than ``replacing``)."""
-        conn = self._conns.get(node)
-        if conn is not None and conn is not replacing:
-            return conn
-        ev = self._arrived.setdefault(node, asyncio.Event())
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(ev.wait(), self._net.handshake_timeout)
-        conn = self._conns.get(node)
-        return conn if conn is not replacing else None
 
     async def _open_link(
         self,
@@ -692,7 +567,7 @@ class TCPBackend(Handover, NetworkBackend):
             self._joins.pop(task, None)
             conn.joining -= 1
             if conn.draining and not conn.closed:
-                self._drain_progress(conn)
+                self._table.drain_progress(conn)
             if task.cancelled() or task.exception() is None:
                 return
             # A join that lost the race with its connection's end is expected.
@@ -857,7 +732,7 @@ class TCPBackend(Handover, NetworkBackend):
                 if not owed and to.node in self._owing:
                     # Written (queued on the link) before this: the Close goes behind it.
                     with contextlib.suppress(ErgoError):
-                        self._lt.call_soon(self._replies_written, to.node)
+                        self._lt.call_soon(self._table.replies_written, to.node)
 
     def link(self, from_pid: PID, target: RemoteTarget) -> None:
         self._send_frame(target.node, fr.Link(from_pid, target))
@@ -951,11 +826,11 @@ class TCPBackend(Handover, NetworkBackend):
         async def close() -> None:
             conn = self._conns.get(name)
             if conn is not None:
-                self._start_drain(conn, replaced=False, why="disconnect()")
-            for old in list(self._draining.get(name, ())):
-                await self._await_drained(old)
+                self._table.start_drain(conn, replaced=False, why="disconnect()")
+            for old in list(self._table.draining.get(name, ())):
+                await self._table.await_drained(old)
 
-        self._lt.run(close(), timeout=self._drain_timeout + 5.0)
+        self._lt.run(close(), timeout=self._table.drain_timeout + 5.0)
 
     async def _replace(self, name: str, old: Connection) -> None:
         """Dial a replacement for ``old``; done when it, or the peer's own, took over."""
@@ -1008,7 +883,7 @@ class TCPBackend(Handover, NetworkBackend):
                 # No longer "dialling" once our connection is up (or failed):
                 # the peer's own reconnect must not be refused as simultaneous.
                 del self._replacing[name]
-            await self._await_drained(old)  # the peer has switched too; the old one is gone
+            await self._table.await_drained(old)  # the peer has switched too; the old one is gone
 
         try:
             self._lt.run(renew(), timeout=self._dial_budget)

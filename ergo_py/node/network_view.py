@@ -15,7 +15,7 @@ from ergo_py.gen.options import ProcessOptions
 from ergo_py.net.link import LinkProtocol
 
 if TYPE_CHECKING:
-    from ergo_py.node.connection import Connection
+    from ergo_py.node.connections import Connection
     from ergo_py.node.network import TCPBackend
 
 # Shown per link only: the connection's own figures are their sums.

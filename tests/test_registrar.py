@@ -14,11 +14,11 @@ import pytest
 
 from ergo_py import gen
 from ergo_py.net.registrar import Registrar
-from ergo_py.net.registrar_proto import (
+from ergo_py.net.registrar.proto import (
     HEADER,
     PROTOCOL_VERSION,
-    FrameDecoder,
     Message,
+    MessageDecoder,
     Register,
     RegisterReply,
     Resolve,
@@ -124,7 +124,7 @@ MESSAGES: list[Message] = [
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
 def test_every_message_survives_a_round_trip(message: Message) -> None:
-    decoder = FrameDecoder()
+    decoder = MessageDecoder()
     decoder.receive_data(encode(message))
     assert decoder.next_message() == message
     assert decoder.next_message() is None
@@ -133,7 +133,7 @@ def test_every_message_survives_a_round_trip(message: Message) -> None:
 
 def test_decoder_reassembles_frames_fed_byte_by_byte_and_splits_glued_ones() -> None:
     stream = b"".join(encode(m) for m in MESSAGES)
-    decoder = FrameDecoder()
+    decoder = MessageDecoder()
     out: list[Message] = []
     for i in range(len(stream)):
         decoder.receive_data(stream[i : i + 1])
@@ -141,7 +141,7 @@ def test_decoder_reassembles_frames_fed_byte_by_byte_and_splits_glued_ones() -> 
             out.append(m)
     assert out == MESSAGES
 
-    decoder = FrameDecoder()
+    decoder = MessageDecoder()
     decoder.receive_data(stream)
     glued = []
     while (m := decoder.next_message()) is not None:
@@ -177,21 +177,21 @@ MALFORMED = {
 
 @pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_frames_raise_remote_protocol_error(data: bytes) -> None:
-    decoder = FrameDecoder()
+    decoder = MessageDecoder()
     decoder.receive_data(data)
     with pytest.raises(gen.RemoteProtocolError):
         decoder.next_message()
 
 
 def test_oversize_frame_is_refused_as_soon_as_its_header_arrives() -> None:
-    decoder = FrameDecoder(max_frame_size=100)
+    decoder = MessageDecoder(max_frame_size=100)
     decoder.receive_data(HEADER.pack(PROTOCOL_VERSION, Resolve.TYPE, 101))
     with pytest.raises(gen.RemoteProtocolError, match="exceeds"):
         decoder.next_message()
 
 
 def test_decoder_stays_broken_after_an_error() -> None:
-    decoder = FrameDecoder()
+    decoder = MessageDecoder()
     decoder.receive_data(MALFORMED["unknown type"])
     with pytest.raises(gen.RemoteProtocolError):
         decoder.next_message()
@@ -371,7 +371,7 @@ def test_closed_raw_lease_drops_its_registration() -> None:
         async with started(port, "a@localhost", [ROUTE_A]) as a:
             reader, writer = await raw_connection(port)
             writer.write(encode(Register("raw@localhost", (ROUTE_B,))))
-            decoder = FrameDecoder()
+            decoder = MessageDecoder()
             while (reply := decoder.next_message()) is None:
                 decoder.receive_data(await asyncio.wait_for(reader.read(4096), WAIT))
             assert reply == RegisterReply()

@@ -11,7 +11,8 @@ import pytest
 from conftest import wait_threads_gone
 
 from ergo_py import act, gen
-from ergo_py.net.registrar import Registrar, Route, is_local_host
+from ergo_py.net.registrar import Registrar, Route
+from ergo_py.net.registrar.client import is_local_host
 from ergo_py.testing import Cluster, free_port
 
 OTHER_HOST = "127.0.0.2"  # stands in for another machine: loopback, but not "this host"

@@ -70,8 +70,7 @@ from ergo_py.net.handshake import (
 )
 from ergo_py.net.link import LinkProtocol, TLSDetails
 from ergo_py.net.loop import LoopThread
-from ergo_py.net.registrar import Registrar
-from ergo_py.net.registrar_proto import Route
+from ergo_py.net.registrar import Registrar, Route
 from ergo_py.net.tls import client_context_for_dial
 from ergo_py.net.writer import BatchWriter
 from ergo_py.node.acceptor import Acceptor

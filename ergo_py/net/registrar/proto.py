@@ -4,7 +4,7 @@ Our own protocol in the spirit of Ergo's "ESRD R1" (not byte compatible with
 Go). A frame is ``[version: u8][type: u8][length: u32 BE][msgpack body]``; the
 body is a msgpack array holding the message's fields in order. Nothing here
 touches a socket: :func:`encode` turns a message into one frame and
-:class:`FrameDecoder` turns a byte stream into messages. Anything malformed
+:class:`MessageDecoder` turns a byte stream into messages. Anything malformed
 raises ``gen.RemoteProtocolError``; a frame over the size limit is refused at
 the sender with ``gen.ErrTooLarge`` and at the receiver (as soon as its header
 arrives) with ``gen.RemoteProtocolError``.
@@ -72,6 +72,12 @@ def _check_node(node: object) -> str:
     if len(node.encode("utf-8", "surrogatepass")) > MAX_NODE_NAME_BYTES:
         raise ErrIncorrect(f"node name longer than {MAX_NODE_NAME_BYTES} bytes")
     return node
+
+
+def valid_node_name(name: str) -> bool:
+    """Whether ``name`` is ``node@host`` with both parts, as the registrar accepts it."""
+    node, sep, host = name.partition("@")
+    return bool(sep and node and host and "@" not in host)
 
 
 def _is_int(value: object) -> bool:
@@ -297,8 +303,10 @@ def decode_body(type_code: int, body: bytes) -> Message:
         raise RemoteProtocolError(f"registrar: malformed {cls.__name__}: {exc}") from exc
 
 
-class FrameDecoder:
-    """Turns a byte stream into messages, one frame at a time.
+class MessageDecoder:
+    """Turns a byte stream into registrar messages, one frame at a time.
+
+    (Not to be confused with ``net.frames.FrameDecoder``, the node links' one.)
 
     Feed bytes with :meth:`receive_data`; take messages with
     :meth:`next_message` until it returns None. After it has raised
@@ -354,3 +362,13 @@ class FrameDecoder:
         body = bytes(self._buffer[HEADER.size : end])
         del self._buffer[:end]
         return decode_body(type_code, body)
+
+
+def one_message(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Message:
+    """The single message a datagram must hold (``gen.RemoteProtocolError`` otherwise)."""
+    decoder = MessageDecoder(max_frame_size)
+    decoder.receive_data(data)
+    message = decoder.next_message()
+    if message is None or decoder.buffered:
+        raise RemoteProtocolError("a datagram must hold exactly one whole message")
+    return message

@@ -61,6 +61,7 @@ from ergo_py.gen.options import (
     NodeOptions,
     ProcessOptions,
 )
+from ergo_py.gen.registrar import Registrar, Route
 from ergo_py.net import frames as fr
 from ergo_py.net.handshake import (
     DialerHandshake,
@@ -70,7 +71,7 @@ from ergo_py.net.handshake import (
 )
 from ergo_py.net.link import LinkProtocol, TLSDetails
 from ergo_py.net.loop import LoopThread
-from ergo_py.net.registrar import Registrar, Route
+from ergo_py.net.registrar import EmbeddedRegistrar
 from ergo_py.net.tls import client_context_for_dial
 from ergo_py.net.writer import BatchWriter
 from ergo_py.node.acceptor import Acceptor
@@ -173,14 +174,14 @@ class TCPBackend(Handover, NetworkBackend, Network):
         resolve_host = self._net.registrar_resolve_host
         if resolve_host == "":
             resolve_host = self._acceptors[0].host if self._acceptors else None
-        reg = Registrar(port=self._net.registrar_port, resolve_host=resolve_host)
+        reg = EmbeddedRegistrar(port=self._net.registrar_port, resolve_host=resolve_host)
         try:
             await reg.start(self._name, routes)
         except ErrTaken as exc:
             raise NodeError(f"node name {self._name} is taken on this host: {exc}") from exc
         except ErgoError as exc:
             log.warning("%s: registrar unavailable (%s); static routes only", self._name, exc)
-            await reg.stop()
+            await reg.close()
             return
         self._registrar = reg
 
@@ -195,7 +196,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
             task.cancel()
         if self._registrar is not None:
             with contextlib.suppress(Exception):
-                await self._registrar.stop()
+                await self._registrar.close()
         for acc in self._acceptors:
             acc.close()
         for link in list(self._links):
@@ -540,11 +541,11 @@ class TCPBackend(Handover, NetworkBackend, Network):
         reg = self._registrar
         if reg is None:
             if self._net.registrar_enabled and self._net.mode != NetworkMode.DISABLED:
-                reg = Registrar(port=self._net.registrar_port)
+                reg = EmbeddedRegistrar(port=self._net.registrar_port)
                 try:
                     return [self._route_of(r) for r in await reg.resolve(node)]
                 finally:
-                    await reg.stop()
+                    await reg.close()
             raise ErrNoRoute(f"no route to {node}")
         return [self._route_of(r) for r in await reg.resolve(node)]
 

@@ -1,11 +1,14 @@
-"""The embedded registrar: one node per host serves, the others register with it.
+"""Registrars: the ``Registrar`` protocol and the embedded registrar that implements it.
 
-``proto`` is the wire format (sans-IO), ``server`` the serving side (the table,
-the TCP service, UDP answers to other hosts), ``client`` the node's handle
-(``Registrar``), which serves or registers.
+``Registrar`` is what the node talks to; it is declared in ``gen.registrar``
+so that options can name it, and hands out ``gen.Route``. The embedded
+registrar, the default, is split by job: ``proto`` is its wire format
+(sans-IO), ``server`` the serving side (the table, the TCP service, UDP
+answers to other hosts) and ``client`` the node's handle
+(``EmbeddedRegistrar``), which serves or registers.
 """
 
-from ergo_py.net.registrar.client import Registrar
-from ergo_py.net.registrar.proto import Route
+from ergo_py.gen.registrar import Registrar
+from ergo_py.net.registrar.client import EmbeddedRegistrar
 
-__all__ = ["Registrar", "Route"]
+__all__ = ["EmbeddedRegistrar", "Registrar"]

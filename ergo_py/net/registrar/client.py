@@ -34,10 +34,12 @@ from ergo_py.gen.errors import (
     ErrNoConnection,
     ErrNodeTerminated,
     ErrTimeout,
+    ErrUnsupported,
     LocalProtocolError,
     RemoteProtocolError,
 )
 from ergo_py.gen.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REGISTRAR_PORT
+from ergo_py.gen.registrar import Route
 from ergo_py.net.registrar.proto import (
     DEFAULT_MAX_FRAME_SIZE,
     Message,
@@ -46,7 +48,6 @@ from ergo_py.net.registrar.proto import (
     RegisterReply,
     Resolve,
     ResolveReply,
-    Route,
     Unregister,
     encode,
     error_for,
@@ -62,7 +63,7 @@ __all__ = [
     "DEFAULT_RESOLVE_TIMEOUT",
     "DEFAULT_RETRY_INTERVAL",
     "REGISTRAR_HOST",
-    "Registrar",
+    "EmbeddedRegistrar",
     "is_local_host",
 ]
 
@@ -144,13 +145,14 @@ async def _read_message(
     return message
 
 
-class Registrar:
+class EmbeddedRegistrar:
     """The node's handle on the host's registrar, serving it or registered with it.
 
-    Lifecycle: ``start`` once, ``resolve`` any number of times, ``stop`` once
-    (idempotent). The Registrar owns the server (when it serves), the lease
-    connection and the one background task that watches the lease and fails
-    over; ``stop`` ends all of them. Every network wait is bounded:
+    The default ``net.Registrar``. Lifecycle: ``start`` once (or never: then
+    it only resolves), ``resolve`` any number of times, ``close`` once
+    (idempotent). It owns the server (when it serves), the lease connection
+    and the one background task that watches the lease and fails over;
+    ``close`` ends all of them. Every network wait is bounded:
     ``connect_timeout`` per connect, ``resolve_timeout`` per request,
     ``frame_timeout`` per begun frame.
     """
@@ -250,8 +252,8 @@ class Registrar:
                 self._supervise(), name=f"registrar-lease[{node_name}]"
             )
 
-    async def resolve(self, name: str) -> list[Route]:
-        """The routes ``name`` registered on this host.
+    async def resolve(self, node_name: str) -> list[Route]:
+        """The routes ``node_name`` registered (with this host's registrar, or its host's).
 
         Raises ``gen.ErrNoRoute`` if it is not registered,
         ``gen.ErrNoConnection`` if no registrar could be reached and
@@ -261,33 +263,33 @@ class Registrar:
         """
         if self._stopped:
             raise ErrNodeTerminated("registrar is stopped")
-        Resolve(name)  # validates the name
-        host = name.rpartition("@")[2]
+        Resolve(node_name)  # validates the name
+        host = node_name.rpartition("@")[2]
         if not is_local_host(host):
-            return await self._resolve_remote(host, name)
+            return await self._resolve_remote(host, node_name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._resolve_timeout
         last: ErrNoConnection | None = None
         while True:
             if self._server is not None:
-                routes, error = self._server.lookup_code(name)
+                routes, error = self._server.lookup_code(node_name)
                 if error is not None:
-                    raise error_for(error, name)
+                    raise error_for(error, node_name)
                 return list(routes)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             try:
-                reply = await self._request(Resolve(name), remaining)
+                reply = await self._request(Resolve(node_name), remaining)
             except ErrNoConnection as exc:
                 last = exc
-                log.debug("registrar: resolve %s: %s; retrying", name, exc)
+                log.debug("registrar: resolve %s: %s; retrying", node_name, exc)
                 await asyncio.sleep(min(self._retry_interval, max(0.0, deadline - loop.time())))
                 continue
             if not isinstance(reply, ResolveReply):
                 raise RemoteProtocolError(f"expected ResolveReply, got {type(reply).__name__}")
             if reply.error is not None:
-                raise error_for(reply.error, name)
+                raise error_for(reply.error, node_name)
             return list(reply.routes)
         raise ErrNoConnection(f"no registrar reachable on port {self._port}: {last}") from last
 
@@ -320,10 +322,21 @@ class Registrar:
             raise error_for(message.error, name)
         return list(message.routes)
 
-    async def stop(self) -> None:
+    def nodes(self) -> list[str]:
+        """The nodes registered on this host, sorted, while this node serves the registrar.
+
+        ``gen.ErrUnsupported`` on any other node: the wire protocol has no
+        listing, so only the serving node sees the table. Any thread.
+        """
+        server = self._server
+        if server is None:
+            raise ErrUnsupported("the embedded registrar lists nodes only where it serves")
+        return server.names()
+
+    async def close(self) -> None:
         """End the lease (the server drops our registration), the server and the task.
 
-        Idempotent; after it returns nothing the Registrar started is running.
+        Idempotent; after it returns nothing this registrar started is running.
         """
         if self._stopped:
             return
@@ -430,8 +443,8 @@ class Registrar:
     async def _supervise(self) -> None:
         """Watch the lease; when it breaks, fail over until registered or serving again.
 
-        Ends by cancellation (``stop``) or by becoming the server. The lease
-        itself belongs to the Registrar (``self._lease``), so a stop that
+        Ends by cancellation (``close``) or by becoming the server. The lease
+        itself belongs to the registrar (``self._lease``), so a close that
         cancels this task before it ever ran still closes it.
         """
         while self._lease is not None:

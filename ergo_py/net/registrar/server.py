@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Final, cast
 
 from ergo_py.gen.errors import ErgoError, ErrTimeout, ErrTooLarge, RemoteProtocolError
+from ergo_py.gen.registrar import Route
 from ergo_py.net.registrar.proto import (
     ERROR_INCORRECT,
     ERROR_NO_ROUTE,
@@ -29,7 +30,6 @@ from ergo_py.net.registrar.proto import (
     RegisterReply,
     Resolve,
     ResolveReply,
-    Route,
     Unregister,
     encode,
     one_message,
@@ -321,6 +321,10 @@ class _Server:
             return ERROR_TAKEN
         self._entries[node] = (routes, owner)
         return None
+
+    def names(self) -> list[str]:
+        """The registered node names, sorted (a copy: safe from any thread)."""
+        return sorted(self._entries.copy())
 
     def lookup_code(self, node: str) -> tuple[tuple[Route, ...], str | None]:
         entry = self._entries.get(node)

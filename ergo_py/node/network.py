@@ -171,19 +171,30 @@ class TCPBackend(Handover, NetworkBackend, Network):
             )
             for a in self._acceptors
         ]
-        resolve_host = self._net.registrar_resolve_host
-        if resolve_host == "":
-            resolve_host = self._acceptors[0].host if self._acceptors else None
-        reg = EmbeddedRegistrar(port=self._net.registrar_port, resolve_host=resolve_host)
+        reg = self.registrar()
+        if reg is None:
+            return
         try:
             await reg.start(self._name, routes)
         except ErrTaken as exc:
-            raise NodeError(f"node name {self._name} is taken on this host: {exc}") from exc
+            raise NodeError(f"node name {self._name} is taken: {exc}") from exc
         except ErgoError as exc:
-            log.warning("%s: registrar unavailable (%s); static routes only", self._name, exc)
-            await reg.close()
-            return
-        self._registrar = reg
+            # Resolving through it may still work; only our registration is missing.
+            log.warning("%s: not registered (%s); reachable by static routes only", self._name, exc)
+
+    def _new_registrar(self) -> Registrar | None:
+        """The registrar the options ask for: theirs, else the embedded one (None: off)."""
+        if not self._net.registrar_enabled:
+            return None
+        reg = self._net.registrar
+        if reg is None:
+            resolve_host = self._net.registrar_resolve_host
+            if resolve_host == "":
+                resolve_host = self._acceptors[0].host if self._acceptors else None
+            return EmbeddedRegistrar(port=self._net.registrar_port, resolve_host=resolve_host)
+        if not isinstance(reg, Registrar):
+            raise NodeError(f"network.registrar is not a net.Registrar: {type(reg).__name__}")
+        return reg
 
     def stop(self) -> None:
         if self._stopped:
@@ -194,9 +205,10 @@ class TCPBackend(Handover, NetworkBackend, Network):
     async def _close_all(self) -> None:
         for task in list(self._joins):
             task.cancel()
-        if self._registrar is not None:
+        reg = self._registrar if self._registrar is not None else self._net.registrar
+        if reg is not None:
             with contextlib.suppress(Exception):
-                await self._registrar.close()
+                await reg.close()
         for acc in self._acceptors:
             acc.close()
         for link in list(self._links):
@@ -538,14 +550,8 @@ class TCPBackend(Handover, NetworkBackend, Network):
         static = self._resolve_static(node)
         if static:
             return static
-        reg = self._registrar
+        reg = self.registrar()
         if reg is None:
-            if self._net.registrar_enabled and self._net.mode != NetworkMode.DISABLED:
-                reg = EmbeddedRegistrar(port=self._net.registrar_port)
-                try:
-                    return [self._route_of(r) for r in await reg.resolve(node)]
-                finally:
-                    await reg.close()
             raise ErrNoRoute(f"no route to {node}")
         return [self._route_of(r) for r in await reg.resolve(node)]
 
@@ -967,6 +973,13 @@ class TCPBackend(Handover, NetworkBackend, Network):
 
     def nodes(self) -> list[str]:
         return sorted(self._conns)
+
+    def registrar(self) -> Registrar | None:
+        # Made on first use: a hidden node never starts one, but resolves.
+        with self._routes_lock:
+            if self._registrar is None:
+                self._registrar = self._new_registrar()
+            return self._registrar
 
     def info(self, name: str) -> dict[str, Any]:
         conn = self._conns.get(name)

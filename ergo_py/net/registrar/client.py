@@ -15,7 +15,8 @@ registrar serving there (its server listens for them on ``resolve_host``,
 by default the node's acceptor host). Hidden nodes neither serve nor
 register, but may resolve.
 
-Everything here runs on one event loop (the node's); no method is thread-safe.
+Everything here runs on one event loop (the node's); only ``nodes`` may be called
+from another thread.
 The serving side is :mod:`.server`; the wire format is :mod:`.proto`.
 """
 

@@ -6,7 +6,8 @@ each registration belongs to the TCP connection it arrived on (its lease) and
 goes when that connection closes. ``_ResolveService`` answers Resolve
 datagrams from other hosts with the same table.
 
-Everything here runs on one event loop (the node's); no method is thread-safe.
+Everything here runs on one event loop (the node's); only ``_Server.names`` may be
+called from another thread.
 """
 
 from __future__ import annotations

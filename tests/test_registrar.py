@@ -12,18 +12,18 @@ from typing import Any, TypeVar
 import msgpack
 import pytest
 
-from ergo_py import gen
-from ergo_py.net.registrar import Registrar
-from ergo_py.net.registrar_proto import (
+from ergo_py import gen, net
+from ergo_py.gen import Route
+from ergo_py.net.registrar import EmbeddedRegistrar
+from ergo_py.net.registrar.proto import (
     HEADER,
     PROTOCOL_VERSION,
-    FrameDecoder,
     Message,
+    MessageDecoder,
     Register,
     RegisterReply,
     Resolve,
     ResolveReply,
-    Route,
     Unregister,
     encode,
 )
@@ -48,7 +48,7 @@ def free_port() -> int:
         return port
 
 
-def make(port: int, **kwargs: Any) -> Registrar:
+def make(port: int, **kwargs: Any) -> EmbeddedRegistrar:
     options: dict[str, Any] = {
         "port": port,
         "retry_interval": 0.05,
@@ -57,19 +57,19 @@ def make(port: int, **kwargs: Any) -> Registrar:
         "frame_timeout": 0.5,
     }
     options.update(kwargs)
-    return Registrar(**options)
+    return EmbeddedRegistrar(**options)
 
 
 @asynccontextmanager
 async def started(
     port: int, name: str, routes: list[Route], **kwargs: Any
-) -> AsyncIterator[Registrar]:
+) -> AsyncIterator[EmbeddedRegistrar]:
     reg = make(port, **kwargs)
     await reg.start(name, routes)
     try:
         yield reg
     finally:
-        await reg.stop()
+        await reg.close()
 
 
 async def eventually(check: Callable[[], Awaitable[T]], timeout: float = WAIT) -> T:
@@ -85,7 +85,7 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float = WAIT) -
         await asyncio.sleep(0.02)
 
 
-async def unresolvable(reg: Registrar, name: str) -> None:
+async def unresolvable(reg: EmbeddedRegistrar, name: str) -> None:
     """Passes once ``name`` resolves to ErrNoRoute; an AssertionError before."""
     try:
         routes = await reg.resolve(name)
@@ -124,7 +124,7 @@ MESSAGES: list[Message] = [
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
 def test_every_message_survives_a_round_trip(message: Message) -> None:
-    decoder = FrameDecoder()
+    decoder = MessageDecoder()
     decoder.receive_data(encode(message))
     assert decoder.next_message() == message
     assert decoder.next_message() is None
@@ -133,7 +133,7 @@ def test_every_message_survives_a_round_trip(message: Message) -> None:
 
 def test_decoder_reassembles_frames_fed_byte_by_byte_and_splits_glued_ones() -> None:
     stream = b"".join(encode(m) for m in MESSAGES)
-    decoder = FrameDecoder()
+    decoder = MessageDecoder()
     out: list[Message] = []
     for i in range(len(stream)):
         decoder.receive_data(stream[i : i + 1])
@@ -141,7 +141,7 @@ def test_decoder_reassembles_frames_fed_byte_by_byte_and_splits_glued_ones() -> 
             out.append(m)
     assert out == MESSAGES
 
-    decoder = FrameDecoder()
+    decoder = MessageDecoder()
     decoder.receive_data(stream)
     glued = []
     while (m := decoder.next_message()) is not None:
@@ -177,21 +177,21 @@ MALFORMED = {
 
 @pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_frames_raise_remote_protocol_error(data: bytes) -> None:
-    decoder = FrameDecoder()
+    decoder = MessageDecoder()
     decoder.receive_data(data)
     with pytest.raises(gen.RemoteProtocolError):
         decoder.next_message()
 
 
 def test_oversize_frame_is_refused_as_soon_as_its_header_arrives() -> None:
-    decoder = FrameDecoder(max_frame_size=100)
+    decoder = MessageDecoder(max_frame_size=100)
     decoder.receive_data(HEADER.pack(PROTOCOL_VERSION, Resolve.TYPE, 101))
     with pytest.raises(gen.RemoteProtocolError, match="exceeds"):
         decoder.next_message()
 
 
 def test_decoder_stays_broken_after_an_error() -> None:
-    decoder = FrameDecoder()
+    decoder = MessageDecoder()
     decoder.receive_data(MALFORMED["unknown type"])
     with pytest.raises(gen.RemoteProtocolError):
         decoder.next_message()
@@ -242,6 +242,24 @@ def test_first_node_serves_and_second_registers_and_both_resolve_each_other() ->
     run(main())
 
 
+def test_embedded_registrar_implements_the_registrar_protocol() -> None:
+    assert isinstance(EmbeddedRegistrar(), net.Registrar)
+
+
+def test_serving_node_lists_the_hosts_nodes_and_a_client_cannot() -> None:
+    async def main() -> None:
+        port = free_port()
+        async with (
+            started(port, "a@localhost", [ROUTE_A]) as a,
+            started(port, "b@localhost", [ROUTE_B]) as b,
+        ):
+            assert a.nodes() == ["a@localhost", "b@localhost"]
+            with pytest.raises(gen.ErrUnsupported):
+                b.nodes()
+
+    run(main())
+
+
 def test_second_registrant_of_a_name_gets_err_taken() -> None:
     async def main() -> None:
         port = free_port()
@@ -250,11 +268,11 @@ def test_second_registrant_of_a_name_gets_err_taken() -> None:
             with pytest.raises(gen.ErrTaken):
                 await dup.start("b@localhost", [ROUTE_C])
             assert not dup.is_server
-            await dup.stop()
+            await dup.close()
             served_dup = make(port)
             with pytest.raises(gen.ErrTaken):
                 await served_dup.start("a@localhost", [ROUTE_C])
-            await served_dup.stop()
+            await served_dup.close()
             assert await make(port).resolve("b@localhost") == [ROUTE_B]
 
     run(main())
@@ -288,7 +306,7 @@ def test_start_without_routes_or_with_a_bad_name_raises_err_incorrect() -> None:
         assert not reg.is_server
         await reg.start("a@localhost", [ROUTE_A])
         assert reg.is_server
-        await reg.stop()
+        await reg.close()
 
     run(main())
 
@@ -305,7 +323,7 @@ def test_hidden_node_neither_serves_nor_registers_but_resolves() -> None:
                 with pytest.raises(gen.ErrNoRoute):
                     await a.resolve("h@localhost")
             finally:
-                await hidden.stop()
+                await hidden.close()
 
     run(main())
 
@@ -315,7 +333,7 @@ def test_resolve_without_any_registrar_raises_err_no_connection() -> None:
         reg = make(free_port(), resolve_timeout=0.2)
         with pytest.raises(gen.ErrNoConnection):
             await reg.resolve("a@localhost")
-        await reg.stop()
+        await reg.close()
 
     run(main())
 
@@ -329,7 +347,7 @@ def test_start_against_a_silent_port_holder_raises_err_timeout() -> None:
             with pytest.raises(gen.ErrTimeout):
                 await reg.start("a@localhost", [ROUTE_A])
             assert not reg.is_server
-            await reg.stop()
+            await reg.close()
 
     run(main())
 
@@ -342,7 +360,7 @@ def test_resolve_against_a_silent_port_holder_raises_err_timeout() -> None:
             reg = make(holder.getsockname()[1], resolve_timeout=0.2)
             with pytest.raises(gen.ErrTimeout):
                 await reg.resolve("a@localhost")
-            await reg.stop()
+            await reg.close()
 
     run(main())
 
@@ -356,7 +374,7 @@ def test_client_stop_drops_its_registration_and_frees_the_name() -> None:
         async with started(port, "a@localhost", [ROUTE_A]) as a:
             b = make(port)
             await b.start("b@localhost", [ROUTE_B])
-            await b.stop()
+            await b.close()
 
             await eventually(lambda: unresolvable(a, "b@localhost"))
             async with started(port, "b@localhost", [ROUTE_C]):
@@ -371,7 +389,7 @@ def test_closed_raw_lease_drops_its_registration() -> None:
         async with started(port, "a@localhost", [ROUTE_A]) as a:
             reader, writer = await raw_connection(port)
             writer.write(encode(Register("raw@localhost", (ROUTE_B,))))
-            decoder = FrameDecoder()
+            decoder = MessageDecoder()
             while (reply := decoder.next_message()) is None:
                 decoder.receive_data(await asyncio.wait_for(reader.read(4096), WAIT))
             assert reply == RegisterReply()
@@ -394,7 +412,7 @@ def test_clients_fail_over_when_the_server_stops() -> None:
             started(port, "c@localhost", [ROUTE_C]) as c,
         ):
             assert a.is_server
-            await a.stop()
+            await a.close()
 
             async def new_server() -> None:
                 assert b.is_server or c.is_server
@@ -415,7 +433,7 @@ def test_node_started_during_failover_joins_and_everyone_resolves_everyone() -> 
         a = make(port)
         await a.start("a@localhost", [ROUTE_A])
         async with started(port, "b@localhost", [ROUTE_B], retry_interval=0.2) as b:
-            await a.stop()
+            await a.close()
             async with started(port, "c@localhost", [ROUTE_C]) as c:
                 assert await eventually(lambda: c.resolve("b@localhost")) == [ROUTE_B]
                 assert await eventually(lambda: b.resolve("c@localhost")) == [ROUTE_C]
@@ -432,9 +450,9 @@ def test_stop_is_idempotent_and_leaves_no_task_running() -> None:
         b = make(port)
         await a.start("a@localhost", [ROUTE_A])
         await b.start("b@localhost", [ROUTE_B])
-        await b.stop()
-        await a.stop()
-        await a.stop()
+        await b.close()
+        await a.close()
+        await a.close()
         assert asyncio.all_tasks() == before
         with pytest.raises(gen.ErrNodeTerminated):
             await a.resolve("b@localhost")

@@ -11,7 +11,9 @@ import pytest
 from conftest import wait_threads_gone
 
 from ergo_py import act, gen
-from ergo_py.net.registrar import Registrar, Route, is_local_host
+from ergo_py.gen import Route
+from ergo_py.net.registrar import EmbeddedRegistrar
+from ergo_py.net.registrar.client import is_local_host
 from ergo_py.testing import Cluster, free_port
 
 OTHER_HOST = "127.0.0.2"  # stands in for another machine: loopback, but not "this host"
@@ -27,14 +29,14 @@ def test_a_name_on_another_host_is_resolved_by_that_hosts_registrar() -> None:
     port = free_port()
 
     async def scenario() -> list[Route]:
-        there = Registrar(port=port, resolve_host=OTHER_HOST)
+        there = EmbeddedRegistrar(port=port, resolve_host=OTHER_HOST)
         await there.start(f"b@{OTHER_HOST}", [Route(host="", port=4321, tls=True)])
-        here = Registrar(port=port, resolve_timeout=2.0)
+        here = EmbeddedRegistrar(port=port, resolve_timeout=2.0)
         try:
             return await here.resolve(f"b@{OTHER_HOST}")
         finally:
-            await here.stop()
-            await there.stop()
+            await here.close()
+            await there.close()
 
     assert asyncio.run(scenario()) == [Route(host="", port=4321, tls=True)]
 
@@ -43,14 +45,14 @@ def test_an_unknown_name_on_another_host_is_no_route() -> None:
     port = free_port()
 
     async def scenario() -> None:
-        there = Registrar(port=port, resolve_host=OTHER_HOST)
+        there = EmbeddedRegistrar(port=port, resolve_host=OTHER_HOST)
         await there.start(f"b@{OTHER_HOST}", [Route(host="", port=4321)])
-        here = Registrar(port=port, resolve_timeout=2.0)
+        here = EmbeddedRegistrar(port=port, resolve_timeout=2.0)
         try:
             await here.resolve(f"nobody@{OTHER_HOST}")
         finally:
-            await here.stop()
-            await there.stop()
+            await here.close()
+            await there.close()
 
     with pytest.raises(gen.ErrNoRoute):
         asyncio.run(scenario())
@@ -58,11 +60,11 @@ def test_an_unknown_name_on_another_host_is_no_route() -> None:
 
 def test_a_host_without_a_registrar_times_out_with_a_clear_error() -> None:
     async def scenario() -> None:
-        here = Registrar(port=free_port(), resolve_timeout=0.6)
+        here = EmbeddedRegistrar(port=free_port(), resolve_timeout=0.6)
         try:
             await here.resolve("b@127.0.0.3")
         finally:
-            await here.stop()
+            await here.close()
 
     with pytest.raises(gen.ErrTimeout, match=r"no registrar on 127\.0\.0\.3"):
         asyncio.run(scenario())

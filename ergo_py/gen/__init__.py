@@ -40,6 +40,7 @@ from ergo_py.gen.options import (
     NodeOptions,
     ProcessOptions,
 )
+from ergo_py.gen.registrar import Route
 from ergo_py.gen.types import register_type
 
 # isort: split
@@ -156,6 +157,7 @@ __all__ = [
     "RemoteNode",
     "RemoteProtocolError",
     "RemoteTarget",
+    "Route",
     "Target",
     "create_cert_auth_manager",
     "create_cert_manager",

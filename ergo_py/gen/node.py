@@ -20,6 +20,7 @@ from typing import Any
 from ergo_py.gen.errors import ErgoError, ErrUnsupported
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, ProcessOptions
+from ergo_py.gen.registrar import Registrar
 
 Target = PID | ProcessID | Alias | str
 """Anything a message, call, link or monitor may be addressed to."""
@@ -110,6 +111,14 @@ class Network(abc.ABC):
         reordered; links, monitors and pending calls carry on.
         """
         raise ErrUnsupported("this node has no network")
+
+    def registrar(self) -> Registrar | None:
+        """The registrar this node registers with and resolves through (None: none).
+
+        ``NetworkOptions.registrar`` if set, else the embedded one. A hidden
+        node, or one whose registration failed, only resolves through it.
+        """
+        return None
 
     def acceptors(self) -> list[AcceptorInfo]:
         """The acceptors listening now, in the order they were configured."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ergo_py.gen.certmanager import CertManager
+    from ergo_py.gen.registrar import Registrar
 
 DEFAULT_PORT = 11144
 DEFAULT_PORT_RANGE = 50
@@ -127,6 +128,11 @@ class NetworkOptions:
     # other hosts, over UDP on the registrar port: "" = the first acceptor's
     # host, "0.0.0.0" = every interface (Ergo's choice), None = not at all.
     registrar_resolve_host: str | None = ""
+    # Where the node registers and resolves: any ``net.Registrar`` (one object
+    # per node; the node starts it, resolves through it and closes it).
+    # None = the embedded one, set up by the registrar_* options above.
+    # registrar_enabled=False turns off every registrar: static routes only.
+    registrar: Registrar | None = None
     # Node identity under TLS: a verified peer certificate must name the node
     # the peer claims (URI SAN ergo://name@host). With ``identity_host_fallback``
     # a certificate without such URIs passes if a DNS/IP SAN matches the host.

@@ -58,6 +58,7 @@ from ergo_py.gen.options import (
     NodeOptions,
     ProcessOptions,
 )
+from ergo_py.gen.registrar import Registrar, Route
 from ergo_py.net import frames as fr
 from ergo_py.net.handshake import (
     DialerHandshake,
@@ -68,8 +69,7 @@ from ergo_py.net.handshake import (
 from ergo_py.net.link import LinkProtocol, TLSDetails
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
-from ergo_py.net.registrar import Registrar
-from ergo_py.net.registrar_proto import Route
+from ergo_py.net.registrar import EmbeddedRegistrar
 from ergo_py.net.tls import client_context_for_dial
 from ergo_py.net.writer import BatchWriter
 from ergo_py.node.acceptor import Acceptor
@@ -168,19 +168,30 @@ class TCPBackend(NetworkBackend):
             )
             for a in self._acceptors
         ]
-        resolve_host = self._net.registrar_resolve_host
-        if resolve_host == "":
-            resolve_host = self._acceptors[0].host if self._acceptors else None
-        reg = Registrar(port=self._net.registrar_port, resolve_host=resolve_host)
+        reg = self.registrar()
+        if reg is None:
+            return
         try:
             await reg.start(self._name, routes)
         except ErrTaken as exc:
-            raise NodeError(f"node name {self._name} is taken on this host: {exc}") from exc
+            raise NodeError(f"node name {self._name} is taken: {exc}") from exc
         except ErgoError as exc:
-            log.warning("%s: registrar unavailable (%s); static routes only", self._name, exc)
-            await reg.stop()
-            return
-        self._registrar = reg
+            # Resolving through it may still work; only our registration is missing.
+            log.warning("%s: not registered (%s); reachable by static routes only", self._name, exc)
+
+    def _new_registrar(self) -> Registrar | None:
+        """The registrar the options ask for: theirs, else the embedded one (None: off)."""
+        if not self._net.registrar_enabled:
+            return None
+        reg = self._net.registrar
+        if reg is None:
+            resolve_host = self._net.registrar_resolve_host
+            if resolve_host == "":
+                resolve_host = self._acceptors[0].host if self._acceptors else None
+            return EmbeddedRegistrar(port=self._net.registrar_port, resolve_host=resolve_host)
+        if not isinstance(reg, Registrar):
+            raise NodeError(f"network.registrar is not a net.Registrar: {type(reg).__name__}")
+        return reg
 
     def stop(self) -> None:
         if self._stopped:
@@ -191,9 +202,10 @@ class TCPBackend(NetworkBackend):
     async def _close_all(self) -> None:
         for task in list(self._joins):
             task.cancel()
-        if self._registrar is not None:
+        reg = self._registrar if self._registrar is not None else self._net.registrar
+        if reg is not None:
             with contextlib.suppress(Exception):
-                await self._registrar.stop()
+                await reg.close()
         for acc in self._acceptors:
             acc.close()
         for link in list(self._table.links):
@@ -387,14 +399,8 @@ class TCPBackend(NetworkBackend):
         static = self._resolve_static(node)
         if static:
             return static
-        reg = self._registrar
+        reg = self.registrar()
         if reg is None:
-            if self._net.registrar_enabled and self._net.mode != NetworkMode.DISABLED:
-                reg = Registrar(port=self._net.registrar_port)
-                try:
-                    return [self._route_of(r) for r in await reg.resolve(node)]
-                finally:
-                    await reg.stop()
             raise ErrNoRoute(f"no route to {node}")
         return [self._route_of(r) for r in await reg.resolve(node)]
 
@@ -800,6 +806,13 @@ class TCPBackend(NetworkBackend):
             and self._net.verify_node_identity
             and not (conn.dialed and self._net.insecure_skip_verify)
         )
+
+    def registrar(self) -> Registrar | None:
+        # Made on first use: a hidden node never starts one, but resolves.
+        with self._routes_lock:
+            if self._registrar is None:
+                self._registrar = self._new_registrar()
+            return self._registrar
 
     def add_route(self, match: str, route: Any, weight: int = 0) -> None:
         if not isinstance(route, NetworkRoute):

@@ -12,6 +12,7 @@ from ergo_py.gen.errors import ErrIncorrect, ErrNoConnection
 from ergo_py.gen.identifiers import PID, Atom
 from ergo_py.gen.node import AcceptorInfo, ActorFactory, Network, RemoteNode
 from ergo_py.gen.options import ProcessOptions
+from ergo_py.gen.registrar import Registrar
 from ergo_py.net.link import LinkProtocol
 
 if TYPE_CHECKING:
@@ -73,6 +74,9 @@ class NetworkView(Network):
 
     def disable_spawn(self, name: str, *nodes: str) -> None:
         self._backend.disable_spawn(name, *nodes)
+
+    def registrar(self) -> Registrar | None:
+        return self._backend.registrar()
 
     def __repr__(self) -> str:
         return f"<Network of {self._backend.core_pid.node}>"

@@ -4,7 +4,7 @@ Our own protocol in the spirit of Ergo's "ESRD R1" (not byte compatible with
 Go). A frame is ``[version: u8][type: u8][length: u32 BE][msgpack body]``; the
 body is a msgpack array holding the message's fields in order. Nothing here
 touches a socket: :func:`encode` turns a message into one frame and
-:class:`FrameDecoder` turns a byte stream into messages. Anything malformed
+:class:`MessageDecoder` turns a byte stream into messages. Anything malformed
 raises ``gen.RemoteProtocolError``; a frame over the size limit is refused at
 the sender with ``gen.ErrTooLarge`` and at the receiver (as soon as its header
 arrives) with ``gen.RemoteProtocolError``.
@@ -28,12 +28,12 @@ from ergo_py.gen.errors import (
     RemoteProtocolError,
 )
 from ergo_py.gen.options import MAX_NODE_NAME_BYTES
+from ergo_py.gen.registrar import Route
 
 PROTOCOL_VERSION: Final = 1
 HEADER: Final = struct.Struct(">BBI")
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024
 MAX_ROUTES: Final = 64
-MAX_HOST_BYTES: Final = 255
 
 # Error codes carried in replies, and the exception each stands for. The table
 # is closed: a reply with any other code is a protocol error.
@@ -74,45 +74,20 @@ def _check_node(node: object) -> str:
     return node
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def valid_node_name(name: str) -> bool:
+    """Whether ``name`` is ``node@host`` with both parts, as the registrar accepts it."""
+    node, sep, host = name.partition("@")
+    return bool(sep and node and host and "@" not in host)
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Where a node accepts connections.
+def _route_to_wire(route: Route) -> list[Any]:
+    return [route.host, route.port, route.tls, route.handshake_version, route.proto_version]
 
-    ``host`` empty means "the host part of the node's name". ``tls`` says
-    whether the acceptor speaks TLS; no certificate data travels here.
-    Constructing a Route with a bad field raises ``gen.ErrIncorrect``.
-    """
 
-    host: str
-    port: int
-    tls: bool = False
-    handshake_version: int = 1
-    proto_version: int = 1
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or len(self.host.encode("utf-8")) > MAX_HOST_BYTES:
-            raise ErrIncorrect(f"route host must be a str of at most {MAX_HOST_BYTES} bytes")
-        if not _is_int(self.port) or not 0 < self.port < 65536:
-            raise ErrIncorrect(f"route port must be in 1..65535, got {self.port!r}")
-        if not isinstance(self.tls, bool):
-            raise ErrIncorrect(f"route tls must be a bool, got {self.tls!r}")
-        for field_name in ("handshake_version", "proto_version"):
-            value = getattr(self, field_name)
-            if not _is_int(value) or not 0 <= value < 2**32:
-                raise ErrIncorrect(f"route {field_name} must be in 0..2**32-1, got {value!r}")
-
-    def _to_wire(self) -> list[Any]:
-        return [self.host, self.port, self.tls, self.handshake_version, self.proto_version]
-
-    @classmethod
-    def _from_wire(cls, raw: object) -> Route:
-        if not isinstance(raw, list) or len(raw) != 5:
-            raise ErrIncorrect("a route is an array of 5 fields")
-        return cls(*raw)
+def _route_from_wire(raw: object) -> Route:
+    if not isinstance(raw, list) or len(raw) != 5:
+        raise ErrIncorrect("a route is an array of 5 fields")
+    return Route(*raw)
 
 
 def _check_routes(routes: object) -> tuple[Route, ...]:
@@ -128,7 +103,7 @@ def _routes_from_wire(raw: object) -> tuple[Route, ...]:
         raise ErrIncorrect("routes must be an array")
     if len(raw) > MAX_ROUTES:
         raise ErrIncorrect(f"more than {MAX_ROUTES} routes")
-    return tuple(Route._from_wire(r) for r in raw)
+    return tuple(_route_from_wire(r) for r in raw)
 
 
 class Message:
@@ -162,7 +137,7 @@ class Register(Message):
         _check_routes(self.routes)
 
     def _fields(self) -> list[Any]:
-        return [self.node, [r._to_wire() for r in self.routes]]
+        return [self.node, [_route_to_wire(r) for r in self.routes]]
 
     @classmethod
     def _from_fields(cls, fields: list[Any]) -> Register:
@@ -245,7 +220,7 @@ class ResolveReply(Message):
             raise ErrIncorrect("a ResolveReply carries routes or an error, not both")
 
     def _fields(self) -> list[Any]:
-        return [[r._to_wire() for r in self.routes], self.error]
+        return [[_route_to_wire(r) for r in self.routes], self.error]
 
     @classmethod
     def _from_fields(cls, fields: list[Any]) -> ResolveReply:
@@ -297,8 +272,10 @@ def decode_body(type_code: int, body: bytes) -> Message:
         raise RemoteProtocolError(f"registrar: malformed {cls.__name__}: {exc}") from exc
 
 
-class FrameDecoder:
-    """Turns a byte stream into messages, one frame at a time.
+class MessageDecoder:
+    """Turns a byte stream into registrar messages, one frame at a time.
+
+    (Not to be confused with ``net.frames.FrameDecoder``, the node links' one.)
 
     Feed bytes with :meth:`receive_data`; take messages with
     :meth:`next_message` until it returns None. After it has raised
@@ -354,3 +331,13 @@ class FrameDecoder:
         body = bytes(self._buffer[HEADER.size : end])
         del self._buffer[:end]
         return decode_body(type_code, body)
+
+
+def one_message(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Message:
+    """The single message a datagram must hold (``gen.RemoteProtocolError`` otherwise)."""
+    decoder = MessageDecoder(max_frame_size)
+    decoder.receive_data(data)
+    message = decoder.next_message()
+    if message is None or decoder.buffered:
+        raise RemoteProtocolError("a datagram must hold exactly one whole message")
+    return message

@@ -1,4 +1,4 @@
-"""The embedded registrar: one node per host serves, the others register with it.
+"""The embedded registrar's client side: the node's handle, registering or serving.
 
 Election: the first node to bind the registrar port on 127.0.0.1 serves
 (``gen.options.DEFAULT_REGISTRAR_PORT``, 4499, unless told otherwise). Every
@@ -15,8 +15,9 @@ registrar serving there (its server listens for them on ``resolve_host``,
 by default the node's acceptor host). Hidden nodes neither serve nor
 register, but may resolve.
 
-Everything here runs on one event loop (the node's); no method is thread-safe.
-The wire format lives in :mod:`ergo_py.net.registrar_proto`.
+Everything here runs on one event loop (the node's); only ``nodes`` may be called
+from another thread.
+The serving side is :mod:`.server`; the wire format is :mod:`.proto`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Sequence
-from typing import Any, Final, cast
+from collections.abc import Sequence
+from typing import Any, Final
 
 from ergo_py.gen.errors import (
     ErgoError,
@@ -34,27 +35,27 @@ from ergo_py.gen.errors import (
     ErrNoConnection,
     ErrNodeTerminated,
     ErrTimeout,
-    ErrTooLarge,
+    ErrUnsupported,
     LocalProtocolError,
     RemoteProtocolError,
 )
 from ergo_py.gen.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REGISTRAR_PORT
-from ergo_py.net.registrar_proto import (
+from ergo_py.gen.registrar import Route
+from ergo_py.net.registrar.proto import (
     DEFAULT_MAX_FRAME_SIZE,
-    ERROR_INCORRECT,
-    ERROR_NO_ROUTE,
-    ERROR_TAKEN,
-    FrameDecoder,
     Message,
+    MessageDecoder,
     Register,
     RegisterReply,
     Resolve,
     ResolveReply,
-    Route,
     Unregister,
     encode,
     error_for,
+    one_message,
+    valid_node_name,
 )
+from ergo_py.net.registrar.server import CLOSE_TIMEOUT, _Server
 
 __all__ = [
     "DEFAULT_FRAME_TIMEOUT",
@@ -63,8 +64,8 @@ __all__ = [
     "DEFAULT_RESOLVE_TIMEOUT",
     "DEFAULT_RETRY_INTERVAL",
     "REGISTRAR_HOST",
-    "Registrar",
-    "Route",
+    "EmbeddedRegistrar",
+    "is_local_host",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,339 +76,7 @@ DEFAULT_RETRY_INTERVAL: Final = 1.0
 DEFAULT_FRAME_TIMEOUT: Final = 5.0
 DEFAULT_IDLE_TIMEOUT: Final = 10.0
 DEFAULT_MAX_CONNECTIONS: Final = 1024
-_CLOSE_TIMEOUT: Final = 1.0
 _RESEND_INTERVAL: Final = 0.5
-
-
-def _valid_node_name(name: str) -> bool:
-    node, sep, host = name.partition("@")
-    return bool(sep and node and host and "@" not in host)
-
-
-# --------------------------------------------------------------------------- server
-
-
-class _ServerConnection(asyncio.Protocol):
-    """One accepted client: a thin shell moving bytes between socket and decoder.
-
-    Owns its transport and its timer; the transport's ``connection_lost`` is
-    the one place both end and the connection's registration is dropped.
-    """
-
-    def __init__(self, server: _Server) -> None:
-        self._server = server
-        self._transport: asyncio.Transport | None = None
-        self._decoder = FrameDecoder(server.max_frame_size)
-        self._registered: str | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_kind = ""
-        self._closed = False
-        self.peer = "?"
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self.peer = str(transport.get_extra_info("peername"))
-        if not self._server._admit(self):
-            self._closed = True
-            self._transport.abort()
-            return
-        self._rearm()
-
-    def data_received(self, data: bytes) -> None:
-        if self._closed:
-            return
-        try:
-            self._decoder.receive_data(data)
-            while (message := self._decoder.next_message()) is not None:
-                self._dispatch(message)
-                if self._closed:
-                    return
-        except ErgoError as exc:
-            self.fail(exc)
-            return
-        self._rearm()
-
-    def eof_received(self) -> bool | None:
-        if self._decoder.buffered and not self._closed:
-            self.fail(RemoteProtocolError("connection closed mid-frame"))
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        self._cancel_timer()
-        self._server._forget(self, self._registered)
-        self._registered = None
-
-    # behaviour
-
-    def _dispatch(self, message: Message) -> None:
-        if isinstance(message, Resolve):
-            routes, error = self._server.lookup_code(message.node)
-            self._send(ResolveReply(routes, error))
-        elif isinstance(message, Register):
-            if self._registered is not None:
-                raise RemoteProtocolError(
-                    f"second Register ({message.node!r}) on the connection of {self._registered!r}"
-                )
-            error = self._server.register_code(message.node, message.routes, self)
-            self._send(RegisterReply(error))
-            if error is None:
-                self._registered = message.node
-                log.info("registrar: registered %s from %s", message.node, self.peer)
-        elif isinstance(message, Unregister):
-            if message.node != self._registered:
-                raise RemoteProtocolError(
-                    f"Unregister of {message.node!r} on a connection that registered "
-                    f"{self._registered!r}"
-                )
-            log.info("registrar: %s unregistered", message.node)
-            self.close()
-        else:
-            raise RemoteProtocolError(f"unexpected {type(message).__name__} from a client")
-
-    def _send(self, message: Message) -> None:
-        assert self._transport is not None
-        self._transport.write(encode(message, self._server.max_frame_size))
-        if self._transport.get_write_buffer_size() > 4 * self._server.max_frame_size:
-            raise RemoteProtocolError("client does not read its replies")
-
-    def fail(self, exc: ErgoError) -> None:
-        """Log why and drop the connection at once (its registration goes with it)."""
-        if self._closed:
-            return
-        log.warning(
-            "registrar: closing connection from %s: %s: %s", self.peer, type(exc).__name__, exc
-        )
-        self._closed = True
-        self._cancel_timer()
-        if self._transport is not None:
-            self._transport.abort()
-
-    def close(self, *, abort: bool = False) -> None:
-        """Close: politely (pending replies flushed first) or, with ``abort``, at once."""
-        if self._closed:
-            return
-        self._closed = True
-        self._cancel_timer()
-        if self._transport is not None:
-            if abort:
-                self._transport.abort()
-            else:
-                self._transport.close()
-
-    # timers: a started frame must complete within frame_timeout (from its
-    # first byte); a connection without a registration may idle idle_timeout.
-
-    def _rearm(self) -> None:
-        if self._decoder.buffered:
-            if self._timer_kind != "frame":
-                self._set_timer("frame", self._server.frame_timeout, self._on_stall)
-        elif self._registered is None:
-            self._set_timer("idle", self._server.idle_timeout, self._on_idle)
-        else:
-            self._cancel_timer()
-
-    def _set_timer(self, kind: str, delay: float, callback: Callable[[], None]) -> None:
-        self._cancel_timer()
-        self._timer_kind = kind
-        self._timer = asyncio.get_running_loop().call_later(delay, callback)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._timer_kind = ""
-
-    def _on_stall(self) -> None:
-        self._timer = None
-        self.fail(ErrTimeout(f"client stalled mid-frame for {self._server.frame_timeout} s"))
-
-    def _on_idle(self) -> None:
-        self._timer = None
-        log.debug("registrar: closing idle connection from %s", self.peer)
-        self.close()
-
-
-class _Server:
-    """The registrar service: the listening socket, the table, every connection.
-
-    ``bind`` takes the port synchronously (``OSError`` if another node holds
-    it); ``start`` begins accepting; ``close`` ends the listener and every
-    connection and is idempotent.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        max_frame_size: int,
-        frame_timeout: float,
-        idle_timeout: float,
-        max_connections: int,
-        resolve_host: str | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.resolve_host = resolve_host
-        self._udp: asyncio.DatagramTransport | None = None
-        self.max_frame_size = max_frame_size
-        self.frame_timeout = frame_timeout
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
-        self._sock: socket.socket | None = None
-        self._server: asyncio.Server | None = None
-        self._connections: set[_ServerConnection] = set()
-        self._entries: dict[str, tuple[tuple[Route, ...], _ServerConnection | None]] = {}
-        self._closing = False
-
-    def bind(self) -> None:
-        """Take the port now (no await, so no cancellation can leak the socket)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            # SO_REUSEADDR lets a new server take over a port whose old
-            # connections linger in TIME_WAIT; on Linux and BSD it does not
-            # let two sockets listen on one port.
-            # On Windows SO_REUSEADDR would let a second server steal the
-            # port; SO_EXCLUSIVEADDRUSE is the safe equivalent there.
-            exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
-            if exclusive is not None:
-                sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
-            else:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.listen(128)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-
-    async def start(self) -> None:
-        assert self._sock is not None
-        loop = asyncio.get_running_loop()
-        # With a ready socket and start_serving=False this never suspends, so
-        # the Server object always reaches self before any cancellation can.
-        self._server = await loop.create_server(
-            lambda: _ServerConnection(self), sock=self._sock, start_serving=False
-        )
-        self._sock = None
-        await self._server.start_serving()
-        if self.resolve_host:
-            try:
-                self._udp, _ = await loop.create_datagram_endpoint(
-                    lambda: _ResolveService(self), local_addr=(self.resolve_host, self.port)
-                )
-            except OSError as exc:
-                log.warning(
-                    "registrar: cannot answer resolutions from other hosts on %s:%d: %s",
-                    self.resolve_host,
-                    self.port,
-                    exc,
-                )
-
-    async def close(self) -> None:
-        self._closing = True
-        if self._udp is not None:
-            self._udp.close()
-            self._udp = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._server is not None:
-            self._server.close()
-        for conn in list(self._connections):
-            conn.close(abort=True)
-        # connection_lost runs on a later loop turn; wait for it, bounded.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _CLOSE_TIMEOUT
-        while self._connections and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), _CLOSE_TIMEOUT)
-            self._server = None
-        self._entries.clear()
-
-    # connection bookkeeping
-
-    def _admit(self, conn: _ServerConnection) -> bool:
-        if self._closing:
-            return False
-        if len(self._connections) >= self.max_connections:
-            log.warning(
-                "registrar: refusing connection from %s: %d connections open",
-                conn.peer,
-                len(self._connections),
-            )
-            return False
-        self._connections.add(conn)
-        return True
-
-    def _forget(self, conn: _ServerConnection, registered: str | None) -> None:
-        self._connections.discard(conn)
-        if registered is not None:
-            entry = self._entries.get(registered)
-            if entry is not None and entry[1] is conn:
-                del self._entries[registered]
-                log.info("registrar: lease of %s ended; registration dropped", registered)
-
-    # the table
-
-    def register_code(
-        self, node: str, routes: tuple[Route, ...], owner: _ServerConnection | None
-    ) -> str | None:
-        """Add ``node``; the error code (taken, incorrect) or None on success."""
-        if not routes or not _valid_node_name(node):
-            return ERROR_INCORRECT
-        if node in self._entries:
-            return ERROR_TAKEN
-        self._entries[node] = (routes, owner)
-        return None
-
-    def lookup_code(self, node: str) -> tuple[tuple[Route, ...], str | None]:
-        entry = self._entries.get(node)
-        if entry is None:
-            return (), ERROR_NO_ROUTE
-        return entry[0], None
-
-
-class _ResolveService(asyncio.DatagramProtocol):
-    """Answers Resolve datagrams from other hosts with the server's table."""
-
-    def __init__(self, server: _Server) -> None:
-        self._server = server
-        self._transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        try:
-            message = _one_message(data, self._server.max_frame_size)
-        except (RemoteProtocolError, ErrTooLarge) as exc:
-            # Anyone can send a datagram: no reply, and only a debug line,
-            # so that junk cannot flood the log.
-            log.debug("registrar: bad resolve datagram from %s: %s", addr, exc)
-            return
-        if not isinstance(message, Resolve):
-            log.debug("registrar: %s datagram from %s ignored", type(message).__name__, addr)
-            return
-        routes, error = self._server.lookup_code(message.node)
-        if self._transport is not None:
-            self._transport.sendto(encode(ResolveReply(routes, error)), addr)
-
-
-def _one_message(data: bytes, max_frame_size: int) -> Message:
-    """The single message a datagram must hold (``gen.RemoteProtocolError`` otherwise)."""
-    decoder = FrameDecoder(max_frame_size)
-    decoder.receive_data(data)
-    message = decoder.next_message()
-    if message is None or decoder.buffered:
-        raise RemoteProtocolError("a datagram must hold exactly one whole message")
-    return message
 
 
 class _ResolveClient(asyncio.DatagramProtocol):
@@ -430,20 +99,17 @@ def is_local_host(host: str) -> bool:
 _LOCAL_HOSTS: Final = frozenset({"", "localhost", "127.0.0.1", "::1"})
 
 
-# --------------------------------------------------------------------------- client
-
-
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
     writer.close()
     try:
-        await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
     except (TimeoutError, OSError):
         writer.transport.abort()
 
 
 async def _read_message(
     reader: asyncio.StreamReader,
-    decoder: FrameDecoder,
+    decoder: MessageDecoder,
     *,
     idle_timeout: float | None,
     frame_timeout: float,
@@ -480,13 +146,14 @@ async def _read_message(
     return message
 
 
-class Registrar:
+class EmbeddedRegistrar:
     """The node's handle on the host's registrar, serving it or registered with it.
 
-    Lifecycle: ``start`` once, ``resolve`` any number of times, ``stop`` once
-    (idempotent). The Registrar owns the server (when it serves), the lease
-    connection and the one background task that watches the lease and fails
-    over; ``stop`` ends all of them. Every network wait is bounded:
+    The default ``net.Registrar``. Lifecycle: ``start`` once (or never: then
+    it only resolves), ``resolve`` any number of times, ``close`` once
+    (idempotent). It owns the server (when it serves), the lease connection
+    and the one background task that watches the lease and fails over;
+    ``close`` ends all of them. Every network wait is bounded:
     ``connect_timeout`` per connect, ``resolve_timeout`` per request,
     ``frame_timeout`` per begun frame.
     """
@@ -550,7 +217,7 @@ class Registrar:
             raise ErrNodeTerminated("registrar is stopped")
         if self._started:
             raise LocalProtocolError("registrar already started")
-        if not _valid_node_name(node_name):
+        if not valid_node_name(node_name):
             raise ErrIncorrect(f"bad node name {node_name!r} (example: node@localhost)")
         routes = () if hidden else Register(node_name, tuple(routes)).routes
         if not hidden and not routes:
@@ -586,8 +253,8 @@ class Registrar:
                 self._supervise(), name=f"registrar-lease[{node_name}]"
             )
 
-    async def resolve(self, name: str) -> list[Route]:
-        """The routes ``name`` registered on this host.
+    async def resolve(self, node_name: str) -> list[Route]:
+        """The routes ``node_name`` registered (with this host's registrar, or its host's).
 
         Raises ``gen.ErrNoRoute`` if it is not registered,
         ``gen.ErrNoConnection`` if no registrar could be reached and
@@ -597,33 +264,33 @@ class Registrar:
         """
         if self._stopped:
             raise ErrNodeTerminated("registrar is stopped")
-        Resolve(name)  # validates the name
-        host = name.rpartition("@")[2]
+        Resolve(node_name)  # validates the name
+        host = node_name.rpartition("@")[2]
         if not is_local_host(host):
-            return await self._resolve_remote(host, name)
+            return await self._resolve_remote(host, node_name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._resolve_timeout
         last: ErrNoConnection | None = None
         while True:
             if self._server is not None:
-                routes, error = self._server.lookup_code(name)
+                routes, error = self._server.lookup_code(node_name)
                 if error is not None:
-                    raise error_for(error, name)
+                    raise error_for(error, node_name)
                 return list(routes)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             try:
-                reply = await self._request(Resolve(name), remaining)
+                reply = await self._request(Resolve(node_name), remaining)
             except ErrNoConnection as exc:
                 last = exc
-                log.debug("registrar: resolve %s: %s; retrying", name, exc)
+                log.debug("registrar: resolve %s: %s; retrying", node_name, exc)
                 await asyncio.sleep(min(self._retry_interval, max(0.0, deadline - loop.time())))
                 continue
             if not isinstance(reply, ResolveReply):
                 raise RemoteProtocolError(f"expected ResolveReply, got {type(reply).__name__}")
             if reply.error is not None:
-                raise error_for(reply.error, name)
+                raise error_for(reply.error, node_name)
             return list(reply.routes)
         raise ErrNoConnection(f"no registrar reachable on port {self._port}: {last}") from last
 
@@ -649,17 +316,28 @@ class Registrar:
             transport.close()
         if not reply.done():
             raise ErrTimeout(f"no registrar on {host}:{self._port} answered for {name}")
-        message = _one_message(reply.result(), self._max_frame_size)
+        message = one_message(reply.result(), self._max_frame_size)
         if not isinstance(message, ResolveReply):
             raise RemoteProtocolError(f"expected ResolveReply, got {type(message).__name__}")
         if message.error is not None:
             raise error_for(message.error, name)
         return list(message.routes)
 
-    async def stop(self) -> None:
+    def nodes(self) -> list[str]:
+        """The nodes registered on this host, sorted, while this node serves the registrar.
+
+        ``gen.ErrUnsupported`` on any other node: the wire protocol has no
+        listing, so only the serving node sees the table. Any thread.
+        """
+        server = self._server
+        if server is None:
+            raise ErrUnsupported("the embedded registrar lists nodes only where it serves")
+        return server.names()
+
+    async def close(self) -> None:
         """End the lease (the server drops our registration), the server and the task.
 
-        Idempotent; after it returns nothing the Registrar started is running.
+        Idempotent; after it returns nothing this registrar started is running.
         """
         if self._stopped:
             return
@@ -704,7 +382,7 @@ class Registrar:
             return None
         reader, writer = await self._connect()
         try:
-            decoder = FrameDecoder(self._max_frame_size)
+            decoder = MessageDecoder(self._max_frame_size)
             writer.write(encode(Register(self._node, self._routes), self._max_frame_size))
             reply = await _read_message(
                 reader,
@@ -753,7 +431,7 @@ class Registrar:
             remaining = max(0.0, deadline - loop.time())
             reply = await _read_message(
                 reader,
-                FrameDecoder(self._max_frame_size),
+                MessageDecoder(self._max_frame_size),
                 idle_timeout=remaining,
                 frame_timeout=min(self._frame_timeout, remaining),
             )
@@ -766,8 +444,8 @@ class Registrar:
     async def _supervise(self) -> None:
         """Watch the lease; when it breaks, fail over until registered or serving again.
 
-        Ends by cancellation (``stop``) or by becoming the server. The lease
-        itself belongs to the Registrar (``self._lease``), so a stop that
+        Ends by cancellation (``close``) or by becoming the server. The lease
+        itself belongs to the registrar (``self._lease``), so a close that
         cancels this task before it ever ran still closes it.
         """
         while self._lease is not None:
@@ -785,7 +463,7 @@ class Registrar:
 
     async def _hold(self, reader: asyncio.StreamReader) -> None:
         """Return when the lease breaks (server gone, or it broke the protocol)."""
-        decoder = FrameDecoder(self._max_frame_size)
+        decoder = MessageDecoder(self._max_frame_size)
         try:
             message = await _read_message(
                 reader, decoder, idle_timeout=None, frame_timeout=self._frame_timeout

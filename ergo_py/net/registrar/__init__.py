@@ -1,0 +1,14 @@
+"""Registrars: the ``Registrar`` protocol and the embedded registrar that implements it.
+
+``Registrar`` is what the node talks to; it is declared in ``gen.registrar``
+so that options can name it, and hands out ``gen.Route``. The embedded
+registrar, the default, is split by job: ``proto`` is its wire format
+(sans-IO), ``server`` the serving side (the table, the TCP service, UDP
+answers to other hosts) and ``client`` the node's handle
+(``EmbeddedRegistrar``), which serves or registers.
+"""
+
+from ergo_py.gen.registrar import Registrar
+from ergo_py.net.registrar.client import EmbeddedRegistrar
+
+__all__ = ["EmbeddedRegistrar", "Registrar"]

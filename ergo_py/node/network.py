@@ -1,4 +1,11 @@
-"""The TCP/TLS network backend: acceptors, dialer, connections, routing of frames.
+"""The TCP/TLS network backend: wires the parts together and carries the traffic.
+
+The parts, one job each: ``node/acceptor.py`` listens and admits,
+``node/dialer.py`` finds and dials peers (routes, pools, reconnects),
+``node/connections.py`` keeps the connection table (closing, hand-over),
+``node/spawn.py`` does remote spawn, ``node/network_view.py`` is the user's
+``gen.Network``. What stays here is the frame traffic itself: the write path
+from process threads and the dispatch of what arrives.
 
 All network I/O runs on the node's loop thread (``net.loop.LoopThread``).
 Process threads call the ``NetworkBackend`` methods: they encode the frame on
@@ -22,12 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
-import ssl
 import string
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from ergo_py.gen.certmanager import CertManager
@@ -35,11 +39,9 @@ from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
     ErrNoConnection,
-    ErrNoRoute,
     ErrNotAllowed,
     ErrTaken,
     ErrTimeout,
-    HandshakeRejected,
     NodeError,
 )
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
@@ -54,26 +56,23 @@ from ergo_py.gen.options import (
     POOL_GROW_AFTER,
     AcceptorOptions,
     NetworkMode,
-    NetworkRoute,
     NodeOptions,
     ProcessOptions,
 )
 from ergo_py.gen.registrar import Registrar, Route
 from ergo_py.net import frames as fr
 from ergo_py.net.handshake import (
-    DialerHandshake,
     HandshakeComplete,
     JoinComplete,
-    JoinHandshake,
 )
 from ergo_py.net.link import LinkProtocol, TLSDetails
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.registrar import EmbeddedRegistrar
-from ergo_py.net.tls import client_context_for_dial
 from ergo_py.net.writer import BatchWriter
 from ergo_py.node.acceptor import Acceptor
 from ergo_py.node.connections import Connection, ConnectionTable
+from ergo_py.node.dialer import Dialer
 from ergo_py.node.network_view import NetworkView
 from ergo_py.node.spawn import RemoteSpawn
 
@@ -119,15 +118,21 @@ class TCPBackend(NetworkBackend):
         self._table = ConnectionTable(self, self._name, net, self._lt)
         self._conns = self._table.conns  # the write path's look-up, one attribute away
         self._owing = self._table.owing
-        self._dialing: dict[str, asyncio.Future[Connection]] = {}
-        self._joins: dict[asyncio.Future[Any], str] = {}
-        self._replacing: dict[str, asyncio.Future[None]] = {}
         # Refs of calls each peer made that are not answered yet (sets: one
         # add or discard is atomic, from the loop or any process thread).
         self._owed: dict[str, set[Ref]] = {}
         self._acceptors: list[Acceptor] = []
-        self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
-        self._routes_lock = threading.Lock()
+        self._registrar_lock = threading.Lock()
+        self._dialer = Dialer(
+            self,
+            self._table,
+            name=self._name,
+            creation=self._creation,
+            cookie=self._cookie,
+            net=net,
+            cert_manager=self._cm,
+            registrar=self.registrar,
+        )
         self._view = NetworkView(self)
         self._spawn = RemoteSpawn(self, router, self._lt, self._name, self._creation, net)
         self._registrar: Registrar | None = None
@@ -200,8 +205,7 @@ class TCPBackend(NetworkBackend):
         self._lt.stop(self._close_all)
 
     async def _close_all(self) -> None:
-        for task in list(self._joins):
-            task.cancel()
+        self._dialer.cancel_joins()
         reg = self._registrar if self._registrar is not None else self._net.registrar
         if reg is not None:
             with contextlib.suppress(Exception):
@@ -227,7 +231,7 @@ class TCPBackend(NetworkBackend):
     # AcceptorOwner: asked during an acceptor's handshakes
 
     def has_pending_dial(self, peer: str) -> bool:
-        return peer in self._dialing or peer in self._replacing
+        return self._dialer.pending(peer)
 
     def check_accepted_peer(
         self, tls: TLSDetails, peer: str, creation: int, replace: bool
@@ -291,9 +295,7 @@ class TCPBackend(NetworkBackend):
         return self._stopped
 
     def connection_dropped(self, peer: str) -> None:
-        for task, node in list(self._joins.items()):
-            if node == peer:
-                task.cancel()  # a join for a connection that is gone
+        self._dialer.cancel_joins(peer)  # joins for a connection that is gone
         self._spawn.connection_lost(peer)
 
     def dispatch_all(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
@@ -386,222 +388,7 @@ class TCPBackend(NetworkBackend):
         self._send_frame(node, frame, from_loop=True)
 
     async def connect_from_loop(self, node: str) -> Connection:
-        return await self._connect(node)
-
-    # --- dialing (loop thread) ----------------------------------------------------------
-
-    def _resolve_static(self, node: str) -> list[NetworkRoute]:
-        with self._routes_lock:
-            routes = sorted(self._routes, key=lambda r: -r[2])
-        return [route for pattern, route, _ in routes if pattern.fullmatch(node)]
-
-    async def _routes_for(self, node: str) -> list[NetworkRoute]:
-        static = self._resolve_static(node)
-        if static:
-            return static
-        reg = self.registrar()
-        if reg is None:
-            raise ErrNoRoute(f"no route to {node}")
-        return [self._route_of(r) for r in await reg.resolve(node)]
-
-    @staticmethod
-    def _route_of(r: Route) -> NetworkRoute:
-        return NetworkRoute(host=r.host, port=r.port, tls=r.tls)
-
-    async def _connect(self, node: str) -> Connection:
-        node = str(node)
-        conn = self._conns.get(node)
-        if conn is not None:
-            return conn
-        for old in list(self._table.draining.get(node, ())):
-            if not old.replaced:
-                # Closed on purpose: let the peer finish forgetting it first,
-                # or our new dial would meet the old connection there.
-                await self._table.await_drained(old)
-        conn = self._conns.get(node)
-        if conn is not None:
-            return conn
-        pending = self._dialing.get(node)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        if node == self._name:
-            raise ErrIncorrect("a node cannot connect to itself")
-        fut: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
-        self._dialing[node] = fut
-        try:
-            conn = await self._dial_any(node)
-            fut.set_result(conn)
-            return conn
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()
-            raise
-        finally:
-            del self._dialing[node]
-
-    async def _dial_any(self, node: str, replacing: Connection | None = None) -> Connection:
-        try:
-            routes = await self._routes_for(node)
-        except ErgoError as exc:
-            raise ErrNoConnection(f"cannot resolve {node}: {exc}") from exc
-        errors: list[str] = []
-        for route in routes:
-            try:
-                return await self._dial(node, route, replace=replacing is not None)
-            except HandshakeRejected as exc:
-                # "simultaneous": the peer's dial to us wins the tie-break;
-                # "name taken": its dial already won. Either way use that one.
-                if exc.reason in ("simultaneous", "name taken"):
-                    conn = await self._table.await_incoming(node, replacing)
-                    if conn is not None:
-                        return conn
-                errors.append(f"rejected: {exc.reason}")
-            except (TimeoutError, OSError, ssl.SSLError, ErgoError) as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
-        why = "; ".join(errors) or "no routes"
-        mine = self._cm.state() if self._cm is not None else None
-        _limited.log(
-            logging.WARNING,
-            (self._name, "dial", node),
-            "%s: cannot connect to %s: %s%s",
-            self._name,
-            node,
-            why,
-            f" (our certificate {mine.certificate.fingerprint[:16]}, version {mine.version})"
-            if mine is not None
-            else "",
-        )
-        raise ErrNoConnection(f"cannot connect to {node}: {why}")
-
-    async def _open_link(
-        self,
-        host: str,
-        port: int,
-        use_tls: bool,
-        server_hostname: str,
-        machine: Callable[[TLSDetails], DialerHandshake | JoinHandshake],
-    ) -> HandshakeComplete | JoinComplete:
-        """Dial one link and run its handshake; the TLS context is the manager's current one."""
-        ctx: ssl.SSLContext | None = None
-        sni: str | None = None
-        if use_tls:
-            if self._cm is None:
-                raise ErrNoConnection(f"{host}:{port} speaks TLS but this node has no cert manager")
-            ctx, name = client_context_for_dial(self._cm, self._net.insecure_skip_verify)
-            sni = name or server_hostname
-
-        def factory() -> LinkProtocol:
-            return LinkProtocol(
-                self,
-                machine,
-                handshake_timeout=self._net.handshake_timeout,
-                max_message_size=self._net.max_message_size,
-                dialer=True,
-                keepalive=self._net.keepalive_period,
-            )
-
-        _, link = await asyncio.wait_for(
-            asyncio.get_running_loop().create_connection(
-                factory,
-                host,
-                port,
-                ssl=ctx,
-                server_hostname=sni,
-                ssl_handshake_timeout=self._net.handshake_timeout if ctx is not None else None,
-            ),
-            self._net.connect_timeout + self._net.handshake_timeout,
-        )
-        return await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
-
-    async def _dial(self, node: str, route: NetworkRoute, replace: bool = False) -> Connection:
-        host = route.host or Atom(node).host
-        use_tls = route.tls if route.tls is not None else self._cm is not None
-        cookie = route.cookie if route.cookie is not None else self._cookie
-
-        def machine(tls: TLSDetails) -> DialerHandshake:
-            return DialerHandshake(
-                node_name=self._name,
-                creation=self._creation,
-                peer_name=node,
-                cookie=cookie,
-                flags=int(self._net.flags),
-                max_message_size=self._net.max_message_size,
-                local_cert_fp=tls.local_fp,
-                peer_cert_fp=tls.peer_fp,
-                replace=replace,
-            )
-
-        done = await self._open_link(host, route.port, use_tls, host, machine)
-        conn = self._conns.get(node)
-        if conn is None:
-            raise ErrNoConnection(f"connection to {node} closed right after the handshake")
-        if (
-            isinstance(done, HandshakeComplete)
-            and done.pool_size > 1
-            and conn.done.connection_id == done.connection_id
-        ):
-            # The connection is usable now; the other pool links join in the
-            # background, at once or once it is busy (order bytes stick to
-            # the link they first used, so a late join never reorders a
-            # stream). Each join re-reads the cert manager: a pool link
-            # dialled after a rotation presents the new certificate.
-            def grow() -> None:
-                for _ in range(done.pool_size - 1):
-                    join = self._join_machine(node, cookie, done)
-                    task = asyncio.ensure_future(
-                        self._open_link(host, route.port, use_tls, host, join)
-                    )
-                    self._joins[task] = node
-                    conn.joining += 1
-                    task.add_done_callback(self._join_done(conn))
-
-            if self._net.pool_on_demand:
-                conn.grow = grow
-            else:
-                grow()
-        return conn
-
-    def _grow(self, conn: Connection) -> None:
-        """Loop thread: the connection got busy; open its other pool links."""
-        grow, conn.grow = conn.grow, None
-        if grow is not None and not conn.draining and not conn.closed and not self._stopped:
-            log.info("%s: connection to %s is busy; growing its pool", self._name, conn.peer)
-            grow()
-
-    def _join_done(self, conn: Connection) -> Callable[[asyncio.Future[Any]], None]:
-        def done(task: asyncio.Future[Any]) -> None:
-            self._joins.pop(task, None)
-            conn.joining -= 1
-            if conn.draining and not conn.closed:
-                self._table.drain_progress(conn)
-            if task.cancelled() or task.exception() is None:
-                return
-            # A join that lost the race with its connection's end is expected.
-            gone = self._stopped or conn.draining or conn.closed
-            log.log(
-                logging.INFO if gone else logging.WARNING,
-                "%s: pool link to %s failed: %s",
-                self._name,
-                conn.peer,
-                task.exception(),
-            )
-
-        return done
-
-    def _join_machine(
-        self, node: str, cookie: str, done: HandshakeComplete
-    ) -> Callable[[TLSDetails], JoinHandshake]:
-        def machine(tls: TLSDetails) -> JoinHandshake:
-            return JoinHandshake(
-                node_name=self._name,
-                peer_name=node,
-                connection_id=done.connection_id,
-                cookie=cookie,
-                local_cert_fp=tls.local_fp,
-                peer_cert_fp=tls.peer_fp,
-            )
-
-        return machine
+        return await self._dialer.connect(node)
 
     # --- outbound (process threads) -----------------------------------------------------
 
@@ -615,7 +402,7 @@ class TCPBackend(NetworkBackend):
         if conn is not None and not conn.closed and not conn.draining:
             return conn
         try:
-            return self._lt.run(self._connect(node), timeout=self._dial_budget)
+            return self._lt.run(self._dialer.connect(node), timeout=self._dial_budget)
         except ErrTimeout as exc:
             raise ErrNoConnection(f"cannot connect to {node}: {exc}") from exc
 
@@ -685,7 +472,7 @@ class TCPBackend(NetworkBackend):
         if conn.grow is not None and not conn.growing and link.messages_out >= POOL_GROW_AFTER:
             conn.growing = True
             with contextlib.suppress(ErgoError):  # stopping: no pool to grow
-                self._lt.call_soon(self._grow, conn)
+                self._lt.call_soon(self._dialer.grow, conn)
 
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         order = 1 + from_pid.id % 255  # fr.order_byte, inline: this runs per message
@@ -809,22 +596,13 @@ class TCPBackend(NetworkBackend):
 
     def registrar(self) -> Registrar | None:
         # Made on first use: a hidden node never starts one, but resolves.
-        with self._routes_lock:
+        with self._registrar_lock:
             if self._registrar is None:
                 self._registrar = self._new_registrar()
             return self._registrar
 
     def add_route(self, match: str, route: Any, weight: int = 0) -> None:
-        if not isinstance(route, NetworkRoute):
-            raise ErrIncorrect("route must be a gen.NetworkRoute")
-        try:
-            pattern = re.compile(match)
-        except re.error as exc:
-            raise ErrIncorrect(f"bad route pattern {match!r}: {exc}") from exc
-        with self._routes_lock:
-            if any(p.pattern == match for p, _, _ in self._routes):
-                raise ErrTaken(f"a route for {match!r} exists")
-            self._routes.append((pattern, route, weight))
+        self._dialer.add_route(match, route, weight)
 
     def disconnect(self, name: str) -> None:
         """Close the connection to ``name`` gracefully; returns once it is closed.
@@ -845,22 +623,6 @@ class TCPBackend(NetworkBackend):
 
         self._lt.run(close(), timeout=self._table.drain_timeout + 5.0)
 
-    async def _replace(self, name: str, old: Connection) -> None:
-        """Dial a replacement for ``old``; done when it, or the peer's own, took over."""
-        for attempt in range(3):
-            try:
-                await self._dial_any(name, replacing=old)
-                return
-            except ErrNoConnection:
-                current = self._conns.get(name)
-                if current is not None and current is not old:
-                    return  # the peer's replacement won the tie-break
-                if current is None or attempt == 2:
-                    raise
-                # Refused as simultaneous while the peer's reconnect was under
-                # way, and theirs did not replace ours after all: ask again.
-                await asyncio.sleep(0.05 * (attempt + 1))
-
     def reconnect(self, name: str) -> None:
         """Replace the connection to ``name`` with a new one, without a gap.
 
@@ -873,32 +635,7 @@ class TCPBackend(NetworkBackend):
         meanwhile, this is an ordinary node-down. Not connected: connects.
         """
         name = str(name)
-
-        async def renew() -> None:
-            old = self._conns.get(name)
-            if old is None:
-                await self._connect(name)
-                return
-            pending = self._replacing.get(name)
-            if pending is not None:
-                await asyncio.shield(pending)
-                return
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._replacing[name] = fut
-            try:
-                await self._replace(name, old)
-                fut.set_result(None)
-            except BaseException as exc:
-                fut.set_exception(exc)
-                fut.exception()
-                raise
-            finally:
-                # No longer "dialling" once our connection is up (or failed):
-                # the peer's own reconnect must not be refused as simultaneous.
-                del self._replacing[name]
-            await self._table.await_drained(old)  # the peer has switched too; the old one is gone
-
         try:
-            self._lt.run(renew(), timeout=self._dial_budget)
+            self._lt.run(self._dialer.reconnect(name), timeout=self._dial_budget)
         except ErrTimeout as exc:
             raise ErrNoConnection(f"cannot reconnect to {name}: {exc}") from exc

@@ -1,0 +1,356 @@
+"""The dialing side: routes, dials, pool joins and reconnects (loop thread).
+
+Where a node is found: static routes (``network.add_route``) first, by
+weight, then the registrar. A dial tries each route in turn; a refusal as
+``"simultaneous"`` or ``"name taken"`` means the peer's own dial won, and
+that connection is used. One dial per peer at a time: concurrent callers
+share it (single flight), and likewise one reconnect per peer.
+
+A connection is a pool of links: the first one carries the handshake, the
+others join once the connection is busy (``network.pool_on_demand``) or at
+once. Every dial and every join takes the cert manager's *current* client
+context, so a link dialled after a rotation presents the new certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from ergo_py.gen.certmanager import CertManager
+from ergo_py.gen.errors import (
+    ErgoError,
+    ErrIncorrect,
+    ErrNoConnection,
+    ErrNoRoute,
+    ErrTaken,
+    HandshakeRejected,
+)
+from ergo_py.gen.identifiers import Atom
+from ergo_py.gen.options import NetworkOptions, NetworkRoute
+from ergo_py.gen.registrar import Registrar, Route
+from ergo_py.net.handshake import (
+    DialerHandshake,
+    HandshakeComplete,
+    JoinComplete,
+    JoinHandshake,
+)
+from ergo_py.net.link import LinkOwner, LinkProtocol, TLSDetails
+from ergo_py.net.ratelog import LogLimiter
+from ergo_py.net.tls import client_context_for_dial
+from ergo_py.node.connections import Connection, ConnectionOwner, ConnectionTable
+
+log = logging.getLogger(__name__)
+_limited = LogLimiter(log)  # a peer that keeps refusing us could flood the log
+
+T = TypeVar("T")
+
+
+async def _single_flight(
+    flights: dict[str, asyncio.Future[T]], key: str, work: Callable[[], Awaitable[T]]
+) -> T:
+    """``work()``'s result, shared by every caller for ``key`` while it runs."""
+    pending = flights.get(key)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    flights[key] = fut
+    try:
+        result = await work()
+        fut.set_result(result)
+        return result
+    except BaseException as exc:
+        fut.set_exception(exc)
+        fut.exception()  # retrieved: nobody else may be waiting
+        raise
+    finally:
+        del flights[key]
+
+
+class DialerOwner(ConnectionOwner, LinkOwner, Protocol):
+    """The network backend: it owns the links the dialer opens."""
+
+
+class Dialer:
+    """How one node reaches the others (routes, dials, pools); loop thread unless noted."""
+
+    def __init__(
+        self,
+        owner: DialerOwner,
+        table: ConnectionTable,
+        *,
+        name: str,
+        creation: int,
+        cookie: str,
+        net: NetworkOptions,
+        cert_manager: CertManager | None,
+        registrar: Callable[[], Registrar | None],
+    ) -> None:
+        self._owner = owner
+        self._table = table
+        self._name = name
+        self._creation = creation
+        self._cookie = cookie
+        self._net = net
+        self._cm = cert_manager
+        self._registrar = registrar
+        self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
+        self._routes_lock = threading.Lock()  # add_route comes from any thread
+        self._dialing: dict[str, asyncio.Future[Connection]] = {}
+        self._replacing: dict[str, asyncio.Future[None]] = {}
+        self._joins: dict[asyncio.Future[Any], str] = {}
+
+    def pending(self, peer: str) -> bool:
+        """Whether we are dialling ``peer`` (for the simultaneous-connect tie-break)."""
+        return peer in self._dialing or peer in self._replacing
+
+    def cancel_joins(self, peer: str | None = None) -> None:
+        """Stop pool joins under way (to ``peer``, or all of them)."""
+        for task, node in list(self._joins.items()):
+            if peer is None or node == peer:
+                task.cancel()
+
+    def add_route(self, match: str, route: Any, weight: int = 0) -> None:
+        if not isinstance(route, NetworkRoute):
+            raise ErrIncorrect("route must be a gen.NetworkRoute")
+        try:
+            pattern = re.compile(match)
+        except re.error as exc:
+            raise ErrIncorrect(f"bad route pattern {match!r}: {exc}") from exc
+        with self._routes_lock:
+            if any(p.pattern == match for p, _, _ in self._routes):
+                raise ErrTaken(f"a route for {match!r} exists")
+            self._routes.append((pattern, route, weight))
+
+    def resolve_static(self, node: str) -> list[NetworkRoute]:
+        with self._routes_lock:
+            routes = sorted(self._routes, key=lambda r: -r[2])
+        return [route for pattern, route, _ in routes if pattern.fullmatch(node)]
+
+    async def _routes_for(self, node: str) -> list[NetworkRoute]:
+        static = self.resolve_static(node)
+        if static:
+            return static
+        reg = self._registrar()
+        if reg is None:
+            raise ErrNoRoute(f"no route to {node}")
+        return [self._route_of(r) for r in await reg.resolve(node)]
+
+    @staticmethod
+    def _route_of(r: Route) -> NetworkRoute:
+        return NetworkRoute(host=r.host, port=r.port, tls=r.tls)
+
+    async def connect(self, node: str) -> Connection:
+        node = str(node)
+        conn = self._table.conns.get(node)
+        if conn is not None:
+            return conn
+        for old in list(self._table.draining.get(node, ())):
+            if not old.replaced:
+                # Closed on purpose: let the peer finish forgetting it first,
+                # or our new dial would meet the old connection there.
+                await self._table.await_drained(old)
+        conn = self._table.conns.get(node)
+        if conn is not None:
+            return conn
+        if node == self._name:
+            raise ErrIncorrect("a node cannot connect to itself")
+        return await _single_flight(self._dialing, node, lambda: self._dial_any(node))
+
+    async def _dial_any(self, node: str, replacing: Connection | None = None) -> Connection:
+        try:
+            routes = await self._routes_for(node)
+        except ErgoError as exc:
+            raise ErrNoConnection(f"cannot resolve {node}: {exc}") from exc
+        errors: list[str] = []
+        for route in routes:
+            try:
+                return await self._dial(node, route, replace=replacing is not None)
+            except HandshakeRejected as exc:
+                # "simultaneous": the peer's dial to us wins the tie-break;
+                # "name taken": its dial already won. Either way use that one.
+                if exc.reason in ("simultaneous", "name taken"):
+                    conn = await self._table.await_incoming(node, replacing)
+                    if conn is not None:
+                        return conn
+                errors.append(f"rejected: {exc.reason}")
+            except (TimeoutError, OSError, ssl.SSLError, ErgoError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+        why = "; ".join(errors) or "no routes"
+        mine = self._cm.state() if self._cm is not None else None
+        _limited.log(
+            logging.WARNING,
+            (self._name, "dial", node),
+            "%s: cannot connect to %s: %s%s",
+            self._name,
+            node,
+            why,
+            f" (our certificate {mine.certificate.fingerprint[:16]}, version {mine.version})"
+            if mine is not None
+            else "",
+        )
+        raise ErrNoConnection(f"cannot connect to {node}: {why}")
+
+    async def _open_link(
+        self,
+        host: str,
+        port: int,
+        use_tls: bool,
+        server_hostname: str,
+        machine: Callable[[TLSDetails], DialerHandshake | JoinHandshake],
+    ) -> HandshakeComplete | JoinComplete:
+        """Dial one link and run its handshake; the TLS context is the manager's current one."""
+        ctx: ssl.SSLContext | None = None
+        sni: str | None = None
+        if use_tls:
+            if self._cm is None:
+                raise ErrNoConnection(f"{host}:{port} speaks TLS but this node has no cert manager")
+            ctx, name = client_context_for_dial(self._cm, self._net.insecure_skip_verify)
+            sni = name or server_hostname
+
+        def factory() -> LinkProtocol:
+            return LinkProtocol(
+                self._owner,
+                machine,
+                handshake_timeout=self._net.handshake_timeout,
+                max_message_size=self._net.max_message_size,
+                dialer=True,
+                keepalive=self._net.keepalive_period,
+            )
+
+        _, link = await asyncio.wait_for(
+            asyncio.get_running_loop().create_connection(
+                factory,
+                host,
+                port,
+                ssl=ctx,
+                server_hostname=sni,
+                ssl_handshake_timeout=self._net.handshake_timeout if ctx is not None else None,
+            ),
+            self._net.connect_timeout + self._net.handshake_timeout,
+        )
+        return await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+
+    async def _dial(self, node: str, route: NetworkRoute, replace: bool = False) -> Connection:
+        host = route.host or Atom(node).host
+        use_tls = route.tls if route.tls is not None else self._cm is not None
+        cookie = route.cookie if route.cookie is not None else self._cookie
+
+        def machine(tls: TLSDetails) -> DialerHandshake:
+            return DialerHandshake(
+                node_name=self._name,
+                creation=self._creation,
+                peer_name=node,
+                cookie=cookie,
+                flags=int(self._net.flags),
+                max_message_size=self._net.max_message_size,
+                local_cert_fp=tls.local_fp,
+                peer_cert_fp=tls.peer_fp,
+                replace=replace,
+            )
+
+        done = await self._open_link(host, route.port, use_tls, host, machine)
+        conn = self._table.conns.get(node)
+        if conn is None:
+            raise ErrNoConnection(f"connection to {node} closed right after the handshake")
+        if (
+            isinstance(done, HandshakeComplete)
+            and done.pool_size > 1
+            and conn.done.connection_id == done.connection_id
+        ):
+            # The connection is usable now; the other pool links join in the
+            # background, at once or once it is busy (order bytes stick to
+            # the link they first used, so a late join never reorders a
+            # stream). Each join re-reads the cert manager: a pool link
+            # dialled after a rotation presents the new certificate.
+            def grow() -> None:
+                for _ in range(done.pool_size - 1):
+                    join = self._join_machine(node, cookie, done)
+                    task = asyncio.ensure_future(
+                        self._open_link(host, route.port, use_tls, host, join)
+                    )
+                    self._joins[task] = node
+                    conn.joining += 1
+                    task.add_done_callback(self._join_done(conn))
+
+            if self._net.pool_on_demand:
+                conn.grow = grow
+            else:
+                grow()
+        return conn
+
+    def grow(self, conn: Connection) -> None:
+        """Loop thread: the connection got busy; open its other pool links."""
+        grow, conn.grow = conn.grow, None
+        if grow is not None and not conn.draining and not conn.closed and not self._owner.stopped:
+            log.info("%s: connection to %s is busy; growing its pool", self._name, conn.peer)
+            grow()
+
+    def _join_done(self, conn: Connection) -> Callable[[asyncio.Future[Any]], None]:
+        def done(task: asyncio.Future[Any]) -> None:
+            self._joins.pop(task, None)
+            conn.joining -= 1
+            if conn.draining and not conn.closed:
+                self._table.drain_progress(conn)
+            if task.cancelled() or task.exception() is None:
+                return
+            # A join that lost the race with its connection's end is expected.
+            gone = self._owner.stopped or conn.draining or conn.closed
+            log.log(
+                logging.INFO if gone else logging.WARNING,
+                "%s: pool link to %s failed: %s",
+                self._name,
+                conn.peer,
+                task.exception(),
+            )
+
+        return done
+
+    def _join_machine(
+        self, node: str, cookie: str, done: HandshakeComplete
+    ) -> Callable[[TLSDetails], JoinHandshake]:
+        def machine(tls: TLSDetails) -> JoinHandshake:
+            return JoinHandshake(
+                node_name=self._name,
+                peer_name=node,
+                connection_id=done.connection_id,
+                cookie=cookie,
+                local_cert_fp=tls.local_fp,
+                peer_cert_fp=tls.peer_fp,
+            )
+
+        return machine
+
+    async def _replace(self, name: str, old: Connection) -> None:
+        """Dial a replacement for ``old``; done when it, or the peer's own, took over."""
+        for attempt in range(3):
+            try:
+                await self._dial_any(name, replacing=old)
+                return
+            except ErrNoConnection:
+                current = self._table.conns.get(name)
+                if current is not None and current is not old:
+                    return  # the peer's replacement won the tie-break
+                if current is None or attempt == 2:
+                    raise
+                # Refused as simultaneous while the peer's reconnect was under
+                # way, and theirs did not replace ours after all: ask again.
+                await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def reconnect(self, name: str) -> None:
+        """Loop thread: ``network.reconnect``'s work; done once both sides switched."""
+        old = self._table.conns.get(name)
+        if old is None:
+            await self.connect(name)
+            return
+        sharing = name in self._replacing  # a reconnect is under way: wait for it
+        # Out of _replacing once our connection is up (or failed): the peer's
+        # own reconnect must not be refused as simultaneous after that.
+        await _single_flight(self._replacing, name, lambda: self._replace(name, old))
+        if not sharing:
+            await self._table.await_drained(old)  # the peer has switched too: the old one is gone

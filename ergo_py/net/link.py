@@ -138,6 +138,7 @@ class LinkProtocol(asyncio.Protocol):
         self._settled = settled
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[HandshakeComplete | JoinComplete] = self._loop.create_future()
+        self.gone: asyncio.Future[None] = self._loop.create_future()  # the transport is closed
         self._machine: Machine | None = None
         self._decoder: FrameDecoder | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -228,6 +229,8 @@ class LinkProtocol(asyncio.Protocol):
                 reason if reason is not None else ErrNoConnection("closed during handshake")
             )
             self.ready.exception()  # mark retrieved: the owner may not be waiting
+        if not self.gone.done():
+            self.gone.set_result(None)
         if not self._reported:
             self._reported = True
             self._owner.link_lost(self, reason)

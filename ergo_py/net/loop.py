@@ -1,7 +1,8 @@
 """The node's event-loop thread: the one place all network I/O runs.
 
-One ``LoopThread`` per node. It owns the thread and the loop; ``stop()`` is the
-one place both end. Other threads hand work over with ``call_soon`` (fire and
+One ``LoopThread`` per node. It owns the thread, the loop and the tasks
+started on it (:meth:`LoopThread.spawn`); ``stop()`` is the one place all of
+them end. Other threads hand work over with ``call_soon`` (fire and
 forget) or ``run`` (wait for a coroutine's result, bounded by a timeout). Code
 running *on* the loop must never call ``run``: it would wait on itself.
 """
@@ -15,7 +16,7 @@ import importlib.util
 import logging
 import os
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ergo_py.gen.errors import ErrIncorrect, ErrNodeTerminated, ErrTimeout
@@ -61,8 +62,28 @@ def new_event_loop(kind: str | None = None) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+async def wait_until(awaitable: Awaitable[Any], timeout: float) -> bool:
+    """Wait for ``awaitable`` at most ``timeout`` seconds: True if it finished in time.
+
+    The one deadline helper of the loop side: a wait that may run out is a
+    normal outcome there (a peer that never closes, a join that never comes),
+    not an error to catch at every call site.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await awaitable
+    except TimeoutError:
+        return False
+    return True
+
+
 class LoopThread:
-    """An asyncio loop running in a daemon thread of its own."""
+    """An asyncio loop running in a daemon thread of its own.
+
+    Tasks started with :meth:`spawn` belong to it: :meth:`stop` cancels the
+    ones still running and waits for them before the loop ends, so no task
+    outlives its node.
+    """
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -70,6 +91,7 @@ class LoopThread:
         self._stopped = False
         self._lock = threading.Lock()
         self.kind = loop_kind()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.loop = new_event_loop(self.kind)
         self._thread = threading.Thread(target=self._main, name=f"ergo-loop[{name}]", daemon=True)
         self._thread.start()
@@ -109,6 +131,26 @@ class LoopThread:
         except RuntimeError as exc:  # loop closed
             raise ErrNodeTerminated(f"node {self._name} is stopped") from exc
 
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Loop thread: start ``coro`` as a task this loop owns (see the class docstring).
+
+        Its result or error is for whoever holds the task.
+        """
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+
+    async def _end_tasks(self) -> None:
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop and wait for its result (not from the loop thread).
 
@@ -140,12 +182,16 @@ class LoopThread:
             if self._stopped:
                 return
             self._stopped = True
-        if cleanup is not None:
-            try:
-                fut = asyncio.run_coroutine_threadsafe(cleanup(), self.loop)
-                fut.result(10.0)
-            except Exception:
-                log.exception("network cleanup of %s failed", self._name)
+
+        async def end() -> None:
+            if cleanup is not None:
+                await cleanup()
+            await self._end_tasks()
+
+        try:
+            asyncio.run_coroutine_threadsafe(end(), self.loop).result(10.0)
+        except Exception:
+            log.exception("network cleanup of %s failed", self._name)
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.loop.stop)
         if not self.in_loop_thread():

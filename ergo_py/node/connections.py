@@ -23,7 +23,6 @@ look-ups) from process threads on the write path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from ergo_py.gen.options import NetworkOptions
 from ergo_py.net import frames as fr
 from ergo_py.net.handshake import HandshakeComplete, JoinComplete
 from ergo_py.net.link import LinkProtocol
-from ergo_py.net.loop import LoopThread
+from ergo_py.net.loop import LoopThread, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +257,7 @@ class ConnectionTable:
         if conn is not None and conn is not replacing:
             return conn
         ev = self.arrived.setdefault(node, asyncio.Event())
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(ev.wait(), self._net.handshake_timeout)
+        await wait_until(ev.wait(), self._net.handshake_timeout)
         conn = self.conns.get(node)
         return conn if conn is not replacing else None
 
@@ -397,9 +395,7 @@ class ConnectionTable:
         """Until ``conn`` has closed (cleanly or not); bounded by its drain timer."""
         if conn.closed:
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            budget = self.reply_wait + self.drain_timeout + 1.0
-            await asyncio.wait_for(conn.drained.wait(), budget)
+        await wait_until(conn.drained.wait(), self.reply_wait + self.drain_timeout + 1.0)
 
     def _forget_drained(self, conn: Connection) -> None:
         self._unqueue(conn)

@@ -41,6 +41,7 @@ from ergo_py.net.handshake import (
     JoinHandshake,
 )
 from ergo_py.net.link import LinkOwner, LinkProtocol, TLSDetails
+from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import client_context_for_dial
 from ergo_py.node.connections import Connection, ConnectionOwner, ConnectionTable
@@ -90,7 +91,9 @@ class Dialer:
         net: NetworkOptions,
         cert_manager: CertManager | None,
         registrar: Callable[[], Registrar | None],
+        lt: LoopThread,
     ) -> None:
+        self._lt = lt
         self._owner = owner
         self._table = table
         self._name = name
@@ -271,9 +274,7 @@ class Dialer:
             def grow() -> None:
                 for _ in range(done.pool_size - 1):
                     join = self._join_machine(node, cookie, done)
-                    task = asyncio.ensure_future(
-                        self._open_link(host, route.port, use_tls, host, join)
-                    )
+                    task = self._lt.spawn(self._open_link(host, route.port, use_tls, host, join))
                     self._joins[task] = node
                     conn.joining += 1
                     task.add_done_callback(self._join_done(conn))

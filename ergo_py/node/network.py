@@ -66,7 +66,7 @@ from ergo_py.net.handshake import (
     JoinComplete,
 )
 from ergo_py.net.link import LinkProtocol, TLSDetails
-from ergo_py.net.loop import LoopThread
+from ergo_py.net.loop import LoopThread, wait_until
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.registrar import EmbeddedRegistrar
 from ergo_py.net.writer import BatchWriter
@@ -132,6 +132,7 @@ class TCPBackend(NetworkBackend):
             net=net,
             cert_manager=self._cm,
             registrar=self.registrar,
+            lt=self._lt,
         )
         self._view = NetworkView(self)
         self._spawn = RemoteSpawn(self, router, self._lt, self._name, self._creation, net)
@@ -216,10 +217,10 @@ class TCPBackend(NetworkBackend):
             link.close()
         for acc in self._acceptors:
             await acc.wait_closed()
-        for _ in range(50):
-            if not self._table.links:
-                break
-            await asyncio.sleep(0.01)
+        # Closed links go within a round trip; abort what a silent peer holds open.
+        links = list(self._table.links)
+        if links:
+            await wait_until(asyncio.gather(*(link.gone for link in links)), 0.5)
         for link in list(self._table.links):
             link.abort()
 

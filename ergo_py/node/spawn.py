@@ -96,16 +96,20 @@ class RemoteSpawn:
         if error is not None or entry is None:
             self._reply(f, None, error)
             return
+        self._lt.spawn(self._spawn_and_reply(f, entry[0]))
+
+    async def _spawn_and_reply(self, f: fr.SpawnRequest, factory: ActorFactory) -> None:
+        """Spawn off the loop (an actor's init may take its time), then answer."""
         options = ProcessOptions(link_parent=f.link_parent, env=dict(f.env))
-        job = asyncio.get_running_loop().run_in_executor(
-            None, self._router.route_spawn, f.from_, f.register or None, entry[0], f.args, options
-        )
-
-        def done(job: asyncio.Future[PID]) -> None:
-            exc = job.exception()
-            self._reply(f, None if exc else job.result(), exc)
-
-        job.add_done_callback(done)
+        spawn = self._router.route_spawn
+        try:
+            pid = await asyncio.get_running_loop().run_in_executor(
+                None, spawn, f.from_, f.register or None, factory, f.args, options
+            )
+        except Exception as exc:
+            self._reply(f, None, exc)
+        else:
+            self._reply(f, pid, None)
 
     def _reply(self, f: fr.SpawnRequest, pid: PID | None, error: BaseException | None) -> None:
         try:

@@ -20,7 +20,7 @@ import re
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import (
@@ -73,6 +73,12 @@ async def _single_flight(
         del flights[key]
 
 
+class _StaticRoute(NamedTuple):
+    pattern: re.Pattern[str]
+    route: NetworkRoute
+    weight: int
+
+
 class DialerOwner(ConnectionOwner, LinkOwner, Protocol):
     """The network backend: it owns the links the dialer opens."""
 
@@ -102,7 +108,7 @@ class Dialer:
         self._net = net
         self._cm = cert_manager
         self._registrar = registrar
-        self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
+        self._routes: list[_StaticRoute] = []
         self._routes_lock = threading.Lock()  # add_route comes from any thread
         self._dialing: dict[str, asyncio.Future[Connection]] = {}
         self._replacing: dict[str, asyncio.Future[None]] = {}
@@ -126,14 +132,14 @@ class Dialer:
         except re.error as exc:
             raise ErrIncorrect(f"bad route pattern {match!r}: {exc}") from exc
         with self._routes_lock:
-            if any(p.pattern == match for p, _, _ in self._routes):
+            if any(r.pattern.pattern == match for r in self._routes):
                 raise ErrTaken(f"a route for {match!r} exists")
-            self._routes.append((pattern, route, weight))
+            self._routes.append(_StaticRoute(pattern, route, weight))
 
     def resolve_static(self, node: str) -> list[NetworkRoute]:
         with self._routes_lock:
-            routes = sorted(self._routes, key=lambda r: -r[2])
-        return [route for pattern, route, _ in routes if pattern.fullmatch(node)]
+            routes = sorted(self._routes, key=lambda r: -r.weight)
+        return [r.route for r in routes if r.pattern.fullmatch(node)]
 
     async def _routes_for(self, node: str) -> list[NetworkRoute]:
         static = self.resolve_static(node)

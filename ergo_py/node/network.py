@@ -431,15 +431,16 @@ class TCPBackend(NetworkBackend):
         # written then).
         ready = None if from_loop else self._ready(node, order)
         if ready is not None:
-            limit = ready[0].done.peer_max_message_size
+            up, up_link, up_writer = ready
+            limit = up.done.peer_max_message_size
             if limit and len(data) > limit:
                 raise fr.too_large(len(data), limit)
             try:
-                ready[2].write(data)
+                up_writer.write(data)
             except ErrNoConnection:
                 pass
             else:
-                self._wrote(ready[0], ready[1])
+                self._wrote(up, up_link)
                 return
         for _ in range(3):
             conn = self._owing.get(node)  # a reply owed on a connection that is closing

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ergo_py.gen.errors import (
     ErgoError,
@@ -40,6 +40,16 @@ class SpawnOwner(Protocol):
         """Loop thread: the connection to ``node``, dialled if needed."""
 
 
+class _Offer(NamedTuple):
+    factory: ActorFactory
+    nodes: frozenset[str] | None  # None: every node
+
+
+class _Request(NamedTuple):
+    node: str  # asked to spawn
+    result: asyncio.Future[PID]
+
+
 class RemoteSpawn:
     """The spawn requests this node made and the factories it offers."""
 
@@ -59,14 +69,14 @@ class RemoteSpawn:
         self._creation = creation
         self._net = net
         self._lock = threading.Lock()
-        self._pending: dict[Ref, tuple[str, asyncio.Future[PID]]] = {}
-        self._offered: dict[str, tuple[ActorFactory, frozenset[str] | None]] = {}
+        self._pending: dict[Ref, _Request] = {}
+        self._offered: dict[str, _Offer] = {}
 
     # --- what this node offers ------------------------------------------------------
 
     def enable(self, name: str, factory: ActorFactory, *nodes: str) -> None:
         with self._lock:
-            self._offered[name] = (factory, frozenset(nodes) if nodes else None)
+            self._offered[name] = _Offer(factory, frozenset(nodes) if nodes else None)
 
     def disable(self, name: str, *nodes: str) -> None:
         with self._lock:
@@ -75,12 +85,12 @@ class RemoteSpawn:
                 return
             if not nodes:
                 del self._offered[name]
-            elif entry[1] is None:
+            elif entry.nodes is None:
                 raise ErrIncorrect(
                     f"{name!r} is enabled for every node; disable it entirely, then re-enable"
                 )
             else:
-                self._offered[name] = (entry[0], entry[1] - frozenset(nodes))
+                self._offered[name] = _Offer(entry.factory, entry.nodes - frozenset(nodes))
 
     def requested(self, f: fr.SpawnRequest) -> None:
         """Loop thread: answer a request at once when refused, else spawn off the loop."""
@@ -91,12 +101,12 @@ class RemoteSpawn:
             error = ErrNotAllowed(f"remote spawn is switched off on {self._name}")
         elif entry is None:
             error = ErrNameUnknown(f"{f.factory!r} is not enabled for remote spawn")
-        elif entry[1] is not None and peer not in entry[1]:
+        elif entry.nodes is not None and peer not in entry.nodes:
             error = ErrNotAllowed(f"{peer} may not spawn {f.factory!r} on {self._name}")
         if error is not None or entry is None:
             self._reply(f, None, error)
             return
-        self._lt.spawn(self._spawn_and_reply(f, entry[0]))
+        self._lt.spawn(self._spawn_and_reply(f, entry.factory))
 
     async def _spawn_and_reply(self, f: fr.SpawnRequest, factory: ActorFactory) -> None:
         """Spawn off the loop (an actor's init may take its time), then answer."""
@@ -135,7 +145,7 @@ class RemoteSpawn:
 
         async def request() -> PID:
             fut: asyncio.Future[PID] = asyncio.get_running_loop().create_future()
-            self._pending[ref] = (node, fut)
+            self._pending[ref] = _Request(node, fut)
             try:
                 await self._owner.connect_from_loop(node)
                 frame = fr.SpawnRequest(
@@ -151,10 +161,10 @@ class RemoteSpawn:
     def result(self, f: fr.SpawnResult, peer: str) -> None:
         """Loop thread: the answer to one of our requests (only ``peer``, who was asked, may)."""
         entry = self._pending.get(f.ref)
-        if entry is None or entry[0] != peer:
+        if entry is None or entry.node != peer:
             return
         del self._pending[f.ref]
-        fut = entry[1]
+        fut = entry.result
         if fut.done():
             return
         if f.pid is not None:
@@ -165,6 +175,6 @@ class RemoteSpawn:
 
     def connection_lost(self, peer: str) -> None:
         """Loop thread: every request to ``peer`` fails now."""
-        for node, fut in list(self._pending.values()):
-            if node == peer and not fut.done():
-                fut.set_exception(ErrNoConnection(f"connection to {node} lost"))
+        for request in list(self._pending.values()):
+            if request.node == peer and not request.result.done():
+                request.result.set_exception(ErrNoConnection(f"connection to {peer} lost"))

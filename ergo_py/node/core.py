@@ -259,10 +259,7 @@ class Core(Node, NodeRouter):
             actor = factory()
             if not isinstance(actor, Actor):
                 raise ErrIncorrect(f"the factory made {actor!r}, not an act.Actor")
-            actor._pid = pid
-            actor._host = self
-            actor._parent = parent
-            actor._env = {**self._options.env, **options.env}
+            actor._bind(pid, self, parent, {**self._options.env, **options.env})
             state.attach(ProcessActor.start(self, state, actor, tuple(args)))
         except BaseException:
             self._forget(state)

@@ -354,7 +354,7 @@ def test_remote_process_ended_gives_local_linker_an_exit(fake: tuple[Core, FakeB
     agent = node.spawn(Agent, out)
     node.call(agent, ("link", REMOTE))
     assert backend.expect("link") == (agent, REMOTE)
-    node.route_process_ended(REMOTE, gen.TERMINATE_REASON_NORMAL)
+    node.route_exit(REMOTE, agent, gen.TERMINATE_REASON_NORMAL)  # what its node sends
     assert get(out) == (REMOTE, gen.MessageExitPID(REMOTE, gen.TERMINATE_REASON_NORMAL))
 
 

@@ -334,11 +334,6 @@ class Core(Node, NodeRouter):
             if state is not None:
                 state.aliases.discard(alias)
 
-    def process_count(self) -> int:
-        """How many processes are alive now."""
-        with self._lock:
-            return len(self._procs)
-
     # -- messages and calls ------------------------------------------------
 
     def send(self, to: Target, message: Any) -> None:
@@ -706,9 +701,6 @@ class Core(Node, NodeRouter):
         state = self._local_state(to)
         if state is not None:
             state.tell(Down(from_target, _down_message(from_target, ref, reason)))
-
-    def route_process_ended(self, target: RemoteTarget, reason: Any) -> None:
-        self._fire_target(target, reason)
 
     def route_node_down(self, name: str, reason: Any = None) -> None:
         node = Atom(name)

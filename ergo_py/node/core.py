@@ -29,9 +29,7 @@ from ergo_py.gen.errors import (
     ErrNameUnknown,
     ErrNodeTerminated,
     ErrNotAllowed,
-    ErrProcessIncarnation,
     ErrProcessTerminated,
-    ErrProcessUnknown,
     ErrTaken,
     NodeError,
 )
@@ -117,10 +115,6 @@ class Core:
         self._signals.backend = self._backend
 
     # -- identity ----------------------------------------------------------
-
-    @property
-    def creation(self) -> int:
-        return self._creation
 
     @property
     def pid(self) -> PID:
@@ -346,12 +340,7 @@ class Core:
         """See ``act.Actor.link``."""
         key = self._norm(target)
         if self._is_local(key):
-            try:
-                with self._lock:
-                    self._lookup(key)
-                    self._links.add_link(holder, key)
-            except (ErrProcessUnknown, ErrProcessIncarnation):
-                self._signals.fire_exit(holder, key, ErrProcessUnknown(f"no process {key!r}"))
+            self._signals.link_local(holder, key)
             return
         if self._links.add_link(holder, key):
             try:
@@ -371,12 +360,7 @@ class Core:
         key = self._norm(target)
         ref = self.make_ref()
         if self._is_local(key):
-            try:
-                with self._lock:
-                    self._lookup(key)
-                    self._links.add_monitor(holder, key, ref)
-            except (ErrProcessUnknown, ErrProcessIncarnation):
-                self._signals.fire_down(holder, key, ref, ErrProcessUnknown(f"no process {key!r}"))
+            self._signals.monitor_local(holder, key, ref)
             return ref
         self._links.add_monitor(holder, key, ref)
         try:

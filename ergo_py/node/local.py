@@ -23,6 +23,7 @@ class LocalNode(Node):
         core = Core(self, name, creation, options, backend_factory)
         self._core = core
         self._name = name
+        self._creation = creation
         self._pid = core.pid
 
     @property
@@ -31,7 +32,7 @@ class LocalNode(Node):
 
     @property
     def creation(self) -> int:
-        return self._core.creation
+        return self._creation
 
     @property
     def pid(self) -> PID:
@@ -82,4 +83,4 @@ class LocalNode(Node):
         return self._core.wait(timeout)
 
     def __repr__(self) -> str:
-        return f"<Node {self._name} creation={self._core.creation}>"
+        return f"<Node {self._name} creation={self._creation}>"

@@ -173,27 +173,13 @@ class Router(NodeRouter):
         return False
 
     def route_link(self, from_pid: PID, target: RemoteTarget) -> None:
-        target = self._norm(target)
-        try:
-            with self._lock:
-                self._lookup(target)
-                self._links.add_link(from_pid, target)
-        except (ErrProcessUnknown, ErrProcessIncarnation):
-            self._signals.fire_exit(from_pid, target, ErrProcessUnknown(f"no process {target!r}"))
+        self._signals.link_local(from_pid, self._norm(target))
 
     def route_unlink(self, from_pid: PID, target: RemoteTarget) -> None:
         self._links.remove_link(from_pid, target)
 
     def route_monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
-        target = self._norm(target)
-        try:
-            with self._lock:
-                self._lookup(target)
-                self._links.add_monitor(from_pid, target, ref)
-        except (ErrProcessUnknown, ErrProcessIncarnation):
-            self._signals.fire_down(
-                from_pid, target, ref, ErrProcessUnknown(f"no process {target!r}")
-            )
+        self._signals.monitor_local(from_pid, self._norm(target), ref)
 
     def route_demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
         self._links.remove_monitor(from_pid, ref)

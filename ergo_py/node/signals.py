@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ergo_py.gen.errors import ErgoError
+from ergo_py.gen.errors import ErgoError, ErrProcessIncarnation, ErrProcessUnknown
 from ergo_py.gen.identifiers import PID, Alias, Ref
 from ergo_py.gen.messages import (
     MessageDownAlias,
@@ -25,7 +25,7 @@ from ergo_py.gen.messages import (
     MessageExitPID,
     MessageExitProcessID,
 )
-from ergo_py.gen.node import NetworkBackend
+from ergo_py.gen.node import NetworkBackend, RemoteTarget
 from ergo_py.node.links import Key, LinkTable, NodeKey
 from ergo_py.node.process import Down, ExitSignal
 from ergo_py.node.table import ProcessTable
@@ -76,6 +76,28 @@ class Signals:
         self._table = table
         self._name = table.name
         self._links = links
+
+    def link_local(self, holder: PID, key: RemoteTarget) -> None:
+        """``holder`` links ``key``, on this node: recorded, or the exit fires at once.
+
+        The record is made under the table's lock once ``key`` is found alive,
+        so its end cannot slip between the check and the record.
+        """
+        try:
+            with self._table.lock:
+                self._table.lookup(key)
+                self._links.add_link(holder, key)
+        except (ErrProcessUnknown, ErrProcessIncarnation):
+            self.fire_exit(holder, key, ErrProcessUnknown(f"no process {key!r}"))
+
+    def monitor_local(self, holder: PID, key: RemoteTarget, ref: Ref) -> None:
+        """``holder`` monitors ``key``, on this node: as ``link_local``, with a down."""
+        try:
+            with self._table.lock:
+                self._table.lookup(key)
+                self._links.add_monitor(holder, key, ref)
+        except (ErrProcessUnknown, ErrProcessIncarnation):
+            self.fire_down(holder, key, ref, ErrProcessUnknown(f"no process {key!r}"))
 
     def fire_exit(self, holder: PID, key: Key, reason: Any, ended: PID | None = None) -> None:
         """``holder`` linked ``key``, which ended (or never existed) with ``reason``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Iterator
@@ -11,15 +12,27 @@ import pytest
 from conftest import Recorder, disabled_options, get, unique_node_name, wait_threads_gone
 
 from ergo_py import act, gen
-from ergo_py.node import Core, start_node
+from ergo_py.node import start_node
 from ergo_py.node.backend import DisabledNetwork
 
 PEER = gen.Atom("peer@localhost")
 REMOTE = gen.PID(PEER, 1000, 7)
+_ref_ids = itertools.count(1)
+
+
+def peer_ref() -> gen.Ref:
+    """A fresh ref as the peer makes them (for its calls and monitors)."""
+    return gen.Ref(PEER, next(_ref_ids), 7)
 
 
 class FakeBackend(gen.NetworkBackend):
-    """Records every outbound operation as (method, args) on a queue."""
+    """Records every outbound operation as (method, args) on a queue.
+
+    ``router`` is the node's ``gen.NodeRouter``, as a network backend gets it:
+    tests call it to play what arrives from the network.
+    """
+
+    router: gen.NodeRouter
 
     def __init__(self) -> None:
         self.out: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue()
@@ -94,16 +107,21 @@ class FakeBackend(gen.NetworkBackend):
         return args
 
 
+Fake = tuple[gen.Node, gen.NodeRouter, FakeBackend]
+
+
 @pytest.fixture
-def fake() -> Iterator[tuple[Core, FakeBackend]]:
+def fake() -> Iterator[Fake]:
     before = set(threading.enumerate())
     backend = FakeBackend()
-    node = start_node(
-        unique_node_name("router"), disabled_options(), backend_factory=lambda r, o: backend
-    )
-    assert isinstance(node, Core)
+
+    def factory(router: gen.NodeRouter, options: gen.NodeOptions) -> gen.NetworkBackend:
+        backend.router = router
+        return backend
+
+    node = start_node(unique_node_name("router"), disabled_options(), backend_factory=factory)
     try:
-        yield node, backend
+        yield node, backend.router, backend
     finally:
         node.stop()
     assert backend.stopped
@@ -134,84 +152,91 @@ class Agent(act.Actor):
         self.out.put(("terminate", reason))
 
 
-def test_send_to_remote_goes_through_the_backend(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_the_node_users_hold_offers_only_gen_node(fake: Fake) -> None:
+    node, router, _ = fake
+    public = {n for n in dir(node) if not n.startswith("_")}
+    assert public <= {n for n in dir(gen.Node) if not n.startswith("_")}
+    assert not hasattr(router, "send_from") and not hasattr(node, "route_send")
+
+
+def test_send_to_remote_goes_through_the_backend(fake: Fake) -> None:
+    node, _, backend = fake
     node.send(REMOTE, {"a": 1})
     assert backend.expect("send") == (node.pid, REMOTE, {"a": 1})
 
 
-def test_message_from_remote_sender_is_delivered(fake: tuple[Core, FakeBackend]) -> None:
-    node, _ = fake
+def test_message_from_remote_sender_is_delivered(fake: Fake) -> None:
+    node, router, _ = fake
     out: queue.Queue[Any] = queue.Queue()
     pid = node.spawn(Recorder, out)
-    node.route_send(REMOTE, pid, "from afar")
+    router.route_send(REMOTE, pid, "from afar")
     assert get(out) == (REMOTE, "from afar")
 
 
 def test_a_burst_of_messages_arrives_in_order_per_recipient(
-    fake: tuple[Core, FakeBackend],
+    fake: Fake,
 ) -> None:
-    node, _ = fake
+    node, router, _ = fake
     out_a: queue.Queue[Any] = queue.Queue()
     out_b: queue.Queue[Any] = queue.Queue()
     a = node.spawn(Recorder, out_a)
     b = node.spawn(Recorder, out_b)
     other = gen.PID(PEER, 1001, 7)
     sends = [(REMOTE if i % 3 else other, a if i % 2 else b, i) for i in range(40)]
-    assert node.route_sends(sends) == []
+    assert router.route_sends(sends) == []
     assert [get(out_a) for _ in range(20)] == [(s, m) for s, to, m in sends if to == a]
     assert [get(out_b) for _ in range(20)] == [(s, m) for s, to, m in sends if to == b]
 
 
 def test_a_burst_reports_the_messages_it_could_not_deliver(
-    fake: tuple[Core, FakeBackend],
+    fake: Fake,
 ) -> None:
-    node, _ = fake
+    node, router, _ = fake
     out: queue.Queue[Any] = queue.Queue()
     pid = node.spawn(Recorder, out)
     gone = gen.PID(node.name, 999_999, node.creation)
-    failed = node.route_sends([(REMOTE, pid, 1), (REMOTE, gone, 2), (REMOTE, pid, 3)])
+    failed = router.route_sends([(REMOTE, pid, 1), (REMOTE, gone, 2), (REMOTE, pid, 3)])
     assert [(i, type(e)) for i, e in failed] == [(1, gen.ErrProcessUnknown)]
     assert [get(out), get(out)] == [(REMOTE, 1), (REMOTE, 3)]
 
 
 def test_a_process_that_stops_mid_burst_gets_nothing_after(
-    fake: tuple[Core, FakeBackend],
+    fake: Fake,
 ) -> None:
-    node, _ = fake
+    node, router, _ = fake
     out: queue.Queue[Any] = queue.Queue()
     pid = node.spawn(Recorder, out)
-    node.route_sends([(REMOTE, pid, 1), (REMOTE, pid, "stop"), (REMOTE, pid, 2)])
+    router.route_sends([(REMOTE, pid, 1), (REMOTE, pid, "stop"), (REMOTE, pid, 2)])
     assert get(out) == (REMOTE, 1)
     assert get(out) == ("terminate", gen.TERMINATE_REASON_NORMAL)
     assert out.empty()
 
 
 def test_an_exit_after_a_burst_comes_after_every_message_in_it(
-    fake: tuple[Core, FakeBackend],
+    fake: Fake,
 ) -> None:
-    node, _ = fake
+    node, router, _ = fake
     out: queue.Queue[Any] = queue.Queue()
     pid = node.spawn(Recorder, out, True)
-    node.route_sends([(REMOTE, pid, i) for i in range(5)])
-    node.route_exit(REMOTE, pid, "bye")
+    router.route_sends([(REMOTE, pid, i) for i in range(5)])
+    router.route_exit(REMOTE, pid, "bye")
     assert [get(out) for _ in range(5)] == [(REMOTE, i) for i in range(5)]
     sender, message = get(out)
     assert sender == REMOTE and isinstance(message, gen.MessageExitPID)
 
 
-def test_remote_call_is_answered_by_route_reply(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_remote_call_is_answered_by_route_reply(fake: Fake) -> None:
+    node, router, backend = fake
     result: queue.Queue[Any] = queue.Queue()
     threading.Thread(target=lambda: result.put(node.call(REMOTE, "q", timeout=30))).start()
     sender, to, ref, request = backend.expect("call")
     assert (sender, to, request) == (node.pid, REMOTE, "q")
-    node.route_reply(REMOTE, ref, "answer", None)
+    router.route_reply(REMOTE, ref, "answer", None)
     assert get(result) == "answer"
 
 
-def test_remote_call_error_reply_is_raised(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_remote_call_error_reply_is_raised(fake: Fake) -> None:
+    node, router, backend = fake
     errors: queue.Queue[Any] = queue.Queue()
 
     def caller() -> None:
@@ -222,12 +247,12 @@ def test_remote_call_error_reply_is_raised(fake: tuple[Core, FakeBackend]) -> No
 
     threading.Thread(target=caller).start()
     ref = backend.expect("call")[2]
-    node.route_reply(REMOTE, ref, None, gen.ErrNotAllowed("no"))
+    router.route_reply(REMOTE, ref, None, gen.ErrNotAllowed("no"))
     assert isinstance(get(errors), gen.ErrNotAllowed)
 
 
-def test_connection_lost_fails_pending_call_at_once(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_connection_lost_fails_pending_call_at_once(fake: Fake) -> None:
+    node, router, backend = fake
     errors: queue.Queue[Any] = queue.Queue()
 
     def caller() -> None:
@@ -238,82 +263,82 @@ def test_connection_lost_fails_pending_call_at_once(fake: tuple[Core, FakeBacken
 
     threading.Thread(target=caller).start()
     backend.expect("call")
-    node.route_node_down(PEER)
+    router.route_node_down(PEER)
     assert isinstance(get(errors), gen.ErrNoConnection)
 
 
-def test_late_remote_reply_after_timeout_is_dropped(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_late_remote_reply_after_timeout_is_dropped(fake: Fake) -> None:
+    node, router, backend = fake
     with pytest.raises(gen.ErrTimeout):
         node.call(REMOTE, "q", timeout=0.05)
     ref = backend.expect("call")[2]
-    node.route_reply(REMOTE, ref, "too late", None)
+    router.route_reply(REMOTE, ref, "too late", None)
     result: queue.Queue[Any] = queue.Queue()
     threading.Thread(target=lambda: result.put(node.call(REMOTE, "q2", timeout=30))).start()
     ref2 = backend.expect("call")[2]
     assert ref2 != ref
-    node.route_reply(REMOTE, ref2, "fresh", None)
+    router.route_reply(REMOTE, ref2, "fresh", None)
     assert get(result) == "fresh"
 
 
 def test_remote_call_to_local_process_is_answered_via_backend(
-    fake: tuple[Core, FakeBackend],
+    fake: Fake,
 ) -> None:
-    node, backend = fake
+    node, router, backend = fake
     pid = node.spawn(Recorder, queue.Queue())
-    ref = node.make_ref()
-    node.route_call(REMOTE, pid, ref, "ping")
+    ref = peer_ref()
+    router.route_call(REMOTE, pid, ref, "ping")
     assert backend.expect("reply") == (pid, REMOTE, ref, ("ok", "ping"), None)
 
 
 def test_remote_call_to_missing_process_gets_process_unknown(
-    fake: tuple[Core, FakeBackend],
+    fake: Fake,
 ) -> None:
-    node, backend = fake
-    ref = node.make_ref()
-    node.route_call(REMOTE, "nobody", ref, "ping")  # type: ignore[arg-type]
-    ref = node.make_ref()
-    node.route_call(REMOTE, gen.ProcessID("nobody", node.name), ref, "ping")
+    node, router, backend = fake
+    ref = peer_ref()
+    router.route_call(REMOTE, "nobody", ref, "ping")  # type: ignore[arg-type]
+    ref = peer_ref()
+    router.route_call(REMOTE, gen.ProcessID("nobody", node.name), ref, "ping")
     backend.expect("reply")
     _, to, got_ref, value, error = backend.expect("reply")
     assert (to, got_ref, value) == (REMOTE, ref, None)
     assert isinstance(error, gen.ErrProcessUnknown)
 
 
-def test_remote_caller_is_told_when_the_callee_crashes(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_remote_caller_is_told_when_the_callee_crashes(fake: Fake) -> None:
+    node, router, backend = fake
 
     class Crash(act.Actor):
         def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
             raise RuntimeError("no")
 
     pid = node.spawn(Crash)
-    ref = node.make_ref()
-    node.route_call(REMOTE, pid, ref, "x")
+    ref = peer_ref()
+    router.route_call(REMOTE, pid, ref, "x")
     _, to, got_ref, value, error = backend.expect("reply")
     assert (to, got_ref, value) == (REMOTE, ref, None)
     assert isinstance(error, gen.ErrProcessTerminated)
 
 
-def test_remote_linker_gets_exit_through_backend(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_remote_linker_gets_exit_through_backend(fake: Fake) -> None:
+    node, router, backend = fake
     out: queue.Queue[Any] = queue.Queue()
     pid = node.spawn(Recorder, out)
-    node.route_link(REMOTE, pid)
-    ref = node.make_ref()
-    node.route_monitor(REMOTE, pid, ref)
+    router.route_link(REMOTE, pid)
+    ref = peer_ref()
+    router.route_monitor(REMOTE, pid, ref)
     node.send(pid, "stop")
     outbound = {backend.out.get(timeout=5)[0]: None for _ in range(2)}
     assert set(outbound) == {"exit", "down"}
 
 
-def test_signals_for_a_name_say_which_process_ended(fake: tuple[Core, FakeBackend]) -> None:
+def test_signals_for_a_name_say_which_process_ended(fake: Fake) -> None:
     """So the network can queue them behind that process's messages."""
-    node, backend = fake
+    node, router, backend = fake
     pid = node.spawn_register("named", Recorder, queue.Queue())
     name = gen.ProcessID("named", node.name)
-    node.route_link(REMOTE, name)
-    node.route_monitor(REMOTE, name, node.make_ref())
+    router.route_link(REMOTE, name)
+    router.route_monitor(REMOTE, name, peer_ref())
     node.send(pid, "stop")
     assert backend.expect("exit")[0] == name
     assert backend.expect("down")[0] == name
@@ -321,67 +346,67 @@ def test_signals_for_a_name_say_which_process_ended(fake: tuple[Core, FakeBacken
 
 
 def test_remote_link_on_missing_process_is_answered_with_exit(
-    fake: tuple[Core, FakeBackend],
+    fake: Fake,
 ) -> None:
-    node, backend = fake
+    node, router, backend = fake
     ghost = gen.PID(node.name, 99_999, node.creation)
-    node.route_link(REMOTE, ghost)
+    router.route_link(REMOTE, ghost)
     from_target, to, reason = backend.expect("exit")
     assert (from_target, to) == (ghost, REMOTE)
     assert isinstance(reason, gen.ErrProcessUnknown)
-    ref = node.make_ref()
-    node.route_monitor(REMOTE, ghost, ref)
+    ref = peer_ref()
+    router.route_monitor(REMOTE, ghost, ref)
     assert backend.expect("down")[2] == ref
 
 
-def test_remote_unlink_stops_the_exit(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_remote_unlink_stops_the_exit(fake: Fake) -> None:
+    node, router, backend = fake
     out: queue.Queue[Any] = queue.Queue()
     pid = node.spawn(Recorder, out)
-    node.route_link(REMOTE, pid)
-    node.route_unlink(REMOTE, pid)
-    ref = node.make_ref()
-    node.route_monitor(REMOTE, pid, ref)
-    node.route_demonitor(REMOTE, pid, ref)
+    router.route_link(REMOTE, pid)
+    router.route_unlink(REMOTE, pid)
+    ref = peer_ref()
+    router.route_monitor(REMOTE, pid, ref)
+    router.route_demonitor(REMOTE, pid, ref)
     node.send(pid, "stop")
     assert get(out)[0] == "terminate"
     assert backend.out.empty()
 
 
-def test_remote_process_ended_gives_local_linker_an_exit(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_remote_process_ended_gives_local_linker_an_exit(fake: Fake) -> None:
+    node, router, backend = fake
     out: queue.Queue[Any] = queue.Queue()
     agent = node.spawn(Agent, out)
     node.call(agent, ("link", REMOTE))
     assert backend.expect("link") == (agent, REMOTE)
-    node.route_process_ended(REMOTE, gen.TERMINATE_REASON_NORMAL)
+    router.route_exit(REMOTE, agent, gen.TERMINATE_REASON_NORMAL)  # what its node sends
     assert get(out) == (REMOTE, gen.MessageExitPID(REMOTE, gen.TERMINATE_REASON_NORMAL))
 
 
-def test_remote_exit_ends_a_non_trapping_linker(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_remote_exit_ends_a_non_trapping_linker(fake: Fake) -> None:
+    node, router, backend = fake
     out: queue.Queue[Any] = queue.Queue()
     agent = node.spawn(Agent, out, False)
     node.call(agent, ("link", REMOTE))
     backend.expect("link")
-    node.route_exit(REMOTE, agent, gen.TERMINATE_REASON_SHUTDOWN)
+    router.route_exit(REMOTE, agent, gen.TERMINATE_REASON_SHUTDOWN)
     assert get(out) == ("terminate", gen.TERMINATE_REASON_SHUTDOWN)
 
 
-def test_remote_down_reaches_the_monitor(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_remote_down_reaches_the_monitor(fake: Fake) -> None:
+    node, router, backend = fake
     out: queue.Queue[Any] = queue.Queue()
     agent = node.spawn(Agent, out)
     ref = node.call(agent, ("monitor", REMOTE))
     assert backend.expect("monitor") == (agent, REMOTE, ref)
-    node.route_down(REMOTE, agent, ref, gen.TERMINATE_REASON_NORMAL)
+    router.route_down(REMOTE, agent, ref, gen.TERMINATE_REASON_NORMAL)
     assert get(out) == (REMOTE, gen.MessageDownPID(REMOTE, ref, gen.TERMINATE_REASON_NORMAL))
 
 
 def test_connection_lost_fires_links_and_monitors_with_no_connection(
-    fake: tuple[Core, FakeBackend],
+    fake: Fake,
 ) -> None:
-    node, _ = fake
+    node, router, _ = fake
     out: queue.Queue[Any] = queue.Queue()
     agent = node.spawn(Agent, out)
     name_target = gen.ProcessID("svc", PEER)
@@ -389,7 +414,7 @@ def test_connection_lost_fires_links_and_monitors_with_no_connection(
     mref = node.call(agent, ("monitor", name_target))
     node.call(agent, ("link_node", PEER))
     nref = node.call(agent, ("monitor_node", PEER))
-    node.route_node_down(PEER)
+    router.route_node_down(PEER)
     got = {type(m): m for _, m in (get(out) for _ in range(4))}
     assert isinstance(got[gen.MessageExitPID].reason, gen.ErrNoConnection)
     down = got[gen.MessageDownProcessID]
@@ -400,32 +425,32 @@ def test_connection_lost_fires_links_and_monitors_with_no_connection(
 
 
 def test_connection_lost_fails_a_pending_call_from_an_actor(
-    fake: tuple[Core, FakeBackend],
+    fake: Fake,
 ) -> None:
-    node, backend = fake
+    node, router, backend = fake
     agent = node.spawn(Agent, queue.Queue())
     result: queue.Queue[Any] = queue.Queue()
     threading.Thread(target=lambda: result.put(node.call(agent, ("call", REMOTE, "q")))).start()
     backend.expect("call")
-    node.route_node_down(PEER)
+    router.route_node_down(PEER)
     assert get(result) == "ErrNoConnection"
 
 
 def test_connection_lost_drops_remote_links_on_local_processes(
-    fake: tuple[Core, FakeBackend],
+    fake: Fake,
 ) -> None:
-    node, backend = fake
+    node, router, backend = fake
     out: queue.Queue[Any] = queue.Queue()
     pid = node.spawn(Recorder, out)
-    node.route_link(REMOTE, pid)
-    node.route_node_down(PEER)
+    router.route_link(REMOTE, pid)
+    router.route_node_down(PEER)
     node.send(pid, "stop")
     assert get(out)[0] == "terminate"
     assert backend.out.empty()
 
 
-def test_local_process_ending_unlinks_its_remote_links(fake: tuple[Core, FakeBackend]) -> None:
-    node, backend = fake
+def test_local_process_ending_unlinks_its_remote_links(fake: Fake) -> None:
+    node, _, backend = fake
     out: queue.Queue[Any] = queue.Queue()
     agent = node.spawn(Agent, out)
     node.call(agent, ("link", REMOTE))
@@ -435,9 +460,9 @@ def test_local_process_ending_unlinks_its_remote_links(fake: tuple[Core, FakeBac
 
 
 def test_remote_exit_signal_and_node_link_go_through_backend(
-    fake: tuple[Core, FakeBackend],
+    fake: Fake,
 ) -> None:
-    node, backend = fake
+    node, _, backend = fake
     node.send_exit(REMOTE, gen.TERMINATE_REASON_SHUTDOWN)
     assert backend.expect("exit") == (node.pid, REMOTE, gen.TERMINATE_REASON_SHUTDOWN)
     agent = node.spawn(Agent, queue.Queue())

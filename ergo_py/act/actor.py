@@ -71,6 +71,13 @@ class Actor:
     _env: dict[str, Any]
     _stop_reason: Any = _NO_STOP
 
+    def _bind(self, pid: PID, host: ProcessHost, parent: PID, env: dict[str, Any]) -> None:
+        """Called by the node once, before ``init``: who this process is and where it runs."""
+        self._pid = pid
+        self._host = host
+        self._parent = parent
+        self._env = env
+
     # -- callbacks ---------------------------------------------------------
 
     def init(self, *args: Any) -> None:

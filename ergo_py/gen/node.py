@@ -437,10 +437,6 @@ class NodeRouter(abc.ABC):
         """
 
     @abc.abstractmethod
-    def route_process_ended(self, target: RemoteTarget, reason: Any) -> None:
-        """A remote process ended: every local link and monitor on ``target`` fires."""
-
-    @abc.abstractmethod
     def route_node_down(self, name: str, reason: Any = None) -> None:
         """The connection to node ``name`` is gone.
 

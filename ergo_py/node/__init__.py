@@ -8,10 +8,11 @@ from __future__ import annotations
 from ergo_py.gen.node import Node
 from ergo_py.gen.options import NodeOptions
 from ergo_py.node.backend import DisabledBackend, default_backend
-from ergo_py.node.core import BackendFactory, Core
+from ergo_py.node.core import BackendFactory
+from ergo_py.node.local import LocalNode
 from ergo_py.node.names import next_creation, validate_node_name
 
-__all__ = ["BackendFactory", "Core", "DisabledBackend", "start_node"]
+__all__ = ["BackendFactory", "DisabledBackend", "LocalNode", "start_node"]
 
 
 def start_node(
@@ -27,4 +28,4 @@ def start_node(
         from ergo_py.gen.errors import NodeError
 
         raise NodeError(f"options must be gen.NodeOptions, got {type(options).__name__}")
-    return Core(atom, next_creation(), options, backend_factory or default_backend)
+    return LocalNode(atom, next_creation(), options, backend_factory or default_backend)

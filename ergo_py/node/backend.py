@@ -6,20 +6,12 @@ With ``NetworkMode.DISABLED`` every operation on another node fails with
 
 from __future__ import annotations
 
-import importlib
-import logging
 from typing import Any
 
 from ergo_py.gen.errors import ErrNoConnection
 from ergo_py.gen.identifiers import PID, Ref
 from ergo_py.gen.node import Network, NetworkBackend, NodeRouter, RemoteNode, RemoteTarget
 from ergo_py.gen.options import NetworkMode, NodeOptions, ProcessOptions
-
-log = logging.getLogger(__name__)
-
-NETWORK_MODULE = "ergo_py.node.network"
-"""Where the real backend lives: a module offering
-``create_backend(router: gen.NodeRouter, options: gen.NodeOptions) -> gen.NetworkBackend``."""
 
 
 def _unreachable(node: object) -> ErrNoConnection:
@@ -106,18 +98,10 @@ class DisabledBackend(NetworkBackend):
 
 
 def default_backend(router: NodeRouter, options: NodeOptions) -> NetworkBackend:
-    """The disabled backend for ``NetworkMode.DISABLED``; otherwise ``NETWORK_MODULE``'s.
+    """The disabled backend for ``NetworkMode.DISABLED``, the TCP one otherwise."""
+    if options.network.mode == NetworkMode.DISABLED:
+        return DisabledBackend(router)
+    # Imported here: a node without a network does not load asyncio and the network stack.
+    from ergo_py.node.network import create_backend
 
-    Until that module exists, other modes also run without a network (logged).
-    """
-    if options.network.mode != NetworkMode.DISABLED:
-        try:
-            module = importlib.import_module(NETWORK_MODULE)
-        except ModuleNotFoundError as exc:
-            if exc.name != NETWORK_MODULE:
-                raise
-            log.warning("%s: no network layer installed; running without network", router.name)
-        else:
-            backend: NetworkBackend = module.create_backend(router, options)
-            return backend
-    return DisabledBackend(router)
+    return create_backend(router, options)

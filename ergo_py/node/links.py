@@ -156,18 +156,3 @@ class LinkTable:
             found = {p for p in self._held_links if p.node == name}
             found.update(p for p in self._held_mons if p.node == name)
             return list(found)
-
-    def linkers(self, key: Key) -> list[PID]:
-        """Who links ``key`` now (for inspection and tests)."""
-        with self._lock:
-            return list(self._links.get(key, ()))
-
-    def monitor_count(self, key: Key) -> int:
-        """How many monitors are on ``key`` now."""
-        with self._lock:
-            return len(self._monitors.get(key, {}))
-
-    def is_empty(self) -> bool:
-        """True when nothing is recorded."""
-        with self._lock:
-            return not (self._links or self._monitors or self._held_links or self._held_mons)

@@ -13,16 +13,13 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pykka
 
 from ergo_py.act.actor import _NO_STOP, Actor
 from ergo_py.gen.identifiers import PID, Ref
 from ergo_py.gen.messages import TERMINATE_REASON_NORMAL
-
-if TYPE_CHECKING:
-    from ergo_py.node.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +145,19 @@ class ProcessState:
         return True
 
 
+class ProcessOwner(Protocol):
+    """What a process needs from its node (the node's core implements it).
+
+    Both are called on the process's own thread.
+    """
+
+    def finish_call(self, callee: PID, caller: PID, ref: Ref, value: Any) -> None:
+        """``handle_call`` of ``callee`` returned ``value`` for ``caller``'s call ``ref``."""
+
+    def process_ended(self, state: ProcessState, reason: Any) -> None:
+        """The process ended (``terminate`` has run): tell whoever must know."""
+
+
 class ProcessActor(pykka.ThreadingActor):
     """Runs one ``act.Actor``'s callbacks on its own thread."""
 
@@ -160,9 +170,11 @@ class ProcessActor(pykka.ThreadingActor):
         # C SimpleQueue costs, and every message to a process pays it.
         return queue.SimpleQueue()
 
-    def __init__(self, core: Core, state: ProcessState, actor: Actor, args: tuple[Any, ...]):
+    def __init__(
+        self, owner: ProcessOwner, state: ProcessState, actor: Actor, args: tuple[Any, ...]
+    ) -> None:
         super().__init__()
-        self._core = core
+        self._owner = owner
         self._state = state
         self._actor = actor
         self._args = args
@@ -195,7 +207,7 @@ class ProcessActor(pykka.ThreadingActor):
                 actor.handle_message(message.sender, message.message)
             elif type(message) is Request:
                 value = actor.handle_call(message.sender, message.ref, message.request)
-                self._core.finish_call(self._state.pid, message.sender, message.ref, value)
+                self._owner.finish_call(self._state.pid, message.sender, message.ref, value)
             elif type(message) is ExitSignal:
                 if actor.trap_exit and not message.kill:
                     actor.handle_message(message.sender, message.message)
@@ -240,7 +252,7 @@ class ProcessActor(pykka.ThreadingActor):
             self._finish(reason)
 
     def _finish(self, reason: Any, run_terminate: bool = True) -> None:
-        """End the process: ``terminate``, then the core tells linkers and monitors."""
+        """End the process: ``terminate``, then the owner tells linkers and monitors."""
         self._dead = True
         if run_terminate:
             try:
@@ -248,6 +260,6 @@ class ProcessActor(pykka.ThreadingActor):
             except Exception:
                 log.exception("%r: terminate raised", self._state.pid)
         try:
-            self._core.process_ended(self._state, reason)
+            self._owner.process_ended(self._state, reason)
         finally:
             self.stop()

@@ -1,0 +1,86 @@
+"""``LocalNode``: the ``gen.Node`` that ``start_node`` returns, and nothing more.
+
+It owns the node's ``Core`` and forwards to it; what processes and the
+network call (``send_from``, ``route_send``, ...) is not reachable from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ergo_py.gen.identifiers import PID, Atom
+from ergo_py.gen.node import ActorFactory, Network, Node, Target
+from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, NodeOptions, ProcessOptions
+from ergo_py.node.core import BackendFactory, Core
+
+
+class LocalNode(Node):
+    """A node running in this process; see ``gen.Node``."""
+
+    def __init__(
+        self, name: Atom, creation: int, options: NodeOptions, backend_factory: BackendFactory
+    ) -> None:
+        core = Core(self, name, creation, options, backend_factory)
+        self._core = core
+        self._name = name
+        self._creation = creation
+        self._pid = core.pid
+
+    @property
+    def name(self) -> Atom:
+        return self._name
+
+    @property
+    def creation(self) -> int:
+        return self._creation
+
+    @property
+    def pid(self) -> PID:
+        return self._pid
+
+    def spawn(
+        self, factory: ActorFactory, *args: Any, options: ProcessOptions | None = None
+    ) -> PID:
+        return self._core.spawn_from(self._pid, None, factory, args, options)
+
+    def spawn_register(
+        self,
+        name: str,
+        factory: ActorFactory,
+        *args: Any,
+        options: ProcessOptions | None = None,
+    ) -> PID:
+        return self._core.spawn_from(self._pid, name, factory, args, options)
+
+    def register_name(self, name: str, pid: PID) -> None:
+        self._core.register_name(name, pid)
+
+    def unregister_name(self, name: str) -> PID:
+        return self._core.unregister_name(name)
+
+    def where_is(self, name: str) -> PID | None:
+        return self._core.where_is(name)
+
+    def send(self, to: Target, message: Any) -> None:
+        self._core.send_from(self._pid, to, message)
+
+    def call(self, to: Target, request: Any, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        return self._core.call_from(self._pid, to, request, timeout)
+
+    def send_exit(self, to: Target, reason: Any) -> None:
+        self._core.send_exit_from(self._pid, to, reason)
+
+    def is_alive(self) -> bool:
+        return self._core.is_alive()
+
+    def network(self) -> Network:
+        return self._core.network()
+
+    def stop(self) -> None:
+        self._core.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._core.wait(timeout)
+
+    def __repr__(self) -> str:
+        return f"<Node {self._name} creation={self._creation}>"

@@ -184,6 +184,12 @@ def test_kill_fires_monitors_with_no_connection_and_fails_pending_calls(
     assert victim not in cluster.nodes
 
 
+def test_every_gen_network_member_runs_in_the_child(cluster: Cluster) -> None:
+    [acceptor] = cluster[PA].network().acceptors()  # not gen.Network's default, []
+    assert acceptor.port == cluster.options[PA].network.acceptors[0].port
+    assert acceptor.tls and acceptor.cert_version is not None
+
+
 def test_rotate_process_node_new_connections_present_new_certificate(
     cluster: Cluster,
 ) -> None:

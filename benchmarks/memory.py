@@ -28,8 +28,9 @@ import psutil
 import scenarios
 
 import ergo_py
-from ergo_py import act, gen
+from ergo_py import gen
 from ergo_py.lib import CertificateAuthority
+from ergo_py.testing import Idle
 
 HOST = scenarios.HOST
 SETTLE_S = 0.5
@@ -39,11 +40,7 @@ def _rss(pid: int | None = None) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 
 
-# -- idle actors ---------------------------------------------------------------
-
-
-class Idle(act.Actor):
-    """Waits for messages and never gets any."""
+# -- idle actors (ergo_py.testing.Idle: waits for messages and never gets any) --
 
 
 def _actors_child(kind: str, m: int, out_q: Any) -> None:

@@ -30,12 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import baseline_tls
-from scenarios import Pong, Sink
+from scenarios import Sink
 
 import ergo_py
 from ergo_py import gen
 from ergo_py.lib import CertificateAuthority
 from ergo_py.net.loop import LOOP_ENV, loop_kind
+from ergo_py.testing import Echo
 
 HOST = "127.0.0.1"
 MESSAGE = baseline_tls.MESSAGE
@@ -58,7 +59,7 @@ def _options(ca_pem: tuple[bytes, bytes], name: str, pool_size: int) -> gen.Node
 def _serve(ca_pem: tuple[bytes, bytes], pool_size: int, port_q: Any, stop_ev: Any) -> None:
     options = _options(ca_pem, f"b@{HOST}", pool_size)
     with ergo_py.start_node(f"b@{HOST}", options) as node:
-        node.spawn_register("pong", Pong)
+        node.spawn_register("pong", Echo)
         node.spawn_register("sink", Sink)
         backend = node.network()
         port_q.put(backend.acceptors()[0].port)

@@ -30,6 +30,7 @@ import node_network
 import ergo_py
 from ergo_py import gen
 from ergo_py.lib import CertificateAuthority
+from ergo_py.testing import Echo
 
 HOST = "127.0.0.1"
 
@@ -95,7 +96,7 @@ def main(argv: list[str]) -> int:
     options = node_network._options(pem, f"b@{HOST}", 3)
     with ergo_py.start_node(f"b@{HOST}", options) as b, tempfile.TemporaryDirectory() as tmp:
         b.spawn_register("sink", node_network.Sink)
-        b.spawn_register("pong", node_network.Pong)
+        b.spawn_register("pong", Echo)
         port = b.network().acceptors()[0].port
         ready = mp.get_context("spawn").Event()
         client = mp.get_context("spawn").Process(

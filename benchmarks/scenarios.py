@@ -25,6 +25,7 @@ from typing import Any
 import ergo_py
 from ergo_py import act, gen
 from ergo_py.lib import CertificateAuthority
+from ergo_py.testing import Echo
 
 HOST = "127.0.0.1"
 B = f"b@{HOST}"
@@ -41,11 +42,6 @@ CAPem = tuple[bytes, bytes]
 # has none. Set at import, so spawned children (which import this module to
 # find their target) behave the same.
 logging.getLogger("ergo_py").setLevel(logging.WARNING)
-
-
-class Pong(act.Actor):
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        return request
 
 
 class Sink(act.Actor):
@@ -95,7 +91,7 @@ def serve(ca_pem: CAPem, port_q: Any, stop_ev: Any, rotate_ev: Any, rotations: A
     assert cam is not None
     with ergo_py.start_node(B, opts) as node:
         for i in range(PONGS):
-            node.spawn_register(f"pong{i}", Pong)
+            node.spawn_register(f"pong{i}", Echo)
         for i in range(SINKS):
             node.spawn_register(f"sink{i}", Sink)
         port_q.put(node.network().acceptors()[0].port)

@@ -5,16 +5,9 @@ Run: .venv/bin/python examples/mtls_ping_pong.py
 
 from __future__ import annotations
 
-from typing import Any
-
 import ergo_py
-from ergo_py import act, gen, lib
-from ergo_py.testing import free_port
-
-
-class Pong(act.Actor):
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        return ("pong", request)
+from ergo_py import gen, lib
+from ergo_py.testing import Pong, free_port  # Pong answers a call with ("pong", request)
 
 
 def options(ca: lib.CertificateAuthority, name: str, registrar_port: int) -> gen.NodeOptions:

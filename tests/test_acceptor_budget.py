@@ -21,23 +21,18 @@ from typing import Any, cast
 import pytest
 from conftest import WAIT, wait_threads_gone
 
-from ergo_py import act, gen
+from ergo_py import gen
 from ergo_py.net.handshake import NEED_DATA, DialerHandshake, HandshakeComplete
 from ergo_py.net.loop import new_event_loop
 from ergo_py.net.tls import client_context_for_dial, server_tls_protocol
 from ergo_py.node.acceptor import PreTLSBudget, source_of
-from ergo_py.testing import Cluster
+from ergo_py.testing import Cluster, Pong
 
 HOST = "127.0.0.1"
 OTHER = "127.0.0.2"  # a second source address
 A = "a@127.0.0.1"
 B = "b@127.0.0.1"
 FLOOD = 200
-
-
-class Pong(act.Actor):
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        return ("pong", request)
 
 
 @pytest.fixture

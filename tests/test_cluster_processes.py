@@ -1,6 +1,8 @@
 """Cluster nodes in child processes, mixed with nodes in the test's process.
 
-The actors below are module-level so the children can import them by name.
+The actors below (and ``ergo_py.testing.Echo``: a call answered with the
+request, ``"stop"`` ends it) are module-level so the children can import them
+by name.
 One cluster (an in-process node and two process nodes) is shared by the
 module; tests that kill or stop a node start a node of their own in it.
 """
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from ergo_py import act, gen
-from ergo_py.testing import Cluster, ErrNodeProcessExited, ProcessNode, RemoteError
+from ergo_py.testing import Cluster, Echo, ErrNodeProcessExited, ProcessNode, RemoteError
 
 WAIT = 10.0  # seconds any single expected event may take (children share 2 cores)
 
@@ -28,17 +30,6 @@ PA = "pa@127.0.0.1"
 PB = "pb@127.0.0.1"
 
 _seq = itertools.count()
-
-
-class Echo(act.Actor):
-    """Answers a call with the request; ``"stop"`` ends it normally."""
-
-    def handle_message(self, sender: gen.PID, message: Any) -> None:
-        if message == "stop":
-            self.stop()
-
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        return request
 
 
 class Sleeper(act.Actor):
@@ -191,6 +182,12 @@ def test_kill_fires_monitors_with_no_connection_and_fails_pending_calls(
     assert down.process_id == sleeper
     assert isinstance(down.reason, gen.ErrNoConnection)
     assert victim not in cluster.nodes
+
+
+def test_every_gen_network_member_runs_in_the_child(cluster: Cluster) -> None:
+    [acceptor] = cluster[PA].network().acceptors()  # not gen.Network's default, []
+    assert acceptor.port == cluster.options[PA].network.acceptors[0].port
+    assert acceptor.tls and acceptor.cert_version is not None
 
 
 def test_rotate_process_node_new_connections_present_new_certificate(

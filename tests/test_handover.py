@@ -12,7 +12,7 @@ import pytest
 from conftest import WAIT, get, wait_threads_gone
 
 from ergo_py import act, gen
-from ergo_py.testing import Cluster
+from ergo_py.testing import Cluster, Sink, Watcher
 
 A = "a@127.0.0.1"
 B = "b@127.0.0.1"
@@ -24,14 +24,6 @@ def cluster() -> Iterator[Cluster]:
     with Cluster(names=[A, B]) as c:
         yield c
     assert wait_threads_gone(before) == []
-
-
-class Sink(act.Actor):
-    def init(self, out: queue.Queue[Any]) -> None:
-        self.out = out
-
-    def handle_message(self, sender: gen.PID, message: Any) -> None:
-        self.out.put(message)
 
 
 class Echo(act.Actor):
@@ -48,20 +40,6 @@ class Echo(act.Actor):
             _, to, n = message
             for i in range(n):
                 self.send(to, i)
-
-
-class Watcher(act.Actor):
-    """Links to and monitors a target; reports every signal it gets."""
-
-    trap_exit = True
-
-    def init(self, target: gen.PID, out: queue.Queue[Any]) -> None:
-        self.out = out
-        self.link(target)
-        self.monitor(target)
-
-    def handle_message(self, sender: gen.PID, message: Any) -> None:
-        self.out.put(message)
 
 
 def _drain(q: queue.Queue[Any], n: int) -> list[Any]:
@@ -95,7 +73,7 @@ def test_disconnect_fires_links_and_monitors_after_the_drain(cluster: Cluster) -
     a, b = cluster[A], cluster[B]
     target = b.spawn(Echo)
     out: queue.Queue[Any] = queue.Queue()
-    a.spawn(Watcher, target, out)
+    a.spawn(Watcher, target, out, "link", "monitor")
     assert a.call(target, "ready") == "ready"  # link and monitor have crossed
     a.network().disconnect(B)
     got = {type(get(out)), type(get(out))}
@@ -129,7 +107,7 @@ def test_reconnect_is_invisible_to_links_monitors_and_pending_calls(cluster: Clu
     a, b = cluster[A], cluster[B]
     target = b.spawn(Echo)
     signals: queue.Queue[Any] = queue.Queue()
-    a.spawn(Watcher, target, signals)
+    a.spawn(Watcher, target, signals, "link", "monitor")
     assert a.call(target, "ready") == "ready"
     results: queue.Queue[Any] = queue.Queue()
 

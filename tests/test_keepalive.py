@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from conftest import WAIT, get, wait_threads_gone
 
-from ergo_py import act, gen
-from ergo_py.testing import Cluster
+from ergo_py import gen
+from ergo_py.testing import Cluster, Echo, Watcher
 
 A = "a@127.0.0.1"
 B = "b@127.0.0.1"
@@ -29,20 +29,6 @@ def cluster() -> Iterator[Cluster]:
             c.start(name, options)
         yield c
     assert wait_threads_gone(before) == []
-
-
-class Echo(act.Actor):
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        return request
-
-
-class Watcher(act.Actor):
-    def init(self, target: gen.PID, out: queue.Queue[Any]) -> None:
-        self.out = out
-        self.monitor(target)
-
-    def handle_message(self, sender: gen.PID, message: Any) -> None:
-        self.out.put(message)
 
 
 def _links(node: gen.Node, peer: str) -> list[Any]:

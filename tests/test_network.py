@@ -13,7 +13,7 @@ import pytest
 from conftest import WAIT, Recorder, get, wait_threads_gone
 
 from ergo_py import act, gen, lib
-from ergo_py.testing import Cluster, free_port
+from ergo_py.testing import Cluster, Sink, Watcher, free_port
 
 
 @pytest.fixture
@@ -26,21 +26,12 @@ def nodes() -> Iterator[Cluster]:
 
 
 class Pong(act.Actor):
+    """``ergo_py.testing.Pong``, except that a ``"slow"`` call takes 3 s."""
+
     def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
         if request == "slow":
             time.sleep(3)  # well past the moment the test disconnects
         return ("pong", request)
-
-
-class Sink(act.Actor):
-    """Collects messages into a queue; answers "count" calls."""
-
-    def init(self, out: queue.Queue[Any]) -> None:
-        self.out = out
-        self.n = 0
-
-    def handle_message(self, sender: gen.PID, message: Any) -> None:
-        self.out.put(message)
 
 
 def test_call_to_a_registered_name_on_another_node(nodes: Cluster) -> None:
@@ -77,15 +68,7 @@ def test_remote_monitor_fires_when_the_process_ends(nodes: Cluster) -> None:
     target_out: queue.Queue[Any] = queue.Queue()
     target = b.spawn(Recorder, target_out)
     watcher_out: queue.Queue[Any] = queue.Queue()
-
-    class Watcher(act.Actor):
-        def init(self) -> None:
-            self.monitor(target)
-
-        def handle_message(self, sender: gen.PID, message: Any) -> None:
-            watcher_out.put(message)
-
-    a.spawn(Watcher)
+    a.spawn(Watcher, target, watcher_out)
     time.sleep(0.2)  # let the monitor request cross before the target ends
     b.send(target, "stop")
     down = get(watcher_out)
@@ -98,17 +81,7 @@ def test_remote_link_delivers_an_exit_to_a_trapping_linker(nodes: Cluster) -> No
     b = nodes.start("b@127.0.0.1")
     target = b.spawn(Recorder, queue.Queue())
     out: queue.Queue[Any] = queue.Queue()
-
-    class Linker(act.Actor):
-        trap_exit = True
-
-        def init(self) -> None:
-            self.link(target)
-
-        def handle_message(self, sender: gen.PID, message: Any) -> None:
-            out.put(message)
-
-    a.spawn(Linker)
+    a.spawn(Watcher, target, out, "link")
     time.sleep(0.2)
     b.send(target, "crash")
     exit_msg = get(out)
@@ -127,15 +100,7 @@ def test_node_down_fails_pending_calls_at_once_and_fires_monitors(nodes: Cluster
     pong = gen.ProcessID("pong", "b@127.0.0.1")
     assert a.call(pong, 1) == ("pong", 1)
     out: queue.Queue[Any] = queue.Queue()
-
-    class Watcher(act.Actor):
-        def init(self) -> None:
-            self.monitor(pong)
-
-        def handle_message(self, sender: gen.PID, message: Any) -> None:
-            out.put(message)
-
-    a.spawn(Watcher)
+    a.spawn(Watcher, pong, out)
     errors: queue.Queue[Any] = queue.Queue()
 
     def slow_call() -> None:
@@ -527,18 +492,7 @@ def test_stopping_a_node_fires_remote_links_and_monitors(nodes: Cluster) -> None
     b = nodes.start("b@127.0.0.1")
     target = b.spawn(Recorder, queue.Queue())
     out: queue.Queue[Any] = queue.Queue()
-
-    class Watcher(act.Actor):
-        trap_exit = True
-
-        def init(self) -> None:
-            self.link(target)
-            self.monitor(target)
-
-        def handle_message(self, sender: gen.PID, message: Any) -> None:
-            out.put(message)
-
-    a.spawn(Watcher)
+    a.spawn(Watcher, target, out, "link", "monitor")
     assert _wait_for(lambda: a.network().nodes() == ["b@127.0.0.1"])
     time.sleep(0.2)  # the link and monitor requests cross first
     b.stop()

@@ -12,11 +12,7 @@ from conftest import Recorder, disabled_options, get, unique_node_name, wait_thr
 
 import ergo_py
 from ergo_py import act, gen
-
-
-class Idle(act.Actor):
-    def handle_message(self, sender: gen.PID, message: Any) -> None:
-        pass
+from ergo_py.testing import Idle
 
 
 class Sleeper(act.Actor):

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from ergo_py import act, gen
-from ergo_py.testing import Cluster, ProcessNode
-
-
-class Echo(act.Actor):
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        return request
+from ergo_py import gen
+from ergo_py.testing import Cluster, Echo, ProcessNode
 
 
 def test_the_fixture_gives_three_connected_mtls_nodes(ergo_cluster: Cluster) -> None:

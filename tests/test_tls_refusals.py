@@ -9,16 +9,11 @@ from collections.abc import Iterator
 import pytest
 from conftest import wait_threads_gone
 
-from ergo_py import act, gen, lib
-from ergo_py.testing import Cluster
+from ergo_py import gen, lib
+from ergo_py.testing import Cluster, Echo
 
 A = "a@127.0.0.1"
 B = "b@127.0.0.1"
-
-
-class Pong(act.Actor):
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: object) -> object:
-        return request
 
 
 @pytest.fixture
@@ -43,7 +38,7 @@ def test_an_unknown_client_ca_is_logged_by_the_acceptor_and_explained_to_the_dia
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     b = cluster.start(B)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", Echo)
     s = _stranger(cluster, "s@127.0.0.1")
     with caplog.at_level(logging.INFO), pytest.raises(gen.ErrNoConnection) as refused:
         s.call(gen.ProcessID("pong", B), 1, timeout=10)
@@ -61,7 +56,7 @@ def test_refused_tls_handshakes_do_not_use_up_max_handshakes(cluster: Cluster) -
     options = cluster.node_options(B)
     options.network.acceptors[0].max_handshakes = 2
     b = cluster.start(B, options)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", Echo)
     s = _stranger(cluster, "s@127.0.0.1")
     for _ in range(5):  # more refusals than the acceptor has handshake slots
         with pytest.raises(gen.ErrNoConnection):

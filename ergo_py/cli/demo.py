@@ -20,8 +20,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from ergo_py import act, gen
-from ergo_py.testing import Cluster
+from ergo_py import gen
+from ergo_py.testing import Cluster, Pong
 
 NAMES = ("a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1")
 
@@ -30,11 +30,6 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="a 3-node mTLS cluster with live certificate rotation")
     p.add_argument("--rounds", type=int, default=3, help="certificate rotations per node")
     p.set_defaults(run=run)
-
-
-class Pong(act.Actor):
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        return ("pong", request)
 
 
 class _Callers:

@@ -49,6 +49,13 @@ class Cluster:
 
     ``processes``: start each node in a child process of its own (the default
     for :meth:`start`; ``start_timeout`` bounds each child's start-up).
+
+    Public attributes: ``names`` (the names given, then any started later),
+    ``nodes`` (the running ones by name; ``cluster[name]`` is
+    ``nodes[name]``), ``ca`` (the current CA), ``managers`` (each TLS node's
+    cert manager in this process: changing one changes that node's
+    certificate or trust settings, forwarded to a process node as it happens)
+    and ``options`` (what each node was last started with).
     """
 
     def __init__(

@@ -15,12 +15,14 @@ qualifies, as does anything installed.
 The control channel is one duplex ``multiprocessing`` pipe (a socketpair) per
 child, carrying pickled frames:
 
-- parent -> child: ``(id, op, pickled (args, kwargs))``. The first request,
-  ``start``, carries the node name, its ``NodeOptions`` without the cert
-  manager, and the manager's state: certificate chain and private key as PEM
-  bytes, the CA pools as DER, the client-auth mode and server name. The key
-  stays in memory (pipe in, memfd inside the child's manager); nothing is
-  written to disk, and the cluster's CA key never leaves the parent.
+- parent -> child: ``(id, op, pickled (args, kwargs))``; ``op`` names a
+  forwarded member (see "Forwarding" below) or ``start``, ``stop``,
+  ``certs``, ``remote.*``. The first request, ``start``, carries the node
+  name, its ``NodeOptions`` without the cert manager, and the manager's
+  state: certificate chain and private key as PEM bytes, the CA pools as
+  DER, the client-auth mode and server name. The key stays in memory (pipe
+  in, memfd inside the child's manager); nothing is written to disk, and the
+  cluster's CA key never leaves the parent.
 - child -> parent: ``(id, kind, payload)`` with kind ``ok`` (the pickled
   value), ``ergo`` (a ``gen.ErgoError``: pickled, plus its class name and
   text in case it does not unpickle; raised again in the parent as the same
@@ -35,6 +37,15 @@ raises :class:`ErrNodeProcessExited` at once. Every wait is bounded. The
 child treats end-of-file on the pipe as "the parent is gone": it stops its
 node and exits, so no child outlives its parent even if the parent is killed.
 
+Forwarding: the ``gen.Node`` / ``gen.Network`` members are not written out
+here but generated from the interfaces (every public method and property,
+abstract or not): each sends ``node.<name>`` / ``net.<name>`` and the child
+runs that member of its real node, so a member added to ``gen.Node`` is
+forwarded as it stands. Written out are only the exceptions: the identity
+(kept from start-up), ``call`` (its bound grows with its timeout),
+``is_alive``, ``network``, ``stop`` and ``wait`` (answered on this side), and
+``Network.get_node`` (a proxy stands for its ``RemoteNode``).
+
 Certificate changes: the handle subscribes to the parent-side cert manager it
 was started with (``Cluster.managers[name]``) and forwards each new state;
 the child applies what differs to its own manager (``update()``,
@@ -44,8 +55,10 @@ raises if the child could not be told.
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
 import dataclasses
+import functools
 import importlib
 import itertools
 import logging
@@ -54,9 +67,10 @@ import os
 import pickle
 import threading
 import traceback
+import types
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -78,7 +92,7 @@ from ergo_py.gen.errors import (
     ErrUnsupportedType,
 )
 from ergo_py.gen.identifiers import PID, Atom
-from ergo_py.gen.node import ActorFactory, Network, Node, RemoteNode, Target
+from ergo_py.gen.node import Network, Node, RemoteNode, Target
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, NodeOptions, ProcessOptions
 
 __all__ = [
@@ -232,6 +246,66 @@ def _error_from(kind: str, payload: Any) -> ErgoError:
 
 
 # ---------------------------------------------------------------------------
+# the gen interfaces, forwarded (see "Forwarding" in the module docstring)
+
+
+def _members(interface: type) -> dict[str, Any]:
+    """The public members ``interface`` declares, abstract or not: methods and properties."""
+    members: dict[str, Any] = {}
+    for cls in reversed(interface.__mro__):
+        if cls not in (object, abc.ABC):
+            for name, value in vars(cls).items():
+                if not name.startswith("_") and (callable(value) or isinstance(value, property)):
+                    members[name] = value
+    return members
+
+
+class _Forwarding(Protocol):
+    def _forward(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
+
+
+def _forwarder(owner: str, op: str, declared: Any) -> Any:
+    """A method (or property) of class ``owner`` running ``declared``'s namesake in the child."""
+    if isinstance(declared, property):
+
+        def get(self: _Forwarding) -> Any:
+            return self._forward(op, (), {})
+
+        return property(get, doc=declared.__doc__)
+
+    def method(self: _Forwarding, *args: Any, **kwargs: Any) -> Any:
+        return self._forward(op, args, kwargs)
+
+    # Name, docstring and (through ``__wrapped__``) signature of the declared
+    # one; not its ``__dict__``, which holds ``__isabstractmethod__``.
+    functools.update_wrapper(method, declared, assigned=("__name__", "__doc__"), updated=())
+    method.__qualname__ = f"{owner}.{declared.__name__}"
+    return method
+
+
+def _forwarders(interface: type, prefix: str) -> type:
+    """A subclass of ``interface`` whose every member is forwarded as ``prefix + name``.
+
+    Its instances must have ``_forward(op, args, kwargs)``. None of its
+    members is abstract any more: what a subclass writes out wins.
+    """
+    owner = f"_{interface.__name__}Forwarders"
+    namespace = {n: _forwarder(owner, prefix + n, m) for n, m in _members(interface).items()}
+    return types.new_class(
+        owner,
+        (interface,),
+        exec_body=lambda ns: ns.update(namespace, __module__=__name__),
+    )
+
+
+def _served(owner: Callable[[], object], name: str, declared: Any) -> Callable[..., Any]:
+    """How the child runs the forwarded member ``name`` of ``owner()``."""
+    if isinstance(declared, property):
+        return lambda: getattr(owner(), name)
+    return lambda *args, **kwargs: getattr(owner(), name)(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------
 # the child
 
 
@@ -288,38 +362,21 @@ class _Child:
         node = start_node(spec.name, options)
         self.node = node
 
-        def net() -> Network:
-            return node.network()
-
         def get_node(name: str) -> tuple[str, int]:
-            remote = net().get_node(name)
+            remote = node.network().get_node(name)
             return str(remote.name), remote.creation
 
         def remote_spawn(
             peer: str, name: str, args: tuple[Any, ...], options: ProcessOptions | None
         ) -> PID:
-            return net().get_node(peer).spawn(name, *args, options=options)
+            return node.network().get_node(peer).spawn(name, *args, options=options)
 
         self.ops = {
-            "spawn": node.spawn,
-            "spawn_register": node.spawn_register,
-            "register_name": node.register_name,
-            "unregister_name": node.unregister_name,
-            "where_is": node.where_is,
-            "send": node.send,
-            "call": node.call,
-            "send_exit": node.send_exit,
-            "is_alive": node.is_alive,
+            **{f"node.{n}": _served(lambda: node, n, m) for n, m in _members(Node).items()},
+            **{f"net.{n}": _served(node.network, n, m) for n, m in _members(Network).items()},
             "net.get_node": get_node,
-            "net.nodes": lambda: net().nodes(),
-            "net.info": lambda name: net().info(name),
-            "net.add_route": lambda *a, **kw: net().add_route(*a, **kw),
-            "net.disconnect": lambda name: net().disconnect(name),
-            "net.reconnect": lambda name: net().reconnect(name),
-            "net.enable_spawn": lambda *a: net().enable_spawn(*a),
-            "net.disable_spawn": lambda *a: net().disable_spawn(*a),
             "remote.spawn": remote_spawn,
-            "remote.disconnect": lambda peer: net().get_node(peer).disconnect(),
+            "remote.disconnect": lambda peer: node.network().get_node(peer).disconnect(),
             "certs": self.apply_certs,
         }
         return node
@@ -404,12 +461,25 @@ class _Child:
 # the parent's handle
 
 
-class ProcessNode(Node):
+if TYPE_CHECKING:
+    # mypy cannot see members made at run time. As an ``Any`` base these make
+    # it take every forwarded member's signature from ``gen.Node`` /
+    # ``gen.Network`` (the next base) and not count the class as abstract;
+    # what is written out below is still checked against the interface.
+    _NodeForwarders: Any
+    _NetworkForwarders: Any
+else:
+    _NodeForwarders = _forwarders(Node, "node.")
+    _NetworkForwarders = _forwarders(Network, "net.")
+
+
+class ProcessNode(_NodeForwarders, Node):  # type: ignore[misc]  # an Any base: see above
     """A node running ``ergo_py.start_node`` in a child process, driven over a pipe.
 
     Starts the child and its node on construction (``ErrTimeout`` after
     ``start_timeout``; a node that fails to start raises its error here).
-    Implements ``gen.Node`` by forwarding each method to the child, except
+    Implements ``gen.Node`` by forwarding each member to the child (generated
+    from the interface: see "Forwarding" in the module docstring), except
     ``wait`` (joins the child) and ``stop`` (graceful, then SIGKILL after
     ``stop_timeout``, by default the node's ``shutdown_timeout`` plus a
     margin). Other requests are bounded by ``control_timeout`` (``call``:
@@ -418,6 +488,9 @@ class ProcessNode(Node):
     does not pickle raises ``gen.ErrUnsupportedType``. Errors raised in the
     child keep their ``gen`` class; others arrive as :class:`RemoteError`.
     Once the child has ended, every method raises :class:`ErrNodeProcessExited`.
+
+    For mypy the forwarded members have ``gen.Node``'s signatures, but as the
+    class has an ``Any`` base, a misspelt attribute of it goes unreported.
     """
 
     def __init__(
@@ -474,7 +547,7 @@ class ProcessNode(Node):
             # Before ``start``: a change made meanwhile is queued behind it, not lost.
             self._unsubscribe = self._cam.subscribe(self._forward_certs)
         try:
-            pid, creation = self._request("start", spec, timeout=start_timeout)
+            pid, creation = self._request("start", (spec,), timeout=start_timeout)
         except BaseException as exc:
             self.kill()
             if isinstance(exc, ErrNodeProcessExited):
@@ -490,10 +563,22 @@ class ProcessNode(Node):
 
     # -- the control channel
 
-    def _request(self, op: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    def _request(
+        self,
+        op: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run ``op(*args, **kwargs)`` in the child; its result, or its error raised here.
+
+        ``timeout`` bounds the wait (default: ``control_timeout``); it is not
+        taken from ``kwargs``, which go to the child as given.
+        """
         bound = self._control_timeout if timeout is None else timeout
         try:
-            blob = pickle.dumps((args, kwargs))
+            blob = pickle.dumps((args, kwargs or {}))
         except Exception as exc:
             raise ErrUnsupportedType(f"{op}: cannot send this to node {self._name}: {exc}") from exc
         future: concurrent.futures.Future[tuple[str, Any]] = concurrent.futures.Future()
@@ -559,7 +644,7 @@ class ProcessNode(Node):
     def _forward_certs(self, state: CertState) -> None:
         assert self._cam is not None
         try:
-            self._request("certs", _CertSnapshot.of(self._cam, state))
+            self._request("certs", (_CertSnapshot.of(self._cam, state),))
         except ErrNodeTerminated:
             log.debug("node %s has ended: certificate change not forwarded", self._name)
 
@@ -578,7 +663,7 @@ class ProcessNode(Node):
         """
         if self._cam is None:
             raise ErrUnsupported(f"node {self._name} runs without a cert manager")
-        self._request("certs", _CertSnapshot.of(self._cam))
+        self._request("certs", (_CertSnapshot.of(self._cam),))
 
     @property
     def stop_bound(self) -> float:
@@ -615,7 +700,10 @@ class ProcessNode(Node):
         self._reader.join(_KILL_WAIT)  # leaves once the child's sentinel fires
         self._conn.close()
 
-    # -- gen.Node
+    # -- gen.Node: what is not simply forwarded
+
+    def _forward(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._request(op, args, kwargs)
 
     @property
     def name(self) -> Atom:
@@ -629,48 +717,15 @@ class ProcessNode(Node):
     def pid(self) -> PID:
         return self._pid
 
-    def spawn(
-        self, factory: ActorFactory, *args: Any, options: ProcessOptions | None = None
-    ) -> PID:
-        pid: PID = self._request("spawn", factory, *args, options=options)
-        return pid
-
-    def spawn_register(
-        self,
-        name: str,
-        factory: ActorFactory,
-        *args: Any,
-        options: ProcessOptions | None = None,
-    ) -> PID:
-        pid: PID = self._request("spawn_register", name, factory, *args, options=options)
-        return pid
-
-    def register_name(self, name: str, pid: PID) -> None:
-        self._request("register_name", name, pid)
-
-    def unregister_name(self, name: str) -> PID:
-        pid: PID = self._request("unregister_name", name)
-        return pid
-
-    def where_is(self, name: str) -> PID | None:
-        pid: PID | None = self._request("where_is", name)
-        return pid
-
-    def send(self, to: Target, message: Any) -> None:
-        self._request("send", to, message)
-
     def call(self, to: Target, request: Any, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Any:
         bound = self._control_timeout + (timeout if timeout is not None else 0.0)
-        return self._request("call", to, request, timeout, timeout=bound)
-
-    def send_exit(self, to: Target, reason: Any) -> None:
-        self._request("send_exit", to, reason)
+        return self._request("node.call", (to, request, timeout), timeout=bound)
 
     def is_alive(self) -> bool:
         if self._gone or self._wait_ended(0):
             return False
         try:
-            alive: bool = self._request("is_alive")
+            alive: bool = self._request("node.is_alive")
         except ErrNodeTerminated:
             return False
         return alive
@@ -714,41 +769,25 @@ class _ProcessRemoteNode(RemoteNode):
         return self._creation
 
     def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
-        pid: PID = self._node._request("remote.spawn", str(self._name), name, args, options)
+        pid: PID = self._node._request("remote.spawn", (str(self._name), name, args, options))
         return pid
 
     def disconnect(self) -> None:
-        self._node._request("remote.disconnect", str(self._name))
+        self._node._request("remote.disconnect", (str(self._name),))
 
 
-class _ProcessNetwork(Network):
-    """``network()`` of a :class:`ProcessNode`: each method runs in the child."""
+class _ProcessNetwork(_NetworkForwarders, Network):  # type: ignore[misc]  # as ProcessNode
+    """``network()`` of a :class:`ProcessNode`: each member runs in the child.
+
+    All but ``get_node`` are forwarded as generated from ``gen.Network``.
+    """
 
     def __init__(self, node: ProcessNode) -> None:
         self._node = node
 
+    def _forward(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._node._request(op, args, kwargs)
+
     def get_node(self, name: str) -> RemoteNode:
-        peer, creation = self._node._request("net.get_node", name)
+        peer, creation = self._node._request("net.get_node", (name,))
         return _ProcessRemoteNode(self._node, peer, creation)
-
-    def nodes(self) -> list[str]:
-        names: list[str] = self._node._request("net.nodes")
-        return names
-
-    def info(self, name: str) -> Any:
-        return self._node._request("net.info", name)
-
-    def add_route(self, match: str, route: Any, weight: int = 0) -> None:
-        self._node._request("net.add_route", match, route, weight)
-
-    def disconnect(self, name: str) -> None:
-        self._node._request("net.disconnect", name)
-
-    def reconnect(self, name: str) -> None:
-        self._node._request("net.reconnect", name)
-
-    def enable_spawn(self, name: str, factory: ActorFactory, *nodes: str) -> None:
-        self._node._request("net.enable_spawn", name, factory, *nodes)
-
-    def disable_spawn(self, name: str, *nodes: str) -> None:
-        self._node._request("net.disable_spawn", name, *nodes)

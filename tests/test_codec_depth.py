@@ -291,7 +291,7 @@ def test_a_frame_with_a_deep_message_breaks_only_the_decoder() -> None:
 
         src = gen.PID("a@localhost", 1, 1)
         dst = gen.PID("b@localhost", 2, 1)
-        good = fr.encode_frame(fr.SendPID(src, dst, "before"))
+        good = fr.FrameEncoder().encode_frame(fr.SendPID(src, dst, "before"))
         bad = send_frame_bytes(src, dst, nested_tuple_bytes(300))
         dec = fr.FrameDecoder()
         dec.receive_data(good + bad + good)
@@ -427,7 +427,8 @@ def test_a_peer_sending_a_too_deep_term_loses_its_link_and_the_node_keeps_servin
     sock, decoder = raw_dial(opts.network.acceptors[0].port, "raw@127.0.0.1", "b@127.0.0.1")
     with sock:
         # The link works: a well-formed call is answered.
-        sock.sendall(fr.encode_frame(fr.CallName(me, pong, gen.Ref(me.node, 1, 1), "hi")))
+        hi = fr.CallName(me, pong, gen.Ref(me.node, 1, 1), "hi")
+        sock.sendall(fr.FrameEncoder().encode_frame(hi))
         replies = read_frames(sock, decoder, fr.CallResponse)
         assert [f.result for f in replies if type(f) is fr.CallResponse] == [("pong", "hi")]
         blob = nested_tuple_bytes(300)

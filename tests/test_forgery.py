@@ -147,7 +147,7 @@ def test_a_frame_announcing_4_gib_is_refused_from_its_length_prefix(nodes: Clust
     assert nodes.options[A].network.max_message_size == gen.NetworkOptions().max_message_size
     peer = RawPeer(nodes, M, A)
     try:
-        header = fr._HEADER.pack(fr.MAGIC, fr.VERSION, 0xFFFFFFF0, 1, fr.TYPE_SEND_PID)
+        header = fr.HEADER.pack(fr.MAGIC, fr.VERSION, 0xFFFFFFF0, 1, fr.TYPE_SEND_PID)
         peer.send_bytes(header + b"\0" * 1024)
         assert peer.closed_by_node()
     finally:

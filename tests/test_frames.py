@@ -14,7 +14,7 @@ from ergo_py import gen
 from ergo_py.gen import PID, Alias, Atom, ProcessID, Ref
 from ergo_py.net import codec
 from ergo_py.net import frames as fr
-from ergo_py.net.frames import FrameDecoder, encode_frame, frame_order, order_byte
+from ergo_py.net.frames import FrameDecoder, FrameEncoder, frame_order, order_byte
 
 A = PID("a@localhost", 1000, 7)
 B = PID("b@localhost", 2000, 9)
@@ -22,6 +22,9 @@ NAME = ProcessID("pong", "b@localhost")
 ALIAS = Alias("b@localhost", 2**90 + 5, 9)
 REF = Ref("a@localhost", 2**95 + 3, 7)
 MSG = {"text": "hi", "pids": [A, B], "t": (1, Atom("ok")), "b": b"\x00\xff"}
+
+ENC = FrameEncoder()  # a node has one; these tests play a single node
+encode_frame = ENC.encode_frame
 
 ALL_FRAMES: list[fr.Frame] = [
     fr.SendPID(A, B, MSG),
@@ -266,7 +269,7 @@ def test_malformed_call_frames_raise_remote_protocol_error(data: bytes) -> None:
 
 def test_a_pair_cached_for_a_send_is_checked_again_for_a_call() -> None:
     dec = FrameDecoder()
-    assert read(fr.encode_send(A, NAME, 1, 1), dec) == [fr.SendName(A, NAME, 1)]
+    assert read(ENC.encode_send(A, NAME, 1, 1), dec) == [fr.SendName(A, NAME, 1)]
     with pytest.raises(gen.RemoteProtocolError):
         read(_call_data(fr.TYPE_CALL_PID, [A, NAME], RID, False, 1), dec)
 
@@ -327,7 +330,7 @@ def _send_data(type_: int, pair: object, is_tuple: object, message: object) -> b
 def test_send_frames_keep_tuples_and_lists_apart(
     to: PID | ProcessID | Alias, message: object
 ) -> None:
-    (out,) = read(fr.encode_send(A, to, message, 3))
+    (out,) = read(ENC.encode_send(A, to, message, 3))
     assert isinstance(out, fr.SendPID | fr.SendName | fr.SendAlias)
     assert (out.from_, out.to, out.message) == (A, to, message)
     assert type(out.to) is type(to)
@@ -337,9 +340,9 @@ def test_send_frames_keep_tuples_and_lists_apart(
 
 
 def test_encode_send_is_encode_frame_of_the_matching_frame() -> None:
-    assert fr.encode_send(A, B, MSG, 9) == encode_frame(fr.SendPID(A, B, MSG), order=9)
-    assert fr.encode_send(A, NAME, MSG, 9) == encode_frame(fr.SendName(A, NAME, MSG), order=9)
-    assert fr.encode_send(A, ALIAS, MSG, 9) == encode_frame(fr.SendAlias(A, ALIAS, MSG), order=9)
+    assert ENC.encode_send(A, B, MSG, 9) == encode_frame(fr.SendPID(A, B, MSG), order=9)
+    assert ENC.encode_send(A, NAME, MSG, 9) == encode_frame(fr.SendName(A, NAME, MSG), order=9)
+    assert ENC.encode_send(A, ALIAS, MSG, 9) == encode_frame(fr.SendAlias(A, ALIAS, MSG), order=9)
 
 
 def test_send_frames_from_fresh_identifier_objects_decode_alike() -> None:
@@ -348,14 +351,14 @@ def test_send_frames_from_fresh_identifier_objects_decode_alike() -> None:
     for i in range(3):
         sender = PID("a@localhost", 1000, 7)
         name = ProcessID("pong", "b@localhost")
-        assert read(fr.encode_send(sender, name, i, 1), dec) == [fr.SendName(A, NAME, i)]
+        assert read(ENC.encode_send(sender, name, i, 1), dec) == [fr.SendName(A, NAME, i)]
 
 
 def test_send_frames_stay_right_past_the_cache_bounds() -> None:
-    pids = [PID("a@localhost", i, 7) for i in range(fr._CACHE_MAX + 10)]
+    pids = [PID("a@localhost", i, 7) for i in range(fr.CACHE_MAX + 10)]
     dec = FrameDecoder()
     for pid in pids:
-        dec.receive_data(fr.encode_send(pid, B, pid.id, 1))
+        dec.receive_data(ENC.encode_send(pid, B, pid.id, 1))
     out: list[fr.Frame] = []
     dec.drain(out)
     assert out == [fr.SendPID(pid, B, pid.id) for pid in pids]
@@ -363,16 +366,16 @@ def test_send_frames_stay_right_past_the_cache_bounds() -> None:
 
 def test_encode_send_refuses_what_encode_frame_refuses() -> None:
     with pytest.raises(gen.ErrIncorrect):
-        fr.encode_send(A, REF, 1, 1)  # type: ignore[arg-type]
+        ENC.encode_send(A, REF, 1, 1)  # type: ignore[arg-type]
     with pytest.raises(gen.ErrIncorrect):
-        fr.encode_send(NAME, B, 1, 1)  # type: ignore[arg-type]
+        ENC.encode_send(NAME, B, 1, 1)  # type: ignore[arg-type]
     with pytest.raises(gen.ErrIncorrect):
-        fr.encode_send(A, B, 1, 256)
+        ENC.encode_send(A, B, 1, 256)
     with pytest.raises(gen.ErrUnsupportedType):
-        fr.encode_send(A, B, (1, object()), 1)
-    size = len(fr.encode_send(A, B, b"x" * 100, 1))
+        ENC.encode_send(A, B, (1, object()), 1)
+    size = len(ENC.encode_send(A, B, b"x" * 100, 1))
     with pytest.raises(gen.ErrTooLarge):
-        fr.encode_send(A, B, b"x" * 100, 1, max_size=size - 1)
+        ENC.encode_send(A, B, b"x" * 100, 1, max_size=size - 1)
 
 
 @pytest.mark.parametrize(
@@ -405,7 +408,7 @@ def test_malformed_send_frames_raise_remote_protocol_error(data: bytes) -> None:
 
 
 def test_a_pair_cached_for_one_send_type_is_refused_for_another() -> None:
-    good = fr.encode_send(A, B, 1, 1)
+    good = ENC.encode_send(A, B, 1, 1)
     dec = FrameDecoder()
     assert read(good, dec) == [fr.SendPID(A, B, 1)]
     as_alias = good[:7] + bytes([fr.TYPE_SEND_ALIAS]) + good[8:]
@@ -415,7 +418,7 @@ def test_a_pair_cached_for_one_send_type_is_refused_for_another() -> None:
 
 def test_drain_yields_send_frames_as_plain_tuples() -> None:
     dec = FrameDecoder()
-    dec.receive_data(b"".join(fr.encode_send(A, to, (1, [2]), 1) for to in (B, NAME, ALIAS)))
+    dec.receive_data(b"".join(ENC.encode_send(A, to, (1, [2]), 1) for to in (B, NAME, ALIAS)))
     out: list[fr.Frame] = []
     dec.drain(out)
     assert [type(f) for f in out] == [tuple, tuple, tuple]
@@ -445,7 +448,7 @@ def test_drain_consumes_keepalives_and_stops_after_a_close() -> None:
 
 def test_drain_keeps_the_frames_before_a_bad_one_and_breaks() -> None:
     dec = FrameDecoder()
-    dec.receive_data(fr.encode_send(A, B, 1, 1) + _header(9, fr.TYPE_SEND_PID) + b"\xc1")
+    dec.receive_data(ENC.encode_send(A, B, 1, 1) + _header(9, fr.TYPE_SEND_PID) + b"\xc1")
     out: list[fr.Frame] = []
     with pytest.raises(gen.RemoteProtocolError):
         dec.drain(out)
@@ -455,7 +458,7 @@ def test_drain_keeps_the_frames_before_a_bad_one_and_breaks() -> None:
 
 
 def test_drain_waits_for_the_rest_of_a_split_frame() -> None:
-    data = fr.encode_send(A, B, "x" * 100, 1)
+    data = ENC.encode_send(A, B, "x" * 100, 1)
     dec = FrameDecoder()
     out: list[fr.Frame] = []
     dec.receive_data(data[:5])
@@ -560,7 +563,7 @@ def _run_frame(to: PID | ProcessID | Alias, messages: list[object], order: int =
     items = []
     entry = None
     for m in messages:
-        entry, item = fr.send_item(A, to, m, order)
+        entry, item = ENC.send_item(A, to, m, order)
         items.append(item)
     assert entry is not None
     return fr.send_run(entry, order, items)
@@ -583,18 +586,18 @@ def test_a_run_of_sends_is_one_batch_frame_that_reads_back_as_the_sends(
 
 
 def test_a_run_of_one_is_a_plain_send_frame() -> None:
-    assert _run_frame(B, [(1, 2)], order=9) == fr.encode_send(A, B, (1, 2), 9)
+    assert _run_frame(B, [(1, 2)], order=9) == ENC.encode_send(A, B, (1, 2), 9)
 
 
 def test_send_item_refuses_what_encode_send_refuses() -> None:
     with pytest.raises(gen.ErrIncorrect):
-        fr.send_item(A, REF, 1, 1)  # type: ignore[arg-type]
+        ENC.send_item(A, REF, 1, 1)  # type: ignore[arg-type]
     with pytest.raises(gen.ErrUnsupportedType):
-        fr.send_item(A, B, object(), 1)
-    size = len(fr.encode_send(A, B, b"x" * 100, 1))
+        ENC.send_item(A, B, object(), 1)
+    size = len(ENC.encode_send(A, B, b"x" * 100, 1))
     with pytest.raises(gen.ErrTooLarge):
-        fr.send_item(A, B, b"x" * 100, 1, max_size=size - 1)
-    fr.send_item(A, B, b"x" * 100, 1, max_size=size)
+        ENC.send_item(A, B, b"x" * 100, 1, max_size=size - 1)
+    ENC.send_item(A, B, b"x" * 100, 1, max_size=size)
 
 
 def _batch_data(type_: int, pair: object, *items: object) -> bytes:
@@ -622,7 +625,7 @@ def test_malformed_batches_raise_remote_protocol_error_and_deliver_nothing_of_th
     data: bytes,
 ) -> None:
     dec = FrameDecoder()
-    dec.receive_data(fr.encode_send(A, B, "before", 1) + data)
+    dec.receive_data(ENC.encode_send(A, B, "before", 1) + data)
     out: list[fr.Frame] = []
     with pytest.raises(gen.RemoteProtocolError):
         dec.drain(out)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from ergo_py import gen
 from ergo_py.gen import PID, Alias, Atom, ProcessID, Ref
 from ergo_py.net import frames as fr
-from ergo_py.net.frames import FrameDecoder, encode_frame
+from ergo_py.net.frames import FrameDecoder, FrameEncoder
 from ergo_py.net.handshake import (
     NEED_DATA,
     VERSION,
@@ -33,6 +33,7 @@ from ergo_py.net.handshake import (
     Rejected,
 )
 
+encode_frame = FrameEncoder().encode_frame
 ALLOWED = (gen.ProtocolError, gen.ErrTooLarge)
 FUZZ = settings(
     max_examples=150,

@@ -118,6 +118,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
         if net.insecure_skip_verify:
             log.warning("%s: insecure_skip_verify is on: peers are not verified", self._name)
         self._lt = LoopThread(self._name)
+        self._encoder = fr.FrameEncoder()  # this node's identifier caches: shared with no other
         self._conns: dict[str, Connection] = {}
         self._dialing: dict[str, asyncio.Future[Connection]] = {}
         self._arrived: dict[str, asyncio.Event] = {}
@@ -796,7 +797,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
     ) -> None:
         if order is None:
             order = fr.frame_order(frame)
-        self._send_data(str(node), fr.encode_frame(frame, order=order), order, from_loop)
+        self._send_data(str(node), self._encoder.encode_frame(frame, order=order), order, from_loop)
 
     def _ready(self, node: str, order: int) -> tuple[Connection, LinkProtocol, BatchWriter] | None:
         """The write path's common case: the connection is current and ``order`` has its link."""
@@ -869,7 +870,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
         if ready is not None:
             conn, link, writer = ready
             limit = conn.done.peer_max_message_size
-            entry, item = fr.send_item(from_pid, to, message, order, limit)
+            entry, item = self._encoder.send_item(from_pid, to, message, order, limit)
             try:
                 writer.write_item(entry, order, item, fr.send_run, len(entry[3]) + 16)
             except ErrNoConnection:
@@ -877,14 +878,14 @@ class TCPBackend(Handover, NetworkBackend, Network):
             else:
                 self._wrote(conn, link)
                 return
-        self._send_data(node, fr.encode_send(from_pid, to, message, order), order)
+        self._send_data(node, self._encoder.encode_send(from_pid, to, message, order), order)
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         code = _CALL_CODES.get(type(to))
         if code is None:
             raise ErrIncorrect(f"cannot call {to!r}")
         order = fr.order_byte(from_pid.id)
-        data = fr.encode_call(code, from_pid, to, ref, request, order)
+        data = self._encoder.encode_call(code, from_pid, to, ref, request, order)
         self._send_data(to.node, data, order)
 
     def reply(
@@ -896,7 +897,9 @@ class TCPBackend(Handover, NetworkBackend, Network):
                 return
             order = fr.order_byte(from_pid.id)
             try:
-                data = fr.encode_call(fr.TYPE_CALL_RESPONSE, from_pid, to, ref, value, order)
+                data = self._encoder.encode_call(
+                    fr.TYPE_CALL_RESPONSE, from_pid, to, ref, value, order
+                )
                 self._send_data(to.node, data, order)
             except ErgoError as exc:
                 if isinstance(exc, ErrNoConnection):

@@ -15,6 +15,7 @@ from ergo_py.gen import PID, Alias, Atom, ProcessID, Ref
 from ergo_py.net import codec
 from ergo_py.net import frames as fr
 from ergo_py.net.frames import FrameDecoder, FrameEncoder, frame_order, order_byte
+from ergo_py.net.frames.ids import CACHE_MAX
 
 A = PID("a@localhost", 1000, 7)
 B = PID("b@localhost", 2000, 9)
@@ -355,7 +356,7 @@ def test_send_frames_from_fresh_identifier_objects_decode_alike() -> None:
 
 
 def test_send_frames_stay_right_past_the_cache_bounds() -> None:
-    pids = [PID("a@localhost", i, 7) for i in range(fr.CACHE_MAX + 10)]
+    pids = [PID("a@localhost", i, 7) for i in range(CACHE_MAX + 10)]
     dec = FrameDecoder()
     for pid in pids:
         dec.receive_data(ENC.encode_send(pid, B, pid.id, 1))

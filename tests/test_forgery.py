@@ -115,7 +115,7 @@ def test_frames_on_behalf_of_another_nodes_process_close_the_link(
     ref = gen.Ref(B, 12345, b_proc.creation)
     forged = {
         "exit": fr.Exit(b_proc, trapper, "FORGED exit"),
-        "down": fr.Down(trapper, b_proc, ref, "FORGED down"),
+        "down": fr.DownFrame(trapper, b_proc, ref, "FORGED down"),
         "link": fr.Link(b_proc, trapper),
         "send": fr.SendPID(b_proc, trapper, "FORGED message"),
         "call": fr.CallPID(b_proc, trapper, ref, "FORGED call"),

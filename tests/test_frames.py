@@ -42,7 +42,7 @@ ALL_FRAMES: list[fr.Frame] = [
     fr.Unlink(A, ALIAS),
     fr.Monitor(A, NAME, REF),
     fr.Demonitor(A, B, REF),
-    fr.Down(A, B, REF, Atom("normal")),
+    fr.DownFrame(A, B, REF, Atom("normal")),
     fr.SpawnRequest(A, REF, "worker", "w1", (1, "two", A), False, {}),
     fr.SpawnRequest(A, REF, "worker", "", (), True, {"region": "eu", "n": 3}),
     fr.SpawnResult(A, REF, B, None),
@@ -175,7 +175,7 @@ def _with_body(type_: int, fields: list[object]) -> bytes:
 
 
 def test_frame_identifiers_are_plain_arrays_in_fixed_positions() -> None:
-    data = encode_frame(fr.Down(A, NAME, REF, (1, A)))
+    data = encode_frame(fr.DownFrame(A, NAME, REF, (1, A)))
     body = msgpack.unpackb(data[8:], raw=False)
     assert body[:3] == [_plain(A), _plain(NAME), _plain(REF)]
     # The reason keeps its own types: a tuple holding a PID is an extension type.
@@ -489,7 +489,7 @@ def test_frames_from_one_sender_share_one_order_byte() -> None:
         frame_order(fr.SendPID(sender, B, 1)),
         frame_order(fr.SendName(sender, NAME, 1)),
         frame_order(fr.Exit(sender, B, "x")),
-        frame_order(fr.Down(B, sender, REF, "x")),
+        frame_order(fr.DownFrame(B, sender, REF, "x")),
     }
     assert orders == {order_byte(255)}
     assert 0 not in orders

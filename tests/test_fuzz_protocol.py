@@ -87,7 +87,7 @@ any_frame: st.SearchStrategy[fr.Frame] = st.one_of(
     st.builds(fr.Unlink, pids, targets),
     st.builds(fr.Monitor, pids, targets, refs),
     st.builds(fr.Demonitor, pids, targets, refs),
-    st.builds(fr.Down, pids, targets, refs, terms),
+    st.builds(fr.DownFrame, pids, targets, refs, terms),
     st.builds(
         fr.SpawnRequest,
         pids,

@@ -470,7 +470,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
             r.route_monitor(f.from_, f.target, f.ref)
         elif isinstance(f, fr.Demonitor):
             r.route_demonitor(f.from_, f.target, f.ref)
-        elif isinstance(f, fr.Down):
+        elif isinstance(f, fr.DownFrame):
             r.route_down(f.target, f.to, f.ref, f.reason)
         elif isinstance(f, fr.SpawnRequest):
             self._spawn_requested(f)
@@ -937,7 +937,7 @@ class TCPBackend(Handover, NetworkBackend, Network):
         self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None = None
     ) -> None:
         order = fr.order_byte(ended.id) if ended is not None else None
-        self._send_frame(to.node, fr.Down(to, from_target, ref, reason), order=order)
+        self._send_frame(to.node, fr.DownFrame(to, from_target, ref, reason), order=order)
 
     def spawn(
         self,

@@ -72,7 +72,7 @@ from ergo_py.net.frames.types import (
     CallResponse,
     Close,
     Demonitor,
-    Down,
+    DownFrame,
     Exit,
     Frame,
     Keepalive,
@@ -143,7 +143,7 @@ _SPECS: dict[int, tuple[type[Any], tuple[_Field, ...]]] = {
     TYPE_UNLINK: (Unlink, (_PID, _TARGET)),
     TYPE_MONITOR: (Monitor, (_PID, _TARGET, _REF)),
     TYPE_DEMONITOR: (Demonitor, (_PID, _TARGET, _REF)),
-    TYPE_DOWN: (Down, (_PID, _TARGET, _REF, _TERM)),
+    TYPE_DOWN: (DownFrame, (_PID, _TARGET, _REF, _TERM)),
     TYPE_SPAWN_REQUEST: (SpawnRequest, (_PID, _REF, _STR, _STR, _ARGS, _BOOL, _ENV)),
     TYPE_SPAWN_RESULT: (SpawnResult, (_PID, _REF, _OPT_PID, _TERM)),
     TYPE_KEEPALIVE: (Keepalive, ()),
@@ -238,7 +238,7 @@ _SPEAKER: dict[type[Any], str] = {
     Unlink: "from_",
     Monitor: "from_",
     Demonitor: "from_",
-    Down: "target",
+    DownFrame: "target",
     SpawnRequest: "from_",
 }
 

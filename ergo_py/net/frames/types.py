@@ -181,8 +181,12 @@ class Demonitor:
 
 
 @dataclass(frozen=True, slots=True)
-class Down:
-    """``target`` (monitored under ``ref`` by ``to``) is gone, with ``reason``."""
+class DownFrame:
+    """``target`` (monitored under ``ref`` by ``to``) is gone, with ``reason``.
+
+    Named apart from the node's ``Down`` envelope (``node/process.py``), which
+    is what a process receives.
+    """
 
     to: PID
     target: Target
@@ -258,7 +262,7 @@ Frame: TypeAlias = (
     | Unlink
     | Monitor
     | Demonitor
-    | Down
+    | DownFrame
     | SpawnRequest
     | SpawnResult
     | Keepalive
@@ -292,7 +296,7 @@ def frame_order(frame: Frame) -> int:
     ``order=order_byte(pid.id)`` to keep the signal behind that process's
     earlier messages.
     """
-    if isinstance(frame, Down):
+    if isinstance(frame, DownFrame):
         target = frame.target
         return order_byte(target.id) if isinstance(target, PID) else order_byte(frame.ref.id)
     sender = frame[0] if isinstance(frame, tuple) else getattr(frame, "from_", None)

@@ -599,7 +599,10 @@ class FrameEncoder:
             raise ErrIncorrect(f"expected Ref, got {shape(ref)}")
         owner = from_pid if spec[3] else to
         if ref.node == owner.node and ref.creation == owner.creation:
-            ref_bytes = _REF_BIN + ref_id_bytes(ref)
+            try:  # ids.ref_id_bytes, inline: this runs per call and per reply
+                ref_bytes = _REF_BIN + ref.id.to_bytes(REF_ID_BYTES, "big")
+            except OverflowError:
+                ref_bytes = _REF_BIN + ref_id_bytes(ref)  # raises the error
         else:
             ref_bytes = self._ids.packed(ref, Ref)
         if type(term) is tuple:

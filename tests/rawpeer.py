@@ -61,11 +61,12 @@ class RawPeer:
                 self.sock.sendall(out)
         self.done: HandshakeComplete = done
         self._decoder = fr.FrameDecoder(peer=target)
+        self._encoder = fr.FrameEncoder()
         if machine.trailing_data:
             self._decoder.receive_data(machine.trailing_data)
 
     def send(self, frame: fr.Frame) -> None:
-        self.sock.sendall(fr.encode_frame(frame))
+        self.sock.sendall(self._encoder.encode_frame(frame))
 
     def send_bytes(self, data: bytes) -> None:
         self.sock.sendall(data)

@@ -28,6 +28,7 @@ PROPS = settings(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+ENCODER = fr.FrameEncoder()
 SRC = gen.PID("a@localhost", 1, 1)
 DST = gen.PID("b@localhost", 2, 1)
 
@@ -133,22 +134,14 @@ def test_frame_streams_with_deep_terms_decode_whatever_the_split(
         )
         if wire_depth(message) > LIMIT:
             with pytest.raises(gen.ErrTooDeep):
-                fr.encode_frame(frame)
+                ENCODER.encode_frame(frame)
         else:
             frames.append(frame)
-    data = b"".join(fr.encode_frame(f) for f in frames)
+    data = b"".join(ENCODER.encode_frame(f) for f in frames)
     # A peer's frame one or more levels too deep ends the stream: the frames
     # before it come out, then the decoder is broken.
     bad = send_frame_bytes(SRC, DST, nested_tuple_bytes(LIMIT + 1 + too_deep_by))
     chunks = split(data + bad, cuts)
-
-    dec = fr.FrameDecoder()
-    out: list[Any] = []
-    with pytest.raises(gen.RemoteProtocolError, match="nested"):
-        for chunk in chunks:
-            dec.receive_data(chunk)
-            out.extend(dec)
-    assert out == frames
 
     dec = fr.FrameDecoder()
     drained: list[Any] = []
@@ -157,8 +150,8 @@ def test_frame_streams_with_deep_terms_decode_whatever_the_split(
             dec.receive_data(chunk)
             dec.drain(drained)
     assert drained == [tuple(f) if type(f) is fr.SendPID else f for f in frames]
-    with pytest.raises(gen.RemoteProtocolError):
-        dec.next_frame()
+    with pytest.raises(gen.RemoteProtocolError):  # broken for good
+        dec.drain([])
 
 
 def make_ref(i: int) -> gen.Ref:

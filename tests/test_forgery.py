@@ -18,6 +18,7 @@ from rawpeer import RawPeer
 
 from ergo_py import act, gen
 from ergo_py.net import frames as fr
+from ergo_py.net.frames.types import HEADER
 from ergo_py.testing import Cluster
 
 A, B, M = "a@127.0.0.1", "b@127.0.0.1", "m@127.0.0.1"
@@ -114,7 +115,7 @@ def test_frames_on_behalf_of_another_nodes_process_close_the_link(
     ref = gen.Ref(B, 12345, b_proc.creation)
     forged = {
         "exit": fr.Exit(b_proc, trapper, "FORGED exit"),
-        "down": fr.Down(trapper, b_proc, ref, "FORGED down"),
+        "down": fr.DownFrame(trapper, b_proc, ref, "FORGED down"),
         "link": fr.Link(b_proc, trapper),
         "send": fr.SendPID(b_proc, trapper, "FORGED message"),
         "call": fr.CallPID(b_proc, trapper, ref, "FORGED call"),
@@ -147,7 +148,7 @@ def test_a_frame_announcing_4_gib_is_refused_from_its_length_prefix(nodes: Clust
     assert nodes.options[A].network.max_message_size == gen.NetworkOptions().max_message_size
     peer = RawPeer(nodes, M, A)
     try:
-        header = fr._HEADER.pack(fr.MAGIC, fr.VERSION, 0xFFFFFFF0, 1, fr.TYPE_SEND_PID)
+        header = HEADER.pack(fr.MAGIC, fr.VERSION, 0xFFFFFFF0, 1, fr.TYPE_SEND_PID)
         peer.send_bytes(header + b"\0" * 1024)
         assert peer.closed_by_node()
     finally:

@@ -14,13 +14,14 @@ import struct
 from typing import Any
 
 import msgpack
+from framereading import as_drained
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ergo_py import gen
 from ergo_py.gen import PID, Alias, Atom, ProcessID, Ref
 from ergo_py.net import frames as fr
-from ergo_py.net.frames import FrameDecoder, encode_frame
+from ergo_py.net.frames import FrameDecoder, FrameEncoder
 from ergo_py.net.handshake import (
     NEED_DATA,
     VERSION,
@@ -32,6 +33,7 @@ from ergo_py.net.handshake import (
     Rejected,
 )
 
+encode_frame = FrameEncoder().encode_frame
 ALLOWED = (gen.ProtocolError, gen.ErrTooLarge)
 FUZZ = settings(
     max_examples=150,
@@ -85,7 +87,7 @@ any_frame: st.SearchStrategy[fr.Frame] = st.one_of(
     st.builds(fr.Unlink, pids, targets),
     st.builds(fr.Monitor, pids, targets, refs),
     st.builds(fr.Demonitor, pids, targets, refs),
-    st.builds(fr.Down, pids, targets, refs, terms),
+    st.builds(fr.DownFrame, pids, targets, refs, terms),
     st.builds(
         fr.SpawnRequest,
         pids,
@@ -139,14 +141,6 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return out
 
 
-def feed_decoder(dec: FrameDecoder, chunks: list[bytes]) -> list[fr.Frame]:
-    out: list[fr.Frame] = []
-    for chunk in chunks:
-        dec.receive_data(chunk)
-        out.extend(dec)
-    return out
-
-
 def drain_decoder(dec: FrameDecoder, chunks: list[bytes]) -> list[fr.Frame]:
     """As a link reads: ``drain`` after each chunk (keepalives dropped, stop at a Close)."""
     out: list[fr.Frame] = []
@@ -154,19 +148,6 @@ def drain_decoder(dec: FrameDecoder, chunks: list[bytes]) -> list[fr.Frame]:
         dec.receive_data(chunk)
         dec.drain(out)
         if out and type(out[-1]) is fr.Close:
-            break
-    return out
-
-
-def as_drained(frames: list[fr.Frame]) -> list[fr.Frame]:
-    """What ``drain`` yields for ``frames``: plain tuples for sends, no keepalives,
-    nothing after a Close."""
-    out: list[fr.Frame] = []
-    for f in frames:
-        if type(f) is fr.Keepalive:
-            continue
-        out.append((f[0], f[1], f[2]) if isinstance(f, tuple) else f)
-        if type(f) is fr.Close:
             break
     return out
 
@@ -193,8 +174,6 @@ def test_random_bytes_into_the_frame_decoder_raise_only_protocol_errors(
     data: bytes, limit: int
 ) -> None:
     with contextlib.suppress(*ALLOWED):
-        feed_decoder(FrameDecoder(max_size=limit), [data])
-    with contextlib.suppress(*ALLOWED):
         drain_decoder(FrameDecoder(max_size=limit), [data])
 
 
@@ -205,8 +184,6 @@ def test_valid_headers_with_random_bodies_raise_only_protocol_errors(
 ) -> None:
     body = msgpack.packb(body_term) + junk
     data = struct.pack(">BBIBB", 78, fr.VERSION, 8 + len(body), order, type_) + body
-    with contextlib.suppress(*ALLOWED):
-        feed_decoder(FrameDecoder(), [data])
     with contextlib.suppress(*ALLOWED):
         drain_decoder(FrameDecoder(), [data])
 
@@ -226,8 +203,6 @@ def test_send_frames_with_random_identifier_pairs_raise_only_protocol_errors(
     body = msgpack.packb([pair, is_tuple, message])
     data = struct.pack(">BBIBB", 78, fr.VERSION, 8 + len(body), 1, type_) + body
     with contextlib.suppress(*ALLOWED):
-        feed_decoder(FrameDecoder(), [data])
-    with contextlib.suppress(*ALLOWED):
         drain_decoder(FrameDecoder(), [data])
 
 
@@ -237,8 +212,6 @@ def test_valid_frame_streams_round_trip_whatever_the_split(
     frames: list[fr.Frame], cuts: list[int]
 ) -> None:
     data = b"".join(encode_frame(f) for f in frames)
-    out = feed_decoder(FrameDecoder(), split(data, cuts))
-    assert norm(out) == norm(frames)
     drained = drain_decoder(FrameDecoder(), split(data, cuts))
     assert norm(drained) == norm(as_drained(frames))
 
@@ -254,8 +227,6 @@ def test_a_corrupted_frame_stream_raises_only_protocol_errors(
 ) -> None:
     data = bytearray(b"".join(encode_frame(f) for f in frames))
     data[where % len(data)] ^= xor or 1
-    with contextlib.suppress(*ALLOWED):
-        feed_decoder(FrameDecoder(), [bytes(data)])
     with contextlib.suppress(*ALLOWED):
         drain_decoder(FrameDecoder(), [bytes(data)])
 

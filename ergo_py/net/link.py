@@ -38,7 +38,7 @@ from ergo_py.gen.errors import (
     RemoteProtocolError,
 )
 from ergo_py.gen.options import KEEPALIVE_MISSES
-from ergo_py.net.frames import Close, Frame, FrameDecoder, Keepalive, encode_frame
+from ergo_py.net.frames import Close, Frame, FrameDecoder, FrameEncoder, Keepalive
 from ergo_py.net.handshake import (
     NEED_DATA,
     REASON_PROTOCOL,
@@ -61,7 +61,9 @@ _limited = LogLimiter(log)  # a peer can cause these lines as often as it likes
 Machine = DialerHandshake | AcceptorHandshake | JoinHandshake
 
 
-_KEEPALIVE = encode_frame(Keepalive())
+# The control frames carry no identifiers: encoded once.
+_KEEPALIVE = FrameEncoder().encode_frame(Keepalive())
+_CLOSE = {replaced: FrameEncoder().encode_frame(Close(replaced)) for replaced in (False, True)}
 
 # Senders block while more than this is waiting for the peer to read it, and
 # go on once it is below the low mark: bounded memory, few stalls.
@@ -330,7 +332,7 @@ class LinkProtocol(asyncio.Protocol):
             return
         self.sent_close = True
         writer.close(flush=True)
-        self._write_quietly(encode_frame(Close(replaced)))
+        self._write_quietly(_CLOSE[replaced])
         if self.peer_closed:
             self.close()
 

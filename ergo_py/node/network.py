@@ -118,6 +118,7 @@ class TCPBackend(NetworkBackend):
         self._table = ConnectionTable(self, self._name, net, self._lt)
         self._conns = self._table.conns  # the write path's look-up, one attribute away
         self._owing = self._table.owing
+        self._encoder = fr.FrameEncoder()  # this node's identifier caches: shared with no other
         # Refs of calls each peer made that are not answered yet (sets: one
         # add or discard is atomic, from the loop or any process thread).
         self._owed: dict[str, set[Ref]] = {}
@@ -370,7 +371,7 @@ class TCPBackend(NetworkBackend):
             r.route_monitor(f.from_, f.target, f.ref)
         elif isinstance(f, fr.Demonitor):
             r.route_demonitor(f.from_, f.target, f.ref)
-        elif isinstance(f, fr.Down):
+        elif isinstance(f, fr.DownFrame):
             r.route_down(f.target, f.to, f.ref, f.reason)
         elif isinstance(f, fr.SpawnRequest):
             self._spawn.requested(f)
@@ -412,7 +413,7 @@ class TCPBackend(NetworkBackend):
     ) -> None:
         if order is None:
             order = fr.frame_order(frame)
-        self._send_data(str(node), fr.encode_frame(frame, order=order), order, from_loop)
+        self._send_data(str(node), self._encoder.encode_frame(frame, order=order), order, from_loop)
 
     def _ready(self, node: str, order: int) -> tuple[Connection, LinkProtocol, BatchWriter] | None:
         """The write path's common case: the connection is current and ``order`` has its link."""
@@ -486,7 +487,7 @@ class TCPBackend(NetworkBackend):
         if ready is not None:
             conn, link, writer = ready
             limit = conn.done.peer_max_message_size
-            entry, item = fr.send_item(from_pid, to, message, order, limit)
+            entry, item = self._encoder.send_item(from_pid, to, message, order, limit)
             try:
                 writer.write_item(entry, order, item, fr.send_run, len(entry[3]) + 16)
             except ErrNoConnection:
@@ -494,14 +495,14 @@ class TCPBackend(NetworkBackend):
             else:
                 self._wrote(conn, link)
                 return
-        self._send_data(node, fr.encode_send(from_pid, to, message, order), order)
+        self._send_data(node, self._encoder.encode_send(from_pid, to, message, order), order)
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         code = _CALL_CODES.get(type(to))
         if code is None:
             raise ErrIncorrect(f"cannot call {to!r}")
         order = fr.order_byte(from_pid.id)
-        data = fr.encode_call(code, from_pid, to, ref, request, order)
+        data = self._encoder.encode_call(code, from_pid, to, ref, request, order)
         self._send_data(to.node, data, order)
 
     def reply(
@@ -513,7 +514,9 @@ class TCPBackend(NetworkBackend):
                 return
             order = fr.order_byte(from_pid.id)
             try:
-                data = fr.encode_call(fr.TYPE_CALL_RESPONSE, from_pid, to, ref, value, order)
+                data = self._encoder.encode_call(
+                    fr.TYPE_CALL_RESPONSE, from_pid, to, ref, value, order
+                )
                 self._send_data(to.node, data, order)
             except ErgoError as exc:
                 if isinstance(exc, ErrNoConnection):
@@ -551,7 +554,7 @@ class TCPBackend(NetworkBackend):
         self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None = None
     ) -> None:
         order = fr.order_byte(ended.id) if ended is not None else None
-        self._send_frame(to.node, fr.Down(to, from_target, ref, reason), order=order)
+        self._send_frame(to.node, fr.DownFrame(to, from_target, ref, reason), order=order)
 
     def spawn(
         self,

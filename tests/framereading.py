@@ -1,0 +1,43 @@
+"""Reading frames in tests the way a link reads them: ``FrameDecoder.drain``."""
+
+from __future__ import annotations
+
+from ergo_py.gen import PID, Alias, ProcessID
+from ergo_py.net import frames as fr
+
+_SEND_CLASS: dict[type, type] = {PID: fr.SendPID, ProcessID: fr.SendName, Alias: fr.SendAlias}
+
+
+def drained(data: bytes, dec: fr.FrameDecoder | None = None) -> list[fr.Frame]:
+    """What one ``drain`` yields after ``data`` is fed to ``dec`` (or a fresh decoder)."""
+    if dec is None:
+        dec = fr.FrameDecoder()
+    dec.receive_data(data)
+    out: list[fr.Frame] = []
+    dec.drain(out)
+    return out
+
+
+def named(frame: fr.Frame) -> fr.Frame:
+    """A drained send tuple as its named frame class (the type of ``to`` says which)."""
+    if type(frame) is tuple:
+        return _SEND_CLASS[type(frame[1])](*frame)  # type: ignore[no-any-return]
+    return frame
+
+
+def read(data: bytes, dec: fr.FrameDecoder | None = None) -> list[fr.Frame]:
+    """:func:`drained`, with the sends named, so that they compare by class too."""
+    return [named(f) for f in drained(data, dec)]
+
+
+def as_drained(frames: list[fr.Frame]) -> list[fr.Frame]:
+    """What ``drain`` yields for ``frames``: plain tuples for sends, no keepalives,
+    nothing after a Close."""
+    out: list[fr.Frame] = []
+    for f in frames:
+        if type(f) is fr.Keepalive:
+            continue
+        out.append((f[0], f[1], f[2]) if isinstance(f, tuple) else f)
+        if type(f) is fr.Close:
+            break
+    return out

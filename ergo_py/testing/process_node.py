@@ -54,7 +54,7 @@ import os
 import pickle
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -80,6 +80,7 @@ from ergo_py.gen.errors import (
 from ergo_py.gen.identifiers import PID, Atom
 from ergo_py.gen.node import ActorFactory, Network, Node, RemoteNode, Target
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, NodeOptions, ProcessOptions
+from ergo_py.gen.registrar import Registrar, Route
 
 __all__ = [
     "DEFAULT_CONTROL_TIMEOUT",
@@ -318,6 +319,7 @@ class _Child:
             "net.reconnect": lambda name: net().reconnect(name),
             "net.enable_spawn": lambda *a: net().enable_spawn(*a),
             "net.disable_spawn": lambda *a: net().disable_spawn(*a),
+            "net.registrar_nodes": lambda: r.nodes() if (r := net().registrar()) else None,
             "remote.spawn": remote_spawn,
             "remote.disconnect": lambda peer: net().get_node(peer).disconnect(),
             "certs": self.apply_certs,
@@ -752,3 +754,29 @@ class _ProcessNetwork(Network):
 
     def disable_spawn(self, name: str, *nodes: str) -> None:
         self._node._request("net.disable_spawn", name, *nodes)
+
+    def registrar(self) -> Registrar | None:
+        """A view of the child's registrar: ``nodes()`` runs in the child (None: it has none)."""
+        if self._node._request("net.registrar_nodes") is None:
+            return None
+        return _ProcessRegistrar(self._node)
+
+
+class _ProcessRegistrar:
+    """``network().registrar()`` of a :class:`ProcessNode`: only ``nodes`` crosses over."""
+
+    def __init__(self, node: ProcessNode) -> None:
+        self._node = node
+
+    async def start(self, node_name: str, routes: Sequence[Route]) -> None:
+        raise ErrUnsupported("the registrar runs in the node's process")
+
+    async def resolve(self, node_name: str) -> list[Route]:
+        raise ErrUnsupported("the registrar runs in the node's process")
+
+    def nodes(self) -> list[str]:
+        names: list[str] = self._node._request("net.registrar_nodes") or []
+        return names
+
+    async def close(self) -> None:
+        raise ErrUnsupported("the registrar runs in the node's process")

@@ -294,3 +294,46 @@ def test_an_etcd_outage_drops_no_connection_and_nodes_register_again() -> None:
             assert connection_ids(cluster) == before  # not one connection was made again
     finally:
         server.close()
+
+
+def test_while_etcd_is_away_cached_routes_answer_and_loss_and_return_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = EtcdServer(etcd_binary())
+    server.start()
+    cluster = cluster_name()
+    route = gen.Route(host="", port=4002)
+    caplog.set_level("WARNING", logger="ergo_py.net.registrar.etcd")
+
+    async def until(check: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while not check():
+            if time.monotonic() > deadline:
+                pytest.fail(f"not within {WAIT} s: {what}")
+            await asyncio.sleep(0.05)
+
+    async def scenario() -> None:
+        a = net.EtcdRegistrar([server.endpoint], cluster=cluster, lease_ttl=TTL)
+        b = net.EtcdRegistrar([server.endpoint], cluster=cluster, lease_ttl=TTL)
+        try:
+            await a.start("a@h1", [route])
+            # b never starts (a hidden node's): its watch begins with its first resolve
+            assert await b.resolve("a@h1") == [route]
+            await until(lambda: b.nodes() == ["a@h1"], "b sees a")
+            await asyncio.to_thread(server.stop)
+            assert await b.resolve("a@h1") == [route]  # from the cache
+            with pytest.raises(gen.ErrNoConnection):
+                await b.resolve("nobody@h1")
+            await until(lambda: "lost" in caplog.text, "the loss logged")
+            assert b.nodes() == ["a@h1"]
+            await asyncio.to_thread(server.start)
+            await until(lambda: "back after" in caplog.text, "the return logged")
+            assert await b.resolve("a@h1") == [route]
+        finally:
+            await a.close()
+            await b.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.close()

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # never removes what `make bench` added, so the two stamps do not fight.
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: test demo lint typecheck pytest bench clean
+.PHONY: test demo lint typecheck pytest etcd bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,14 @@ pytest: $(STAMP)
 	$(PY) -m pytest -q
 	ERGO_PY_LOOP=uvloop $(PY) -m pytest -q $(UVLOOP_TESTS)
 
-test: lint typecheck pytest
+# The etcd registrar's tests run a real etcd: Debian's etcd-server, installed
+# here when missing. Without apt (or root) this says so and the tests skip.
+etcd:
+	@command -v etcd >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) \
+	    >/dev/null 2>&1 || echo "etcd-server could not be installed: the etcd registrar tests will skip"; }
+
+test: lint typecheck etcd pytest
 
 demo: $(STAMP)
 	$(PY) -m ergo_py.cli.main demo

@@ -74,8 +74,10 @@ class Registrar(Protocol):
         """Register ``node_name`` as reachable at ``routes`` until ``close``.
 
         Raises ``gen.ErrTaken`` if a live node holds the name already (the
-        node then refuses to start); any other ``gen.ErgoError`` (registry
-        unreachable, say) is logged and the node runs unregistered.
+        node then refuses to start), and so does ``gen.NodeError`` (a registrar
+        that must not run without its registry: ``net.EtcdRegistrar`` when etcd
+        is unreachable); any other ``gen.ErgoError`` (registry unreachable, say)
+        is logged and the node runs unregistered.
         """
         ...
 

@@ -182,6 +182,8 @@ class TCPBackend(NetworkBackend):
             await reg.start(self._name, routes)
         except ErrTaken as exc:
             raise NodeError(f"node name {self._name} is taken: {exc}") from exc
+        except NodeError:
+            raise  # the registrar refuses to let the node run (etcd unreachable at start, say)
         except ErgoError as exc:
             # Resolving through it may still work; only our registration is missing.
             log.warning("%s: not registered (%s); reachable by static routes only", self._name, exc)

@@ -68,7 +68,7 @@ import pickle
 import threading
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -94,6 +94,7 @@ from ergo_py.gen.errors import (
 from ergo_py.gen.identifiers import PID, Atom
 from ergo_py.gen.node import Network, Node, RemoteNode, Target
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, NodeOptions, ProcessOptions
+from ergo_py.gen.registrar import Registrar, Route
 
 __all__ = [
     "DEFAULT_CONTROL_TIMEOUT",
@@ -375,6 +376,7 @@ class _Child:
             **{f"node.{n}": _served(lambda: node, n, m) for n, m in _members(Node).items()},
             **{f"net.{n}": _served(node.network, n, m) for n, m in _members(Network).items()},
             "net.get_node": get_node,
+            "net.registrar_nodes": lambda: r.nodes() if (r := node.network().registrar()) else None,
             "remote.spawn": remote_spawn,
             "remote.disconnect": lambda peer: node.network().get_node(peer).disconnect(),
             "certs": self.apply_certs,
@@ -791,3 +793,29 @@ class _ProcessNetwork(_NetworkForwarders, Network):  # type: ignore[misc]  # as 
     def get_node(self, name: str) -> RemoteNode:
         peer, creation = self._node._request("net.get_node", (name,))
         return _ProcessRemoteNode(self._node, peer, creation)
+
+    def registrar(self) -> Registrar | None:
+        """A view of the child's registrar: ``nodes()`` runs in the child (None: it has none)."""
+        if self._node._request("net.registrar_nodes") is None:
+            return None
+        return _ProcessRegistrar(self._node)
+
+
+class _ProcessRegistrar:
+    """``network().registrar()`` of a :class:`ProcessNode`: only ``nodes`` crosses over."""
+
+    def __init__(self, node: ProcessNode) -> None:
+        self._node = node
+
+    async def start(self, node_name: str, routes: Sequence[Route]) -> None:
+        raise ErrUnsupported("the registrar runs in the node's process")
+
+    async def resolve(self, node_name: str) -> list[Route]:
+        raise ErrUnsupported("the registrar runs in the node's process")
+
+    def nodes(self) -> list[str]:
+        names: list[str] = self._node._request("net.registrar_nodes") or []
+        return names
+
+    async def close(self) -> None:
+        raise ErrUnsupported("the registrar runs in the node's process")

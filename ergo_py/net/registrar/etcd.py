@@ -1,0 +1,467 @@
+"""``EtcdRegistrar``: multi-host discovery on etcd (the ``net.Registrar`` protocol).
+
+Layout in etcd, one cluster per prefix::
+
+    /ergo/CLUSTER/nodes/NAME  ->  {"routes": [...], "instance": "..."}   (under a lease)
+
+``start`` grants a lease of ``lease_ttl`` seconds and creates the node's key
+under it (a transaction: an existing key means the name is taken). A
+keep-alive task owned by the registrar refreshes the lease every third of its
+TTL; ``close`` ends the task and revokes the lease, which deletes the key at
+once. A node that dies without a goodbye disappears when its lease expires.
+
+``nodes`` is a snapshot of a local cache of the prefix, kept fresh by a watch;
+``resolve`` reads etcd and falls back to the cache when etcd cannot be reached.
+
+Etcd unreachable at ``start``: ``gen.NodeError`` (the node does not start).
+Etcd lost while running: the cache is kept, the keep-alive and the watch
+retry with backoff, and the node registers again (with a new lease if its old
+one is gone) once etcd is back; each loss and recovery is logged once.
+
+The client is etcd's v3 JSON gRPC gateway (``/v3/...``) over HTTP with
+``httpx`` (``pip install ergo-py[etcd]``); ``docs/etcd.md`` says why.
+
+Everything runs on the node's event loop, except ``nodes``, which may be
+called from any thread. The registrar pickles by its settings: the copy is a
+fresh, unstarted registrar (so process nodes can be given one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from ergo_py.gen.errors import (
+    ErgoError,
+    ErrIncorrect,
+    ErrNoConnection,
+    ErrNodeTerminated,
+    ErrNoRoute,
+    ErrTaken,
+    ErrUnsupported,
+    NodeError,
+)
+from ergo_py.gen.registrar import Route
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["DEFAULT_ENDPOINTS", "EtcdError", "EtcdRegistrar"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINTS: Final = ("http://127.0.0.1:2379",)
+DEFAULT_REQUEST_TIMEOUT: Final = 2.0
+_FIRST_BACKOFF: Final = 0.1
+_MAX_BACKOFF: Final = 5.0
+
+
+class EtcdError(ErgoError):
+    """Etcd answered with an error (not a lost connection: that is ``gen.ErrNoConnection``)."""
+
+
+def _b64(data: str) -> str:
+    return base64.b64encode(data.encode("utf-8")).decode("ascii")
+
+
+def _unb64(data: str) -> str:
+    return base64.b64decode(data).decode("utf-8")
+
+
+def _prefix_end(prefix: str) -> str:
+    """The range end covering every key that starts with ``prefix``."""
+    raw = prefix.encode("utf-8")
+    return base64.b64encode(raw[:-1] + bytes([raw[-1] + 1])).decode("ascii")
+
+
+def _encode_routes(routes: Sequence[Route], instance: str) -> str:
+    return json.dumps(
+        {
+            "routes": [
+                {
+                    "host": r.host,
+                    "port": r.port,
+                    "tls": r.tls,
+                    "handshake_version": r.handshake_version,
+                    "proto_version": r.proto_version,
+                }
+                for r in routes
+            ],
+            "instance": instance,
+        }
+    )
+
+
+def _decode_value(value_b64: str) -> tuple[list[Route], str]:
+    """A key's routes and instance; ``EtcdError`` if it is not ours to read."""
+    try:
+        value = json.loads(_unb64(value_b64))
+        routes = [Route(**r) for r in value["routes"]]
+        return routes, str(value.get("instance", ""))
+    except (ValueError, KeyError, TypeError, ErgoError) as exc:
+        raise EtcdError(f"unreadable registration in etcd: {exc}") from exc
+
+
+def _httpx() -> Any:
+    try:
+        import httpx
+    except ImportError:
+        raise ErrUnsupported("net.EtcdRegistrar needs httpx: pip install 'ergo-py[etcd]'") from None
+    return httpx
+
+
+def _restore(settings: dict[str, Any]) -> EtcdRegistrar:
+    return EtcdRegistrar(**settings)
+
+
+class EtcdRegistrar:
+    """A ``net.Registrar`` on etcd: ``endpoints`` are its client URLs, tried in turn.
+
+    ``cluster`` names the key prefix (``/ergo/CLUSTER/``): nodes see only
+    their own cluster. ``lease_ttl`` (seconds, an int >= 1) bounds how long a
+    node that died without a goodbye stays listed. ``request_timeout`` bounds
+    every request to one endpoint.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] = DEFAULT_ENDPOINTS,
+        cluster: str = "default",
+        lease_ttl: int = 10,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        endpoints = [e.rstrip("/") for e in endpoints]
+        if not endpoints or not all(e.startswith(("http://", "https://")) for e in endpoints):
+            raise ErrIncorrect(f"etcd endpoints must be http(s) URLs, got {endpoints!r}")
+        if not cluster or "/" in cluster:
+            raise ErrIncorrect(f"etcd cluster name must be non-empty without '/': {cluster!r}")
+        if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int) or lease_ttl < 1:
+            raise ErrIncorrect(f"lease_ttl must be an int >= 1 (seconds), got {lease_ttl!r}")
+        if not request_timeout > 0:
+            raise ErrIncorrect(f"request_timeout must be > 0, got {request_timeout!r}")
+        _httpx()  # fail here, not in the node, when the extra is missing
+        self.endpoints: list[str] = endpoints
+        self.cluster = cluster
+        self.lease_ttl = lease_ttl
+        self.request_timeout = request_timeout
+        self.prefix = f"/ergo/{cluster}/nodes/"
+        self._instance = uuid.uuid4().hex
+        self._endpoint = 0  # the one that answered last
+        self._client: httpx.AsyncClient | None = None
+        self._lock = threading.Lock()  # guards _cache for nodes() from any thread
+        self._cache: dict[str, list[Route]] = {}
+        self._revision = 0  # the etcd revision the cache reflects (watch/range)
+        self._name: str | None = None
+        self._routes: list[Route] = []
+        self._lease: int | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- pickling: by settings, unstarted -------------------------------------------------
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        settings = {
+            "endpoints": list(self.endpoints),
+            "cluster": self.cluster,
+            "lease_ttl": self.lease_ttl,
+            "request_timeout": self.request_timeout,
+        }
+        return (_restore, (settings,))
+
+    def __repr__(self) -> str:
+        return (
+            f"EtcdRegistrar(endpoints={self.endpoints!r}, cluster={self.cluster!r}, "
+            f"lease_ttl={self.lease_ttl})"
+        )
+
+    # --- the protocol ---------------------------------------------------------------------
+
+    async def start(self, node_name: str, routes: Sequence[Route]) -> None:
+        """Register ``node_name`` under a lease; ``gen.NodeError`` if etcd is unreachable."""
+        self._check_open()
+        if self._name is not None:
+            raise ErrIncorrect(f"registrar already started for {self._name}")
+        try:
+            await self._register(node_name, list(routes), taken_ok=False)
+        except ErrNoConnection as exc:
+            raise NodeError(
+                f"etcd unreachable at {', '.join(self.endpoints)}: cannot register {node_name} "
+                f"({exc})"
+            ) from exc
+        self._name = node_name
+        self._routes = list(routes)
+        with self._lock:
+            self._cache[node_name] = list(routes)
+        self._keepalive_task = asyncio.get_running_loop().create_task(
+            self._keepalive_loop(), name=f"etcd keepalive {node_name}"
+        )
+        self._ensure_watch()
+
+    async def resolve(self, node_name: str) -> list[Route]:
+        """Routes from etcd; the cached ones when etcd cannot be reached."""
+        self._check_open()
+        self._ensure_watch()
+        try:
+            reply = await self._post("/v3/kv/range", {"key": _b64(self.prefix + node_name)})
+        except ErrNoConnection:
+            with self._lock:
+                cached = self._cache.get(node_name)
+            if cached is not None:
+                return list(cached)
+            raise
+        revision = int(reply.get("header", {}).get("revision", 0))
+        kvs = reply.get("kvs") or []
+        routes = _decode_value(kvs[0]["value"])[0] if kvs else None
+        with self._lock:
+            if revision > self._revision:  # not older than what the watch applied
+                if routes is None:
+                    self._cache.pop(node_name, None)
+                else:
+                    self._cache[node_name] = list(routes)
+        if routes is None:
+            raise ErrNoRoute(node_name)
+        return routes
+
+    def nodes(self) -> list[str]:
+        with self._lock:
+            return sorted(self._cache)
+
+    async def close(self) -> None:
+        """Stop the keep-alive and the watch, revoke the lease (deleting the key); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in (self._keepalive_task, self._watch_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            with contextlib.suppress(ErgoError):
+                await self._post("/v3/lease/revoke", {"ID": str(lease)}, closing=True)
+        if self._client is not None:
+            client, self._client = self._client, None
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    # --- registration and keep-alive ------------------------------------------------------
+
+    async def _register(self, name: str, routes: list[Route], *, taken_ok: bool) -> None:
+        """Grant a lease and create the key under it.
+
+        ``taken_ok``: the key may exist if it is this registrar's (a re-registration);
+        otherwise an existing key is ``gen.ErrTaken``.
+        """
+        grant = await self._post("/v3/lease/grant", {"TTL": str(self.lease_ttl)})
+        if grant.get("error"):
+            raise EtcdError(f"lease grant refused: {grant['error']}")
+        lease = int(grant["ID"])
+        key = _b64(self.prefix + name)
+        value = _b64(_encode_routes(routes, self._instance))
+        put = {"request_put": {"key": key, "value": value, "lease": str(lease)}}
+        reply = await self._post(
+            "/v3/kv/txn",
+            {
+                "compare": [
+                    {"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+                ],
+                "success": [put],
+                "failure": [{"request_range": {"key": key}}],
+            },
+        )
+        if not reply.get("succeeded"):
+            kvs = (reply.get("responses") or [{}])[0].get("response_range", {}).get("kvs") or []
+            holder = _decode_value(kvs[0]["value"])[1] if kvs else None
+            if not (taken_ok and holder == self._instance):
+                with contextlib.suppress(ErgoError):
+                    await self._post("/v3/lease/revoke", {"ID": str(lease)})
+                raise ErrTaken(f"{name} is registered in etcd cluster {self.cluster!r}")
+            await self._post("/v3/kv/put", put["request_put"])
+        old, self._lease = self._lease, lease
+        if old is not None and old != lease:
+            with contextlib.suppress(ErgoError):
+                await self._post("/v3/lease/revoke", {"ID": str(old)})
+
+    async def _keepalive_loop(self) -> None:
+        """Refresh the lease every TTL/3; when etcd is lost, retry with backoff and re-register."""
+        assert self._name is not None
+        interval = self.lease_ttl / 3
+        backoff_cap = min(_MAX_BACKOFF, max(0.5, self.lease_ttl / 2))
+        backoff = _FIRST_BACKOFF
+        lost_since: float | None = None
+        loop = asyncio.get_running_loop()
+        delay = interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                alive = await self._keepalive_once()
+                if not alive:
+                    log.warning(
+                        "etcd: lease of %s expired; registering again with a new lease", self._name
+                    )
+                    await self._register(self._name, self._routes, taken_ok=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if lost_since is None:
+                    lost_since = loop.time()
+                    log.warning(
+                        "etcd: %s lost (%s); keeping cached routes, retrying", self._name, exc
+                    )
+                delay = backoff
+                backoff = min(backoff * 2, backoff_cap)
+                continue
+            if lost_since is not None:
+                log.warning(
+                    "etcd: back after %.1f s; %s is registered again",
+                    loop.time() - lost_since,
+                    self._name,
+                )
+                lost_since = None
+            backoff = _FIRST_BACKOFF
+            delay = interval
+
+    async def _keepalive_once(self) -> bool:
+        """Refresh the lease; False if etcd no longer knows it (it expired meanwhile)."""
+        if self._lease is None:
+            return False
+        reply = await self._post("/v3/lease/keepalive", {"ID": str(self._lease)})
+        result = reply.get("result", reply)
+        return int(result.get("TTL", 0) or 0) > 0
+
+    # --- the watch: the cache behind nodes() ----------------------------------------------
+
+    def _ensure_watch(self) -> None:
+        if self._watch_task is None and not self._closed:
+            self._watch_task = asyncio.get_running_loop().create_task(
+                self._watch_loop(), name=f"etcd watch {self.prefix}"
+            )
+
+    async def _watch_loop(self) -> None:
+        backoff = _FIRST_BACKOFF
+        cap = min(_MAX_BACKOFF, max(0.5, self.lease_ttl / 2))
+        while True:
+            try:
+                await self._load_prefix()
+                backoff = _FIRST_BACKOFF
+                async for event in self._watch_events():
+                    self._apply(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("etcd: watch of %s interrupted: %s", self.prefix, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, cap)
+
+    async def _load_prefix(self) -> None:
+        reply = await self._post(
+            "/v3/kv/range", {"key": _b64(self.prefix), "range_end": _prefix_end(self.prefix)}
+        )
+        cache: dict[str, list[Route]] = {}
+        for kv in reply.get("kvs") or []:
+            name = _unb64(kv["key"])[len(self.prefix) :]
+            with contextlib.suppress(EtcdError):
+                cache[name] = _decode_value(kv["value"])[0]
+        with self._lock:
+            self._cache = cache
+            self._revision = int(reply.get("header", {}).get("revision", 0))
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        kv = event.get("kv", {})
+        name = _unb64(kv.get("key", ""))[len(self.prefix) :]
+        revision = int(kv.get("mod_revision", 0))
+        routes: list[Route] | None = None
+        if event.get("type", "PUT") == "PUT":
+            try:
+                routes = _decode_value(kv.get("value", ""))[0]
+            except EtcdError:
+                return
+        with self._lock:
+            if routes is None:
+                self._cache.pop(name, None)
+            else:
+                self._cache[name] = routes
+            self._revision = max(self._revision, revision)
+
+    async def _watch_events(self) -> AsyncIterator[dict[str, Any]]:
+        """The prefix's events after the cache's revision, until the stream ends."""
+        httpx = _httpx()
+        request = {
+            "create_request": {
+                "key": _b64(self.prefix),
+                "range_end": _prefix_end(self.prefix),
+                "start_revision": str(self._revision + 1),
+            }
+        }
+        client = self._get_client()
+        url = self.endpoints[self._endpoint] + "/v3/watch"
+        timeout = httpx.Timeout(self.request_timeout, read=None)
+        async with client.stream("POST", url, json=request, timeout=timeout) as response:
+            if response.status_code != 200:
+                raise EtcdError(f"watch refused: HTTP {response.status_code}")
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                message = json.loads(line)
+                result = message.get("result")
+                if result is None:
+                    raise EtcdError(f"watch ended: {message.get('error', message)}")
+                if result.get("canceled") or result.get("compact_revision"):
+                    raise EtcdError(f"watch canceled: {result.get('cancel_reason', 'compacted')}")
+                for event in result.get("events") or []:
+                    yield event
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ErrNodeTerminated("etcd registrar is closed")
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            httpx = _httpx()
+            self._client = httpx.AsyncClient(timeout=self.request_timeout)
+        return self._client
+
+    async def _post(self, path: str, body: dict[str, Any], *, closing: bool = False) -> Any:
+        """POST ``body`` to the first endpoint that answers, starting with the last good one.
+
+        ``gen.ErrNoConnection`` if none answered within ``request_timeout`` each;
+        ``EtcdError`` for an error reply.
+        """
+        if self._closed and not closing:
+            raise ErrNodeTerminated("etcd registrar is closed")
+        httpx = _httpx()
+        client = self._get_client()
+        errors: list[str] = []
+        for i in range(len(self.endpoints)):
+            index = (self._endpoint + i) % len(self.endpoints)
+            url = self.endpoints[index] + path
+            try:
+                response = await client.post(url, json=body)
+            except httpx.HTTPError as exc:
+                errors.append(f"{self.endpoints[index]}: {type(exc).__name__} {exc}".strip())
+                continue
+            self._endpoint = index
+            try:
+                reply = response.json()
+            except ValueError:
+                raise EtcdError(f"{path}: HTTP {response.status_code}, not JSON") from None
+            if response.status_code != 200:
+                message = reply.get("error") or reply.get("message") or reply
+                raise EtcdError(f"{path}: HTTP {response.status_code}: {message}")
+            return reply
+        raise ErrNoConnection("; ".join(errors))

@@ -16,6 +16,14 @@ from ergo_py.meta.tcp import (
     TCPServer,
     TCPServerOptions,
 )
+from ergo_py.meta.web import (
+    WebHandler,
+    WebHandlerOptions,
+    WebRequest,
+    WebResponse,
+    WebServer,
+    WebServerOptions,
+)
 
 __all__ = [
     "MessageTCP",
@@ -25,4 +33,10 @@ __all__ = [
     "TCPConnectionOptions",
     "TCPServer",
     "TCPServerOptions",
+    "WebHandler",
+    "WebHandlerOptions",
+    "WebRequest",
+    "WebResponse",
+    "WebServer",
+    "WebServerOptions",
 ]

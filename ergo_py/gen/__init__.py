@@ -75,6 +75,7 @@ from ergo_py.gen.messages import (
     MessageExitPID,
     MessageExitProcessID,
 )
+from ergo_py.gen.meta import MetaBehavior
 from ergo_py.gen.node import (
     AcceptorInfo,
     ActorFactory,
@@ -139,6 +140,7 @@ __all__ = [
     "MessageExitNode",
     "MessageExitPID",
     "MessageExitProcessID",
+    "MetaBehavior",
     "Network",
     "NetworkBackend",
     "NetworkFlags",

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import ErgoError, ErrUnsupported
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
+from ergo_py.gen.meta import MetaBehavior
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, ProcessOptions
 from ergo_py.gen.registrar import Registrar
 
@@ -219,6 +221,30 @@ class Node(abc.ABC):
     @abc.abstractmethod
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the node has stopped; False if ``timeout`` passed first."""
+
+    # Meta-processes (``ergo_py.meta``): not abstract, so a node that does not
+    # host them (a handle on a node in another process) need not say so twice.
+
+    def cert_manager(self) -> CertManager | None:
+        """The node's certificate manager (None: plain TCP); meta-processes' default."""
+        raise ErrUnsupported(f"{type(self).__name__} has no cert manager to offer")
+
+    def spawn_meta(self, behavior: MetaBehavior) -> Alias:
+        """Start a meta-process; returns its alias once it is serving.
+
+        It ends with the node, or with :meth:`send_exit_meta`. Whatever kept
+        it from serving (a port in use, no certificate) is raised here.
+        """
+        raise ErrUnsupported(f"{type(self).__name__} does not host meta-processes")
+
+    def send_exit_meta(self, alias: Alias, reason: Any = None) -> None:
+        """End the meta-process ``alias`` (its listener and connections close).
+
+        Returns once it has ended (bounded by the node's shutdown timeout),
+        unless called from that meta-process itself. ``ErrProcessUnknown``
+        if ``alias`` names no meta-process of this node.
+        """
+        raise ErrUnsupported(f"{type(self).__name__} does not host meta-processes")
 
     def __enter__(self) -> Node:
         return self

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ergo_py.act.actor import Actor
+from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
@@ -30,6 +31,7 @@ from ergo_py.gen.errors import (
     ErrNodeTerminated,
     ErrNotAllowed,
     ErrProcessTerminated,
+    ErrProcessUnknown,
     ErrTaken,
     NodeError,
 )
@@ -37,9 +39,11 @@ from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref, random_ref
 from ergo_py.gen.identifiers import make_ref as _ref
 from ergo_py.gen.messages import (
     TERMINATE_REASON_KILL,
+    TERMINATE_REASON_NORMAL,
     TERMINATE_REASON_SHUTDOWN,
     MessageExitPID,
 )
+from ergo_py.gen.meta import MetaBehavior
 from ergo_py.gen.node import ActorFactory, Network, NetworkBackend, Node, NodeRouter, Target
 from ergo_py.gen.options import NodeOptions, ProcessOptions
 from ergo_py.net import codec
@@ -104,6 +108,7 @@ class Core:
         self._calls = CallTable()
         self._signals = Signals(table, self._links)
         self.router = Router(self, table, self._links, self._calls, self._signals)
+        self._metas: dict[Alias, PID] = {}  # meta-processes by alias, under the table lock
         self._stopping = False
         self._stopped = threading.Event()
         try:
@@ -246,6 +251,48 @@ class Core:
             state = self._procs.get(pid.id)
             if state is not None:
                 state.aliases.discard(alias)
+
+    # -- meta-processes (see gen.MetaBehavior) ------------------------------
+
+    def cert_manager(self) -> CertManager | None:
+        return self._options.cert_manager
+
+    def spawn_meta(self, behavior: MetaBehavior) -> Alias:
+        """See ``gen.Node.spawn_meta``: a process of the node's own, known by its alias."""
+        if not isinstance(behavior, MetaBehavior):
+            raise ErrIncorrect(f"spawn_meta needs a gen.MetaBehavior, got {behavior!r}")
+        pid = self.spawn_from(self._pid, None, lambda: behavior.meta_actor(self), (), None)
+        alias = behavior.meta_alias()
+        with self._lock:
+            if self._aliases.get(alias) != pid:  # it has already ended
+                raise ErrProcessTerminated(f"meta-process {pid!r} ended as it started")
+            self._metas[alias] = pid
+        return alias
+
+    def queued(self, to: Any) -> int:
+        """See ``gen.MetaHost.queued``."""
+        try:
+            target = self._norm(to)
+            with self._lock:
+                state = self._lookup(target)
+        except ErgoError:
+            return 0
+        ref = state.actor_ref
+        inbox: Any = ref.actor_inbox if ref is not None else None  # our SimpleQueue
+        return int(inbox.qsize()) if inbox is not None else 0
+
+    def send_exit_meta(self, alias: Alias, reason: Any) -> None:
+        """See ``gen.Node.send_exit_meta``."""
+        with self._lock:
+            pid = self._metas.get(alias)
+            state = self._procs.get(pid.id) if pid is not None else None
+        if pid is None:
+            raise ErrProcessUnknown(f"no meta-process {alias!r}")
+        if state is None:
+            return
+        state.tell(Stop(TERMINATE_REASON_NORMAL if reason is None else reason))
+        if state.thread is not threading.current_thread():
+            state.done.wait(max(self._options.shutdown_timeout, 0.0))
 
     # -- messages and calls ------------------------------------------------
 
@@ -425,6 +472,7 @@ class Core:
             aliases = [a for a in state.aliases if self._aliases.get(a) == pid]
             for a in aliases:
                 del self._aliases[a]
+                self._metas.pop(a, None)
             inflight = self._inflight.pop(pid, {})
         keys: list[Key] = [pid, *(ProcessID(n, self._name) for n in names), *aliases]
         self._signals.process_ended(pid, keys, reason)

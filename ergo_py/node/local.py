@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ergo_py.gen.identifiers import PID, Atom
+from ergo_py.gen.certmanager import CertManager
+from ergo_py.gen.identifiers import PID, Alias, Atom
+from ergo_py.gen.meta import MetaBehavior
 from ergo_py.gen.node import ActorFactory, Network, Node, Target
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, NodeOptions, ProcessOptions
 from ergo_py.node.core import BackendFactory, Core
@@ -69,6 +71,15 @@ class LocalNode(Node):
 
     def send_exit(self, to: Target, reason: Any) -> None:
         self._core.send_exit_from(self._pid, to, reason)
+
+    def cert_manager(self) -> CertManager | None:
+        return self._core.cert_manager()
+
+    def spawn_meta(self, behavior: MetaBehavior) -> Alias:
+        return self._core.spawn_meta(behavior)
+
+    def send_exit_meta(self, alias: Alias, reason: Any = None) -> None:
+        self._core.send_exit_meta(alias, reason)
 
     def is_alive(self) -> bool:
         return self._core.is_alive()

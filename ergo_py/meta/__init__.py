@@ -1,0 +1,42 @@
+"""Meta-processes: processes that own an external resource (a listener, a socket).
+
+Start one with ``node.spawn_meta(behavior)``; it is addressed by the alias
+that returns, ends with the node or with ``node.send_exit_meta(alias)``.
+TLS comes from the node's certificate manager, per connection, so rotation
+and trust changes apply to the next connection with no restart. See
+``docs/meta.md``.
+"""
+
+from ergo_py.meta.tcp import (
+    MessageTCP,
+    MessageTCPConnect,
+    MessageTCPDisconnect,
+    TCPConnection,
+    TCPConnectionOptions,
+    TCPServer,
+    TCPServerOptions,
+)
+from ergo_py.meta.web import (
+    WebHandler,
+    WebHandlerOptions,
+    WebRequest,
+    WebResponse,
+    WebServer,
+    WebServerOptions,
+)
+
+__all__ = [
+    "MessageTCP",
+    "MessageTCPConnect",
+    "MessageTCPDisconnect",
+    "TCPConnection",
+    "TCPConnectionOptions",
+    "TCPServer",
+    "TCPServerOptions",
+    "WebHandler",
+    "WebHandlerOptions",
+    "WebRequest",
+    "WebResponse",
+    "WebServer",
+    "WebServerOptions",
+]

@@ -125,6 +125,7 @@ class _Limits:
             if key.lower() == b"content-length":
                 with contextlib.suppress(ValueError):
                     if int(value) > self.limit:
+                        await _discard_body(receive, _DRAIN_MAX)
                         await _respond(send, 413, b"request body too large\n")
                         return
         started = False
@@ -149,7 +150,27 @@ class _Limits:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
+                await _discard_body(receive, _DRAIN_MAX)
                 await _respond(send, 413, b"request body too large\n")
+
+
+# A refused body is read and dropped, up to this much, before the 413 goes
+# out: a server that answers and closes while the client is still sending
+# makes the client's TCP stack see a reset, and the client then often never
+# reads the answer. Past this, the client sees the reset (it should have
+# asked with "Expect: 100-continue").
+_DRAIN_MAX = 4 << 20
+
+
+async def _discard_body(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of the request body, at most ``budget`` bytes."""
+    while budget > 0:
+        message = await receive()
+        if message.get("type") != "http.request":
+            return  # the client went away
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _respond(send: Send, status: int, body: bytes) -> None:

@@ -3,7 +3,8 @@
 Each round measures, over mutual TLS on loopback with the server in another
 OS process: the raw asyncio TLS ceiling (``baseline_tls.measure``), ergo_py
 node to node (``scenarios``), Pyro5 and gRPC (``peers``), memory per idle
-connection and actor (``memory``) and local messaging against pykka
+connection and actor (``memory``), the meta-process web and TCP servers against
+Hypercorn and a raw asyncio TLS echo (``meta_servers``) and local messaging against pykka
 (``local_messaging``). Figures are medians over the rounds.
 
 Prints the table; a full run also rewrites the generated section of
@@ -28,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import meta_servers  # noqa: E402
 import report  # noqa: E402
 from report import Row  # noqa: E402
 
@@ -49,6 +51,7 @@ class Config:
     actors: int  # M idle actors
     local_sends: int
     local_calls: int
+    meta_s: float  # seconds per meta-server figure, each side
 
 
 FULL = Config(
@@ -65,6 +68,7 @@ FULL = Config(
     actors=500,
     local_sends=20_000,
     local_calls=2_000,
+    meta_s=2.0,
 )
 QUICK = Config(
     rounds=3,
@@ -80,6 +84,7 @@ QUICK = Config(
     actors=50,
     local_sends=1_000,
     local_calls=100,
+    meta_s=0.3,
 )
 
 CALLERS = 16
@@ -90,6 +95,8 @@ ROTATION_CALLERS = 16
 def make_rows() -> dict[str, Row]:
     """Every row of the table, in order, keyed for the measuring code."""
     f1 = ",.1f"
+    MC = meta_servers.CONNS
+    hyp, raw = "Hypercorn direct", "raw TLS echo"
     rows = [
         ("ow1", Row("1 one-way", "msg/s, 1 sender", "raw TLS frames/s", True, 0.40)),
         ("ow4", Row("1 one-way", f"msg/s, {SENDERS}→{SENDERS}", "raw TLS frames/s", True)),
@@ -107,6 +114,10 @@ def make_rows() -> dict[str, Row]:
         ("loss", Row("4 rotation", "replies", "requests", True, 1.0)),
         ("mem_conn", Row("5 memory", "KiB/idle conn", "raw TLS conn", False, None, f1)),
         ("mem_actor", Row("5 memory", "KiB/idle actor", "pykka actor", False, None, f1)),
+        ("web_ka", Row("6 meta web", f"req/s, {MC} keep-alive", hyp, True, 0.90)),
+        ("web_new", Row("6 meta web", f"req/s, {MC}x new conn", hyp, True, 0.90)),
+        ("tcp_stream", Row("6 meta TCP", f"echo MiB/s, {MC} conns", raw, True, None, f1)),
+        ("tcp_ping", Row("6 meta TCP", f"echoes/s, {MC} conns", raw, True)),
         ("local_send", Row("local", "send msg/s", "pykka tell", True)),
         ("local_call", Row("local", "call µs", "pykka ask", False, None, f1)),
     ]
@@ -137,6 +148,7 @@ def measure(cfg: Config, rows: dict[str, Row], log: list[str]) -> None:
         peers.pyro(material.ca_pem, material.server, material.client) as pyro,
         peers.grpc_server(material.ca_pem, material.server, material.client) as grpc,
         ergo_py.start_node("local@localhost", local_opts) as local,
+        meta_servers.servers(ca_pem) as meta_srv,
     ):
         # Warm up every path once, untimed.
         scenarios.ergo_calls(a, 1, 0.1)
@@ -144,6 +156,7 @@ def measure(cfg: Config, rows: dict[str, Row], log: list[str]) -> None:
         peers.grpc_calls(grpc, 1, 0.1)
         local_messaging.ergo_round(local, 200, 20)
         local_messaging.pykka_round(200, 20)
+        meta_servers.measure(meta_srv, 0.1)
         for n in range(cfg.rounds):
             t0 = time.monotonic()
             raw = baseline_tls.measure(
@@ -205,6 +218,12 @@ def measure(cfg: Config, rows: dict[str, Row], log: list[str]) -> None:
                     memory.per_actor("ergo", cfg.actors) / KIB,
                     memory.per_actor("pykka", cfg.actors) / KIB,
                 )
+
+            ours, base = meta_servers.measure(meta_srv, cfg.meta_s, baseline_first=n % 2 == 1)
+            rows["web_ka"].add(ours.web_keepalive, base.web_keepalive)
+            rows["web_new"].add(ours.web_new, base.web_new)
+            rows["tcp_stream"].add(ours.tcp_stream, base.tcp_stream)
+            rows["tcp_ping"].add(ours.tcp_pingpong, base.tcp_pingpong)
 
             es, ec = local_messaging.ergo_round(local, cfg.local_sends, cfg.local_calls)
             ps, pc = local_messaging.pykka_round(cfg.local_sends, cfg.local_calls)

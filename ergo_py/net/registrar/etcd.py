@@ -38,6 +38,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from ergo_py.gen.certmanager import CertAuthManager
 from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
@@ -52,6 +53,8 @@ from ergo_py.gen.registrar import Route
 
 if TYPE_CHECKING:
     import httpx
+
+    from ergo_py.net.registrar.etcd_trust import EtcdTrust
 
 __all__ = ["DEFAULT_ENDPOINTS", "EtcdError", "EtcdRegistrar"]
 
@@ -273,6 +276,14 @@ class EtcdRegistrar(EtcdClient):
     their own cluster. ``lease_ttl`` (seconds, an int >= 1) bounds how long a
     node that died without a goodbye stays listed. ``request_timeout`` bounds
     every request to one endpoint.
+
+    ``trust``: follow the cluster's CA bundle (``/ergo/CLUSTER/trust``, see
+    ``net.EtcdTrust``) into the node's ``gen.CertAuthManager`` from ``start``
+    until ``close``. Pass the manager itself (the one in
+    ``NodeOptions.cert_manager``), or ``True`` and bind it later with
+    ``bind_cert_manager`` (a pickled copy carries ``True``: ``testing``'s
+    process nodes bind it to the child's manager). A node that never starts
+    its registrar (a hidden node) does not follow.
     """
 
     def __init__(
@@ -282,8 +293,11 @@ class EtcdRegistrar(EtcdClient):
         lease_ttl: int = 10,
         *,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        trust: CertAuthManager | bool = False,
     ) -> None:
         _check_cluster(cluster)
+        if not isinstance(trust, bool | CertAuthManager):
+            raise ErrIncorrect(f"trust must be a gen.CertAuthManager or a bool, got {trust!r}")
         if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int) or lease_ttl < 1:
             raise ErrIncorrect(f"lease_ttl must be an int >= 1 (seconds), got {lease_ttl!r}")
         super().__init__(endpoints, request_timeout)
@@ -299,6 +313,11 @@ class EtcdRegistrar(EtcdClient):
         self._lease: int | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self.trust = bool(trust)
+        self._trust_cam: CertAuthManager | None = (
+            trust if isinstance(trust, CertAuthManager) else None
+        )
+        self._trust: EtcdTrust | None = None
 
     # --- pickling: by settings, unstarted -------------------------------------------------
 
@@ -308,13 +327,24 @@ class EtcdRegistrar(EtcdClient):
             "cluster": self.cluster,
             "lease_ttl": self.lease_ttl,
             "request_timeout": self.request_timeout,
+            "trust": self.trust,
         }
         return (_restore, (settings,))
+
+    def bind_cert_manager(self, cam: CertAuthManager) -> None:
+        """The manager a registrar made with ``trust=True`` follows the cluster's trust into.
+
+        Call before the node starts; a registrar without ``trust`` ignores it.
+        """
+        if not isinstance(cam, CertAuthManager):
+            raise ErrIncorrect(f"trust follows into a gen.CertAuthManager, not {cam!r}")
+        if self.trust:
+            self._trust_cam = cam
 
     def __repr__(self) -> str:
         return (
             f"EtcdRegistrar(endpoints={self.endpoints!r}, cluster={self.cluster!r}, "
-            f"lease_ttl={self.lease_ttl})"
+            f"lease_ttl={self.lease_ttl}, trust={self.trust})"
         )
 
     # --- the protocol ---------------------------------------------------------------------
@@ -324,6 +354,11 @@ class EtcdRegistrar(EtcdClient):
         self._check_open()
         if self._name is not None:
             raise ErrIncorrect(f"registrar already started for {self._name}")
+        if self.trust and self._trust_cam is None:
+            raise NodeError(
+                "EtcdRegistrar(trust=True) has no cert manager to follow the cluster's trust "
+                "into: pass trust=cam, or call bind_cert_manager(cam) before the node starts"
+            )
         try:
             await self._register(node_name, list(routes), taken_ok=False)
         except ErrNoConnection as exc:
@@ -339,6 +374,13 @@ class EtcdRegistrar(EtcdClient):
             self._keepalive_loop(), name=f"etcd keepalive {node_name}"
         )
         self._ensure_watch()
+        if self._trust_cam is not None:
+            from ergo_py.net.registrar.etcd_trust import EtcdTrust
+
+            self._trust = EtcdTrust(
+                self.endpoints, self.cluster, request_timeout=self.request_timeout
+            )
+            await self._trust.start(self._trust_cam)
 
     async def resolve(self, node_name: str) -> list[Route]:
         """Routes from etcd; the cached ones when etcd cannot be reached."""
@@ -374,6 +416,8 @@ class EtcdRegistrar(EtcdClient):
         if self._closed:
             return
         self._closed = True
+        if self._trust is not None:
+            await self._trust.close()
         tasks = [t for t in (self._keepalive_task, self._watch_task) if t is not None]
         for task in tasks:
             task.cancel()

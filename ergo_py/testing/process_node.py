@@ -359,6 +359,11 @@ class _Child:
         if spec.certs is not None:
             self.cam = self.new_manager(spec.certs)
             options = dataclasses.replace(options, cert_manager=self.cam)
+            # a registrar that follows the cluster's trust (EtcdRegistrar(trust=...))
+            # arrives unbound: it follows this process's manager
+            bind = getattr(options.network.registrar, "bind_cert_manager", None)
+            if bind is not None and isinstance(self.cam, CertAuthManager):
+                bind(self.cam)
         self.certs = spec.certs
         node = start_node(spec.name, options)
         self.node = node

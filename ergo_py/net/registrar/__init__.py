@@ -12,5 +12,6 @@ multi-host one (``EtcdRegistrar``, the ``etcd`` extra).
 from ergo_py.gen.registrar import Registrar
 from ergo_py.net.registrar.client import EmbeddedRegistrar
 from ergo_py.net.registrar.etcd import EtcdRegistrar
+from ergo_py.net.registrar.etcd_trust import EtcdTrust, publish_trust
 
-__all__ = ["EmbeddedRegistrar", "EtcdRegistrar", "Registrar"]
+__all__ = ["EmbeddedRegistrar", "EtcdRegistrar", "EtcdTrust", "Registrar", "publish_trust"]

@@ -35,9 +35,10 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from ergo_py.gen.certmanager import CertAuthManager
 from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
@@ -52,6 +53,8 @@ from ergo_py.gen.registrar import Route
 
 if TYPE_CHECKING:
     import httpx
+
+    from ergo_py.net.registrar.etcd_trust import EtcdTrust
 
 __all__ = ["DEFAULT_ENDPOINTS", "EtcdError", "EtcdRegistrar"]
 
@@ -121,13 +124,166 @@ def _restore(settings: dict[str, Any]) -> EtcdRegistrar:
     return EtcdRegistrar(**settings)
 
 
-class EtcdRegistrar:
+def _check_endpoints(endpoints: Sequence[str] | str) -> list[str]:
+    if isinstance(endpoints, str):
+        endpoints = [endpoints]
+    endpoints = [e.rstrip("/") for e in endpoints]
+    if not endpoints or not all(e.startswith(("http://", "https://")) for e in endpoints):
+        raise ErrIncorrect(f"etcd endpoints must be http(s) URLs, got {endpoints!r}")
+    return endpoints
+
+
+def _check_cluster(cluster: str) -> str:
+    if not cluster or "/" in cluster:
+        raise ErrIncorrect(f"etcd cluster name must be non-empty without '/': {cluster!r}")
+    return cluster
+
+
+class EtcdClient:
+    """What every etcd user here shares: the endpoints, one ``httpx`` client, requests, watches.
+
+    ``_post`` fails over between the endpoints; ``_watch_events`` streams one
+    key range's events; ``_follow`` keeps a local view of a range fresh (load,
+    then watch, again with backoff after any interruption). Not public API:
+    ``EtcdRegistrar`` and ``EtcdTrust`` are built on it.
+    """
+
+    def __init__(self, endpoints: Sequence[str] | str, request_timeout: float) -> None:
+        endpoints = _check_endpoints(endpoints)
+        if not request_timeout > 0:
+            raise ErrIncorrect(f"request_timeout must be > 0, got {request_timeout!r}")
+        _httpx()  # fail here, not in the node, when the extra is missing
+        self.endpoints: list[str] = endpoints
+        self.request_timeout = request_timeout
+        self._endpoint = 0  # the one that answered last
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+
+    async def _follow(
+        self,
+        what: str,
+        load: Callable[[], Awaitable[None]],
+        key: str,
+        range_end: str | None,
+        revision: Callable[[], int],
+        apply: Callable[[dict[str, Any]], None],
+        backoff_cap: float,
+    ) -> None:
+        """Forever: ``load()`` the range, then ``apply`` each watched event after ``revision()``.
+
+        Any interruption (etcd lost, the watch canceled or compacted) is
+        logged at DEBUG and retried with backoff (0.1 s doubling up to
+        ``backoff_cap``), starting again with ``load``.
+        """
+        backoff = _FIRST_BACKOFF
+        while True:
+            try:
+                await load()
+                backoff = _FIRST_BACKOFF
+                async for event in self._watch_events(key, range_end, revision() + 1):
+                    apply(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("etcd: watch of %s interrupted: %s", what, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, backoff_cap)
+
+    async def _watch_events(
+        self, key: str, range_end: str | None, start_revision: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events of ``key`` (base64; up to ``range_end`` if given) from ``start_revision`` on.
+
+        Runs until the stream ends; ``EtcdError`` when etcd cancels it.
+        """
+        httpx = _httpx()
+        create: dict[str, Any] = {"key": key, "start_revision": str(start_revision)}
+        if range_end is not None:
+            create["range_end"] = range_end
+        client = self._get_client()
+        url = self.endpoints[self._endpoint] + "/v3/watch"
+        timeout = httpx.Timeout(self.request_timeout, read=None)
+        async with client.stream(
+            "POST", url, json={"create_request": create}, timeout=timeout
+        ) as response:
+            if response.status_code != 200:
+                raise EtcdError(f"watch refused: HTTP {response.status_code}")
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                message = json.loads(line)
+                result = message.get("result")
+                if result is None:
+                    raise EtcdError(f"watch ended: {message.get('error', message)}")
+                if result.get("canceled") or result.get("compact_revision"):
+                    raise EtcdError(f"watch canceled: {result.get('cancel_reason', 'compacted')}")
+                for event in result.get("events") or []:
+                    yield event
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ErrNodeTerminated(f"{type(self).__name__} is closed")
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            httpx = _httpx()
+            self._client = httpx.AsyncClient(timeout=self.request_timeout)
+        return self._client
+
+    async def _close_client(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def _post(self, path: str, body: dict[str, Any], *, closing: bool = False) -> Any:
+        """POST ``body`` to the first endpoint that answers, starting with the last good one.
+
+        ``gen.ErrNoConnection`` if none answered within ``request_timeout`` each;
+        ``EtcdError`` for an error reply.
+        """
+        if self._closed and not closing:
+            raise ErrNodeTerminated(f"{type(self).__name__} is closed")
+        httpx = _httpx()
+        client = self._get_client()
+        errors: list[str] = []
+        for i in range(len(self.endpoints)):
+            index = (self._endpoint + i) % len(self.endpoints)
+            url = self.endpoints[index] + path
+            try:
+                response = await client.post(url, json=body)
+            except httpx.HTTPError as exc:
+                errors.append(f"{self.endpoints[index]}: {type(exc).__name__} {exc}".strip())
+                continue
+            self._endpoint = index
+            try:
+                reply = response.json()
+            except ValueError:
+                raise EtcdError(f"{path}: HTTP {response.status_code}, not JSON") from None
+            if response.status_code != 200:
+                message = reply.get("error") or reply.get("message") or reply
+                raise EtcdError(f"{path}: HTTP {response.status_code}: {message}")
+            return reply
+        raise ErrNoConnection("; ".join(errors))
+
+
+class EtcdRegistrar(EtcdClient):
     """A ``net.Registrar`` on etcd: ``endpoints`` are its client URLs, tried in turn.
 
     ``cluster`` names the key prefix (``/ergo/CLUSTER/``): nodes see only
     their own cluster. ``lease_ttl`` (seconds, an int >= 1) bounds how long a
     node that died without a goodbye stays listed. ``request_timeout`` bounds
     every request to one endpoint.
+
+    ``trust``: follow the cluster's CA bundle (``/ergo/CLUSTER/trust``, see
+    ``net.EtcdTrust``) into the node's ``gen.CertAuthManager`` from ``start``
+    until ``close``. Pass the manager itself (the one in
+    ``NodeOptions.cert_manager``), or ``True`` and bind it later with
+    ``bind_cert_manager`` (a pickled copy carries ``True``: ``testing``'s
+    process nodes bind it to the child's manager). A node that never starts
+    its registrar (a hidden node) does not follow.
     """
 
     def __init__(
@@ -137,27 +293,18 @@ class EtcdRegistrar:
         lease_ttl: int = 10,
         *,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        trust: CertAuthManager | bool = False,
     ) -> None:
-        if isinstance(endpoints, str):
-            endpoints = [endpoints]
-        endpoints = [e.rstrip("/") for e in endpoints]
-        if not endpoints or not all(e.startswith(("http://", "https://")) for e in endpoints):
-            raise ErrIncorrect(f"etcd endpoints must be http(s) URLs, got {endpoints!r}")
-        if not cluster or "/" in cluster:
-            raise ErrIncorrect(f"etcd cluster name must be non-empty without '/': {cluster!r}")
+        _check_cluster(cluster)
+        if not isinstance(trust, bool | CertAuthManager):
+            raise ErrIncorrect(f"trust must be a gen.CertAuthManager or a bool, got {trust!r}")
         if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int) or lease_ttl < 1:
             raise ErrIncorrect(f"lease_ttl must be an int >= 1 (seconds), got {lease_ttl!r}")
-        if not request_timeout > 0:
-            raise ErrIncorrect(f"request_timeout must be > 0, got {request_timeout!r}")
-        _httpx()  # fail here, not in the node, when the extra is missing
-        self.endpoints: list[str] = endpoints
+        super().__init__(endpoints, request_timeout)
         self.cluster = cluster
         self.lease_ttl = lease_ttl
-        self.request_timeout = request_timeout
         self.prefix = f"/ergo/{cluster}/nodes/"
         self._instance = uuid.uuid4().hex
-        self._endpoint = 0  # the one that answered last
-        self._client: httpx.AsyncClient | None = None
         self._lock = threading.Lock()  # guards _cache for nodes() from any thread
         self._cache: dict[str, list[Route]] = {}
         self._revision = 0  # the etcd revision the cache reflects (watch/range)
@@ -166,7 +313,11 @@ class EtcdRegistrar:
         self._lease: int | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
-        self._closed = False
+        self.trust = bool(trust)
+        self._trust_cam: CertAuthManager | None = (
+            trust if isinstance(trust, CertAuthManager) else None
+        )
+        self._trust: EtcdTrust | None = None
 
     # --- pickling: by settings, unstarted -------------------------------------------------
 
@@ -176,13 +327,24 @@ class EtcdRegistrar:
             "cluster": self.cluster,
             "lease_ttl": self.lease_ttl,
             "request_timeout": self.request_timeout,
+            "trust": self.trust,
         }
         return (_restore, (settings,))
+
+    def bind_cert_manager(self, cam: CertAuthManager) -> None:
+        """The manager a registrar made with ``trust=True`` follows the cluster's trust into.
+
+        Call before the node starts; a registrar without ``trust`` ignores it.
+        """
+        if not isinstance(cam, CertAuthManager):
+            raise ErrIncorrect(f"trust follows into a gen.CertAuthManager, not {cam!r}")
+        if self.trust:
+            self._trust_cam = cam
 
     def __repr__(self) -> str:
         return (
             f"EtcdRegistrar(endpoints={self.endpoints!r}, cluster={self.cluster!r}, "
-            f"lease_ttl={self.lease_ttl})"
+            f"lease_ttl={self.lease_ttl}, trust={self.trust})"
         )
 
     # --- the protocol ---------------------------------------------------------------------
@@ -192,6 +354,11 @@ class EtcdRegistrar:
         self._check_open()
         if self._name is not None:
             raise ErrIncorrect(f"registrar already started for {self._name}")
+        if self.trust and self._trust_cam is None:
+            raise NodeError(
+                "EtcdRegistrar(trust=True) has no cert manager to follow the cluster's trust "
+                "into: pass trust=cam, or call bind_cert_manager(cam) before the node starts"
+            )
         try:
             await self._register(node_name, list(routes), taken_ok=False)
         except ErrNoConnection as exc:
@@ -207,6 +374,13 @@ class EtcdRegistrar:
             self._keepalive_loop(), name=f"etcd keepalive {node_name}"
         )
         self._ensure_watch()
+        if self._trust_cam is not None:
+            from ergo_py.net.registrar.etcd_trust import EtcdTrust
+
+            self._trust = EtcdTrust(
+                self.endpoints, self.cluster, request_timeout=self.request_timeout
+            )
+            await self._trust.start(self._trust_cam)
 
     async def resolve(self, node_name: str) -> list[Route]:
         """Routes from etcd; the cached ones when etcd cannot be reached."""
@@ -242,6 +416,8 @@ class EtcdRegistrar:
         if self._closed:
             return
         self._closed = True
+        if self._trust is not None:
+            await self._trust.close()
         tasks = [t for t in (self._keepalive_task, self._watch_task) if t is not None]
         for task in tasks:
             task.cancel()
@@ -252,10 +428,7 @@ class EtcdRegistrar:
         if lease is not None:
             with contextlib.suppress(ErgoError):
                 await self._post("/v3/lease/revoke", {"ID": str(lease)}, closing=True)
-        if self._client is not None:
-            client, self._client = self._client, None
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        await self._close_client()
 
     # --- registration and keep-alive ------------------------------------------------------
 
@@ -351,20 +524,15 @@ class EtcdRegistrar:
             )
 
     async def _watch_loop(self) -> None:
-        backoff = _FIRST_BACKOFF
-        cap = min(_MAX_BACKOFF, max(0.5, self.lease_ttl / 2))
-        while True:
-            try:
-                await self._load_prefix()
-                backoff = _FIRST_BACKOFF
-                async for event in self._watch_events():
-                    self._apply(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("etcd: watch of %s interrupted: %s", self.prefix, exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, cap)
+        await self._follow(
+            self.prefix,
+            self._load_prefix,
+            _b64(self.prefix),
+            _prefix_end(self.prefix),
+            lambda: self._revision,
+            self._apply,
+            min(_MAX_BACKOFF, max(0.5, self.lease_ttl / 2)),
+        )
 
     async def _load_prefix(self) -> None:
         reply = await self._post(
@@ -395,73 +563,3 @@ class EtcdRegistrar:
             else:
                 self._cache[name] = routes
             self._revision = max(self._revision, revision)
-
-    async def _watch_events(self) -> AsyncIterator[dict[str, Any]]:
-        """The prefix's events after the cache's revision, until the stream ends."""
-        httpx = _httpx()
-        request = {
-            "create_request": {
-                "key": _b64(self.prefix),
-                "range_end": _prefix_end(self.prefix),
-                "start_revision": str(self._revision + 1),
-            }
-        }
-        client = self._get_client()
-        url = self.endpoints[self._endpoint] + "/v3/watch"
-        timeout = httpx.Timeout(self.request_timeout, read=None)
-        async with client.stream("POST", url, json=request, timeout=timeout) as response:
-            if response.status_code != 200:
-                raise EtcdError(f"watch refused: HTTP {response.status_code}")
-            async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                message = json.loads(line)
-                result = message.get("result")
-                if result is None:
-                    raise EtcdError(f"watch ended: {message.get('error', message)}")
-                if result.get("canceled") or result.get("compact_revision"):
-                    raise EtcdError(f"watch canceled: {result.get('cancel_reason', 'compacted')}")
-                for event in result.get("events") or []:
-                    yield event
-
-    # --- HTTP -----------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ErrNodeTerminated("etcd registrar is closed")
-
-    def _get_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            httpx = _httpx()
-            self._client = httpx.AsyncClient(timeout=self.request_timeout)
-        return self._client
-
-    async def _post(self, path: str, body: dict[str, Any], *, closing: bool = False) -> Any:
-        """POST ``body`` to the first endpoint that answers, starting with the last good one.
-
-        ``gen.ErrNoConnection`` if none answered within ``request_timeout`` each;
-        ``EtcdError`` for an error reply.
-        """
-        if self._closed and not closing:
-            raise ErrNodeTerminated("etcd registrar is closed")
-        httpx = _httpx()
-        client = self._get_client()
-        errors: list[str] = []
-        for i in range(len(self.endpoints)):
-            index = (self._endpoint + i) % len(self.endpoints)
-            url = self.endpoints[index] + path
-            try:
-                response = await client.post(url, json=body)
-            except httpx.HTTPError as exc:
-                errors.append(f"{self.endpoints[index]}: {type(exc).__name__} {exc}".strip())
-                continue
-            self._endpoint = index
-            try:
-                reply = response.json()
-            except ValueError:
-                raise EtcdError(f"{path}: HTTP {response.status_code}, not JSON") from None
-            if response.status_code != 200:
-                message = reply.get("error") or reply.get("message") or reply
-                raise EtcdError(f"{path}: HTTP {response.status_code}: {message}")
-            return reply
-        raise ErrNoConnection("; ".join(errors))

@@ -8,8 +8,8 @@ the owner exactly once that it is gone (``link_lost``).
 
 A link counts as up only after the peer's first handshake message arrived
 and the handshake completed: under TLS 1.3 a refused client certificate shows
-up only at the first read (python-tls.md §7), so a dial is reported refused,
-never "up, then mysteriously closed".
+up only at the client's first read, so a dial is reported refused, never
+"up, then mysteriously closed".
 
 A graceful end is a half-close in each direction: ``send_close`` puts a
 ``Close`` frame behind everything already accepted and refuses further writes;

@@ -28,6 +28,16 @@ Extra pool links (after a full handshake) use a Join::
 
 Either side may answer with ``Reject{reason}`` instead.
 
+**Admission.** A machine never asks its owner anything in the middle of
+parsing. Once it knows who the peer is (an acceptor: the dialer's
+introduction or Join, checked; a dialer: the acceptor's whole answer,
+checked) it hands out :class:`PeerIntroduced` or :class:`JoinRequested` and
+waits for ``admit()`` or ``refuse(reason)``; a refusal goes to the peer as
+``Reject{reason}``. The machines themselves refuse only what is wrong on
+the wire: the cookie, the TLS binding, a dialled node answering under
+another name (``"wrong node"``), a dialer claiming the acceptor's own name
+(``"name taken"``).
+
 ``replace`` (the dialer's; the acceptor sends False): this connection is to
 take over from the one already up between the same two node incarnations (a
 hand-over after a certificate rotation), instead of being refused as a
@@ -45,7 +55,8 @@ fails with reason ``"tls binding mismatch"``.
 
 **Use.** Feed bytes with ``receive_data``; call ``next_event`` until it
 returns :data:`NEED_DATA`; after every call write out ``data_to_send()``.
-Once :class:`HandshakeComplete` or :class:`JoinComplete` comes out, bytes that
+Answer a :class:`PeerIntroduced` or :class:`JoinRequested` before calling
+``next_event`` again. Once :class:`HandshakeComplete` or :class:`JoinComplete` comes out, bytes that
 followed the last handshake message are in ``trailing_data`` (the first
 frames; hand them to the frame decoder). A :class:`Refused` event means we
 refused the peer: send ``data_to_send()`` (the Reject) and close.
@@ -86,10 +97,13 @@ from ergo_py.net.handshake.types import (
     REASON_WRONG_NODE,
     SALT_SIZE,
     VERSION,
+    AdmissionEvent,
     Event,
     HandshakeComplete,
     HandshakeState,
     JoinComplete,
+    JoinRequested,
+    PeerIntroduced,
     Refused,
     Rejected,
 )
@@ -117,12 +131,15 @@ __all__ = [
     "SALT_SIZE",
     "VERSION",
     "AcceptorHandshake",
+    "AdmissionEvent",
     "DialerHandshake",
     "Event",
     "HandshakeComplete",
     "HandshakeState",
     "JoinComplete",
     "JoinHandshake",
+    "JoinRequested",
+    "PeerIntroduced",
     "Refused",
     "Rejected",
     "connection_id",

@@ -1,15 +1,17 @@
 """The accepting side: answers a dialer's full handshake or a pool Join.
 
-The acceptor checks the dialer's first flight (cookie, TLS binding, who it
-says it is) and answers it in one flight; it completes only on the dialer's
-final Accept, whose digest covers the acceptor's fresh salt, so a replayed
-first flight never brings a connection up.
+The acceptor checks the dialer's first flight (cookie, TLS binding, that it
+is not us), hands the introduction to its owner (:class:`PeerIntroduced`)
+and, once admitted, answers it in one flight; it completes only on the
+dialer's final Accept, whose digest covers the acceptor's fresh salt, so a
+replayed first flight never brings a connection up. A Join goes the same
+way (:class:`JoinRequested`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ergo_py._version import __version__
@@ -34,15 +36,16 @@ from ergo_py.net.handshake.types import (
     MSG_JOIN,
     REASON_BAD_COOKIE,
     REASON_NAME_TAKEN,
-    REASON_SIMULTANEOUS,
     REASON_TLS_BINDING,
-    REASON_UNKNOWN_CONNECTION,
     SALT_SIZE,
     U32,
     U63,
+    AdmissionEvent,
     Event,
     HandshakeComplete,
     JoinComplete,
+    JoinRequested,
+    PeerIntroduced,
 )
 
 _FIRST = 1
@@ -51,26 +54,14 @@ _FINAL = 3
 _JOIN_CONFIRM = 4
 
 
-def _simultaneous(flags_a: int, flags_b: int) -> bool:
-    bit = int(NetworkFlags.ENABLE_SIMULTANEOUS_CONNECT)
-    return bool(flags_a & bit) and bool(flags_b & bit)
-
-
 class AcceptorHandshake(BaseMachine):
     """The accepting side: answers a full handshake or a Join.
 
-    Callbacks (all optional, called synchronously from ``next_event``):
-
-    * ``has_pending_dial(peer_name)``: we are dialing that node ourselves. If
-      both sides enable ``ENABLE_SIMULTANEOUS_CONNECT`` and our name is the
-      smaller, we refuse with ``"simultaneous"`` (our own dial wins, so the
-      pair ends with one connection, made by the smaller name).
-    * ``check_peer(peer_name, creation, replace)``: a reason to refuse (e.g.
-      ``"name taken"``, ``"busy"``) or None to go on; ``replace`` is the
-      dialer's wish to take over from a connection already up. A peer introducing
-      our own name is refused with ``"name taken"`` before any callback.
-    * ``lookup_connection(connection_id)``: the peer name of an established
-      connection, or None. Without it every Join is refused.
+    Who may come in is the owner's call: a checked introduction comes out as
+    :class:`PeerIntroduced`, a checked Join as :class:`JoinRequested`, and
+    nothing is sent until ``admit()`` or ``refuse(reason)``. The machine
+    itself refuses only what is wrong on the wire, and a peer introducing
+    our own name (``"name taken"``) without asking.
     """
 
     def __init__(
@@ -86,9 +77,6 @@ class AcceptorHandshake(BaseMachine):
         pool_dsn: Sequence[str] = (),
         local_cert_fp: bytes | None = None,
         peer_cert_fp: bytes | None = None,
-        has_pending_dial: Callable[[str], bool] | None = None,
-        check_peer: Callable[[str, int, bool], str | None] | None = None,
-        lookup_connection: Callable[[str], str | None] | None = None,
         max_handshake_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
     ) -> None:
         super().__init__(
@@ -109,9 +97,6 @@ class AcceptorHandshake(BaseMachine):
             raise ErrIncorrect(f"at most {MAX_DSN} pool addresses")
         self._pool_size = pool_size
         self._pool_dsn = [str(a) for a in pool_dsn]
-        self._has_pending_dial = has_pending_dial
-        self._check_peer = check_peer
-        self._lookup = lookup_connection
         self._expect = _FIRST
         self._peer_name = ""
         self._cid = ""
@@ -164,18 +149,26 @@ class AcceptorHandshake(BaseMachine):
         name, version, flags, creation, max_size, replace = fields
         if name == self._name:  # a node cannot connect to its own name
             return self._refuse(REASON_NAME_TAKEN)
-        if (
-            _simultaneous(self._flags, flags)
-            and self._has_pending_dial is not None
-            and self._name < name
-            and self._has_pending_dial(name)
-        ):
-            return self._refuse(REASON_SIMULTANEOUS)
-        if self._check_peer is not None:
-            reason = self._check_peer(name, creation, replace)
-            if reason is not None:
-                return self._refuse(reason)
         self._peer_intro = fields
+        return PeerIntroduced(
+            peer_name=name,
+            peer_creation=creation,
+            peer_version=version,
+            peer_flags=NetworkFlags(flags),
+            peer_max_message_size=max_size,
+            replace=replace,
+        )
+
+    def _admitted(self, event: AdmissionEvent) -> Event | None:
+        if isinstance(event, JoinRequested):
+            self._answer_join(event)
+        else:
+            self._answer_introduce()
+        return None
+
+    def _answer_introduce(self) -> None:
+        assert self._peer_intro is not None
+        name, version, flags, creation, max_size, replace = self._peer_intro
         self._s2 = os.urandom(SALT_SIZE)
         server, client = self._binding()
         self._send(
@@ -220,7 +213,6 @@ class AcceptorHandshake(BaseMachine):
             replace=replace,
         )
         self._expect = _FINAL
-        return None
 
     def _on_join(self, msg: list[Any]) -> Event | None:
         name, cid, s1, digest = wire.fields(msg, "Join", (str, str, bytes, bytes))
@@ -233,13 +225,12 @@ class AcceptorHandshake(BaseMachine):
         expected = self._digest("D-join", self._s1, cid, name, self._server_fp)
         if not wire.same(digest, expected):
             return self._refuse(REASON_BAD_COOKIE)
-        known = self._lookup(cid) if self._lookup is not None else None
-        if known is None or known != name:
-            return self._refuse(REASON_UNKNOWN_CONNECTION)
-        self._peer_name = name
-        self._cid = cid
+        return JoinRequested(name, cid)
+
+    def _answer_join(self, event: JoinRequested) -> None:
+        self._peer_name = event.peer_name
+        self._cid = event.connection_id
         self._s2 = os.urandom(SALT_SIZE)
-        parts = (self._s1, self._s2, cid, name, *self._binding())
+        parts = (self._s1, self._s2, self._cid, self._peer_name, *self._binding())
         self._send(MSG_ACCEPT, self._s2, self._client_fp, self._digest("A-join", *parts))
         self._expect = _JOIN_CONFIRM
-        return None

@@ -1,8 +1,9 @@
 """The dialing side of a full handshake: one round trip after TLS.
 
 Its first flight is Hello and Introduce together; the acceptor's one answer
-(Hello, Introduce, Accept) is checked whole, and the dialer's final Accept
-follows in the same write as its first frames.
+(Hello, Introduce, Accept) is checked whole, the owner admits the peer
+(:class:`PeerIntroduced`), and the dialer's final Accept follows in the same
+write as its first frames.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from ergo_py.net.handshake.types import (
     SALT_SIZE,
     U32,
     U63,
+    AdmissionEvent,
     Event,
     HandshakeComplete,
     HandshakeState,
     NeedData,
+    PeerIntroduced,
 )
 
 _HELLO = 1
@@ -48,8 +51,10 @@ class DialerHandshake(BaseMachine):
     """The side that dialed ``peer_name``; call :meth:`initiate` first.
 
     A peer that introduces itself under another name is refused
-    (``"wrong node"``). ``replace``: take over from the connection already up
-    to that peer (a hand-over; see the package docstring).
+    (``"wrong node"``); any other peer is handed to the owner as
+    :class:`PeerIntroduced` before the final Accept. ``replace``: take over
+    from the connection already up to that peer (a hand-over; see the package
+    docstring).
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class DialerHandshake(BaseMachine):
         self._state = HandshakeState.IDLE
         self._expect = _HELLO
         self._peer: wire.Intro | None = None
+        self._offer: tuple[str, int, tuple[str, ...]] | None = None  # id, pool size, dsn
 
     def initiate(self) -> bytes:
         """The opening Hello and Introduce; call once, right after the TLS handshake."""
@@ -177,6 +183,20 @@ class DialerHandshake(BaseMachine):
         )
         if not wire.same(cid.encode(), mine.encode()):
             raise RemoteProtocolError("Accept: connection id does not match")
+        self._offer = (cid, pool_size, tuple(dsn))
+        return PeerIntroduced(
+            peer_name=name,
+            peer_creation=creation,
+            peer_version=version,
+            peer_flags=NetworkFlags(flags),
+            peer_max_message_size=max_size,
+            replace=self._replace,
+        )
+
+    def _admitted(self, event: AdmissionEvent) -> Event | None:
+        assert self._peer is not None and self._offer is not None
+        name, version, flags, creation, max_size, _ = self._peer
+        cid, pool_size, dsn = self._offer
         confirm = self._digest(
             "D-accept", self._s1, self._s2, *self._binding(), cid, *self._intro()
         )
@@ -190,7 +210,7 @@ class DialerHandshake(BaseMachine):
                 peer_max_message_size=max_size,
                 connection_id=cid,
                 pool_size=pool_size,
-                pool_dsn=tuple(dsn),
+                pool_dsn=dsn,
                 replace=self._replace,
             )
         )

@@ -3,6 +3,7 @@
 A Join names the connection (its id from the full handshake) instead of
 introducing the node again; the acceptor's Accept and our confirmation are
 bound to both salts and both certificates, as the full handshake's are.
+Between the two the owner admits the link (:class:`JoinRequested`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from ergo_py.net.handshake.types import (
     MSG_JOIN,
     REASON_TLS_BINDING,
     SALT_SIZE,
+    AdmissionEvent,
     Event,
     HandshakeState,
     JoinComplete,
+    JoinRequested,
     NeedData,
 )
 
@@ -80,8 +83,14 @@ class JoinHandshake(BaseMachine):
         if client_fp and not wire.same(client_fp, self._client_fp):
             return self._refuse(REASON_TLS_BINDING)
         self._client_fp = client_fp
-        parts = (self._s1, self._s2, self._cid, self._name, *self._binding())
-        if not wire.same(digest, self._digest("A-join", *parts)):
+        if not wire.same(digest, self._digest("A-join", *self._parts())):
             return self._refuse(REASON_TLS_BINDING)
-        self._send(MSG_ACCEPT, self._digest("D-join-confirm", *parts))
+        return JoinRequested(self._peer_name, self._cid)
+
+    def _admitted(self, event: AdmissionEvent) -> Event | None:
+        self._send(MSG_ACCEPT, self._digest("D-join-confirm", *self._parts()))
         return self._complete(JoinComplete(self._peer_name, self._cid))
+
+    def _parts(self) -> tuple[bytes | str, ...]:
+        """What the acceptor's Accept and our confirmation are bound to."""
+        return (self._s1, self._s2, self._cid, self._name, *self._binding())

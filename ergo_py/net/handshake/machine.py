@@ -1,11 +1,14 @@
-"""What the three handshake machines share: the buffer, the outbox and how they end.
+"""What the three handshake machines share: the buffer, the outbox, the verdict, the end.
 
 A machine is fed bytes (``receive_data``), hands out events (``next_event``)
-and bytes to write (``data_to_send``); it never touches a socket or a clock.
-Subclasses supply ``_handle`` (one message in, maybe an event out); this
-base does the message splitting, the Reject both ways, and the terminal
-states, so that a closed or broken machine behaves the same whichever side
-it plays.
+and bytes to write (``data_to_send``); it never touches a socket or a clock,
+and never asks its owner anything: once it knows who the peer is it hands
+out a :class:`PeerIntroduced` or :class:`JoinRequested` and stops until the
+owner answers with ``admit()`` or ``refuse(reason)``. Subclasses supply
+``_handle`` (one message in, maybe an event out) and ``_admitted`` (what
+follows a yes); this base does the message splitting, the pause, the
+Reject both ways and the terminal states, so that every machine behaves the
+same there whichever side it plays.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from ergo_py.net.handshake.types import (
     NEED_DATA,
     REASON_PROTOCOL,
     U32,
+    AdmissionEvent,
     Event,
     HandshakeState,
+    JoinRequested,
     NeedData,
+    PeerIntroduced,
     Refused,
     Rejected,
 )
@@ -67,6 +73,8 @@ class BaseMachine:
         self._out = bytearray()
         self._state = HandshakeState.RUNNING
         self._error: Exception | None = None
+        self._asking: AdmissionEvent | None = None  # handed out, not answered yet
+        self._ready: Event | None = None  # what the verdict led to, for next_event()
         self._s1 = b""
         self._s2 = b""
 
@@ -108,18 +116,45 @@ class BaseMachine:
         if self._state is HandshakeState.COMPLETE:
             raise LocalProtocolError("cannot reject a completed handshake")
         self._state = HandshakeState.CLOSED
+        self._asking = self._ready = None
         self._out.clear()
         return wire.reject_message(reason)
+
+    def admit(self) -> None:
+        """Let the peer in: the answer to :class:`PeerIntroduced` or :class:`JoinRequested`.
+
+        The handshake goes on: write out ``data_to_send()`` and call
+        ``next_event()`` again (a dialer completes right away).
+        """
+        event = self._answered()
+        self._ready = self._admitted(event)
+
+    def refuse(self, reason: str) -> None:
+        """Keep the peer out: the answer to :class:`PeerIntroduced` or :class:`JoinRequested`.
+
+        A ``Reject{reason}`` waits in ``data_to_send()`` and ``next_event()``
+        returns ``Refused(reason)``.
+        """
+        self._answered()
+        self._ready = self._refuse(reason)
 
     def next_event(self) -> Event | NeedData:
         """The next event, or :data:`NEED_DATA`.
 
         Raises ``gen.RemoteProtocolError`` for anything malformed or out of
         place and ``gen.ErrTooLarge`` for an oversized message; after that the
-        machine is broken and raises the same error again.
+        machine is broken and raises the same error again. Called again before
+        a :class:`PeerIntroduced` or :class:`JoinRequested` was answered, it
+        raises ``gen.LocalProtocolError``: the peer's next bytes wait.
         """
         if self._error is not None:
             raise self._error
+        if self._asking is not None:
+            what = type(self._asking).__name__
+            raise LocalProtocolError(f"answer {what} with admit() or refuse() first")
+        if self._ready is not None:
+            ready, self._ready = self._ready, None
+            return ready
         try:
             while self._state is HandshakeState.RUNNING:
                 read = wire.read_message(self._buf, self._pos, self._max)
@@ -131,6 +166,8 @@ class BaseMachine:
                     self._state = HandshakeState.CLOSED
                     return Rejected(wire.printable(reason[:MAX_REASON]))
                 event = self._handle(msg)
+                if isinstance(event, PeerIntroduced | JoinRequested):
+                    self._asking = event
                 if event is not None:
                     return event
             return NEED_DATA
@@ -143,6 +180,17 @@ class BaseMachine:
 
     def _handle(self, msg: list[Any]) -> Event | None:
         raise NotImplementedError
+
+    def _admitted(self, event: AdmissionEvent) -> Event | None:
+        """The owner said yes to ``event``: queue the answer; maybe an event to hand out."""
+        raise NotImplementedError
+
+    def _answered(self) -> AdmissionEvent:
+        event = self._asking
+        if event is None or self._state is not HandshakeState.RUNNING:
+            raise LocalProtocolError("no PeerIntroduced or JoinRequested is waiting for a verdict")
+        self._asking = None
+        return event
 
     def _send(self, *fields: Any) -> None:
         self._out += wire.pack(*fields)

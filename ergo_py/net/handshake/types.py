@@ -99,7 +99,43 @@ class Refused:
     reason: str
 
 
-Event = HandshakeComplete | JoinComplete | Rejected | Refused
+@dataclass(frozen=True, slots=True)
+class PeerIntroduced:
+    """The peer of a new connection said who it is; the machine waits for a verdict.
+
+    Answer with ``admit()`` (the handshake goes on) or ``refuse(reason)``
+    (the reason goes to the peer in a Reject). An acceptor asks once the
+    dialer's first flight checked out (cookie, TLS binding, not our own
+    name), before it answers; ``replace`` is then the dialer's wish to take
+    over from the connection already up. A dialer asks once the acceptor's
+    whole answer checked out, before its final Accept; ``replace`` is then
+    its own request.
+    """
+
+    peer_name: str
+    peer_creation: int
+    peer_version: str
+    peer_flags: NetworkFlags
+    peer_max_message_size: int
+    replace: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequested:
+    """A link is to join connection ``connection_id`` to ``peer_name``; awaiting a verdict.
+
+    Answer as :class:`PeerIntroduced`. An acceptor asks once the Join's
+    digest checked out, a joining dialer once the acceptor's Accept did.
+    """
+
+    peer_name: str
+    connection_id: str
+
+
+AdmissionEvent = PeerIntroduced | JoinRequested
+"""The events a machine pauses on until ``admit()`` or ``refuse(reason)``."""
+
+Event = HandshakeComplete | JoinComplete | Rejected | Refused | PeerIntroduced | JoinRequested
 
 
 class HandshakeState(enum.Enum):

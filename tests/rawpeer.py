@@ -16,7 +16,7 @@ from typing import Any
 
 from ergo_py.gen import create_cert_auth_manager
 from ergo_py.net import frames as fr
-from ergo_py.net.handshake import NEED_DATA, DialerHandshake, HandshakeComplete
+from ergo_py.net.handshake import NEED_DATA, DialerHandshake, HandshakeComplete, PeerIntroduced
 from ergo_py.net.tls import client_context_for_dial
 from ergo_py.testing import Cluster
 
@@ -54,6 +54,9 @@ class RawPeer:
                 raise ConnectionError("the node closed the connection during the handshake")
             machine.receive_data(data)
             while (event := machine.next_event()) is not NEED_DATA:
+                if isinstance(event, PeerIntroduced):
+                    machine.admit()
+                    continue
                 if not isinstance(event, HandshakeComplete):
                     raise ConnectionError(f"handshake ended with {event!r}")
                 done = event

@@ -22,7 +22,7 @@ import pytest
 from conftest import WAIT, wait_threads_gone
 
 from ergo_py import gen
-from ergo_py.net.handshake import NEED_DATA, DialerHandshake, HandshakeComplete
+from ergo_py.net.handshake import NEED_DATA, DialerHandshake, HandshakeComplete, PeerIntroduced
 from ergo_py.net.loop import new_event_loop
 from ergo_py.net.tls import client_context_for_dial, server_tls_protocol
 from ergo_py.node.acceptor import PreTLSBudget, source_of
@@ -140,6 +140,9 @@ def _handshake_from(cluster: Cluster, source: str, port: int, name: str) -> obje
         s.sendall(machine.initiate())
         while True:
             event = machine.next_event()
+            if isinstance(event, PeerIntroduced):
+                machine.admit()
+                continue
             out = machine.data_to_send()
             if out:
                 s.sendall(out)

@@ -28,7 +28,7 @@ from deepterms import Box, nested_list, nested_tuple, nested_tuple_bytes, send_f
 from ergo_py import act, gen
 from ergo_py.net import codec
 from ergo_py.net import frames as fr
-from ergo_py.net.handshake import NEED_DATA, DialerHandshake, HandshakeComplete
+from ergo_py.net.handshake import NEED_DATA, DialerHandshake, HandshakeComplete, PeerIntroduced
 from ergo_py.testing import Cluster
 
 LIMIT = 64  # the default
@@ -375,6 +375,9 @@ def raw_dial(port: int, name: str, peer: str) -> tuple[socket.socket, fr.FrameDe
     sock.sendall(hs.initiate())
     while True:
         event = hs.next_event()
+        if isinstance(event, PeerIntroduced):
+            hs.admit()
+            continue
         sock.sendall(hs.data_to_send())
         if isinstance(event, HandshakeComplete):
             break

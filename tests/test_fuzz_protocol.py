@@ -24,11 +24,14 @@ from ergo_py.net import frames as fr
 from ergo_py.net.frames import FrameDecoder, FrameEncoder
 from ergo_py.net.handshake import (
     NEED_DATA,
+    REASON_UNKNOWN_CONNECTION,
     VERSION,
     AcceptorHandshake,
     DialerHandshake,
     HandshakeComplete,
     JoinHandshake,
+    JoinRequested,
+    PeerIntroduced,
     Refused,
     Rejected,
 )
@@ -252,10 +255,26 @@ def acceptor() -> AcceptorHandshake:
         cookie=COOKIE,
         local_cert_fp=SERVER_FP,
         peer_cert_fp=CLIENT_FP,
-        has_pending_dial=lambda name: True,
-        lookup_connection=lambda cid: "a@localhost",
         max_handshake_size=1024,
     )
+
+
+def answer(m: DialerHandshake | AcceptorHandshake | JoinHandshake, event: Any) -> bool:
+    """Answer a machine's question as its owner would here; False if ``event`` is none.
+
+    Every new peer is let in; a Join only from a@localhost (the connection
+    the acceptor knows).
+    """
+    if isinstance(event, PeerIntroduced):
+        m.admit()
+    elif isinstance(event, JoinRequested):
+        if event.peer_name == "a@localhost":
+            m.admit()
+        else:
+            m.refuse(REASON_UNKNOWN_CONNECTION)
+    else:
+        return False
+    return True
 
 
 def joiner() -> JoinHandshake:
@@ -276,7 +295,8 @@ def feed_machine(m: DialerHandshake | AcceptorHandshake | JoinHandshake, data: b
         ev = m.next_event()
         if ev is NEED_DATA:
             break
-        events.append(ev)
+        if not answer(m, ev):
+            events.append(ev)
     m.data_to_send()
     return events
 
@@ -360,7 +380,8 @@ def feed_machine_keep(m: DialerHandshake | AcceptorHandshake, data: bytes) -> li
         ev = m.next_event()
         if ev is NEED_DATA:
             break
-        events.append(ev)
+        if not answer(m, ev):
+            events.append(ev)
     return events
 
 

@@ -1,9 +1,16 @@
-"""The sans-IO handshake: two machines talking by passing bytes, no sockets."""
+"""The sans-IO handshake: two machines talking by passing bytes, no sockets.
+
+Each machine stops on PeerIntroduced / JoinRequested until its owner
+answers; :func:`drain` answers with a verdict function (by default: let
+every peer in), standing in for the node, or with the node's own
+``Admission`` where the node's rule is what a test is about.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -19,9 +26,13 @@ from ergo_py.net.handshake import (
     HandshakeState,
     JoinComplete,
     JoinHandshake,
+    JoinRequested,
+    PeerIntroduced,
     Refused,
     Rejected,
 )
+from ergo_py.node.admission import Admission
+from ergo_py.node.connections import Connection, ConnectionTable
 
 COOKIE = "secret-cookie"
 SERVER_FP = hashlib.sha256(b"server leaf DER").digest()
@@ -31,6 +42,29 @@ NO_SIM = gen.NetworkFlags.ENABLE
 
 
 Machine = DialerHandshake | AcceptorHandshake | JoinHandshake
+Verdict = Callable[[PeerIntroduced | JoinRequested], str | None]
+
+
+def admit_all(event: PeerIntroduced | JoinRequested) -> str | None:
+    """An owner that lets every peer in."""
+    return None
+
+
+def node_admission(
+    name: str, dialing: tuple[str, ...] = (), connections: dict[str, str] | None = None
+) -> Verdict:
+    """The node's own verdict (``node/admission.py``) on the accepting side, no TLS.
+
+    ``dialing``: peers we are dialing; ``connections``: id -> peer of the
+    connections up (other fields made up).
+    """
+    net = gen.NetworkOptions()
+    table = ConnectionTable(None, name, net, None)  # type: ignore[arg-type]  # owner, loop: unused
+    for cid, peer in (connections or {}).items():
+        done = HandshakeComplete(peer, 1, "", gen.NetworkFlags.ENABLE, 0, cid, 1, ())
+        table.conns[peer] = Connection(peer, done)
+    admission = Admission(name, net, table, lambda peer: peer in dialing)
+    return lambda event: admission.admit(event, None, dialer=False)
 
 
 def dialer(**kw: Any) -> DialerHandshake:
@@ -62,27 +96,40 @@ def acceptor(**kw: Any) -> AcceptorHandshake:
     return AcceptorHandshake(**args)
 
 
-def drain(m: Machine) -> list[Any]:
+def drain(m: Machine, verdict: Verdict = admit_all) -> list[Any]:
+    """The events up to NEED_DATA, but for the questions ``verdict`` answered."""
     events: list[Any] = []
     for _ in range(10):
         ev = m.next_event()
         if ev is NEED_DATA:
             break
+        if isinstance(ev, PeerIntroduced | JoinRequested):
+            reason = verdict(ev)
+            if reason is None:
+                m.admit()
+            else:
+                m.refuse(reason)
+            continue
         events.append(ev)
     return events
 
 
-def run(d: DialerHandshake | JoinHandshake, a: AcceptorHandshake) -> tuple[list[Any], list[Any]]:
+def run(
+    d: DialerHandshake | JoinHandshake,
+    a: AcceptorHandshake,
+    a_verdict: Verdict = admit_all,
+    d_verdict: Verdict = admit_all,
+) -> tuple[list[Any], list[Any]]:
     """Pass bytes back and forth until both sides fall silent."""
     d_events: list[Any] = []
     a_events: list[Any] = []
     to_a = d.initiate()
     for _ in range(10):
         a.receive_data(to_a)
-        a_events += drain(a)
+        a_events += drain(a, a_verdict)
         to_d = a.data_to_send()
         d.receive_data(to_d)
-        d_events += drain(d)
+        d_events += drain(d, d_verdict)
         to_a = d.data_to_send()
         if not to_a and not to_d:
             break
@@ -297,14 +344,15 @@ def test_acceptor_busy_reject_reaches_the_dialer() -> None:
     assert drain(d) == [Rejected("busy")]
 
 
-def test_check_peer_can_refuse_a_taken_name() -> None:
+def test_the_acceptors_owner_can_refuse_a_taken_name() -> None:
     seen: list[tuple[str, int, bool]] = []
 
-    def check(name: str, creation: int, replace: bool) -> str | None:
-        seen.append((name, creation, replace))
+    def check(event: PeerIntroduced | JoinRequested) -> str | None:
+        assert isinstance(event, PeerIntroduced)
+        seen.append((event.peer_name, event.peer_creation, event.replace))
         return hs.REASON_NAME_TAKEN
 
-    d_events, a_events = run(dialer(), acceptor(check_peer=check))
+    d_events, a_events = run(dialer(), acceptor(), a_verdict=check)
     assert seen == [("alpha@localhost", 111, False)]
     assert a_events == [Refused("name taken")]
     assert d_events == [Rejected("name taken")]
@@ -313,26 +361,27 @@ def test_check_peer_can_refuse_a_taken_name() -> None:
 def test_simultaneous_connect_refused_by_the_smaller_name_with_a_pending_dial() -> None:
     # alpha < beta: alpha accepts beta's dial while dialing beta itself.
     d = dialer(node_name="beta@localhost", peer_name="alpha@localhost")
-    a = acceptor(
-        node_name="alpha@localhost", has_pending_dial=lambda name: name == "beta@localhost"
-    )
-    d_events, a_events = run(d, a)
+    a = acceptor(node_name="alpha@localhost")
+    node = node_admission("alpha@localhost", dialing=("beta@localhost",))
+    d_events, a_events = run(d, a, a_verdict=node)
     assert a_events == [Refused(hs.REASON_SIMULTANEOUS)]
     assert d_events == [Rejected("simultaneous")]
 
 
 def test_simultaneous_connect_accepted_by_the_larger_name() -> None:
     d = dialer(node_name="alpha@localhost", peer_name="beta@localhost")
-    a = acceptor(node_name="beta@localhost", has_pending_dial=lambda name: True)
-    d_events, a_events = run(d, a)
+    a = acceptor(node_name="beta@localhost")
+    node = node_admission("beta@localhost", dialing=("alpha@localhost",))
+    d_events, a_events = run(d, a, a_verdict=node)
     assert isinstance(a_events[0], HandshakeComplete)
     assert isinstance(d_events[0], HandshakeComplete)
 
 
 def test_simultaneous_connect_tie_break_needs_the_flag_on_both_sides() -> None:
     d = dialer(node_name="beta@localhost", peer_name="alpha@localhost", flags=NO_SIM)
-    a = acceptor(node_name="alpha@localhost", has_pending_dial=lambda name: True)
-    _, a_events = run(d, a)
+    a = acceptor(node_name="alpha@localhost")
+    node = node_admission("alpha@localhost", dialing=("beta@localhost",))
+    _, a_events = run(d, a, a_verdict=node)
     assert isinstance(a_events[0], HandshakeComplete)
 
 
@@ -357,22 +406,22 @@ def _joiner(cid: str, **kw: Any) -> JoinHandshake:
 
 def test_join_adds_a_link_to_a_known_connection() -> None:
     cid = _established()
-    looked_up: list[str] = []
+    asked: list[PeerIntroduced | JoinRequested] = []
 
-    def lookup(c: str) -> str | None:
-        looked_up.append(c)
-        return "alpha@localhost" if c == cid else None
+    def lookup(event: PeerIntroduced | JoinRequested) -> str | None:
+        asked.append(event)
+        return node_admission("beta@localhost", connections={cid: "alpha@localhost"})(event)
 
-    j, a = _joiner(cid), acceptor(lookup_connection=lookup)
-    j_events, a_events = run(j, a)
+    j, a = _joiner(cid), acceptor()
+    j_events, a_events = run(j, a, a_verdict=lookup)
     assert j_events == [JoinComplete("beta@localhost", cid)]
     assert a_events == [JoinComplete("alpha@localhost", cid)]
-    assert looked_up == [cid]
+    assert asked == [JoinRequested("alpha@localhost", cid)]
 
 
 def test_join_with_unknown_connection_id_is_refused() -> None:
-    j, a = _joiner("nope"), acceptor(lookup_connection=lambda c: None)
-    j_events, a_events = run(j, a)
+    j, a = _joiner("nope"), acceptor()
+    j_events, a_events = run(j, a, a_verdict=node_admission("beta@localhost"))
     assert a_events == [Refused(hs.REASON_UNKNOWN_CONNECTION)]
     assert j_events == [Rejected(hs.REASON_UNKNOWN_CONNECTION)]
 
@@ -380,16 +429,15 @@ def test_join_with_unknown_connection_id_is_refused() -> None:
 def test_join_under_another_node_name_is_refused() -> None:
     cid = _established()
     j = _joiner(cid, node_name="mallory@localhost")
-    a = acceptor(lookup_connection=lambda c: "alpha@localhost")
-    _, a_events = run(j, a)
+    node = node_admission("beta@localhost", connections={cid: "alpha@localhost"})
+    _, a_events = run(j, acceptor(), a_verdict=node)
     assert a_events == [Refused(hs.REASON_UNKNOWN_CONNECTION)]
 
 
 def test_join_with_bad_cookie_is_refused() -> None:
     cid = _established()
     j = _joiner(cid, cookie="wrong")
-    a = acceptor(lookup_connection=lambda c: "alpha@localhost")
-    j_events, a_events = run(j, a)
+    j_events, a_events = run(j, acceptor())
     assert a_events == [Refused(hs.REASON_BAD_COOKIE)]
     assert j_events == [Rejected(hs.REASON_BAD_COOKIE)]
 
@@ -397,16 +445,14 @@ def test_join_with_bad_cookie_is_refused() -> None:
 def test_join_through_a_relay_fails() -> None:
     cid = _established()
     j = _joiner(cid, peer_cert_fp=MITM_FP)
-    a = acceptor(lookup_connection=lambda c: "alpha@localhost")
-    _, a_events = run(j, a)
+    _, a_events = run(j, acceptor())
     assert len(a_events) == 1 and isinstance(a_events[0], Refused)
 
 
 def test_join_relay_with_its_own_client_certificate_fails() -> None:
     cid = _established()
     j = _joiner(cid)
-    a = acceptor(peer_cert_fp=MITM_FP, lookup_connection=lambda c: "alpha@localhost")
-    j_events, _ = run(j, a)
+    j_events, _ = run(j, acceptor(peer_cert_fp=MITM_FP))
     assert j_events == [Refused(hs.REASON_TLS_BINDING)]
 
 
@@ -475,7 +521,7 @@ def test_join_fed_one_byte_at_a_time_completes() -> None:
         local_cert_fp=CLIENT_FP,
         peer_cert_fp=SERVER_FP,
     )
-    b = acceptor(lookup_connection={cid: "alpha@localhost"}.get)
+    b = acceptor()
     j_events: list[Any] = []
     b_events: list[Any] = []
     to_b = j.initiate()
@@ -503,8 +549,7 @@ def test_a_reject_reason_with_control_characters_is_made_printable() -> None:
 
 def test_a_peer_introducing_the_acceptors_own_name_is_refused() -> None:
     d = dialer(node_name="beta@localhost")
-    a = acceptor(check_peer=lambda name, creation, replace: pytest.fail("not consulted"))
-    d_events, a_events = run(d, a)
+    d_events, a_events = run(d, acceptor(), a_verdict=lambda event: pytest.fail("asked"))
     assert a_events == [Refused(hs.REASON_NAME_TAKEN)]
     assert d_events == [Rejected(hs.REASON_NAME_TAKEN)]
 
@@ -512,11 +557,12 @@ def test_a_peer_introducing_the_acceptors_own_name_is_refused() -> None:
 def test_a_dialer_asking_to_replace_says_so_to_both_sides() -> None:
     seen: list[bool] = []
 
-    def check(name: str, creation: int, replace: bool) -> str | None:
-        seen.append(replace)
+    def check(event: PeerIntroduced | JoinRequested) -> str | None:
+        assert isinstance(event, PeerIntroduced)
+        seen.append(event.replace)
         return None
 
-    d_events, a_events = run(dialer(replace=True), acceptor(check_peer=check))
+    d_events, a_events = run(dialer(replace=True), acceptor(), a_verdict=check)
     assert seen == [True]
     assert isinstance(d_events[-1], HandshakeComplete) and d_events[-1].replace
     assert isinstance(a_events[-1], HandshakeComplete) and a_events[-1].replace
@@ -526,3 +572,76 @@ def test_a_plain_dial_is_not_a_replacement() -> None:
     d_events, a_events = run(dialer(), acceptor())
     assert isinstance(d_events[-1], HandshakeComplete) and not d_events[-1].replace
     assert isinstance(a_events[-1], HandshakeComplete) and not a_events[-1].replace
+
+
+# --- admission: the machine asks, the owner answers ------------------------------------
+
+
+def test_the_acceptor_sends_nothing_before_its_owner_admits_the_peer() -> None:
+    d, a = dialer(), acceptor()
+    a.receive_data(d.initiate())
+    event = a.next_event()
+    assert isinstance(event, PeerIntroduced)
+    assert (event.peer_name, event.peer_creation, event.peer_max_message_size) == (
+        "alpha@localhost",
+        111,
+        1 << 20,
+    )
+    assert not event.replace
+    assert a.data_to_send() == b""
+    a.admit()
+    assert a.next_event() is NEED_DATA
+    assert a.data_to_send() != b""
+
+
+def test_reading_on_before_answering_is_a_local_protocol_error() -> None:
+    d, a = dialer(), acceptor()
+    a.receive_data(d.initiate())
+    assert isinstance(a.next_event(), PeerIntroduced)
+    with pytest.raises(gen.LocalProtocolError):
+        a.next_event()
+    a.refuse("busy")
+    assert a.next_event() == Refused("busy")
+
+
+def test_a_verdict_nobody_asked_for_is_a_local_protocol_error() -> None:
+    with pytest.raises(gen.LocalProtocolError):
+        acceptor().admit()
+    d = dialer()
+    d.initiate()
+    with pytest.raises(gen.LocalProtocolError):
+        d.refuse("no")
+
+
+def test_the_dialer_asks_before_its_final_accept() -> None:
+    d, a = dialer(replace=True), acceptor()
+    a.receive_data(d.initiate())
+    drain(a)
+    d.receive_data(a.data_to_send())
+    event = d.next_event()
+    assert isinstance(event, PeerIntroduced)
+    assert (event.peer_name, event.peer_creation, event.replace) == ("beta@localhost", 222, True)
+    assert d.data_to_send() == b""
+    d.admit()
+    assert isinstance(d.next_event(), HandshakeComplete)
+
+
+def test_a_dialers_refusal_reaches_the_acceptor_which_never_completes() -> None:
+    reason = "identity: certificate 0123 names x@h, not beta@localhost"
+    d_events, a_events = run(dialer(), acceptor(), d_verdict=lambda event: reason)
+    assert d_events == [Refused(reason)]
+    assert a_events == [Rejected(reason)]
+
+
+def test_a_joiner_asks_before_its_confirmation_and_may_refuse() -> None:
+    cid = _established()
+    asked: list[PeerIntroduced | JoinRequested] = []
+
+    def refuse(event: PeerIntroduced | JoinRequested) -> str | None:
+        asked.append(event)
+        return hs.REASON_UNKNOWN_CONNECTION
+
+    j_events, a_events = run(_joiner(cid), acceptor(), d_verdict=refuse)
+    assert asked == [JoinRequested("beta@localhost", cid)]
+    assert j_events == [Refused(hs.REASON_UNKNOWN_CONNECTION)]
+    assert a_events == [Rejected(hs.REASON_UNKNOWN_CONNECTION)]

@@ -2,14 +2,16 @@
 
 A ``LinkProtocol`` moves bytes between its transport and the sans-IO machines
 and hands results to its owner (a :class:`LinkOwner`), always on the loop
-thread. It knows nothing about processes. One owner per link: the protocol
-closes its transport itself only on a protocol error or timeout, and tells
-the owner exactly once that it is gone (``link_lost``).
+thread; when a machine asks who may come in, the owner's ``link_admit``
+answers and the link feeds the verdict back. It knows nothing about
+processes. One owner per link: the protocol closes its transport itself only
+on a protocol error or timeout, and tells the owner exactly once that it is
+gone (``link_lost``).
 
 A link counts as up only after the peer's first handshake message arrived
 and the handshake completed: under TLS 1.3 a refused client certificate shows
-up only at the first read (python-tls.md §7), so a dial is reported refused,
-never "up, then mysteriously closed".
+up only at the client's first read, so a dial is reported refused, never
+"up, then mysteriously closed".
 
 A graceful end is a half-close in each direction: ``send_close`` puts a
 ``Close`` frame behind everything already accepted and refuses further writes;
@@ -43,10 +45,13 @@ from ergo_py.net.handshake import (
     NEED_DATA,
     REASON_PROTOCOL,
     AcceptorHandshake,
+    AdmissionEvent,
     DialerHandshake,
     HandshakeComplete,
     JoinComplete,
     JoinHandshake,
+    JoinRequested,
+    PeerIntroduced,
     Refused,
     Rejected,
     reject_message,
@@ -105,6 +110,10 @@ class TLSDetails:
 
 class LinkOwner(Protocol):
     """Who a link reports to (the node's network layer), on the loop thread."""
+
+    def link_admit(self, link: LinkProtocol, event: AdmissionEvent) -> str | None:
+        """Why the peer the handshake introduces is refused, or None to let it in."""
+        ...
 
     def link_up(self, link: LinkProtocol, done: HandshakeComplete | JoinComplete) -> None: ...
 
@@ -249,6 +258,13 @@ class LinkProtocol(asyncio.Protocol):
                 self._transport.write(out)
             if event is NEED_DATA:
                 return
+            if isinstance(event, PeerIntroduced | JoinRequested):
+                reason = self._owner.link_admit(self, event)
+                if reason is None:
+                    machine.admit()
+                else:
+                    machine.refuse(reason)
+                continue
             if isinstance(event, (HandshakeComplete, JoinComplete)):
                 self._complete(event, machine.trailing_data)
                 return

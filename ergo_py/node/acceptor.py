@@ -53,21 +53,7 @@ K = TypeVar("K", bound=Hashable)
 
 
 class AcceptorOwner(LinkOwner, Protocol):
-    """What an acceptor asks of the node's backend during a handshake (loop thread)."""
-
-    def has_pending_dial(self, peer: str) -> bool:
-        """We are dialing ``peer`` ourselves (the simultaneous-connect tie-break)."""
-        ...
-
-    def check_accepted_peer(
-        self, tls: TLSDetails, peer: str, creation: int, replace: bool
-    ) -> str | None:
-        """Why a dialer introducing itself as ``peer`` is refused, or None."""
-        ...
-
-    def lookup_connection(self, connection_id: str) -> str | None:
-        """The peer of a current (or draining) connection, for a pool Join."""
-        ...
+    """Who an acceptor's links report to; it admits their peers (``link_admit``)."""
 
 
 def source_of(peer: Any) -> str:
@@ -404,11 +390,6 @@ class Acceptor:
                 pool_dsn=(f"{self.host}:{self.port}",),
                 local_cert_fp=tls.local_fp,
                 peer_cert_fp=tls.peer_fp,
-                has_pending_dial=owner.has_pending_dial,
-                check_peer=lambda name, creation, replace: owner.check_accepted_peer(
-                    tls, name, creation, replace
-                ),
-                lookup_connection=owner.lookup_connection,
                 max_handshake_size=opts.handshake_max_message_size,
             )
 

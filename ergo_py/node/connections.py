@@ -132,21 +132,28 @@ class ConnectionTable:
                 return True
         return False
 
-    def check_new_peer(self, peer: str, creation: int, replace: bool = False) -> str | None:
+    def check_new_peer(
+        self, peer: str, creation: int, replace: bool = False, dialer: bool = False
+    ) -> str | None:
+        """The table's part of admitting a new connection (``node/admission.py``).
+
+        ``"name taken"`` when a connection to the same incarnation of ``peer``
+        is up and the new one (``dialer``: dialled by us) does not replace it.
+        """
         if peer == self._name:
             return "name taken"
         existing = self.conns.get(peer)
         if (
             existing is not None
             and existing.done.peer_creation == creation
-            and existing.dialed
+            and (existing.dialed or dialer)
             and not replace
         ):
-            # Our own dial to that peer won already: its dial lost the race and
-            # it will find our connection ("name taken" tells it so).
+            # One dial won already: the other lost the race and its side will
+            # find the winner ("name taken" tells it so).
             return "name taken"
         # A connection the peer dialed earlier and dials again is one it has
-        # dropped (its close may not have reached us yet): link_up replaces it.
+        # dropped (its close may not have reached us yet): install replaces it.
         return None
 
     def by_id(self, connection_id: str) -> Connection | None:
@@ -161,9 +168,11 @@ class ConnectionTable:
         return self.drained.get(connection_id)
 
     def install(self, link: LinkProtocol, done: HandshakeComplete | JoinComplete) -> None:
-        """A link came up (identity checked): a new connection, a hand-over or a pool join.
+        """A link came up (admitted): a new connection, a hand-over or a pool join.
 
-        Raises ``gen.ErrTaken`` or ``gen.ErrNoConnection`` to refuse it.
+        Raises ``gen.ErrTaken`` or ``gen.ErrNoConnection`` to refuse it: an
+        accepted link was admitted half a round trip ago, and the connection
+        it joins may be gone, or another one to that peer up, by now.
         """
         if isinstance(done, JoinComplete):
             conn = self.by_id(done.connection_id)
@@ -182,7 +191,8 @@ class ConnectionTable:
             same = old.done.peer_creation == done.peer_creation
             if same and done.replace:
                 replacing = old
-            elif same and (old.dialed or link.dialer):
+            elif self.check_new_peer(done.peer_name, done.peer_creation, dialer=link.dialer):
+                # admit()'s rule once more: another one came up since this was admitted
                 raise ErrTaken(f"already connected to {done.peer_name}")
             else:
                 why = "restarted" if not same else "replaced its connection"

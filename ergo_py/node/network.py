@@ -1,6 +1,7 @@
 """The TCP/TLS network backend: wires the parts together and carries the traffic.
 
 The parts, one job each: ``node/acceptor.py`` listens and admits,
+``node/admission.py`` decides who may connect (both ways),
 ``node/dialer.py`` finds and dials peers (routes, pools, reconnects),
 ``node/connections.py`` keeps the connection table (closing, hand-over),
 ``node/spawn.py`` does remote spawn, ``node/network_view.py`` is the user's
@@ -39,12 +40,11 @@ from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
     ErrNoConnection,
-    ErrNotAllowed,
     ErrTaken,
     ErrTimeout,
     NodeError,
 )
-from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
+from ergo_py.gen.identifiers import PID, Alias, ProcessID, Ref
 from ergo_py.gen.node import (
     AcceptorInfo,
     Network,
@@ -61,16 +61,14 @@ from ergo_py.gen.options import (
 )
 from ergo_py.gen.registrar import Registrar, Route
 from ergo_py.net import frames as fr
-from ergo_py.net.handshake import (
-    HandshakeComplete,
-    JoinComplete,
-)
-from ergo_py.net.link import LinkProtocol, TLSDetails
+from ergo_py.net.handshake import AdmissionEvent, HandshakeComplete, JoinComplete
+from ergo_py.net.link import LinkProtocol
 from ergo_py.net.loop import LoopThread, wait_until
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.registrar import EmbeddedRegistrar
 from ergo_py.net.writer import BatchWriter
 from ergo_py.node.acceptor import Acceptor
+from ergo_py.node.admission import Admission
 from ergo_py.node.connections import Connection, ConnectionTable
 from ergo_py.node.dialer import Dialer
 from ergo_py.node.network_view import NetworkView
@@ -135,6 +133,7 @@ class TCPBackend(NetworkBackend):
             registrar=self.registrar,
             lt=self._lt,
         )
+        self._admission = Admission(self._name, net, self._table, self._dialer.pending)
         self._view = NetworkView(self)
         self._spawn = RemoteSpawn(self, router, self._lt, self._name, self._creation, net)
         self._registrar: Registrar | None = None
@@ -232,54 +231,14 @@ class TCPBackend(NetworkBackend):
     def acceptors(self) -> list[AcceptorInfo]:
         return [a.info() for a in self._acceptors]
 
-    # AcceptorOwner: asked during an acceptor's handshakes
-
-    def has_pending_dial(self, peer: str) -> bool:
-        return self._dialer.pending(peer)
-
-    def check_accepted_peer(
-        self, tls: TLSDetails, peer: str, creation: int, replace: bool
-    ) -> str | None:
-        return self._table.check_new_peer(peer, creation, replace) or self._identity_refusal(
-            tls, peer, dialer=False
-        )
-
-    def lookup_connection(self, connection_id: str) -> str | None:
-        conn = self._table.by_id(connection_id)
-        return conn.peer if conn is not None else None
-
     # --- LinkOwner (loop thread) --------------------------------------------------------
 
-    def _identity_refusal(self, tls: TLSDetails | None, peer_name: str, dialer: bool) -> str | None:
-        """Why a peer's verified certificate does not prove it is ``peer_name`` (or None)."""
-        if not self._net.verify_node_identity or tls is None or tls.peer is None:
-            return None
-        if dialer and self._net.insecure_skip_verify:
-            return None
-        peer = tls.peer
-        if peer.has_node_name(peer_name):
-            return None
-        host = Atom(peer_name).host
-        if (
-            not peer.node_names
-            and self._net.identity_host_fallback
-            and (host in peer.dns_names or host in peer.ip_addresses)
-        ):
-            return None
-        named = ", ".join(peer.node_names) or "no node name"
-        return f"identity: certificate {peer.fingerprint[:16]} names {named}, not {peer_name}"
-
-    def _check_identity(self, link: LinkProtocol, peer_name: str) -> None:
-        reason = self._identity_refusal(link.tls, peer_name, link.dialer)
-        if reason is not None:
-            key = (self._name, "identity", peer_name)
-            _limited.log(logging.WARNING, key, "%s: refused %s: %s", self._name, peer_name, reason)
-            raise ErrNotAllowed(reason)
+    def link_admit(self, link: LinkProtocol, event: AdmissionEvent) -> str | None:
+        return self._admission.admit(event, link.tls, link.dialer)
 
     def link_up(self, link: LinkProtocol, done: HandshakeComplete | JoinComplete) -> None:
         if self._stopped:
             raise ErrNoConnection("node is stopping")
-        self._check_identity(link, done.peer_name)
         self._table.install(link, done)
 
     def link_frames(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:

@@ -1,0 +1,216 @@
+"""The dialing side of a full handshake: one round trip after TLS.
+
+Its first flight is Hello and Introduce together; the acceptor's one answer
+(Hello, Introduce, Accept) is checked whole, the owner admits the peer
+(:class:`PeerIntroduced`), and the dialer's final Accept follows in the same
+write as its first frames.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ergo_py._version import __version__
+from ergo_py.gen.errors import LocalProtocolError, RemoteProtocolError
+from ergo_py.gen.options import (
+    DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
+    DEFAULT_NETWORK_FLAGS,
+    NetworkFlags,
+)
+from ergo_py.net.handshake import wire
+from ergo_py.net.handshake.machine import BaseMachine
+from ergo_py.net.handshake.types import (
+    DIGEST_SIZE,
+    FINGERPRINT_SIZE,
+    MAX_POOL_SIZE,
+    MAX_VERSION,
+    MSG_ACCEPT,
+    MSG_HELLO,
+    MSG_INTRODUCE,
+    REASON_BAD_COOKIE,
+    REASON_TLS_BINDING,
+    REASON_WRONG_NODE,
+    SALT_SIZE,
+    U32,
+    U63,
+    AdmissionEvent,
+    Event,
+    HandshakeComplete,
+    HandshakeState,
+    NeedData,
+    PeerIntroduced,
+)
+
+_HELLO = 1
+_INTRODUCE = 2
+_ACCEPT = 3
+
+
+class DialerHandshake(BaseMachine):
+    """The side that dialed ``peer_name``; call :meth:`initiate` first.
+
+    A peer that introduces itself under another name is refused
+    (``"wrong node"``); any other peer is handed to the owner as
+    :class:`PeerIntroduced` before the final Accept. ``replace``: take over
+    from the connection already up to that peer (a hand-over; see the package
+    docstring).
+    """
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        creation: int,
+        peer_name: str,
+        cookie: str,
+        flags: int = DEFAULT_NETWORK_FLAGS,
+        version: str = __version__,
+        max_message_size: int = 0,
+        local_cert_fp: bytes | None = None,
+        peer_cert_fp: bytes | None = None,
+        max_handshake_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
+        replace: bool = False,
+    ) -> None:
+        super().__init__(
+            cookie=cookie,
+            local_cert_fp=local_cert_fp,
+            peer_cert_fp=peer_cert_fp,
+            max_handshake_size=max_handshake_size,
+            server=False,
+        )
+        self._replace = bool(replace)
+        self._name = wire.check_name(node_name, "node_name")
+        self._peer_name = wire.check_name(peer_name, "peer_name")
+        self._creation = wire.check_uint(creation, U63, "creation")
+        self._flags = wire.check_uint(flags, U32, "flags")
+        self._version = str(version)[:MAX_VERSION]
+        self._max_message_size = wire.check_uint(max_message_size, U63, "max_message_size")
+        self._state = HandshakeState.IDLE
+        self._expect = _HELLO
+        self._peer: wire.Intro | None = None
+        self._offer: tuple[str, int, tuple[str, ...]] | None = None  # id, pool size, dsn
+
+    def initiate(self) -> bytes:
+        """The opening Hello and Introduce; call once, right after the TLS handshake."""
+        if self._state is not HandshakeState.IDLE:
+            raise LocalProtocolError("initiate() may be called only once")
+        self._state = HandshakeState.RUNNING
+        self._s1 = os.urandom(SALT_SIZE)
+        fields = self._intro()
+        return wire.pack(MSG_HELLO, self._s1, self._digest("D-hello", self._s1)) + wire.pack(
+            MSG_INTRODUCE,
+            *fields,
+            # The client fingerprint is left out: this side cannot know yet
+            # whether the acceptor asked for its certificate. The final Accept
+            # covers both fingerprints.
+            self._digest("D-intro", self._s1, self._server_fp, *fields),
+        )
+
+    def _intro(self) -> wire.Intro:
+        return (
+            self._name,
+            self._version,
+            self._flags,
+            self._creation,
+            self._max_message_size,
+            self._replace,
+        )
+
+    def next_event(self) -> Event | NeedData:
+        if self._state is HandshakeState.IDLE:
+            raise LocalProtocolError("call initiate() first")
+        return super().next_event()
+
+    def _handle(self, msg: list[Any]) -> Event | None:
+        if self._expect == _HELLO:
+            if msg[0] != MSG_HELLO:
+                raise wire.unexpected(msg, "waiting for Hello")
+            return self._on_hello(msg)
+        if self._expect == _INTRODUCE:
+            if msg[0] != MSG_INTRODUCE:
+                raise wire.unexpected(msg, "waiting for Introduce")
+            return self._on_introduce(msg)
+        if msg[0] != MSG_ACCEPT:
+            raise wire.unexpected(msg, "waiting for Accept")
+        return self._on_accept(msg)
+
+    def _on_hello(self, msg: list[Any]) -> Event | None:
+        server, client_seen = self._binding()
+        s2, digest, client_fp, digest_cert = wire.fields(msg, "Hello", (bytes, bytes, bytes, bytes))
+        self._s2 = wire.check_bytes(s2, SALT_SIZE, "salt")
+        wire.check_bytes(digest, DIGEST_SIZE, "Hello digest")
+        wire.check_bytes(client_fp, FINGERPRINT_SIZE, "client fingerprint", allow_empty=True)
+        wire.check_bytes(digest_cert, DIGEST_SIZE, "Hello certificate digest")
+        if not wire.same(digest, self._digest("A-hello", self._s1, self._s2)):
+            return self._refuse(REASON_BAD_COOKIE)
+        # The acceptor says which client certificate it saw: none (it did
+        # not ask) or ours. Anything else is someone else's certificate.
+        if client_fp and not wire.same(client_fp, client_seen):
+            return self._refuse(REASON_TLS_BINDING)
+        self._client_fp = client_fp
+        expected = self._digest("A-cert", self._s1, self._s2, server, client_fp)
+        if not wire.same(digest_cert, expected):
+            return self._refuse(REASON_TLS_BINDING)
+        self._expect = _INTRODUCE
+        return None
+
+    def _on_introduce(self, msg: list[Any]) -> Event | None:
+        fields, digest = wire.introduce_fields(msg)
+        expected = self._digest("A-intro", self._s1, self._s2, *self._binding(), *fields)
+        if not wire.same(digest, expected):
+            return self._refuse(REASON_TLS_BINDING)
+        if fields[0] != self._peer_name:
+            return self._refuse(REASON_WRONG_NODE)
+        self._peer = fields
+        self._expect = _ACCEPT
+        return None
+
+    def _on_accept(self, msg: list[Any]) -> Event | None:
+        cid, pool_size, dsn, digest = wire.fields(msg, "Accept", (str, int, wire.StrList, bytes))
+        wire.check_bytes(digest, DIGEST_SIZE, "Accept digest")
+        if not 1 <= pool_size <= MAX_POOL_SIZE:
+            raise RemoteProtocolError("Accept: pool size out of range")
+        expected = self._digest(
+            "A-accept", self._s1, self._s2, *self._binding(), cid, pool_size, dsn
+        )
+        if not wire.same(digest, expected):
+            return self._refuse(REASON_TLS_BINDING)
+        assert self._peer is not None
+        name, version, flags, creation, max_size, _ = self._peer
+        mine = wire.connection_id(
+            self._cookie, self._name, self._creation, name, creation, self._s1 + self._s2
+        )
+        if not wire.same(cid.encode(), mine.encode()):
+            raise RemoteProtocolError("Accept: connection id does not match")
+        self._offer = (cid, pool_size, tuple(dsn))
+        return PeerIntroduced(
+            peer_name=name,
+            peer_creation=creation,
+            peer_version=version,
+            peer_flags=NetworkFlags(flags),
+            peer_max_message_size=max_size,
+            replace=self._replace,
+        )
+
+    def _admitted(self, event: AdmissionEvent) -> Event | None:
+        assert self._peer is not None and self._offer is not None
+        name, version, flags, creation, max_size, _ = self._peer
+        cid, pool_size, dsn = self._offer
+        confirm = self._digest(
+            "D-accept", self._s1, self._s2, *self._binding(), cid, *self._intro()
+        )
+        self._send(MSG_ACCEPT, confirm)
+        return self._complete(
+            HandshakeComplete(
+                peer_name=name,
+                peer_creation=creation,
+                peer_version=version,
+                peer_flags=NetworkFlags(flags),
+                peer_max_message_size=max_size,
+                connection_id=cid,
+                pool_size=pool_size,
+                pool_dsn=dsn,
+                replace=self._replace,
+            )
+        )

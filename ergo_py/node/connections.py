@@ -23,6 +23,7 @@ look-ups) from process threads on the write path.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,27 +39,37 @@ from ergo_py.net.loop import LoopThread, wait_until
 log = logging.getLogger(__name__)
 
 
+class ConnState(enum.Enum):
+    """Where a connection is in its life (see :class:`Connection`)."""
+
+    CURRENT = "current"  # the one in use: in ConnectionTable.conns
+    OWING = "owing"  # closing for good; its Close held until owed replies are out
+    DRAINING = "draining"  # Close sent on every link; reading until the peer's
+    CLOSED = "closed"  # drained (or abandoned while draining): done
+    DROPPED = "dropped"  # lost while current: nothing was drained
+
+
 @dataclass
 class Connection:
     """A connection to one peer node: its links and what the handshake said.
 
-    Life: current (in ``_conns``) -> draining (Close sent on every link, still
-    reading until the peer's Close on each) -> closed. ``replaced``: drained
-    for a hand-over to a newer connection, so its end is not a node-down.
-    ``held``: frames that arrived on this connection while the one it replaces
-    still had frames on the way (``waiting``); they are dispatched once those
-    are in, so no sender's stream is reordered by the switch.
+    Life (``state``): CURRENT -> [OWING ->] DRAINING -> CLOSED, or CURRENT ->
+    DROPPED when a link is lost. ``replaced``: drained for a hand-over to a
+    newer connection, so its end is not a node-down. ``peer_done``: everything
+    the peer sent on it is in (its Close came on every link). ``held``:
+    frames that arrived on this connection while the one it replaces still
+    had frames on the way (``waiting``); they are dispatched once those are
+    in, so no sender's stream is reordered by the switch. ``drained`` is set
+    when it ends either way, for whoever waits for that.
     """
 
     peer: str
-    done: HandshakeComplete
+    handshake: HandshakeComplete
     links: list[LinkProtocol] = field(default_factory=list)
     dialed: bool = False
-    closed: bool = False
+    state: ConnState = ConnState.CURRENT
 
     sticky: dict[int, LinkProtocol] = field(default_factory=dict)
-    draining: bool = False
-    owing: bool = False  # draining, its Close held back for replies owed to the peer
     replaced: bool = False
     peer_done: bool = False
     held: list[tuple[LinkProtocol, list[fr.Frame] | bool]] | None = None
@@ -68,6 +79,16 @@ class Connection:
     joining: int = 0  # pool joins we dialled that have not settled yet
     grow: Callable[[], None] | None = None  # opens the pool's other links (on demand)
     growing: bool = False
+
+    @property
+    def closing(self) -> bool:
+        """Owing, draining, or closed after draining: no longer taking new frames."""
+        return self.state in _CLOSING
+
+    @property
+    def ended(self) -> bool:
+        """Closed or dropped: nothing more happens on it."""
+        return self.state in _ENDED
 
     def pick(self, order: int) -> LinkProtocol:
         """The link for an order byte; the same one for as long as the connection lives.
@@ -81,6 +102,10 @@ class Connection:
             links = self.links
             link = self.sticky.setdefault(order, links[order % len(links)])
         return link
+
+
+_CLOSING = frozenset({ConnState.OWING, ConnState.DRAINING, ConnState.CLOSED})
+_ENDED = frozenset({ConnState.CLOSED, ConnState.DROPPED})
 
 
 class ConnectionOwner(Protocol):
@@ -145,7 +170,7 @@ class ConnectionTable:
         existing = self.conns.get(peer)
         if (
             existing is not None
-            and existing.done.peer_creation == creation
+            and existing.handshake.peer_creation == creation
             and (existing.dialed or dialer)
             and not replace
         ):
@@ -159,11 +184,11 @@ class ConnectionTable:
     def by_id(self, connection_id: str) -> Connection | None:
         """A current or draining connection (a join may come after a hand-over)."""
         for conn in self.conns.values():
-            if conn.done.connection_id == connection_id:
+            if conn.handshake.connection_id == connection_id:
                 return conn
         for queue in self.draining.values():
             for conn in queue:
-                if conn.done.connection_id == connection_id:
+                if conn.handshake.connection_id == connection_id:
                     return conn
         return self.drained.get(connection_id)
 
@@ -182,13 +207,13 @@ class ConnectionTable:
             self.links.add(link)
             self.link_conn[link] = conn
             _allow_batches(link, conn)
-            if conn.draining or conn.closed:  # a connection on its way out: close it likewise
+            if conn.state is not ConnState.CURRENT:  # on its way out: close it likewise
                 link.send_close(conn.replaced)
             return
         old = self.conns.get(done.peer_name)
         replacing: Connection | None = None
         if old is not None:
-            same = old.done.peer_creation == done.peer_creation
+            same = old.handshake.peer_creation == done.peer_creation
             if same and done.replace:
                 replacing = old
             elif self.check_new_peer(done.peer_name, done.peer_creation, dialer=link.dialer):
@@ -231,9 +256,9 @@ class ConnectionTable:
     def link_lost(self, link: LinkProtocol, exc: BaseException | None) -> None:
         self.links.discard(link)
         conn = self.link_conn.pop(link, None)
-        if conn is None or conn.closed:
+        if conn is None or conn.ended:
             return
-        if conn.draining:
+        if conn.closing:
             if link in conn.links:
                 conn.links.remove(link)
             if link.closed_cleanly:
@@ -246,9 +271,9 @@ class ConnectionTable:
             self.drop(conn, ErrNoConnection(f"connection to {conn.peer} lost: {exc or 'closed'}"))
 
     def drop(self, conn: Connection, reason: ErrNoConnection) -> None:
-        if conn.closed:
+        if conn.ended:
             return
-        conn.closed = True
+        conn.state = ConnState.DROPPED
         conn.drained.set()
         if self.conns.get(conn.peer) is conn:
             del self.conns[conn.peer]
@@ -278,9 +303,8 @@ class ConnectionTable:
         connection carries on, so links, monitors and pending calls stay;
         otherwise the node-down follows once the peer's last frame is in.
         """
-        if conn.draining or conn.closed:
+        if conn.state is not ConnState.CURRENT:
             return
-        conn.draining = True
         conn.replaced = replaced
         if self.conns.get(conn.peer) is conn:
             del self.conns[conn.peer]
@@ -294,7 +318,7 @@ class ConnectionTable:
             # out on this connection before our Close (a hand-over needs no
             # wait: replies take the new connection). Bounded, so that the
             # peer's own drain timer does not run out first.
-            conn.owing = True
+            conn.state = ConnState.OWING
             self.owing[conn.peer] = conn
             conn.timer = self._lt.loop.call_later(self.reply_wait, self._close_links, conn)
             return
@@ -302,8 +326,7 @@ class ConnectionTable:
 
     def _close_links(self, conn: Connection) -> None:
         """Put a Close on every link of ``conn`` and wait (bounded) for the peer's."""
-        if conn.owing:
-            conn.owing = False
+        if conn.state is ConnState.OWING:
             if self.owing.get(conn.peer) is conn:
                 del self.owing[conn.peer]
             if self._owner.owes_replies(conn.peer):
@@ -314,6 +337,7 @@ class ConnectionTable:
                     conn.peer,
                     self.reply_wait,
                 )
+        conn.state = ConnState.DRAINING
         if conn.timer is not None:
             conn.timer.cancel()
         conn.timer = self._lt.loop.call_later(self.drain_timeout, self._drain_expired, conn)
@@ -338,9 +362,9 @@ class ConnectionTable:
 
     def _peer_closed(self, conn: Connection, replaced: bool) -> None:
         """A Close from the peer on one of ``conn``'s links (frames before it are in)."""
-        if conn.closed:
+        if conn.ended:
             return
-        if conn.draining:
+        if conn.closing:
             self.drain_progress(conn)
             return
         if not replaced:
@@ -357,12 +381,12 @@ class ConnectionTable:
 
     def _replacement_missing(self, conn: Connection) -> None:
         conn.timer = None
-        if not conn.draining and not conn.closed:
+        if conn.state is ConnState.CURRENT:
             why = "the peer's replacement connection did not arrive"
             self.start_drain(conn, replaced=False, why=why)
 
     def drain_progress(self, conn: Connection) -> None:
-        if conn.owing:
+        if conn.state is ConnState.OWING:
             return  # the node-down would drop the calls whose replies we hold the Close for
         if not conn.peer_done and all(link.peer_closed for link in conn.links):
             # Everything the peer sent on this connection is in.
@@ -379,13 +403,12 @@ class ConnectionTable:
             self._drain_finished(conn)
 
     def _drain_finished(self, conn: Connection) -> None:
-        if conn.closed:
+        if conn.ended:
             return
-        conn.closed = True
-        if conn.owing:  # ended abruptly while holding its Close
-            conn.owing = False
-            if self.owing.get(conn.peer) is conn:
-                del self.owing[conn.peer]
+        # Ended abruptly while holding its Close: out of the table of those.
+        if conn.state is ConnState.OWING and self.owing.get(conn.peer) is conn:
+            del self.owing[conn.peer]
+        conn.state = ConnState.CLOSED
         if conn.timer is not None:
             conn.timer.cancel()
         # Out of the draining queue at once (a node that connects and
@@ -395,7 +418,7 @@ class ConnectionTable:
         # saw our Close may still arrive, and is closed cleanly, not refused.
         if conn.held is None:
             self._unqueue(conn)
-        self.drained[conn.done.connection_id] = conn
+        self.drained[conn.handshake.connection_id] = conn
         self._lt.loop.call_later(self.drain_timeout, self._forget_drained, conn)
         conn.drained.set()
         self._release_behind(conn)
@@ -403,14 +426,14 @@ class ConnectionTable:
 
     async def await_drained(self, conn: Connection) -> None:
         """Until ``conn`` has closed (cleanly or not); bounded by its drain timer."""
-        if conn.closed:
+        if conn.ended:
             return
         await wait_until(conn.drained.wait(), self.reply_wait + self.drain_timeout + 1.0)
 
     def _forget_drained(self, conn: Connection) -> None:
         self._unqueue(conn)
-        if self.drained.get(conn.done.connection_id) is conn:
-            del self.drained[conn.done.connection_id]
+        if self.drained.get(conn.handshake.connection_id) is conn:
+            del self.drained[conn.handshake.connection_id]
 
     def _unqueue(self, conn: Connection) -> None:
         queue = self.draining.get(conn.peer, [])
@@ -421,7 +444,7 @@ class ConnectionTable:
 
     def _drain_expired(self, conn: Connection) -> None:
         conn.timer = None
-        if not conn.closed:
+        if not conn.ended:
             why = f"connection to {conn.peer} did not close within {self.drain_timeout} s"
             self._abandon(conn, ErrNoConnection(why))
 
@@ -440,7 +463,7 @@ class ConnectionTable:
     def _hold_behind_draining(self, conn: Connection) -> None:
         """Hold ``conn``'s frames until older connections to the same incarnation are in."""
         for old in self.draining.get(conn.peer, ()):
-            if old.done.peer_creation == conn.done.peer_creation and not old.peer_done:
+            if old.handshake.peer_creation == conn.handshake.peer_creation and not old.peer_done:
                 conn.waiting.add(id(old))
         if conn.waiting and conn.held is None:
             conn.held = []
@@ -475,5 +498,5 @@ class ConnectionTable:
 def _allow_batches(link: LinkProtocol, conn: Connection) -> None:
     """Let the link's writer merge bursts of sends, within the peer's frame limit."""
     if link.writer is not None:
-        peer = conn.done.peer_max_message_size
+        peer = conn.handshake.peer_max_message_size
         link.writer.batch_limit = min(peer, fr.BATCH_MAX) if peer else fr.BATCH_MAX

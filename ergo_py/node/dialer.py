@@ -44,7 +44,7 @@ from ergo_py.net.link import LinkOwner, LinkProtocol, TLSDetails
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import client_context_for_dial
-from ergo_py.node.connections import Connection, ConnectionOwner, ConnectionTable
+from ergo_py.node.connections import Connection, ConnectionOwner, ConnectionTable, ConnState
 
 log = logging.getLogger(__name__)
 _limited = LogLimiter(log)  # a peer that keeps refusing us could flood the log
@@ -270,7 +270,7 @@ class Dialer:
         if (
             isinstance(done, HandshakeComplete)
             and done.pool_size > 1
-            and conn.done.connection_id == done.connection_id
+            and conn.handshake.connection_id == done.connection_id
         ):
             # The connection is usable now; the other pool links join in the
             # background, at once or once it is busy (order bytes stick to
@@ -294,7 +294,7 @@ class Dialer:
     def grow(self, conn: Connection) -> None:
         """Loop thread: the connection got busy; open its other pool links."""
         grow, conn.grow = conn.grow, None
-        if grow is not None and not conn.draining and not conn.closed and not self._owner.stopped:
+        if grow is not None and conn.state is ConnState.CURRENT and not self._owner.stopped:
             log.info("%s: connection to %s is busy; growing its pool", self._name, conn.peer)
             grow()
 
@@ -302,12 +302,12 @@ class Dialer:
         def done(task: asyncio.Future[Any]) -> None:
             self._joins.pop(task, None)
             conn.joining -= 1
-            if conn.draining and not conn.closed:
+            if conn.closing and not conn.ended:
                 self._table.drain_progress(conn)
             if task.cancelled() or task.exception() is None:
                 return
             # A join that lost the race with its connection's end is expected.
-            gone = self._owner.stopped or conn.draining or conn.closed
+            gone = self._owner.stopped or conn.state is not ConnState.CURRENT
             log.log(
                 logging.INFO if gone else logging.WARNING,
                 "%s: pool link to %s failed: %s",

@@ -69,7 +69,7 @@ from ergo_py.net.registrar import EmbeddedRegistrar
 from ergo_py.net.writer import BatchWriter
 from ergo_py.node.acceptor import Acceptor
 from ergo_py.node.admission import Admission
-from ergo_py.node.connections import Connection, ConnectionTable
+from ergo_py.node.connections import Connection, ConnectionTable, ConnState
 from ergo_py.node.dialer import Dialer
 from ergo_py.node.network_view import NetworkView
 from ergo_py.node.spawn import RemoteSpawn
@@ -78,6 +78,8 @@ log = logging.getLogger(__name__)
 # Lines a peer can cause (undeliverable frames, refusals, failed dials): per
 # kind, a few pass and the rest are counted (see net.ratelog).
 _limited = LogLimiter(log)
+
+_CURRENT = ConnState.CURRENT  # the write path's check, without the class attribute look-up
 
 # The call frame type for each kind of callee.
 _CALL_CODES = {PID: fr.TYPE_CALL_PID, ProcessID: fr.TYPE_CALL_NAME, Alias: fr.TYPE_CALL_ALIAS}
@@ -362,7 +364,7 @@ class TCPBackend(NetworkBackend):
 
     def _connection(self, node: str) -> Connection:
         conn = self._conns.get(node)
-        if conn is not None and not conn.closed and not conn.draining:
+        if conn is not None and conn.state is _CURRENT:
             return conn
         try:
             return self._lt.run(self._dialer.connect(node), timeout=self._dial_budget)
@@ -379,7 +381,7 @@ class TCPBackend(NetworkBackend):
     def _ready(self, node: str, order: int) -> tuple[Connection, LinkProtocol, BatchWriter] | None:
         """The write path's common case: the connection is current and ``order`` has its link."""
         conn = self._conns.get(node)
-        if conn is None or conn.draining or conn.closed:
+        if conn is None or conn.state is not _CURRENT:
             return None
         link = conn.sticky.get(order)
         if link is None or link.writer is None:
@@ -394,7 +396,7 @@ class TCPBackend(NetworkBackend):
         ready = None if from_loop else self._ready(node, order)
         if ready is not None:
             up, up_link, up_writer = ready
-            limit = up.done.peer_max_message_size
+            limit = up.handshake.peer_max_message_size
             if limit and len(data) > limit:
                 raise fr.too_large(len(data), limit)
             try:
@@ -410,7 +412,7 @@ class TCPBackend(NetworkBackend):
                 conn = self._conns.get(node) if from_loop else self._connection(node)
             if conn is None:
                 raise ErrNoConnection(f"not connected to {node}")
-            limit = conn.done.peer_max_message_size
+            limit = conn.handshake.peer_max_message_size
             if limit and len(data) > limit:
                 raise fr.too_large(len(data), limit)
             link = conn.pick(order)
@@ -423,7 +425,7 @@ class TCPBackend(NetworkBackend):
                 else:
                     writer.write(data)
             except ErrNoConnection:
-                if conn.draining:
+                if conn.closing:
                     continue  # closed or handed over meanwhile: the next one takes it
                 raise
             self._wrote(conn, link)
@@ -447,7 +449,7 @@ class TCPBackend(NetworkBackend):
         ready = self._ready(node, order)
         if ready is not None:
             conn, link, writer = ready
-            limit = conn.done.peer_max_message_size
+            limit = conn.handshake.peer_max_message_size
             entry, item = self._encoder.send_item(from_pid, to, message, order, limit)
             try:
                 writer.write_item(entry, order, item, fr.send_run, len(entry[3]) + 16)

@@ -43,9 +43,9 @@ class NetworkView(Network):
         first = links[0]  # the link the handshake made; joins may be on newer certs
         return {
             "peer": conn.peer,
-            "peer_creation": conn.done.peer_creation,
-            "peer_version": conn.done.peer_version,
-            "connection_id": conn.done.connection_id,
+            "peer_creation": conn.handshake.peer_creation,
+            "peer_version": conn.handshake.peer_version,
+            "connection_id": conn.handshake.connection_id,
             "dialed": conn.dialed,
             "identity_verified": self._backend.identity_verified(
                 conn, first["peer_cert_fingerprint"]
@@ -121,7 +121,7 @@ class _RemoteNode(RemoteNode):
 
     @property
     def creation(self) -> int:
-        return self._conn.done.peer_creation
+        return self._conn.handshake.peer_creation
 
     def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
         options = _node_spawn_options(options)

@@ -1,5 +1,10 @@
 """Cluster nodes in their own OS processes: :class:`ProcessNode`, the parent's handle on one.
 
+(Over 600 lines on purpose: both ends of the control pipe live here, the
+parent's handle and the child's server, because they share one wire format
+and one table of operation names; split, a change to either would need the
+other file open beside it.)
+
 Why a process: a node there has its own interpreter, GIL, event loop and
 sockets, as a node on another machine would, and it can be SIGKILLed to
 simulate a crash (its peers then see the connection drop, links and monitors

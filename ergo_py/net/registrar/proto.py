@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Self
 
 import msgpack
 
@@ -165,44 +165,38 @@ class RegisterReply(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class Unregister(Message):
+class _NodeMessage(Message):
+    """A message whose one field is a node name."""
+
+    node: str
+
+    def __post_init__(self) -> None:
+        _check_node(self.node)
+
+    def _fields(self) -> list[Any]:
+        return [self.node]
+
+    @classmethod
+    def _from_fields(cls, fields: list[Any]) -> Self:
+        (node,) = _unpack_fields(cls, fields, 1)
+        return cls(node)
+
+
+@dataclass(frozen=True, slots=True)
+class Unregister(_NodeMessage):
     """Client → server: drop the registration of ``node`` made on this connection.
 
     The server closes the connection afterwards; it sends no reply.
     """
 
     TYPE: ClassVar[int] = 48
-    node: str
-
-    def __post_init__(self) -> None:
-        _check_node(self.node)
-
-    def _fields(self) -> list[Any]:
-        return [self.node]
-
-    @classmethod
-    def _from_fields(cls, fields: list[Any]) -> Unregister:
-        (node,) = _unpack_fields(cls, fields, 1)
-        return cls(node)
 
 
 @dataclass(frozen=True, slots=True)
-class Resolve(Message):
+class Resolve(_NodeMessage):
     """Client → server: where does ``node`` accept connections?"""
 
     TYPE: ClassVar[int] = 46
-    node: str
-
-    def __post_init__(self) -> None:
-        _check_node(self.node)
-
-    def _fields(self) -> list[Any]:
-        return [self.node]
-
-    @classmethod
-    def _from_fields(cls, fields: list[Any]) -> Resolve:
-        (node,) = _unpack_fields(cls, fields, 1)
-        return cls(node)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,15 +21,13 @@ from ergo_py.gen.options import (
     DEFAULT_NETWORK_FLAGS,
     DEFAULT_POOL_SIZE,
     MAX_NODE_NAME_BYTES,
-    NetworkFlags,
 )
 from ergo_py.net.handshake import wire
-from ergo_py.net.handshake.machine import BaseMachine
+from ergo_py.net.handshake.machine import IntroMachine
 from ergo_py.net.handshake.types import (
     DIGEST_SIZE,
     MAX_DSN,
     MAX_POOL_SIZE,
-    MAX_VERSION,
     MSG_ACCEPT,
     MSG_HELLO,
     MSG_INTRODUCE,
@@ -38,14 +36,11 @@ from ergo_py.net.handshake.types import (
     REASON_NAME_TAKEN,
     REASON_TLS_BINDING,
     SALT_SIZE,
-    U32,
-    U63,
     AdmissionEvent,
     Event,
     HandshakeComplete,
     JoinComplete,
     JoinRequested,
-    PeerIntroduced,
 )
 
 _FIRST = 1
@@ -54,7 +49,7 @@ _FINAL = 3
 _JOIN_CONFIRM = 4
 
 
-class AcceptorHandshake(BaseMachine):
+class AcceptorHandshake(IntroMachine):
     """The accepting side: answers a full handshake or a Join.
 
     Who may come in is the owner's call: a checked introduction comes out as
@@ -80,17 +75,17 @@ class AcceptorHandshake(BaseMachine):
         max_handshake_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
     ) -> None:
         super().__init__(
+            node_name=node_name,
+            creation=creation,
+            flags=flags,
+            version=version,
+            max_message_size=max_message_size,
             cookie=cookie,
             local_cert_fp=local_cert_fp,
             peer_cert_fp=peer_cert_fp,
             max_handshake_size=max_handshake_size,
             server=True,
         )
-        self._name = wire.check_name(node_name, "node_name")
-        self._creation = wire.check_uint(creation, U63, "creation")
-        self._flags = wire.check_uint(flags, U32, "flags")
-        self._version = str(version)[:MAX_VERSION]
-        self._max_message_size = wire.check_uint(max_message_size, U63, "max_message_size")
         if not 1 <= pool_size <= MAX_POOL_SIZE:
             raise ErrIncorrect("pool_size must be in 1..255")
         if len(pool_dsn) > MAX_DSN:
@@ -146,18 +141,10 @@ class AcceptorHandshake(BaseMachine):
         expected = self._digest("D-intro", self._s1, self._server_fp, *fields)
         if not wire.same(digest, expected):
             return self._refuse(REASON_TLS_BINDING)
-        name, version, flags, creation, max_size, replace = fields
-        if name == self._name:  # a node cannot connect to its own name
+        if fields[0] == self._name:  # a node cannot connect to its own name
             return self._refuse(REASON_NAME_TAKEN)
         self._peer_intro = fields
-        return PeerIntroduced(
-            peer_name=name,
-            peer_creation=creation,
-            peer_version=version,
-            peer_flags=NetworkFlags(flags),
-            peer_max_message_size=max_size,
-            replace=replace,
-        )
+        return self._introduced(fields, fields[5])
 
     def _admitted(self, event: AdmissionEvent) -> Event | None:
         if isinstance(event, JoinRequested):
@@ -168,7 +155,7 @@ class AcceptorHandshake(BaseMachine):
 
     def _answer_introduce(self) -> None:
         assert self._peer_intro is not None
-        name, version, flags, creation, max_size, replace = self._peer_intro
+        name, _, _, creation, _, replace = self._peer_intro
         self._s2 = os.urandom(SALT_SIZE)
         server, client = self._binding()
         self._send(
@@ -181,14 +168,7 @@ class AcceptorHandshake(BaseMachine):
         self._cid = wire.connection_id(
             self._cookie, self._name, self._creation, name, creation, self._s1 + self._s2
         )
-        ours = (
-            self._name,
-            self._version,
-            self._flags,
-            self._creation,
-            self._max_message_size,
-            False,
-        )
+        ours = self._intro(False)
         binding = self._binding()
         self._send(
             MSG_INTRODUCE,
@@ -201,17 +181,8 @@ class AcceptorHandshake(BaseMachine):
             *offer,
             self._digest("A-accept", self._s1, self._s2, *binding, *offer),
         )
-        self._result = HandshakeComplete(
-            peer_name=name,
-            peer_creation=creation,
-            peer_version=version,
-            peer_flags=NetworkFlags(flags),
-            peer_max_message_size=max_size,
-            connection_id=self._cid,
-            pool_size=self._pool_size,
-            pool_dsn=tuple(self._pool_dsn),
-            replace=replace,
-        )
+        agreed = (self._cid, self._pool_size, tuple(self._pool_dsn))
+        self._result = self._completed(self._peer_intro, agreed, replace)
         self._expect = _FINAL
 
     def _on_join(self, msg: list[Any]) -> Event | None:

@@ -8,23 +8,20 @@ write as its first frames.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ergo_py._version import __version__
-from ergo_py.gen.errors import LocalProtocolError, RemoteProtocolError
+from ergo_py.gen.errors import RemoteProtocolError
 from ergo_py.gen.options import (
     DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
     DEFAULT_NETWORK_FLAGS,
-    NetworkFlags,
 )
 from ergo_py.net.handshake import wire
-from ergo_py.net.handshake.machine import BaseMachine
+from ergo_py.net.handshake.machine import IntroMachine
 from ergo_py.net.handshake.types import (
     DIGEST_SIZE,
     FINGERPRINT_SIZE,
     MAX_POOL_SIZE,
-    MAX_VERSION,
     MSG_ACCEPT,
     MSG_HELLO,
     MSG_INTRODUCE,
@@ -32,14 +29,9 @@ from ergo_py.net.handshake.types import (
     REASON_TLS_BINDING,
     REASON_WRONG_NODE,
     SALT_SIZE,
-    U32,
-    U63,
     AdmissionEvent,
     Event,
-    HandshakeComplete,
     HandshakeState,
-    NeedData,
-    PeerIntroduced,
 )
 
 _HELLO = 1
@@ -47,7 +39,7 @@ _INTRODUCE = 2
 _ACCEPT = 3
 
 
-class DialerHandshake(BaseMachine):
+class DialerHandshake(IntroMachine):
     """The side that dialed ``peer_name``; call :meth:`initiate` first.
 
     A peer that introduces itself under another name is refused
@@ -73,6 +65,11 @@ class DialerHandshake(BaseMachine):
         replace: bool = False,
     ) -> None:
         super().__init__(
+            node_name=node_name,
+            creation=creation,
+            flags=flags,
+            version=version,
+            max_message_size=max_message_size,
             cookie=cookie,
             local_cert_fp=local_cert_fp,
             peer_cert_fp=peer_cert_fp,
@@ -80,12 +77,7 @@ class DialerHandshake(BaseMachine):
             server=False,
         )
         self._replace = bool(replace)
-        self._name = wire.check_name(node_name, "node_name")
         self._peer_name = wire.check_name(peer_name, "peer_name")
-        self._creation = wire.check_uint(creation, U63, "creation")
-        self._flags = wire.check_uint(flags, U32, "flags")
-        self._version = str(version)[:MAX_VERSION]
-        self._max_message_size = wire.check_uint(max_message_size, U63, "max_message_size")
         self._state = HandshakeState.IDLE
         self._expect = _HELLO
         self._peer: wire.Intro | None = None
@@ -93,11 +85,8 @@ class DialerHandshake(BaseMachine):
 
     def initiate(self) -> bytes:
         """The opening Hello and Introduce; call once, right after the TLS handshake."""
-        if self._state is not HandshakeState.IDLE:
-            raise LocalProtocolError("initiate() may be called only once")
-        self._state = HandshakeState.RUNNING
-        self._s1 = os.urandom(SALT_SIZE)
-        fields = self._intro()
+        self._begin()
+        fields = self._intro(self._replace)
         return wire.pack(MSG_HELLO, self._s1, self._digest("D-hello", self._s1)) + wire.pack(
             MSG_INTRODUCE,
             *fields,
@@ -106,21 +95,6 @@ class DialerHandshake(BaseMachine):
             # covers both fingerprints.
             self._digest("D-intro", self._s1, self._server_fp, *fields),
         )
-
-    def _intro(self) -> wire.Intro:
-        return (
-            self._name,
-            self._version,
-            self._flags,
-            self._creation,
-            self._max_message_size,
-            self._replace,
-        )
-
-    def next_event(self) -> Event | NeedData:
-        if self._state is HandshakeState.IDLE:
-            raise LocalProtocolError("call initiate() first")
-        return super().next_event()
 
     def _handle(self, msg: list[Any]) -> Event | None:
         if self._expect == _HELLO:
@@ -136,7 +110,7 @@ class DialerHandshake(BaseMachine):
         return self._on_accept(msg)
 
     def _on_hello(self, msg: list[Any]) -> Event | None:
-        server, client_seen = self._binding()
+        server = self._server_fp
         s2, digest, client_fp, digest_cert = wire.fields(msg, "Hello", (bytes, bytes, bytes, bytes))
         self._s2 = wire.check_bytes(s2, SALT_SIZE, "salt")
         wire.check_bytes(digest, DIGEST_SIZE, "Hello digest")
@@ -146,9 +120,8 @@ class DialerHandshake(BaseMachine):
             return self._refuse(REASON_BAD_COOKIE)
         # The acceptor says which client certificate it saw: none (it did
         # not ask) or ours. Anything else is someone else's certificate.
-        if client_fp and not wire.same(client_fp, client_seen):
+        if not self._take_client_fp(client_fp):
             return self._refuse(REASON_TLS_BINDING)
-        self._client_fp = client_fp
         expected = self._digest("A-cert", self._s1, self._s2, server, client_fp)
         if not wire.same(digest_cert, expected):
             return self._refuse(REASON_TLS_BINDING)
@@ -177,40 +150,19 @@ class DialerHandshake(BaseMachine):
         if not wire.same(digest, expected):
             return self._refuse(REASON_TLS_BINDING)
         assert self._peer is not None
-        name, version, flags, creation, max_size, _ = self._peer
+        name, _, _, creation, _, _ = self._peer
         mine = wire.connection_id(
             self._cookie, self._name, self._creation, name, creation, self._s1 + self._s2
         )
         if not wire.same(cid.encode(), mine.encode()):
             raise RemoteProtocolError("Accept: connection id does not match")
         self._offer = (cid, pool_size, tuple(dsn))
-        return PeerIntroduced(
-            peer_name=name,
-            peer_creation=creation,
-            peer_version=version,
-            peer_flags=NetworkFlags(flags),
-            peer_max_message_size=max_size,
-            replace=self._replace,
-        )
+        return self._introduced(self._peer, self._replace)
 
     def _admitted(self, event: AdmissionEvent) -> Event | None:
         assert self._peer is not None and self._offer is not None
-        name, version, flags, creation, max_size, _ = self._peer
-        cid, pool_size, dsn = self._offer
-        confirm = self._digest(
-            "D-accept", self._s1, self._s2, *self._binding(), cid, *self._intro()
-        )
+        cid = self._offer[0]
+        intro = self._intro(self._replace)
+        confirm = self._digest("D-accept", self._s1, self._s2, *self._binding(), cid, *intro)
         self._send(MSG_ACCEPT, confirm)
-        return self._complete(
-            HandshakeComplete(
-                peer_name=name,
-                peer_creation=creation,
-                peer_version=version,
-                peer_flags=NetworkFlags(flags),
-                peer_max_message_size=max_size,
-                connection_id=cid,
-                pool_size=pool_size,
-                pool_dsn=dsn,
-                replace=self._replace,
-            )
-        )
+        return self._complete(self._completed(self._peer, self._offer, self._replace))

@@ -8,10 +8,9 @@ Between the two the owner admits the link (:class:`JoinRequested`).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from ergo_py.gen.errors import ErrIncorrect, LocalProtocolError
+from ergo_py.gen.errors import ErrIncorrect
 from ergo_py.gen.options import DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE
 from ergo_py.net.handshake import wire
 from ergo_py.net.handshake.machine import BaseMachine
@@ -27,7 +26,6 @@ from ergo_py.net.handshake.types import (
     HandshakeState,
     JoinComplete,
     JoinRequested,
-    NeedData,
 )
 
 
@@ -46,13 +44,13 @@ class JoinHandshake(BaseMachine):
         max_handshake_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
     ) -> None:
         super().__init__(
+            node_name=node_name,
             cookie=cookie,
             local_cert_fp=local_cert_fp,
             peer_cert_fp=peer_cert_fp,
             max_handshake_size=max_handshake_size,
             server=False,
         )
-        self._name = wire.check_name(node_name, "node_name")
         self._peer_name = wire.check_name(peer_name, "peer_name")
         if type(connection_id) is not str or not connection_id:
             raise ErrIncorrect("connection_id must be a non-empty str")
@@ -61,17 +59,9 @@ class JoinHandshake(BaseMachine):
 
     def initiate(self) -> bytes:
         """The Join message; call once, right after the TLS handshake."""
-        if self._state is not HandshakeState.IDLE:
-            raise LocalProtocolError("initiate() may be called only once")
-        self._state = HandshakeState.RUNNING
-        self._s1 = os.urandom(SALT_SIZE)
+        self._begin()
         d = self._digest("D-join", self._s1, self._cid, self._name, self._server_fp)
         return wire.pack(MSG_JOIN, self._name, self._cid, self._s1, d)
-
-    def next_event(self) -> Event | NeedData:
-        if self._state is HandshakeState.IDLE:
-            raise LocalProtocolError("call initiate() first")
-        return super().next_event()
 
     def _handle(self, msg: list[Any]) -> Event | None:
         if msg[0] != MSG_ACCEPT:
@@ -80,9 +70,8 @@ class JoinHandshake(BaseMachine):
         self._s2 = wire.check_bytes(s2, SALT_SIZE, "salt")
         wire.check_bytes(client_fp, FINGERPRINT_SIZE, "client fingerprint", allow_empty=True)
         wire.check_bytes(digest, DIGEST_SIZE, "Accept digest")
-        if client_fp and not wire.same(client_fp, self._client_fp):
+        if not self._take_client_fp(client_fp):
             return self._refuse(REASON_TLS_BINDING)
-        self._client_fp = client_fp
         if not wire.same(digest, self._digest("A-join", *self._parts())):
             return self._refuse(REASON_TLS_BINDING)
         return JoinRequested(self._peer_name, self._cid)

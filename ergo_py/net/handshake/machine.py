@@ -14,6 +14,7 @@ same there whichever side it plays.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from ergo_py.gen.errors import (
@@ -22,15 +23,20 @@ from ergo_py.gen.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
+from ergo_py.gen.options import NetworkFlags
 from ergo_py.net.handshake import wire
 from ergo_py.net.handshake.types import (
     MAX_REASON,
+    MAX_VERSION,
     MSG_REJECT,
     NEED_DATA,
     REASON_PROTOCOL,
+    SALT_SIZE,
     U32,
+    U63,
     AdmissionEvent,
     Event,
+    HandshakeComplete,
     HandshakeState,
     JoinRequested,
     NeedData,
@@ -50,6 +56,7 @@ class BaseMachine:
     def __init__(
         self,
         *,
+        node_name: str,
         cookie: str,
         local_cert_fp: bytes | None,
         peer_cert_fp: bytes | None,
@@ -77,6 +84,7 @@ class BaseMachine:
         self._ready: Event | None = None  # what the verdict led to, for next_event()
         self._s1 = b""
         self._s2 = b""
+        self._name = wire.check_name(node_name, "node_name")
 
     # -- public API --
 
@@ -149,6 +157,8 @@ class BaseMachine:
         """
         if self._error is not None:
             raise self._error
+        if self._state is HandshakeState.IDLE:
+            raise LocalProtocolError("call initiate() first")
         if self._asking is not None:
             what = type(self._asking).__name__
             raise LocalProtocolError(f"answer {what} with admit() or refuse() first")
@@ -192,6 +202,20 @@ class BaseMachine:
         self._asking = None
         return event
 
+    def _begin(self) -> None:
+        """A dialing side's ``initiate()``: once only, from IDLE, with a fresh salt."""
+        if self._state is not HandshakeState.IDLE:
+            raise LocalProtocolError("initiate() may be called only once")
+        self._state = HandshakeState.RUNNING
+        self._s1 = os.urandom(SALT_SIZE)
+
+    def _take_client_fp(self, client_fp: bytes) -> bool:
+        """The client certificate the acceptor says it saw: none, or ours (True)."""
+        if client_fp and not wire.same(client_fp, self._client_fp):
+            return False
+        self._client_fp = client_fp
+        return True
+
     def _send(self, *fields: Any) -> None:
         self._out += wire.pack(*fields)
 
@@ -213,3 +237,67 @@ class BaseMachine:
 
     def _binding(self) -> tuple[bytes, bytes]:
         return self._server_fp, self._client_fp
+
+
+class IntroMachine(BaseMachine):
+    """A full handshake's side (dialer or acceptor): it introduces this node.
+
+    Holds what an Introduce says about us and turns the peer's introduction
+    into the events the owner sees.
+    """
+
+    def __init__(
+        self,
+        *,
+        creation: int,
+        flags: int,
+        version: str,
+        max_message_size: int,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self._creation = wire.check_uint(creation, U63, "creation")
+        self._flags = wire.check_uint(flags, U32, "flags")
+        self._version = str(version)[:MAX_VERSION]
+        self._max_message_size = wire.check_uint(max_message_size, U63, "max_message_size")
+
+    def _intro(self, replace: bool) -> wire.Intro:
+        """Our introduction's fields."""
+        return (
+            self._name,
+            self._version,
+            self._flags,
+            self._creation,
+            self._max_message_size,
+            replace,
+        )
+
+    @staticmethod
+    def _introduced(peer: wire.Intro, replace: bool) -> PeerIntroduced:
+        name, version, flags, creation, max_size, _ = peer
+        return PeerIntroduced(
+            peer_name=name,
+            peer_creation=creation,
+            peer_version=version,
+            peer_flags=NetworkFlags(flags),
+            peer_max_message_size=max_size,
+            replace=replace,
+        )
+
+    @staticmethod
+    def _completed(
+        peer: wire.Intro, offer: tuple[str, int, tuple[str, ...]], replace: bool
+    ) -> HandshakeComplete:
+        name, version, flags, creation, max_size, _ = peer
+        cid, pool_size, dsn = offer
+        return HandshakeComplete(
+            peer_name=name,
+            peer_creation=creation,
+            peer_version=version,
+            peer_flags=NetworkFlags(flags),
+            peer_max_message_size=max_size,
+            connection_id=cid,
+            pool_size=pool_size,
+            pool_dsn=dsn,
+            replace=replace,
+        )

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from ergo_py.gen.cert import (
     NODE_URI_SCHEME,
@@ -24,26 +24,20 @@ from ergo_py.gen.cert import (
     load_pem_private_key,
 )
 from ergo_py.gen.errors import CertificateError, ErrIncorrect
-from ergo_py.lib.cert import san_entries
+from ergo_py.lib.cert import BACKDATE, certificate_builder, san_entries
 
 __all__ = ["CertificateAuthority"]
 
-_BACKDATE = timedelta(minutes=1)
 _CA_VALIDITY = timedelta(days=3650)
 _NODE_VALIDITY = timedelta(days=90)
 
 
-def _key_usage(*, signer: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=signer,
-        crl_sign=signer,
-        encipher_only=False,
-        decipher_only=False,
+def _subject(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ergo_py"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
     )
 
 
@@ -74,30 +68,12 @@ class CertificateAuthority:
             raise ErrIncorrect("CA name must be a non-empty str")
         _check_validity(valid_for)
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ergo_py"),
-                x509.NameAttribute(NameOID.COMMON_NAME, name),
-            ]
-        )
+        subject = _subject(name)
         now = datetime.now(UTC)
-        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + valid_for)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(signer=True), critical=True)
-            .add_extension(ski, critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-            )
-            .sign(key, hashes.SHA256())
+        builder = certificate_builder(
+            subject, subject, key.public_key(), now - BACKDATE, now + valid_for, ca=True
         )
+        cert = builder.sign(key, hashes.SHA256())
         return cls(cert, key)
 
     @classmethod
@@ -147,7 +123,7 @@ class CertificateAuthority:
         _check_validity(valid_for)
         now = datetime.now(UTC)
         if not_before is None:
-            start, end = now - _BACKDATE, now + valid_for
+            start, end = now - BACKDATE, now + valid_for
         else:
             if not_before.tzinfo is None:
                 raise ErrIncorrect("not_before must be timezone-aware")
@@ -155,40 +131,16 @@ class CertificateAuthority:
         key = ec.generate_private_key(ec.SECP256R1())
         sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(NODE_URI_SCHEME + node_name)]
         sans += san_entries([*hosts, host])
-        ca_ski = x509.SubjectKeyIdentifier.from_public_key(self._cert.public_key())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ergo_py"),
-                        x509.NameAttribute(NameOID.COMMON_NAME, node_name),
-                    ]
-                )
-            )
-            .issuer_name(self._cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(signer=False), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                critical=False,
-            )
-            .sign(self._key, hashes.SHA256())
+        builder = certificate_builder(
+            _subject(node_name),
+            self._cert.subject,
+            key.public_key(),
+            start,
+            end,
+            sans=sans,
+            issuer_key=self._cert.public_key(),
         )
+        cert = builder.sign(self._key, hashes.SHA256())
         return Certificate((cert,), key)
 
     def __repr__(self) -> str:

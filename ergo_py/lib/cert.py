@@ -14,14 +14,21 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ergo_py.gen.cert import Certificate, Password
 from ergo_py.gen.errors import CertificateError
 
-__all__ = ["generate_self_signed_cert", "load_x509_key_pair", "san_entries"]
+__all__ = [
+    "certificate_builder",
+    "generate_self_signed_cert",
+    "load_x509_key_pair",
+    "san_entries",
+]
 
-_BACKDATE = timedelta(minutes=1)
+BACKDATE = timedelta(minutes=1)
+"""How far back a new certificate's validity starts, for clock skew."""
 _SELF_SIGNED_VALIDITY = timedelta(days=365)
 
 
@@ -41,8 +48,63 @@ def san_entries(hosts: tuple[str, ...] | list[str]) -> list[x509.GeneralName]:
     return out
 
 
-def _serial() -> int:
-    return x509.random_serial_number()
+def certificate_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    not_before: datetime,
+    not_after: datetime,
+    *,
+    ca: bool = False,
+    sans: list[x509.GeneralName] | None = None,
+    issuer_key: CertificatePublicKeyTypes | None = None,
+) -> x509.CertificateBuilder:
+    """What every certificate made here has, ready to sign (ECDSA P-256 keys).
+
+    Names, key, a random serial, the validity, basic constraints and key
+    usage (a CA signs certificates; a leaf has serverAuth and clientAuth),
+    the ``sans`` if any, and the key identifiers: the authority's is that of
+    ``issuer_key``, or of ``public_key`` itself when self-signed.
+    """
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    authority = x509.SubjectKeyIdentifier.from_public_key(issuer_key or public_key)
+    return builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
+    ).add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(authority), critical=False
+    )
 
 
 def generate_self_signed_cert(org: str, *hosts: str) -> Certificate:
@@ -56,46 +118,15 @@ def generate_self_signed_cert(org: str, *hosts: str) -> Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)])
     now = datetime.now(UTC)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(_serial())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + _SELF_SIGNED_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
+    builder = certificate_builder(
+        name,
+        name,
+        key.public_key(),
+        now - BACKDATE,
+        now + _SELF_SIGNED_VALIDITY,
+        sans=san_entries(list(hosts)),
     )
-    sans = san_entries(list(hosts))
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    cert = builder.sign(key, hashes.SHA256())
-    return Certificate((cert,), key)
+    return Certificate((builder.sign(key, hashes.SHA256()),), key)
 
 
 def load_x509_key_pair(

@@ -67,8 +67,8 @@ class _Ident:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
 
-class PID(_Ident):
-    """A process: its node, a node-unique id and the node's creation stamp."""
+class _NodeIdent(_Ident):
+    """An identifier made by a node incarnation: node, an id and the creation stamp."""
 
     __slots__ = ("creation", "id", "node")
     node: Atom
@@ -85,7 +85,13 @@ class PID(_Ident):
         return (self.node, self.id, self.creation)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (PID, (str(self.node), self.id, self.creation))
+        return (type(self), (str(self.node), self.id, self.creation))
+
+
+class PID(_NodeIdent):
+    """A process: its node, a node-unique id and the node's creation stamp."""
+
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return f"<{self.node}.{self.id}.{self.creation}>"
@@ -113,29 +119,14 @@ class ProcessID(_Ident):
         return f"ProcessID({str(self.name)!r}, {str(self.node)!r})"
 
 
-class Ref(_Ident):
+class Ref(_NodeIdent):
     """A unique reference: node, creation and a full-width id.
 
     The id is a full 96 bits (Ergo packs refs into fewer bits and misroutes
     aliases after 2^18 of them: ergo-services/ergo#265).
     """
 
-    __slots__ = ("creation", "id", "node")
-    node: Atom
-    id: int
-    creation: int
-
-    def __init__(self, node: str, id: int, creation: int) -> None:
-        object.__setattr__(self, "node", Atom(node))
-        object.__setattr__(self, "id", int(id))
-        object.__setattr__(self, "creation", int(creation))
-        self._seal()
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.node, self.id, self.creation)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self.node), self.id, self.creation))
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return f"Ref#<{self.node}.{self.id:x}.{self.creation}>"

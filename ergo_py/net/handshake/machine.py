@@ -274,30 +274,29 @@ class IntroMachine(BaseMachine):
 
     @staticmethod
     def _introduced(peer: wire.Intro, replace: bool) -> PeerIntroduced:
-        name, version, flags, creation, max_size, _ = peer
-        return PeerIntroduced(
-            peer_name=name,
-            peer_creation=creation,
-            peer_version=version,
-            peer_flags=NetworkFlags(flags),
-            peer_max_message_size=max_size,
-            replace=replace,
-        )
+        return PeerIntroduced(**_peer_fields(peer), replace=replace)
 
     @staticmethod
     def _completed(
         peer: wire.Intro, offer: tuple[str, int, tuple[str, ...]], replace: bool
     ) -> HandshakeComplete:
-        name, version, flags, creation, max_size, _ = peer
         cid, pool_size, dsn = offer
         return HandshakeComplete(
-            peer_name=name,
-            peer_creation=creation,
-            peer_version=version,
-            peer_flags=NetworkFlags(flags),
-            peer_max_message_size=max_size,
+            **_peer_fields(peer),
             connection_id=cid,
             pool_size=pool_size,
             pool_dsn=dsn,
             replace=replace,
         )
+
+
+def _peer_fields(peer: wire.Intro) -> dict[str, Any]:
+    """The peer's introduction as the ``peer_*`` fields of the events."""
+    name, version, flags, creation, max_size, _ = peer
+    return {
+        "peer_name": name,
+        "peer_creation": creation,
+        "peer_version": version,
+        "peer_flags": NetworkFlags(flags),
+        "peer_max_message_size": max_size,
+    }

@@ -8,7 +8,8 @@ owner answers with ``admit()`` or ``refuse(reason)``. Subclasses supply
 ``_handle`` (one message in, maybe an event out) and ``_admitted`` (what
 follows a yes); this base does the message splitting, the pause, the
 Reject both ways and the terminal states, so that every machine behaves the
-same there whichever side it plays.
+same there whichever side it plays. :class:`IntroMachine` adds what the
+two sides of a full handshake share: our identity and the peer's Intro.
 """
 
 from __future__ import annotations

@@ -545,6 +545,7 @@ class Core:
             inflight = self._inflight.pop(pid, {})
         keys: list[Key] = [pid, *(ProcessID(n, self._name) for n in names), *aliases]
         self._signals.process_ended(pid, keys, reason)
+        self.observer.unsubscribe(pid)
         for ref, caller in inflight.items():
             error = ErrProcessTerminated(f"{pid!r} ended before answering: {reason!r}")
             self.answer(pid, caller, ref, None, error)

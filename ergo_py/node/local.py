@@ -25,14 +25,14 @@ class LocalNode(Node):
     ) -> None:
         core = Core(self, name, creation, options, backend_factory)
         self._core = core
+        self._name = name
+        self._creation = creation
+        self._pid = core.pid
         try:
             core.start_metrics()
         except BaseException:
             core.stop()
             raise
-        self._name = name
-        self._creation = creation
-        self._pid = core.pid
 
     @property
     def name(self) -> Atom:

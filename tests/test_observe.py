@@ -53,7 +53,7 @@ def client_ctx(cluster: Cluster) -> ssl.SSLContext:
 
 
 def scrape(cluster: Cluster, node: gen.Node) -> str:
-    port = node.metrics_port()  # type: ignore[attr-defined]
+    port = node.metrics_port()
     r = httpx.get(f"https://127.0.0.1:{port}/metrics", verify=client_ctx(cluster), timeout=10)
     assert r.status_code == 200
     return r.text

@@ -264,6 +264,10 @@ class Node(abc.ABC):
         """Whether the node is ready, and why not."""
         raise ErrUnsupported(f"{type(self).__name__} has no health check")
 
+    def metrics_port(self) -> int | None:
+        """The port ``options.metrics`` is served on (None: not served)."""
+        return None
+
     def __enter__(self) -> Node:
         return self
 

@@ -33,6 +33,7 @@ from ergo_py.gen.options import (
     DEFAULT_REQUEST_TIMEOUT,
     POOL_GROW_AFTER,
     AcceptorOptions,
+    MetricsOptions,
     NetworkFlags,
     NetworkMode,
     NetworkOptions,
@@ -90,6 +91,20 @@ from ergo_py.gen.node import (
 
 # --- end node ---
 
+# isort: split
+# --- events (gen/events.py) ---
+from ergo_py.gen.events import Event as Event
+from ergo_py.gen.events import EventCertExpiring as EventCertExpiring
+from ergo_py.gen.events import EventCertRejected as EventCertRejected
+from ergo_py.gen.events import EventCertUpdated as EventCertUpdated
+from ergo_py.gen.events import EventConnectionDown as EventConnectionDown
+from ergo_py.gen.events import EventConnectionDrained as EventConnectionDrained
+from ergo_py.gen.events import EventConnectionUp as EventConnectionUp
+from ergo_py.gen.events import EventTrustChanged as EventTrustChanged
+from ergo_py.gen.events import Health as Health
+
+# --- end events ---
+
 __all__ = [
     "DEFAULT_NETWORK_FLAGS",
     "DEFAULT_POOL_SIZE",
@@ -128,7 +143,16 @@ __all__ = [
     "ErrTooLarge",
     "ErrUnsupported",
     "ErrUnsupportedType",
+    "Event",
+    "EventCertExpiring",
+    "EventCertRejected",
+    "EventCertUpdated",
+    "EventConnectionDown",
+    "EventConnectionDrained",
+    "EventConnectionUp",
+    "EventTrustChanged",
     "HandshakeRejected",
+    "Health",
     "LocalProtocolError",
     "MessageDown",
     "MessageDownAlias",
@@ -141,6 +165,7 @@ __all__ = [
     "MessageExitPID",
     "MessageExitProcessID",
     "MetaBehavior",
+    "MetricsOptions",
     "Network",
     "NetworkBackend",
     "NetworkFlags",

@@ -42,6 +42,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[["CertState"], None]
+# A listener hears every change attempt: (old, new, None) after a change in
+# force, (old, None, error) after a refused one.
+Listener = Callable[["CertState", "CertState | None", "CertificateError | None"], None]
 
 _VERIFY_MODE = {
     ClientAuth.NO_CLIENT_CERT: ssl.CERT_NONE,
@@ -302,6 +305,7 @@ class CertManager:
         cert = _check_usable(cert)
         self._write_lock = threading.Lock()
         self._subscribers: tuple[Subscriber, ...] = ()
+        self._listeners: tuple[Listener, ...] = ()
         self._sub_lock = threading.Lock()
         self._built = _Built(CertState(generation=1, version=1, certificate=cert))
         # Which sides anyone asked for: a change rebuilds those up front.
@@ -360,12 +364,12 @@ class CertManager:
         previous = self._built.state.certificate
         fingerprint = getattr(cert, "fingerprint", "?")
         try:
-            checked = _check_usable(cert)
 
             def change(old: CertState) -> CertState:
-                return replace(old, certificate=checked, version=old.version + 1)
+                return replace(old, certificate=_check_usable(cert), version=old.version + 1)
 
             new = self._change(change)
+            checked = new.certificate
         except CertificateError as exc:
             log.warning(
                 "certificate update rejected: %s (new %.16s, keeping %.16s)",
@@ -405,21 +409,62 @@ class CertManager:
 
         return unsubscribe
 
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(old, new, error)`` after every change attempt; returns a remover.
+
+        After a change in force: ``(old_state, new_state, None)``; after a
+        refused one (``CertificateError``, the old state stays):
+        ``(current_state, None, error)``. Called on the changing thread, after
+        the subscribers; one that raises is logged and ignored. What the
+        node's events and metrics are made from.
+        """
+        if not callable(listener):
+            raise ErrIncorrect("add_listener needs a callable")
+        with self._sub_lock:
+            self._listeners = (*self._listeners, listener)
+
+        def remove() -> None:
+            with self._sub_lock:
+                items = list(self._listeners)
+                with contextlib.suppress(ValueError):
+                    items.remove(listener)
+                self._listeners = tuple(items)
+
+        return remove
+
+    def _tell_listeners(
+        self, old: CertState, new: CertState | None, error: CertificateError | None
+    ) -> None:
+        for listener in self._listeners:
+            try:
+                listener(old, new, error)
+            except Exception:
+                log.exception("certificate manager listener %r failed", listener)
+
     def _change(self, change: Callable[[CertState], CertState]) -> CertState:
+        refused: CertificateError | None = None
         with self._write_lock:
             old = self._built.state
-            new = change(old)
-            new = replace(new, generation=old.generation + 1)
-            unused = not (self._server_used or self._client_used)
-            # Raises CertificateError: nothing changes.
-            built = _Built(new, self._server_used or unused, self._client_used or unused)
-            self._built = built
+            try:
+                new = change(old)
+                new = replace(new, generation=old.generation + 1)
+                unused = not (self._server_used or self._client_used)
+                # Raises CertificateError: nothing changes.
+                built = _Built(new, self._server_used or unused, self._client_used or unused)
+            except CertificateError as exc:
+                refused = exc
+            else:
+                self._built = built
+        if refused is not None:
+            self._tell_listeners(old, None, refused)
+            raise refused
         log.debug("certificate manager generation %d (version %d)", new.generation, new.version)
         for callback in self._subscribers:
             try:
                 callback(new)
             except Exception:
                 log.exception("certificate manager subscriber %r failed", callback)
+        self._tell_listeners(old, new, None)
         return new
 
     def __repr__(self) -> str:
@@ -449,16 +494,14 @@ class CertAuthManager(CertManager):
 
     def set_client_cas(self, pool: CertPool | None) -> None:
         """CAs that verify dialers' certificates (``None``: system store). Copied."""
-        frozen = _frozen_pool(pool, "client CAs")
-        self._change(lambda s: replace(s, client_cas=frozen))
+        self._change(lambda s: replace(s, client_cas=_frozen_pool(pool, "client CAs")))
 
     def client_cas(self) -> CertPool | None:
         return self._built.state.client_cas
 
     def set_root_cas(self, pool: CertPool | None) -> None:
         """CAs that verify listeners' certificates when dialing (``None``: system store)."""
-        frozen = _frozen_pool(pool, "root CAs")
-        self._change(lambda s: replace(s, root_cas=frozen))
+        self._change(lambda s: replace(s, root_cas=_frozen_pool(pool, "root CAs")))
 
     def root_cas(self) -> CertPool | None:
         return self._built.state.root_cas

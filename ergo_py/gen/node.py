@@ -19,6 +19,7 @@ from typing import Any
 
 from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import ErgoError, ErrUnsupported
+from ergo_py.gen.events import Health
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
 from ergo_py.gen.meta import MetaBehavior
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, ProcessOptions
@@ -245,6 +246,27 @@ class Node(abc.ABC):
         if ``alias`` names no meta-process of this node.
         """
         raise ErrUnsupported(f"{type(self).__name__} does not host meta-processes")
+
+    # Observability (``node/observe.py``): not abstract either.
+
+    def subscribe(self, pid: PID, *event_types: type) -> None:
+        """``pid`` receives node events (``gen.Event*``) as messages; no types: all.
+
+        Subscribing again replaces the types. Local processes only.
+        """
+        raise ErrUnsupported(f"{type(self).__name__} has no events")
+
+    def unsubscribe(self, pid: PID) -> None:
+        """``pid`` receives no more node events."""
+        raise ErrUnsupported(f"{type(self).__name__} has no events")
+
+    def health(self) -> Health:
+        """Whether the node is ready, and why not."""
+        raise ErrUnsupported(f"{type(self).__name__} has no health check")
+
+    def metrics_port(self) -> int | None:
+        """The port ``options.metrics`` is served on (None: not served)."""
+        return None
 
     def __enter__(self) -> Node:
         return self

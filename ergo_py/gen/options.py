@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 << 20
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_TERMINATE_TIMEOUT = 5.0
 MAX_NODE_NAME_BYTES = 255
+DEFAULT_CERT_EXPIRY_MARGIN = timedelta(days=7)
+DEFAULT_CERT_CHECK_INTERVAL = 60.0
 
 
 class NetworkMode(enum.IntEnum):
@@ -145,13 +148,37 @@ class NetworkOptions:
 
 
 @dataclass
+class MetricsOptions:
+    """Where the node serves ``/metrics`` (Prometheus text), ``/healthz`` and ``/readyz``.
+
+    Served by a ``meta.WebServer`` on the node: over HTTPS with the node's
+    cert manager when it has one (``tls=None``), plain HTTP otherwise or with
+    ``tls=False``. ``port=0`` picks a free port (``node.metrics_port()``).
+    Needs the ``metrics`` extra (prometheus-client, Hypercorn).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 9090
+    tls: bool | None = None
+
+
+@dataclass
 class NodeOptions:
-    """Everything ``start_node`` takes besides the name."""
+    """Everything ``start_node`` takes besides the name.
+
+    ``cert_expiry_margin``: a certificate (our own or a peer's) expiring
+    within it is announced (``gen.EventCertExpiring``, again at 1 day and 1
+    hour), and our own makes ``node.health()`` not ready. The check runs
+    every ``cert_check_interval`` seconds on the network loop (0: never).
+    """
 
     cert_manager: CertManager | None = None
     network: NetworkOptions = field(default_factory=NetworkOptions)
     env: dict[str, Any] = field(default_factory=dict)
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    metrics: MetricsOptions | None = None
+    cert_expiry_margin: timedelta = DEFAULT_CERT_EXPIRY_MARGIN
+    cert_check_interval: float = DEFAULT_CERT_CHECK_INTERVAL
 
 
 @dataclass

@@ -123,6 +123,8 @@ class LinkOwner(Protocol):
 
     def link_lost(self, link: LinkProtocol, exc: BaseException | None) -> None: ...
 
+    # Optional: ``link_handshake(link, exc)`` once the handshake is over (exc None: up).
+
 
 MachineFactory = Callable[[TLSDetails], Machine]
 
@@ -170,6 +172,19 @@ class LinkProtocol(asyncio.Protocol):
         self._bytes_in = 0
         self._marks = (-1, -1)  # (bytes in, messages out) at the last tick
         self._silent_ticks = 0
+        self.started = self._loop.time()
+        self.ready.add_done_callback(self._handshake_over)
+
+    def _handshake_over(self, ready: asyncio.Future[Any]) -> None:
+        report = getattr(self._owner, "link_handshake", None)
+        if report is not None:
+            exc = None if ready.cancelled() else ready.exception()
+            report(self, exc)
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes received on this link (handshake included)."""
+        return self._bytes_in
 
     # --- asyncio callbacks -------------------------------------------------------------
 

@@ -50,6 +50,7 @@ class BatchWriter:
         "_transport",
         "_writable",
         "batch_limit",
+        "bytes_out",
     )
 
     def __init__(
@@ -58,6 +59,7 @@ class BatchWriter:
         transport: asyncio.WriteTransport,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
     ) -> None:
+        self.bytes_out = 0  # bytes handed to the transport (loop thread)
         self._loop = loop
         self._loop_thread = 0  # learnt in pause(), which asyncio calls on the loop
         self._transport = transport
@@ -193,7 +195,9 @@ class BatchWriter:
                 raise ErrNoConnection("link is closed")
             frames = self._take()
         frames.append(frame)
-        self._transport.write(b"".join(frames))
+        data = b"".join(frames)
+        self.bytes_out += len(data)
+        self._transport.write(data)
 
     def _take(self) -> list[bytes]:
         """Everything queued (lock held); writers may go on unless the transport is full."""
@@ -221,7 +225,9 @@ class BatchWriter:
         if streaming:
             self._loop.call_later(_STREAM_LINGER, self._flush)
         if frames:
-            self._transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
+            data = b"".join(frames) if len(frames) > 1 else frames[0]
+            self.bytes_out += len(data)  # loop thread only
+            self._transport.write(data)
 
     def close(self, flush: bool = False) -> None:
         """Refuse further writes.

@@ -127,6 +127,12 @@ class ConnectionOwner(Protocol):
     def connection_dropped(self, peer: str) -> None:
         """A connection to ``peer`` ended abruptly: what waited on it (joins, spawns) fails."""
 
+    def connection_up(self, conn: Connection, replacing: bool) -> None:
+        """A new connection is current (``replacing``: a hand-over); for events."""
+
+    def connection_drained(self, peer: str, reason: str) -> None:
+        """A connection finished closing (cleanly or abandoned); for events."""
+
 
 class ConnectionTable:
     """The connections of one node, current and draining, and their links."""
@@ -240,6 +246,7 @@ class ConnectionTable:
             tls.local_state.version if tls and tls.local_state else "-",
             tls.peer.fingerprint[:16] if tls and tls.peer else "-",
         )
+        self._owner.connection_up(conn, replacing is not None)
         ev = self.arrived.pop(done.peer_name, None)
         if ev is not None:
             ev.set()
@@ -423,6 +430,8 @@ class ConnectionTable:
         conn.drained.set()
         self._release_behind(conn)
         log.info("%s: previous connection to %s closed cleanly", self._name, conn.peer)
+        why = "handed over to a new connection" if conn.replaced else "closed"
+        self._owner.connection_drained(conn.peer, why)
 
     async def await_drained(self, conn: Connection) -> None:
         """Until ``conn`` has closed (cleanly or not); bounded by its drain timer."""

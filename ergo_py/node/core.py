@@ -35,6 +35,7 @@ from ergo_py.gen.errors import (
     ErrTaken,
     NodeError,
 )
+from ergo_py.gen.events import Health
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref, random_ref_id
 from ergo_py.gen.identifiers import make_ref as _ref
 from ergo_py.gen.messages import (
@@ -45,10 +46,11 @@ from ergo_py.gen.messages import (
 )
 from ergo_py.gen.meta import MetaBehavior
 from ergo_py.gen.node import ActorFactory, Network, NetworkBackend, Node, NodeRouter, Target
-from ergo_py.gen.options import NodeOptions, ProcessOptions
+from ergo_py.gen.options import NetworkMode, NodeOptions, ProcessOptions
 from ergo_py.net import codec
 from ergo_py.node.calls import CallTable
 from ergo_py.node.links import Key, LinkTable, NodeKey
+from ergo_py.node.observe import Observer
 from ergo_py.node.process import (
     Deliver,
     ExitSignal,
@@ -111,13 +113,80 @@ class Core:
         self._metas: dict[Alias, PID] = {}  # meta-processes by alias, under the table lock
         self._stopping = False
         self._stopped = threading.Event()
+        enabled = options.network.mode != NetworkMode.DISABLED
+        self.observer = Observer(
+            name,
+            self._deliver_event,
+            options.cert_manager,
+            options.cert_expiry_margin,
+            options.cert_check_interval if enabled else 0.0,
+        )
+        self.router.observer = self.observer  # the network backend reports to it
+        self.metrics_port: int | None = None
         try:
             self._backend = backend_factory(self.router, options)
         except BaseException:
+            self.observer.close()
             with _live_lock:
                 _live_names.discard(name)
             raise
         self._signals.backend = self._backend
+
+    # -- observability (node/observe.py, node/metrics.py) ------------------
+
+    def _deliver_event(self, pid: PID, event: Any) -> bool:
+        """Queue a node event for a subscriber (never blocks); False if it is gone."""
+        with self._lock:
+            state = self._procs.get(pid.id) if pid.creation == self._creation else None
+        return state is not None and state.tell(Deliver(self._pid, event))
+
+    def subscribe(self, pid: PID, types: tuple[type, ...]) -> None:
+        """See ``gen.Node.subscribe``."""
+        if not isinstance(pid, PID) or not self._is_local(pid):
+            raise ErrNotAllowed(f"only a local process can subscribe to events, not {pid!r}")
+        with self._lock:
+            self._lookup(pid)  # ErrProcessUnknown if it is not (or no longer) there
+        self.observer.subscribe(pid, types)
+
+    def unsubscribe(self, pid: PID) -> None:
+        self.observer.unsubscribe(pid)
+
+    def health(self) -> Health:
+        """See ``gen.Node.health``."""
+        needs_acceptor = self._options.network.mode == NetworkMode.ENABLED
+        return self.observer.health(self.is_alive(), needs_acceptor)
+
+    def _cert_managers(self) -> dict[str, CertManager]:
+        managers: dict[str, CertManager] = {}
+        if self._options.cert_manager is not None:
+            managers["node"] = self._options.cert_manager
+        for i, acc in enumerate(self._options.network.acceptors):
+            cm = acc.cert_manager
+            if cm is not None and cm is not self._options.cert_manager:
+                managers[f"acceptor{i}"] = cm
+        return managers
+
+    def start_metrics(self) -> None:
+        """Serve ``options.metrics`` (``/metrics``, ``/healthz``, ``/readyz``) if asked for."""
+        opts = self._options.metrics
+        if opts is None:
+            return
+        try:
+            from ergo_py import meta
+            from ergo_py.node import metrics
+        except ImportError as exc:
+            raise NodeError(
+                f"options.metrics needs the metrics extra (pip install 'ergo-py[metrics]'): {exc}"
+            ) from exc
+        collector = metrics.NodeCollector(self.observer, self._calls.__len__, self._cert_managers)
+        self.registry = metrics.make_registry(collector)
+        app = metrics.make_app(self.registry, self.health, self.is_alive)
+        tls = opts.tls if opts.tls is not None else self._options.cert_manager is not None
+        web = meta.WebServer(
+            meta.WebServerOptions(host=opts.host, port=opts.port, app=app, tls=tls)
+        )
+        self.spawn_meta(web)
+        self.metrics_port = web.port
 
     # -- identity ----------------------------------------------------------
 
@@ -476,6 +545,7 @@ class Core:
             inflight = self._inflight.pop(pid, {})
         keys: list[Key] = [pid, *(ProcessID(n, self._name) for n in names), *aliases]
         self._signals.process_ended(pid, keys, reason)
+        self.observer.unsubscribe(pid)
         for ref, caller in inflight.items():
             error = ErrProcessTerminated(f"{pid!r} ended before answering: {reason!r}")
             self.answer(pid, caller, ref, None, error)
@@ -512,6 +582,7 @@ class Core:
             self._backend.stop()
         except Exception:
             log.exception("%s: network backend failed to stop", self._name)
+        self.observer.close()
         with _live_lock:
             _live_names.discard(self._name)
         self._stopped.set()

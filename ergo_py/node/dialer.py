@@ -232,17 +232,26 @@ class Dialer:
                 keepalive=self._net.keepalive_period,
             )
 
-        _, link = await asyncio.wait_for(
-            asyncio.get_running_loop().create_connection(
-                factory,
-                host,
-                port,
-                ssl=ctx,
-                server_hostname=sni,
-                ssl_handshake_timeout=self._net.handshake_timeout if ctx is not None else None,
-            ),
-            self._net.connect_timeout + self._net.handshake_timeout,
-        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            _, link = await asyncio.wait_for(
+                loop.create_connection(
+                    factory,
+                    host,
+                    port,
+                    ssl=ctx,
+                    server_hostname=sni,
+                    ssl_handshake_timeout=self._net.handshake_timeout if ctx is not None else None,
+                ),
+                self._net.connect_timeout + self._net.handshake_timeout,
+            )
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            # No link was made: the TCP connect or the TLS handshake failed.
+            report = getattr(self._owner, "dial_failed", None)
+            if report is not None:
+                report(exc, loop.time() - started)
+            raise
         return await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
 
     async def _dial(self, node: str, route: NetworkRoute, replace: bool = False) -> Connection:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ergo_py.gen.certmanager import CertManager
+from ergo_py.gen.events import Health
 from ergo_py.gen.identifiers import PID, Alias, Atom
 from ergo_py.gen.meta import MetaBehavior
 from ergo_py.gen.node import ActorFactory, Network, Node, Target
@@ -27,6 +28,11 @@ class LocalNode(Node):
         self._name = name
         self._creation = creation
         self._pid = core.pid
+        try:
+            core.start_metrics()
+        except BaseException:
+            core.stop()
+            raise
 
     @property
     def name(self) -> Atom:
@@ -80,6 +86,19 @@ class LocalNode(Node):
 
     def send_exit_meta(self, alias: Alias, reason: Any = None) -> None:
         self._core.send_exit_meta(alias, reason)
+
+    def subscribe(self, pid: PID, *event_types: type) -> None:
+        self._core.subscribe(pid, event_types)
+
+    def unsubscribe(self, pid: PID) -> None:
+        self._core.unsubscribe(pid)
+
+    def health(self) -> Health:
+        return self._core.health()
+
+    def metrics_port(self) -> int | None:
+        """The port ``/metrics`` is served on (None: ``options.metrics`` not set)."""
+        return self._core.metrics_port
 
     def is_alive(self) -> bool:
         return self._core.is_alive()

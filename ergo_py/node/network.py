@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 import string
 import threading
 from typing import Any
@@ -42,6 +43,7 @@ from ergo_py.gen.errors import (
     ErrNoConnection,
     ErrTaken,
     ErrTimeout,
+    HandshakeRejected,
     NodeError,
 )
 from ergo_py.gen.identifiers import PID, Alias, ProcessID, Ref
@@ -72,6 +74,7 @@ from ergo_py.node.admission import Admission
 from ergo_py.node.connections import Connection, ConnectionTable, ConnState
 from ergo_py.node.dialer import Dialer
 from ergo_py.node.network_view import NetworkView
+from ergo_py.node.observe import Observer
 from ergo_py.node.spawn import RemoteSpawn
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,27 @@ def create_backend(router: NodeRouter, options: NodeOptions) -> NetworkBackend:
     backend = TCPBackend(router, options)
     backend.start()
     return backend
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short, bounded label for why a handshake failed (metrics)."""
+    if isinstance(exc, HandshakeRejected):
+        return f"rejected: {exc.reason}"[:48]
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "tls: certificate"
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
+    if isinstance(exc, TimeoutError | ErrTimeout):
+        return "timeout"
+    if isinstance(exc, ErrNoConnection) and "TLS" in str(exc):
+        return "tls: certificate" if "certificate" in str(exc) else "tls"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, OSError):
+        return "network"
+    if isinstance(exc, ErrTaken):
+        return "taken"
+    return type(exc).__name__
 
 
 def _random_cookie() -> str:
@@ -140,6 +164,10 @@ class TCPBackend(NetworkBackend):
         self._spawn = RemoteSpawn(self, router, self._lt, self._name, self._creation, net)
         self._registrar: Registrar | None = None
         self._stopped = False
+        # node/observe.py: events, counters and health (None for a bare router)
+        self._observer: Observer | None = getattr(router, "observer", None)
+        if self._observer is not None:
+            self._observer.network = self
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -166,6 +194,8 @@ class TCPBackend(NetworkBackend):
                 self._acceptors.append(acc)
             if self._net.registrar_enabled:
                 await self._start_registrar()
+        if self._observer is not None and self._observer.check_interval > 0:
+            self._lt.spawn(self._observer.expiry_loop())
 
     async def _start_registrar(self) -> None:
         routes = [
@@ -251,7 +281,24 @@ class TCPBackend(NetworkBackend):
         self._table.link_peer_closed(link, replaced)
 
     def link_lost(self, link: LinkProtocol, exc: BaseException | None) -> None:
+        if self._observer is not None:
+            self._observer.link_gone(link)
         self._table.link_lost(link, exc)
+
+    def link_handshake(self, link: LinkProtocol, exc: BaseException | None) -> None:
+        """The link's handshake is over (``exc`` None: it came up); counted for metrics."""
+        if self._observer is not None:
+            side = "dialer" if link.dialer else "acceptor"
+            seconds = self._lt.loop.time() - link.started
+            if exc is None:
+                self._observer.handshake_done(side, "ok", "", seconds)
+            else:
+                self._observer.handshake_done(side, "failed", failure_reason(exc), seconds)
+
+    def dial_failed(self, exc: BaseException, seconds: float) -> None:
+        """A dial failed before any link existed (TCP connect or TLS)."""
+        if self._observer is not None:
+            self._observer.handshake_done("dialer", "failed", failure_reason(exc), seconds)
 
     # ConnectionOwner
 
@@ -262,6 +309,14 @@ class TCPBackend(NetworkBackend):
     def connection_dropped(self, peer: str) -> None:
         self._dialer.cancel_joins(peer)  # joins for a connection that is gone
         self._spawn.connection_lost(peer)
+
+    def connection_up(self, conn: Connection, replacing: bool) -> None:
+        if self._observer is not None:
+            self._observer.connection_up(conn, replacing)
+
+    def connection_drained(self, peer: str, reason: str) -> None:
+        if self._observer is not None:
+            self._observer.connection_drained(peer, reason)
 
     def dispatch_all(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
         """Route ``frames`` in order; a run of plain messages goes to the router at once.
@@ -309,6 +364,8 @@ class TCPBackend(NetworkBackend):
     def node_down(self, peer: str, reason: ErrNoConnection) -> None:
         self._owed.pop(peer, None)  # the router forgets those calls: nobody will answer
         self._router.route_node_down(peer, reason)
+        if self._observer is not None:
+            self._observer.connection_down(peer, reason)
 
     def _dispatch(self, f: fr.Frame, peer: str) -> None:
         """Route one frame from ``peer`` other than a plain message (those go by runs)."""
@@ -541,6 +598,14 @@ class TCPBackend(NetworkBackend):
 
     def network(self) -> Network:
         return self._view
+
+    def current_connections(self) -> dict[str, Connection]:
+        """The connections in use now, by peer (a copy; any thread)."""
+        return self._conns.copy()
+
+    def live_links(self) -> tuple[LinkProtocol, ...]:
+        """Every link up now, current or closing (a snapshot; any thread)."""
+        return tuple(self._table.links)
 
     def peers(self) -> list[str]:
         """The nodes connected now."""

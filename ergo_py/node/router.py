@@ -67,6 +67,7 @@ class Router(NodeRouter):
     ) -> None:
         self._owner = owner
         self._pid = owner.pid
+        self.observer: Any = None  # node/observe.py's Observer, set by the core
         self._name = table.name
         self._creation = table.creation
         # The table's lock, dict and look-ups under short names: route_sends

@@ -128,6 +128,19 @@ def test_an_isolated_node_is_detected_within_the_keepalive_bound(cluster: Cluste
     assert _call_until(cluster[a], echo, "back") == "back"
 
 
+def test_a_killed_node_restarts_on_its_address(cluster: Cluster) -> None:
+    a, b = cluster.names[0], cluster.names[1]
+    address = cluster.address(b)
+    cluster.kill(b)
+    options = cluster.node_options(b)
+    options.network.keepalive_period = PERIOD
+    node = cluster.start(b, options)
+    assert node.name == b and cluster.address(b) == address
+    echo = node.spawn(Echo)
+    assert _call_until(cluster[a], echo, "again") == "again"  # a's route still fits
+    assert _call_until(node, cluster[a].spawn(Echo), "back") == "back"  # and b's new one
+
+
 def test_faults_need_a_netns_cluster() -> None:
     with Cluster(1, start=False) as c:
         assert c.address(c.names[0]) == "127.0.0.1"

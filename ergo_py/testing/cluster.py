@@ -246,7 +246,7 @@ class Cluster:
         ``process``: run it in a child process (a :class:`ProcessNode`);
         None follows the cluster's ``processes``. In a netns cluster every node
         is a process node, and ``name`` may be bare (``"x"``: ``@IP`` is
-        appended; the node's ``name()`` is the full one).
+        appended; the node's ``name`` is the full one).
         """
         from ergo_py.node import start_node
 

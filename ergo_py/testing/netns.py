@@ -180,7 +180,7 @@ class Fabric:
         netns, ip, _ = self._nodes[key]
         _run("-n", netns, "link", "set", "eth0", "up")
         # the address survives a link down; be sure it is there
-        if ip not in _run("-n", netns, "-o", "addr", "show", "dev", "eth0").stdout:
+        if f" {ip}/" not in _run("-n", netns, "-o", "addr", "show", "dev", "eth0").stdout:
             _run("-n", netns, "addr", "add", f"{ip}/24", "dev", "eth0")
 
     def close(self) -> None:

@@ -12,11 +12,20 @@ design). Both kinds mix freely: they find each other through the cluster's
 registrar port. ``cluster[name]`` is a ``gen.Node`` either way; the CA and its
 key stay in this process, and certificate changes made through the cluster
 (``rotate``, ``rotate_ca``) reach the children over their control channel.
+
+With ``netns=True`` every node is a process node in a Linux network namespace
+of its own, with its own IP on a private bridge (:mod:`ergo_py.testing.netns`):
+node names are ``nK@IP``, certificates carry that IP, there is no registrar
+(every node has a static route to every other) and ``cut``/``heal``/
+``isolate``/``rejoin`` break the network underneath the nodes.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import contextlib
+import re
 import socket
 import threading
 import time
@@ -25,10 +34,11 @@ from types import TracebackType
 
 from ergo_py.gen.cert import Certificate, CertPool, ClientAuth
 from ergo_py.gen.certmanager import CertAuthManager, create_cert_auth_manager
-from ergo_py.gen.errors import ErrIncorrect, ErrTimeout, ErrUnsupported
+from ergo_py.gen.errors import ErrIncorrect, ErrTaken, ErrTimeout, ErrUnsupported
 from ergo_py.gen.node import Node
-from ergo_py.gen.options import AcceptorOptions, NodeOptions
+from ergo_py.gen.options import DEFAULT_PORT, AcceptorOptions, NetworkRoute, NodeOptions
 from ergo_py.lib.ca import CertificateAuthority
+from ergo_py.testing.netns import Fabric
 from ergo_py.testing.process_node import DEFAULT_START_TIMEOUT, ProcessNode
 
 __all__ = ["Cluster", "free_port"]
@@ -50,6 +60,11 @@ class Cluster:
     ``processes``: start each node in a child process of its own (the default
     for :meth:`start`; ``start_timeout`` bounds each child's start-up).
 
+    ``netns``: each node a process in a network namespace of its own, with
+    its own IP (root only; see :func:`ergo_py.testing.netns.unavailable`).
+    ``names`` are then bare (``"a"``, or ``"a@IP"`` with the IP it gets):
+    the cluster appends ``@IP``; ``cluster.names`` holds the full names.
+
     Public attributes: ``names`` (the names given, then any started later),
     ``nodes`` (the running ones by name; ``cluster[name]`` is
     ``nodes[name]``), ``ca`` (the current CA), ``managers`` (each TLS node's
@@ -68,18 +83,32 @@ class Cluster:
         start: bool = True,
         processes: bool = False,
         start_timeout: float = DEFAULT_START_TIMEOUT,
+        netns: bool = False,
     ) -> None:
-        self.names = list(names) if names is not None else [f"n{i + 1}@{HOST}" for i in range(n)]
+        self.fabric: Fabric | None = None
+        self.nodes: dict[str, Node] = {}
+        if netns:
+            self.fabric = Fabric()
+            atexit.register(self.close)
+            try:
+                bases = list(names) if names is not None else [f"n{i + 1}" for i in range(n)]
+                self.names = [self._netns_name(base) for base in bases]
+            except BaseException:
+                self.close()
+                raise
+        else:
+            self.names = (
+                list(names) if names is not None else [f"n{i + 1}@{HOST}" for i in range(n)]
+            )
         self.tls = tls
         self.cookie = cookie
-        self.processes = processes
+        self.processes = processes or netns
         self.start_timeout = start_timeout
         self.ca = CertificateAuthority.create("ergo_py test cluster CA")
         self._ca_generation = 1
         self.registrar_port = free_port()
         self.managers: dict[str, CertAuthManager] = {}
         self.options: dict[str, NodeOptions] = {}
-        self.nodes: dict[str, Node] = {}
         if start:
             try:
                 if processes:
@@ -98,7 +127,9 @@ class Cluster:
         timeout = self.start_timeout
         with concurrent.futures.ThreadPoolExecutor(len(names) or 1) as pool:
             futures = {
-                name: pool.submit(ProcessNode, name, options[name], start_timeout=timeout)
+                name: pool.submit(
+                    ProcessNode, name, options[name], start_timeout=timeout, netns=self._ns(name)
+                )
                 for name in names
             }
         errors: list[BaseException] = []
@@ -109,6 +140,69 @@ class Cluster:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        for name in names:
+            self._add_routes(name)
+
+    # -- network namespaces
+
+    def _netns_name(self, name: str) -> str:
+        """``name`` with the IP of its namespace (made on first use) as host."""
+        assert self.fabric is not None
+        base, _, host = name.partition("@")
+        _, ip = self.fabric.attach(base)
+        if host and host != ip:
+            raise ErrIncorrect(f"{name}: in a netns cluster that node's address is {ip}")
+        return f"{base}@{ip}"
+
+    def _ns(self, name: str) -> str | None:
+        return None if self.fabric is None else self.fabric.netns(name.partition("@")[0])
+
+    def _fabric(self) -> Fabric:
+        if self.fabric is None:
+            raise ErrUnsupported("network faults need a Cluster(netns=True)")
+        return self.fabric
+
+    def _add_routes(self, name: str) -> None:
+        """Static routes between ``name`` and every other node (no registrar in netns mode)."""
+        if self.fabric is None:
+            return
+
+        def add(at: str, to: str) -> None:
+            route = NetworkRoute(host=self.address(to), port=DEFAULT_PORT)
+            with contextlib.suppress(ErrTaken):  # already there (a restart)
+                self.nodes[at].network().add_route(re.escape(to), route)
+
+        for other in self.names:
+            if other != name:
+                add(name, other)
+                if other in self.nodes:
+                    add(other, name)
+
+    def address(self, name: str) -> str:
+        """The IP node ``name`` listens on (its namespace's; 127.0.0.1 otherwise)."""
+        if self.fabric is None:
+            return HOST
+        return self.fabric.address(name.partition("@")[0])
+
+    def cut(self, a: str, b: str) -> None:
+        """Silently drop every packet between nodes ``a`` and ``b`` (netns only).
+
+        No FIN, no RST: both sides find out by keepalive (3 silent
+        keepalive periods); new connections between them fail.
+        """
+        self._fabric().cut(a.partition("@")[0], b.partition("@")[0])
+
+    def heal(self, a: str, b: str) -> None:
+        """Undo :meth:`cut`: the next connection attempt between them succeeds."""
+        self._fabric().heal(a.partition("@")[0], b.partition("@")[0])
+
+    def isolate(self, name: str) -> None:
+        """Take node ``name``'s interface down: a silent peer to everyone (netns only)."""
+        self._fabric().isolate(name.partition("@")[0])
+
+    def rejoin(self, name: str) -> None:
+        """Undo :meth:`isolate`."""
+        self._fabric().rejoin(name.partition("@")[0])
 
     def node_options(
         self, name: str, *, tls: bool | None = None, cookie: str | None = None
@@ -120,7 +214,7 @@ class Cluster:
         """
         options = NodeOptions()
         if self.tls if tls is None else tls:
-            cam = create_cert_auth_manager(self.ca.issue(name, hosts=(HOST,)))
+            cam = create_cert_auth_manager(self.ca.issue(name, hosts=(self.address(name),)))
             cam.set_client_cas(self.ca.pool())
             cam.set_root_cas(self.ca.pool())
             cam.set_client_auth(ClientAuth.REQUIRE_AND_VERIFY_CLIENT_CERT)
@@ -128,7 +222,14 @@ class Cluster:
             self.managers[name] = cam
         options.network.cookie = self.cookie if cookie is None else cookie
         options.network.registrar_port = self.registrar_port
-        options.network.acceptors = [AcceptorOptions(host=HOST, port=free_port())]
+        if self.fabric is not None:
+            # a port space per namespace: one fixed port; static routes, no registrar
+            options.network.registrar_enabled = False
+            options.network.acceptors = [
+                AcceptorOptions(host=self.address(name), port=DEFAULT_PORT)
+            ]
+        else:
+            options.network.acceptors = [AcceptorOptions(host=HOST, port=free_port())]
         return options
 
     def start(
@@ -143,10 +244,16 @@ class Cluster:
         """Start (or restart) node ``name`` (``tls``/``cookie``: see :meth:`node_options`).
 
         ``process``: run it in a child process (a :class:`ProcessNode`);
-        None follows the cluster's ``processes``.
+        None follows the cluster's ``processes``. In a netns cluster every node
+        is a process node, and ``name`` may be bare (``"x"``: ``@IP`` is
+        appended; the node's ``name`` is the full one).
         """
         from ergo_py.node import start_node
 
+        if self.fabric is not None:
+            if process is False:
+                raise ErrUnsupported("in a netns cluster every node runs in a process")
+            name = self._netns_name(name)
         if name in self.nodes:
             raise ErrIncorrect(f"{name} is running")
         options = options or self.node_options(name, tls=tls, cookie=cookie)
@@ -154,12 +261,15 @@ class Cluster:
         in_process = self.processes if process is None else process
         node: Node
         if in_process:
-            node = ProcessNode(name, options, start_timeout=self.start_timeout)
+            node = ProcessNode(
+                name, options, start_timeout=self.start_timeout, netns=self._ns(name)
+            )
         else:
             node = start_node(name, options)
         self.nodes[name] = node
         if name not in self.names:
             self.names.append(name)
+        self._add_routes(name)
         return node
 
     def __getitem__(self, name: str) -> Node:
@@ -172,7 +282,7 @@ class Cluster:
         (see :meth:`reconnect_all`); otherwise connections already up keep the
         old certificate until they close.
         """
-        cert = self.ca.issue(name, hosts=(HOST,))
+        cert = self.ca.issue(name, hosts=(self.address(name),))
         self.managers[name].update(cert)
         self._sync(name)
         if reconnect:
@@ -280,8 +390,17 @@ class Cluster:
         """Stop every node (idempotent); children that do not stop in time are killed.
 
         Process nodes stop concurrently (each is bounded by its node's
-        ``shutdown_timeout`` plus a margin); when this returns no child is left.
+        ``shutdown_timeout`` plus a margin); when this returns no child is left,
+        and a netns cluster's namespaces are deleted (also run at exit).
         """
+        try:
+            self._close_nodes()
+        finally:
+            if self.fabric is not None:
+                self.fabric.close()
+                atexit.unregister(self.close)
+
+    def _close_nodes(self) -> None:
         nodes = list(self.nodes.values())
         self.nodes.clear()
         procs = [n for n in nodes if isinstance(n, ProcessNode)]
@@ -313,4 +432,5 @@ class Cluster:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Cluster({sorted(self.nodes)!r}, tls={self.tls})"
+        netns = ", netns=True" if self.fabric is not None else ""
+        return f"Cluster({sorted(self.nodes)!r}, tls={self.tls}{netns})"

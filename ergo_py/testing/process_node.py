@@ -315,8 +315,16 @@ def _served(owner: Callable[[], object], name: str, declared: Any) -> Callable[.
 # the child
 
 
-def _child_main(conn: Connection) -> None:
-    """Entry point of the spawned process: start the node, serve requests, stop."""
+def _child_main(conn: Connection, netns: str | None = None) -> None:
+    """Entry point of the spawned process: start the node, serve requests, stop.
+
+    ``netns``: first enter that network namespace (before any socket is opened;
+    threads started later inherit it).
+    """
+    if netns is not None:
+        from ergo_py.testing.netns import enter
+
+        enter(netns)
     _Child(conn).run()
 
 
@@ -500,6 +508,8 @@ class ProcessNode(_NodeForwarders, Node):  # type: ignore[misc]  # an Any base: 
     does not pickle raises ``gen.ErrUnsupportedType``. Errors raised in the
     child keep their ``gen`` class; others arrive as :class:`RemoteError`.
     Once the child has ended, every method raises :class:`ErrNodeProcessExited`.
+    ``netns``: the child first enters that network namespace (a name under
+    ``/var/run/netns``, see :mod:`ergo_py.testing.netns`).
 
     For mypy the forwarded members have ``gen.Node``'s signatures, but as the
     class has an ``Any`` base, a misspelt attribute of it goes unreported.
@@ -513,6 +523,7 @@ class ProcessNode(_NodeForwarders, Node):  # type: ignore[misc]  # an Any base: 
         start_timeout: float = DEFAULT_START_TIMEOUT,
         control_timeout: float = DEFAULT_CONTROL_TIMEOUT,
         stop_timeout: float | None = None,
+        netns: str | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise ErrIncorrect(f"node name must be str, not {type(name).__name__}")
@@ -547,7 +558,7 @@ class ProcessNode(_NodeForwarders, Node):  # type: ignore[misc]  # an Any base: 
         self._unsubscribe: Callable[[], None] | None = None
         self._conn, child_conn = _SPAWN.Pipe(duplex=True)
         self._process = _SPAWN.Process(
-            target=_child_main, args=(child_conn,), name=f"ergo-node {name}", daemon=True
+            target=_child_main, args=(child_conn, netns), name=f"ergo-node {name}", daemon=True
         )
         self._process.start()
         child_conn.close()  # ours; the child's copy is what closes on its exit

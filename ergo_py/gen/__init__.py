@@ -39,6 +39,7 @@ from ergo_py.gen.options import (
     NetworkOptions,
     NetworkRoute,
     NodeOptions,
+    ObserverOptions,
     ProcessOptions,
 )
 from ergo_py.gen.registrar import Route
@@ -176,6 +177,7 @@ __all__ = [
     "NodeError",
     "NodeOptions",
     "NodeRouter",
+    "ObserverOptions",
     "PeerCertificate",
     "ProcessID",
     "ProcessOptions",

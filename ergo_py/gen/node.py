@@ -268,6 +268,10 @@ class Node(abc.ABC):
         """The port ``options.metrics`` is served on (None: not served)."""
         return None
 
+    def observer_port(self) -> int | None:
+        """The port ``options.observer`` is served on (None: not served)."""
+        return None
+
     def __enter__(self) -> Node:
         return self
 

@@ -163,6 +163,30 @@ class MetricsOptions:
 
 
 @dataclass
+class ObserverOptions:
+    """Where the node serves its observer page (``/``) and its data (``/observer.json``).
+
+    Served by a ``meta.WebServer`` on the node, like ``options.metrics``:
+    over HTTPS when there is a cert manager (``tls=None``), plain HTTP
+    otherwise or with ``tls=False``. ``cert_manager``: the web server's own
+    (default: the node's). A browser has no client certificate, so a node
+    whose manager requires one (``REQUIRE_AND_VERIFY_CLIENT_CERT``) refuses
+    it: either install a client certificate from the cluster's CA in the
+    browser, or give the observer a manager of its own with a weaker client
+    auth (anyone who reaches ``host:port`` then reads the page; it is
+    read-only, and ``host`` defaults to loopback). ``port=0`` picks a free
+    port (``node.observer_port()``). ``events``: how many recent node events
+    the page lists. Needs the ``metrics`` extra (Hypercorn).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 9911
+    tls: bool | None = None
+    cert_manager: CertManager | None = None
+    events: int = 50
+
+
+@dataclass
 class NodeOptions:
     """Everything ``start_node`` takes besides the name.
 
@@ -177,6 +201,7 @@ class NodeOptions:
     env: dict[str, Any] = field(default_factory=dict)
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     metrics: MetricsOptions | None = None
+    observer: ObserverOptions | None = None
     cert_expiry_margin: timedelta = DEFAULT_CERT_EXPIRY_MARGIN
     cert_check_interval: float = DEFAULT_CERT_CHECK_INTERVAL
 

@@ -123,6 +123,7 @@ class Core:
         )
         self.router.observer = self.observer  # the network backend reports to it
         self.metrics_port: int | None = None
+        self.observer_port: int | None = None
         try:
             self._backend = backend_factory(self.router, options)
         except BaseException:
@@ -187,6 +188,50 @@ class Core:
         )
         self.spawn_meta(web)
         self.metrics_port = web.port
+
+    def start_observer(self) -> None:
+        """Serve ``options.observer`` (the page at ``/``, ``/observer.json``) if asked for."""
+        opts = self._options.observer
+        if opts is None:
+            return
+        try:
+            from ergo_py import meta
+            from ergo_py.node import observer_page
+        except ImportError as exc:
+            raise NodeError(
+                f"options.observer needs the metrics extra (pip install 'ergo-py[metrics]'): {exc}"
+            ) from exc
+        self.observer.keep_recent(opts.events)
+        app = observer_page.make_app(lambda: observer_page.snapshot(self))
+        has_cm = opts.cert_manager is not None or self._options.cert_manager is not None
+        web = meta.WebServer(
+            meta.WebServerOptions(
+                host=opts.host,
+                port=opts.port,
+                app=app,
+                tls=opts.tls if opts.tls is not None else has_cm,
+                cert_manager=opts.cert_manager,
+            )
+        )
+        self.spawn_meta(web)
+        self.observer_port = web.port
+
+    def processes_info(self, limit: int) -> list[dict[str, Any]]:
+        """The first ``limit`` processes: pid, names and mailbox size (the observer page)."""
+        with self._lock:
+            states = sorted(self._procs.items())[:limit]
+        out: list[dict[str, Any]] = []
+        for _, state in states:
+            ref = state.actor_ref
+            inbox: Any = ref.actor_inbox if ref is not None else None
+            out.append(
+                {
+                    "pid": str(state.pid),
+                    "names": sorted(str(n) for n in state.names),
+                    "mailbox": int(inbox.qsize()) if inbox is not None else 0,
+                }
+            )
+        return out
 
     # -- identity ----------------------------------------------------------
 

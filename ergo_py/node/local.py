@@ -30,6 +30,7 @@ class LocalNode(Node):
         self._pid = core.pid
         try:
             core.start_metrics()
+            core.start_observer()
         except BaseException:
             core.stop()
             raise
@@ -99,6 +100,10 @@ class LocalNode(Node):
     def metrics_port(self) -> int | None:
         """The port ``/metrics`` is served on (None: ``options.metrics`` not set)."""
         return self._core.metrics_port
+
+    def observer_port(self) -> int | None:
+        """The port the observer page is served on (None: ``options.observer`` not set)."""
+        return self._core.observer_port
 
     def is_alive(self) -> bool:
         return self._core.is_alive()

@@ -15,7 +15,7 @@ import asyncio
 import bisect
 import logging
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -86,6 +86,8 @@ class Observer:
         self.closed_bytes = {"in": 0, "out": 0}
         self._announced: dict[str, int] = {}  # fingerprint -> levels announced
         self.network: Any = None  # the TCP backend, once it is made (None: no network)
+        # The last node events, kept once someone asked (the observer page).
+        self.recent: deque[Event] | None = None
         self._remove_listener: Callable[[], None] | None = None
         if cert_manager is not None:
             self._remove_listener = cert_manager.add_listener(self._cert_changed)
@@ -110,12 +112,20 @@ class Observer:
                 del subs[pid]
                 self._subs = subs
 
+    def keep_recent(self, n: int) -> None:
+        """Keep the last ``n`` events of every type in :attr:`recent` from now on."""
+        self.recent = deque(self.recent or (), maxlen=max(n, 1))
+
     def wants(self, kind: type) -> bool:
         """Whether anyone subscribed to ``kind``: build the event only then."""
+        if self.recent is not None:
+            return True
         return any(not types or kind in types for types in self._subs.values())
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to its subscribers (non-blocking; the gone are dropped)."""
+        if self.recent is not None:
+            self.recent.append(event)  # deque.append is atomic: any thread
         kind = type(event)
         gone = [
             pid

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # never removes what `make bench` added, so the two stamps do not fight.
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: test demo lint typecheck pytest etcd bench clean
+.PHONY: test demo lint typecheck pytest etcd chromium bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,14 @@ etcd:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) \
 	    >/dev/null 2>&1 || echo "etcd-server could not be installed: the etcd registrar tests will skip"; }
 
-test: lint typecheck etcd pytest
+# The observer page's test drives a real headless browser: Debian's chromium,
+# installed here when missing. Without apt (or root) this says so and the test skips.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	    >/dev/null 2>&1 || echo "chromium could not be installed: the observer page's browser test will skip"; }
+
+test: lint typecheck etcd chromium pytest
 
 demo: $(STAMP)
 	$(PY) -m ergo_py.cli.main demo

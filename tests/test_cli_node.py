@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import ergo_py
@@ -224,6 +225,47 @@ def test_inspect_reports_the_nodes_certificate_and_its_own_connection(
     assert peers[f"inspector@{HOST}"]["tls_version"].startswith("TLSv1")
     text = format_report(report)
     assert "this inspection" in text and report["cert"]["fingerprint"] in text
+    # the observer page's snapshot rides along: health, recent events, processes
+    snap = report["observer"]
+    assert snap["node"] == NODE and snap["health"]["ready"] is True
+    assert "EventConnectionUp" in [e["kind"] for e in snap["events"]]
+    assert "health: ready" in text and "EventConnectionUp" in text
+
+
+def test_observer_command_serves_the_nodes_page_from_its_snapshot(
+    in_process_node: tuple[Path, threading.Event], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ergo_py.cli.main import _parser
+    from ergo_py.cli.observer import _run
+
+    path, _ = in_process_node
+    inspect_json(path, capsys)  # the node is up
+    port = free_port()
+    args = _parser().parse_args(
+        ["observer", "--config", str(path), "--timeout", "3", "--listen", f"{HOST}:{port}"]
+    )
+    stop = threading.Event()
+    status: list[int] = []
+    t = threading.Thread(target=lambda: status.append(_run(args, stop)), daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                r = httpx.get(f"http://{HOST}:{port}/observer.json", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        snap = r.json()
+        assert r.status_code == 200 and snap["node"] == NODE
+        assert f"inspector@{HOST}" in [c["peer"] for c in snap["connections"]]
+        page = httpx.get(f"http://{HOST}:{port}/", timeout=5)
+        assert f"<td>inspector@{HOST}</td>" in page.text
+    finally:
+        stop.set()
+        t.join(WAIT)
+    assert status == [0]
 
 
 def test_inspect_of_an_unreachable_node_exits_1_with_a_message(

@@ -31,7 +31,14 @@ from ergo_py import gen
 from ergo_py.cli.node import INSPECT_PROCESS, ConfigError, load_config, plain
 from ergo_py.lib import load_x509_key_pair
 
-__all__ = ["add_parser", "format_report", "inspect_node"]
+__all__ = [
+    "add_parser",
+    "add_target_arguments",
+    "ask",
+    "format_report",
+    "inspect_node",
+    "start_inspecting_node",
+]
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -54,6 +61,13 @@ def add_parser(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_target_arguments(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(run=_run)
+
+
+def add_target_arguments(p: Any) -> None:
+    """The arguments that say which node to reach and how (``inspect``, ``observer``)."""
     p.add_argument("node", nargs="?", help="the node to inspect (default with --config: its own)")
     p.add_argument("--cookie", help="the cluster cookie (default with --config: the config's)")
     p.add_argument("--cert", help="client certificate PEM (names the inspecting node)")
@@ -76,9 +90,7 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="do not verify the target's certificate (its fingerprint is still shown)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("-v", "--verbose", action="store_true", help="log the connection attempt")
-    p.set_defaults(run=_run)
 
 
 class _Plan:
@@ -132,6 +144,15 @@ def _host_of(node: str) -> str:
 
 def inspect_node(plan: _Plan) -> dict[str, Any]:
     """Connect, ask, and return the target's report plus this connection's own view."""
+    node = start_inspecting_node(plan)
+    try:
+        return ask(node, plan)
+    finally:
+        node.stop()
+
+
+def start_inspecting_node(plan: _Plan) -> gen.Node:
+    """The short-lived hidden node that dials the target (with a route to it, if given)."""
     from ergo_py import start_node
 
     cam = gen.create_cert_auth_manager(plan.cert)
@@ -144,33 +165,35 @@ def inspect_node(plan: _Plan) -> dict[str, Any]:
     options.network.connect_timeout = min(plan.timeout, options.network.connect_timeout)
     options.shutdown_timeout = 2.0
     node = start_node(plan.name, options)
+    if plan.route is not None:
+        host, port = plan.route
+        node.network().add_route(
+            re.escape(plan.target), gen.NetworkRoute(host=host, port=port, tls=True)
+        )
+    return node
+
+
+def ask(node: gen.Node, plan: _Plan) -> dict[str, Any]:
+    """Call the target's inspection process from ``node``: its report, and our connection."""
+    network = node.network()
     try:
-        network = node.network()
-        if plan.route is not None:
-            host, port = plan.route
-            network.add_route(
-                re.escape(plan.target), gen.NetworkRoute(host=host, port=port, tls=True)
-            )
-        try:
-            report = node.call(gen.ProcessID(plan.process, plan.target), "inspect", plan.timeout)
-        except gen.ErrTimeout:
-            raise InspectFailed(f"{plan.target} did not answer within {plan.timeout:g} s") from None
-        except gen.ErrProcessUnknown:
-            raise InspectFailed(
-                f"{plan.target} has no process {plan.process!r} (is it run by 'ergo-py node run'?)"
-            ) from None
-        except gen.ErrNoConnection as exc:
-            raise InspectFailed(f"cannot connect to {plan.target}: {exc}") from None
-        if not isinstance(report, dict):
-            raise InspectFailed(f"{plan.target} answered something else: {report!r:.200}")
-        try:
-            here = plain(network.info(plan.target))
-        except gen.ErrNoConnection:
-            here = None
-        report["inspector"] = {"name": plan.name, "connection": here}
-        return report
-    finally:
-        node.stop()
+        report = node.call(gen.ProcessID(plan.process, plan.target), "inspect", plan.timeout)
+    except gen.ErrTimeout:
+        raise InspectFailed(f"{plan.target} did not answer within {plan.timeout:g} s") from None
+    except gen.ErrProcessUnknown:
+        raise InspectFailed(
+            f"{plan.target} has no process {plan.process!r} (is it run by 'ergo-py node run'?)"
+        ) from None
+    except gen.ErrNoConnection as exc:
+        raise InspectFailed(f"cannot connect to {plan.target}: {exc}") from None
+    if not isinstance(report, dict):
+        raise InspectFailed(f"{plan.target} answered something else: {report!r:.200}")
+    try:
+        here = plain(network.info(plan.target))
+    except gen.ErrNoConnection:
+        here = None
+    report["inspector"] = {"name": plan.name, "connection": here}
+    return report
 
 
 def _short(fp: Any) -> str:
@@ -238,6 +261,18 @@ def format_report(report: dict[str, Any]) -> str:
                 ]
             )
         out.extend("  " + line for line in _table(rows))
+    snap = report.get("observer")
+    if snap:
+        health = snap["health"]
+        out.append(
+            "health: "
+            + ("ready" if health["ready"] else "not ready: " + "; ".join(health["reasons"]))
+        )
+        events = snap.get("events") or []
+        out.append(f"recent events ({len(events)}, newest first)")
+        out.extend(f"  {e['at'][11:23]}  {e['kind']}  {e['text']}" for e in events[:10])
+        procs = snap.get("processes") or []
+        out.append(f"processes {len(procs)}, mailboxes {sum(p['mailbox'] for p in procs)} messages")
     here = (report.get("inspector") or {}).get("connection")
     if here:
         out.append(

@@ -3,7 +3,8 @@
 ``ergo-py cert self-signed|ca-init|issue|show`` manage certificate files;
 ``ergo-py node run CONFIG.toml`` runs a node that reloads its certificate
 files when they change; ``ergo-py inspect NODE`` shows a running node's
-connections and certificates; ``ergo-py demo`` shows live rotation. Errors
+connections and certificates; ``ergo-py observer NODE`` serves its live
+page; ``ergo-py demo`` shows live rotation. Errors
 print one line and exit 2.
 """
 
@@ -17,13 +18,14 @@ from ergo_py.gen.errors import ErgoError
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ergo_py.cli import cert, demo, inspect, node
+    from ergo_py.cli import cert, demo, inspect, node, observer
 
     parser = argparse.ArgumentParser(prog="ergo-py", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     cert.add_parser(sub)
     node.add_parser(sub)
     inspect.add_parser(sub)
+    observer.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

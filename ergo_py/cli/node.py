@@ -397,6 +397,10 @@ def inspect_report(
 ) -> dict[str, Any]:
     """What ``ergo-py inspect`` shows: connections, certificate state, file watcher."""
     network = node.network()
+    try:
+        observer: dict[str, Any] | None = node.observer_snapshot()
+    except gen.ErrUnsupported:
+        observer = None
     peers = []
     for peer in sorted(network.nodes()):
         try:
@@ -414,6 +418,7 @@ def inspect_report(
             else {**watcher.files, "reloads": watcher.reloads, "last_error": watcher.last_error}
         ),
         "peers": peers,
+        "observer": observer,  # the observer page's snapshot: health, events, processes
     }
 
 

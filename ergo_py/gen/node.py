@@ -272,6 +272,10 @@ class Node(abc.ABC):
         """The port ``options.observer`` is served on (None: not served)."""
         return None
 
+    def observer_snapshot(self) -> dict[str, Any]:
+        """What the observer page shows, as plain JSON data (``docs/observe.md``)."""
+        raise ErrUnsupported(f"{type(self).__name__} has no observer snapshot")
+
     def __enter__(self) -> Node:
         return self
 

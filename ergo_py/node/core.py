@@ -63,6 +63,8 @@ from ergo_py.node.router import Router
 from ergo_py.node.signals import Signals, quiet
 from ergo_py.node.table import ProcessTable
 
+RECENT_EVENTS = 50  # node events kept for the observer page and inspect
+
 log = logging.getLogger(__name__)
 
 CORE_PROCESS_ID = 1
@@ -122,6 +124,11 @@ class Core:
             options.cert_check_interval if enabled else 0.0,
         )
         self.router.observer = self.observer  # the network backend reports to it
+        # The last node events for the observer page and ``ergo-py inspect``
+        # (they are rare: certificate changes, connections up and down).
+        self.observer.keep_recent(
+            options.observer.events if options.observer is not None else RECENT_EVENTS
+        )
         self.metrics_port: int | None = None
         self.observer_port: int | None = None
         try:
@@ -201,7 +208,6 @@ class Core:
             raise NodeError(
                 f"options.observer needs the metrics extra (pip install 'ergo-py[metrics]'): {exc}"
             ) from exc
-        self.observer.keep_recent(opts.events)
         app = observer_page.make_app(lambda: observer_page.snapshot(self))
         has_cm = opts.cert_manager is not None or self._options.cert_manager is not None
         web = meta.WebServer(

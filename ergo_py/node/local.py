@@ -101,6 +101,11 @@ class LocalNode(Node):
         """The port ``/metrics`` is served on (None: ``options.metrics`` not set)."""
         return self._core.metrics_port
 
+    def observer_snapshot(self) -> dict[str, Any]:
+        from ergo_py.node import observer_page
+
+        return observer_page.snapshot(self._core)
+
     def observer_port(self) -> int | None:
         """The port the observer page is served on (None: ``options.observer`` not set)."""
         return self._core.observer_port

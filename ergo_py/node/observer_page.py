@@ -13,6 +13,7 @@ the page from it. Nothing here writes to the node.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 from collections.abc import Callable
@@ -291,12 +292,18 @@ def make_app(snap: Callable[[], dict[str, Any]]) -> Any:
         if scope["type"] != "http":
             return
         path = scope.get("path", "")
-        if path in ("/", "/index.html"):
-            status, ctype, body = 200, "text/html; charset=utf-8", render(snap()).encode()
-        elif path == "/observer.json":
-            status, ctype, body = 200, "application/json", json.dumps(snap()).encode()
-        else:
-            status, ctype, body = 404, "text/plain; charset=utf-8", b"not found\n"
+        status, ctype, body = 404, "text/plain; charset=utf-8", b"not found\n"
+        if path in ("/", "/index.html", "/observer.json"):
+            try:
+                # off the server's loop: a snapshot may wait on another node (the CLI)
+                s = await asyncio.to_thread(snap)
+            except Exception as exc:
+                status, body = 502, f"no snapshot: {exc}\n".encode()
+            else:
+                if path == "/observer.json":
+                    status, ctype, body = 200, "application/json", json.dumps(s).encode()
+                else:
+                    status, ctype, body = 200, "text/html; charset=utf-8", render(s).encode()
         await send(
             {
                 "type": "http.response.start",

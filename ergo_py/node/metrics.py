@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ergo_py.gen.events import Health
+from ergo_py.node.asgi import NOT_FOUND, PLAIN, Reply, path_app
 from ergo_py.node.observe import HANDSHAKE_BUCKETS, Observer
 
 if TYPE_CHECKING:
@@ -146,40 +147,16 @@ def make_app(
 ) -> Any:
     """An ASGI 3 app: ``/metrics``, ``/healthz`` (alive), ``/readyz`` (``node.health()``)."""
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        path = scope.get("path", "")
+    async def handle(path: str) -> Reply:
         if path == "/metrics":
-            status, ctype, body = 200, CONTENT_TYPE, generate_latest(registry)
-        elif path == "/healthz":
+            return 200, CONTENT_TYPE, generate_latest(registry)
+        if path == "/healthz":
             ok = alive()
-            status, ctype = (200 if ok else 503), "text/plain; charset=utf-8"
-            body = b"ok\n" if ok else b"stopping\n"
-        elif path == "/readyz":
+            return (200 if ok else 503), PLAIN, b"ok\n" if ok else b"stopping\n"
+        if path == "/readyz":
             h = health()
-            status, ctype = (200 if h.ready else 503), "application/json"
             body = json.dumps({"ready": h.ready, "reasons": h.reasons}).encode()
-        else:
-            status, ctype, body = 404, "text/plain; charset=utf-8", b"not found\n"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", ctype.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+            return (200 if h.ready else 503), "application/json", body
+        return NOT_FOUND
 
-    return app
+    return path_app(handle)

@@ -22,6 +22,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from ergo_py.gen.errors import ErgoError
+from ergo_py.node.asgi import NOT_FOUND, PLAIN, Reply, path_app
 
 if TYPE_CHECKING:
     from ergo_py.node.core import Core
@@ -280,41 +281,16 @@ def render(s: dict[str, Any]) -> str:
 def make_app(snap: Callable[[], dict[str, Any]]) -> Any:
     """An ASGI 3 app: ``/`` (the page) and ``/observer.json`` (the snapshot)."""
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        path = scope.get("path", "")
-        status, ctype, body = 404, "text/plain; charset=utf-8", b"not found\n"
-        if path in ("/", "/index.html", "/observer.json"):
-            try:
-                # off the server's loop: a snapshot may wait on another node (the CLI)
-                s = await asyncio.to_thread(snap)
-            except Exception as exc:
-                status, body = 502, f"no snapshot: {exc}\n".encode()
-            else:
-                if path == "/observer.json":
-                    status, ctype, body = 200, "application/json", json.dumps(s).encode()
-                else:
-                    status, ctype, body = 200, "text/html; charset=utf-8", render(s).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", ctype.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def handle(path: str) -> Reply:
+        if path not in ("/", "/index.html", "/observer.json"):
+            return NOT_FOUND
+        try:
+            # off the server's loop: a snapshot may wait on another node (the CLI)
+            s = await asyncio.to_thread(snap)
+        except Exception as exc:
+            return 502, PLAIN, f"no snapshot: {exc}\n".encode()
+        if path == "/observer.json":
+            return 200, "application/json", json.dumps(s).encode()
+        return 200, "text/html; charset=utf-8", render(s).encode()
 
-    return app
+    return path_app(handle, headers=[(b"cache-control", b"no-store")])

@@ -139,27 +139,37 @@ class Network(abc.ABC):
         raise ErrUnsupported("this node has no network")
 
 
-class Node(abc.ABC):
+class NodeIdentity:
+    """Who the local node is: what its user face, its router and a process
+    node's proxy all answer the same way, from ``_name``/``_creation``/``_pid``
+    set by the subclass before use."""
+
+    _name: Atom
+    _creation: int
+    _pid: PID
+
+    @property
+    def name(self) -> Atom:
+        """``name@host``."""
+        return self._name
+
+    @property
+    def creation(self) -> int:
+        """The stamp carried in this node's PIDs, refs and aliases."""
+        return self._creation
+
+    @property
+    def pid(self) -> PID:
+        """The node's core process: the sender of ``node.send`` / ``node.call``."""
+        return self._pid
+
+
+class Node(NodeIdentity, abc.ABC):
     """A running node: its processes, names, and the way out to other nodes.
 
     Every method is thread-safe. Methods called from outside any process act
     on behalf of the node's core process (``node.pid``).
     """
-
-    @property
-    @abc.abstractmethod
-    def name(self) -> Atom:
-        """``name@host``."""
-
-    @property
-    @abc.abstractmethod
-    def creation(self) -> int:
-        """The stamp carried in this node's PIDs, refs and aliases."""
-
-    @property
-    @abc.abstractmethod
-    def pid(self) -> PID:
-        """The node's core process: the sender of ``node.send`` / ``node.call``."""
 
     @abc.abstractmethod
     def spawn(
@@ -375,28 +385,13 @@ class NetworkBackend(abc.ABC):
         """Close everything; called once, by ``Node.stop()`` after the processes ended."""
 
 
-class NodeRouter(abc.ABC):
+class NodeRouter(NodeIdentity, abc.ABC):
     """The node's entry points for what arrives from the network.
 
     The backend calls these from its own threads; each returns quickly (it
     only queues work for processes) and is thread-safe. Identifiers named
     ``to``/``target`` are local; ``from_*`` are remote.
     """
-
-    @property
-    @abc.abstractmethod
-    def name(self) -> Atom:
-        """The local node's name."""
-
-    @property
-    @abc.abstractmethod
-    def creation(self) -> int:
-        """The local node's creation stamp."""
-
-    @property
-    @abc.abstractmethod
-    def pid(self) -> PID:
-        """The node's own core process (the sender of node-level requests)."""
 
     @abc.abstractmethod
     def route_send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:

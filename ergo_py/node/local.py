@@ -35,18 +35,6 @@ class LocalNode(Node):
             core.stop()
             raise
 
-    @property
-    def name(self) -> Atom:
-        return self._name
-
-    @property
-    def creation(self) -> int:
-        return self._creation
-
-    @property
-    def pid(self) -> PID:
-        return self._pid
-
     def spawn(
         self, factory: ActorFactory, *args: Any, options: ProcessOptions | None = None
     ) -> PID:

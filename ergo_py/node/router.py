@@ -82,18 +82,6 @@ class Router(NodeRouter):
         self._signals = signals
         self._misdirected_from: set[Atom] = set()
 
-    @property
-    def name(self) -> Atom:
-        return self._name
-
-    @property
-    def creation(self) -> int:
-        return self._creation
-
-    @property
-    def pid(self) -> PID:
-        return self._pid
-
     def __repr__(self) -> str:
         return f"<Router of {self._name}>"
 

@@ -728,18 +728,6 @@ class ProcessNode(_NodeForwarders, Node):  # type: ignore[misc]  # an Any base: 
     def _forward(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return self._request(op, args, kwargs)
 
-    @property
-    def name(self) -> Atom:
-        return self._name
-
-    @property
-    def creation(self) -> int:
-        return self._creation
-
-    @property
-    def pid(self) -> PID:
-        return self._pid
-
     def call(self, to: Target, request: Any, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Any:
         bound = self._control_timeout + (timeout if timeout is not None else 0.0)
         return self._request("node.call", (to, request, timeout), timeout=bound)

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
-from ergo_py._version import __version__
 from ergo_py.gen.errors import ErrIncorrect, RemoteProtocolError
 from ergo_py.gen.options import (
-    DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
-    DEFAULT_NETWORK_FLAGS,
     DEFAULT_POOL_SIZE,
     MAX_NODE_NAME_BYTES,
 )
 from ergo_py.net.handshake import wire
-from ergo_py.net.handshake.machine import IntroMachine
+from ergo_py.net.handshake.machine import IntroArgs, IntroMachine
 from ergo_py.net.handshake.types import (
     DIGEST_SIZE,
     MAX_DSN,
@@ -65,26 +62,12 @@ class AcceptorHandshake(IntroMachine):
         node_name: str,
         creation: int,
         cookie: str,
-        flags: int = DEFAULT_NETWORK_FLAGS,
-        version: str = __version__,
-        max_message_size: int = 0,
         pool_size: int = DEFAULT_POOL_SIZE,
         pool_dsn: Sequence[str] = (),
-        local_cert_fp: bytes | None = None,
-        peer_cert_fp: bytes | None = None,
-        max_handshake_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
+        **intro: Unpack[IntroArgs],
     ) -> None:
         super().__init__(
-            node_name=node_name,
-            creation=creation,
-            flags=flags,
-            version=version,
-            max_message_size=max_message_size,
-            cookie=cookie,
-            local_cert_fp=local_cert_fp,
-            peer_cert_fp=peer_cert_fp,
-            max_handshake_size=max_handshake_size,
-            server=True,
+            node_name=node_name, creation=creation, cookie=cookie, server=True, **intro
         )
         if not 1 <= pool_size <= MAX_POOL_SIZE:
             raise ErrIncorrect("pool_size must be in 1..255")

@@ -8,16 +8,11 @@ write as its first frames.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
-from ergo_py._version import __version__
 from ergo_py.gen.errors import RemoteProtocolError
-from ergo_py.gen.options import (
-    DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
-    DEFAULT_NETWORK_FLAGS,
-)
 from ergo_py.net.handshake import wire
-from ergo_py.net.handshake.machine import IntroMachine
+from ergo_py.net.handshake.machine import IntroArgs, IntroMachine
 from ergo_py.net.handshake.types import (
     DIGEST_SIZE,
     FINGERPRINT_SIZE,
@@ -56,25 +51,11 @@ class DialerHandshake(IntroMachine):
         creation: int,
         peer_name: str,
         cookie: str,
-        flags: int = DEFAULT_NETWORK_FLAGS,
-        version: str = __version__,
-        max_message_size: int = 0,
-        local_cert_fp: bytes | None = None,
-        peer_cert_fp: bytes | None = None,
-        max_handshake_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
         replace: bool = False,
+        **intro: Unpack[IntroArgs],
     ) -> None:
         super().__init__(
-            node_name=node_name,
-            creation=creation,
-            flags=flags,
-            version=version,
-            max_message_size=max_message_size,
-            cookie=cookie,
-            local_cert_fp=local_cert_fp,
-            peer_cert_fp=peer_cert_fp,
-            max_handshake_size=max_handshake_size,
-            server=False,
+            node_name=node_name, creation=creation, cookie=cookie, server=False, **intro
         )
         self._replace = bool(replace)
         self._peer_name = wire.check_name(peer_name, "peer_name")

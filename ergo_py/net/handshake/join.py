@@ -8,12 +8,11 @@ Between the two the owner admits the link (:class:`JoinRequested`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from ergo_py.gen.errors import ErrIncorrect
-from ergo_py.gen.options import DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE
 from ergo_py.net.handshake import wire
-from ergo_py.net.handshake.machine import BaseMachine
+from ergo_py.net.handshake.machine import BaseMachine, MachineArgs
 from ergo_py.net.handshake.types import (
     DIGEST_SIZE,
     FINGERPRINT_SIZE,
@@ -39,18 +38,9 @@ class JoinHandshake(BaseMachine):
         peer_name: str,
         connection_id: str,
         cookie: str,
-        local_cert_fp: bytes | None = None,
-        peer_cert_fp: bytes | None = None,
-        max_handshake_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
+        **base: Unpack[MachineArgs],
     ) -> None:
-        super().__init__(
-            node_name=node_name,
-            cookie=cookie,
-            local_cert_fp=local_cert_fp,
-            peer_cert_fp=peer_cert_fp,
-            max_handshake_size=max_handshake_size,
-            server=False,
-        )
+        super().__init__(node_name=node_name, cookie=cookie, server=False, **base)
         self._peer_name = wire.check_name(peer_name, "peer_name")
         if type(connection_id) is not str or not connection_id:
             raise ErrIncorrect("connection_id must be a non-empty str")

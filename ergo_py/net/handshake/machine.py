@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
+from ergo_py._version import __version__
 from ergo_py.gen.errors import (
     ErrIncorrect,
     ErrTooLarge,
     LocalProtocolError,
     RemoteProtocolError,
 )
-from ergo_py.gen.options import NetworkFlags
+from ergo_py.gen.options import (
+    DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
+    DEFAULT_NETWORK_FLAGS,
+    NetworkFlags,
+)
 from ergo_py.net.handshake import wire
 from ergo_py.net.handshake.types import (
     MAX_REASON,
@@ -49,6 +54,23 @@ from ergo_py.net.handshake.types import (
 _log = logging.getLogger(__name__)
 
 
+class MachineArgs(TypedDict, total=False):
+    """What every handshake machine takes beyond its own identity: the
+    certificate fingerprints it binds and its size limit."""
+
+    local_cert_fp: bytes | None
+    peer_cert_fp: bytes | None
+    max_handshake_size: int
+
+
+class IntroArgs(MachineArgs, total=False):
+    """What a full handshake (dial or accept) adds: its introduction."""
+
+    flags: int
+    version: str
+    max_message_size: int
+
+
 class BaseMachine:
     """Buffering, message splitting, the outbox and the terminal states."""
 
@@ -59,10 +81,10 @@ class BaseMachine:
         *,
         node_name: str,
         cookie: str,
-        local_cert_fp: bytes | None,
-        peer_cert_fp: bytes | None,
-        max_handshake_size: int,
         server: bool,
+        local_cert_fp: bytes | None = None,
+        peer_cert_fp: bytes | None = None,
+        max_handshake_size: int = DEFAULT_HANDSHAKE_MAX_MESSAGE_SIZE,
     ) -> None:
         if type(cookie) is not str:
             raise ErrIncorrect("cookie must be a str")
@@ -250,13 +272,16 @@ class IntroMachine(BaseMachine):
     def __init__(
         self,
         *,
+        node_name: str,
+        cookie: str,
+        server: bool,
         creation: int,
-        flags: int,
-        version: str,
-        max_message_size: int,
-        **base: Any,
+        flags: int = DEFAULT_NETWORK_FLAGS,
+        version: str = __version__,
+        max_message_size: int = 0,
+        **base: Unpack[MachineArgs],
     ) -> None:
-        super().__init__(**base)
+        super().__init__(node_name=node_name, cookie=cookie, server=server, **base)
         self._creation = wire.check_uint(creation, U63, "creation")
         self._flags = wire.check_uint(flags, U32, "flags")
         self._version = str(version)[:MAX_VERSION]

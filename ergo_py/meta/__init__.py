@@ -7,36 +7,8 @@ and trust changes apply to the next connection with no restart. See
 ``docs/meta.md``.
 """
 
-from ergo_py.meta.tcp import (
-    MessageTCP,
-    MessageTCPConnect,
-    MessageTCPDisconnect,
-    TCPConnection,
-    TCPConnectionOptions,
-    TCPServer,
-    TCPServerOptions,
-)
-from ergo_py.meta.web import (
-    WebHandler,
-    WebHandlerOptions,
-    WebRequest,
-    WebResponse,
-    WebServer,
-    WebServerOptions,
-)
+from ergo_py.meta import tcp, web
+from ergo_py.meta.tcp import *  # noqa: F403  (the surface is each module's __all__)
+from ergo_py.meta.web import *  # noqa: F403
 
-__all__ = [
-    "MessageTCP",
-    "MessageTCPConnect",
-    "MessageTCPDisconnect",
-    "TCPConnection",
-    "TCPConnectionOptions",
-    "TCPServer",
-    "TCPServerOptions",
-    "WebHandler",
-    "WebHandlerOptions",
-    "WebRequest",
-    "WebResponse",
-    "WebServer",
-    "WebServerOptions",
-]
+__all__ = [*tcp.__all__, *web.__all__]

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Coroutine
 from typing import Any
 
 from ergo_py.act.actor import Actor
 from ergo_py.gen.certmanager import CertManager
-from ergo_py.gen.errors import ErrIncorrect
+from ergo_py.gen.errors import ErrIncorrect, NodeError
 from ergo_py.gen.identifiers import Alias
 from ergo_py.gen.meta import MetaBehavior, MetaHost
 from ergo_py.net.loop import LoopThread
@@ -93,6 +94,23 @@ class MetaProcess(MetaBehavior):
 
     def _cert_manager(self, given: CertManager | None) -> CertManager | None:
         return given if given is not None else self.proc.node.cert_manager()
+
+    def _required_cert_manager(self, given: CertManager | None) -> CertManager:
+        """The cert manager for a TLS resource: its own, else the node's."""
+        cm = self._cert_manager(given)
+        if cm is None:
+            raise NodeError(
+                f"{type(self).__name__} asks for TLS but neither it nor the node has a cert manager"
+            )
+        return cm
+
+    def _run_or_stop(self, setup: Coroutine[Any, Any, None], timeout: float) -> None:
+        """Run ``setup`` on the resource's loop; if it fails, close what it opened."""
+        try:
+            self.loop.run(setup, timeout=timeout)
+        except BaseException:
+            self._stop(None)
+            raise
 
     def _start(self) -> None:
         raise NotImplementedError

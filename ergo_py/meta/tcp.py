@@ -28,7 +28,7 @@ from typing import Any, cast
 from cryptography import x509
 
 from ergo_py.gen.certmanager import CertManager
-from ergo_py.gen.errors import ErgoError, ErrIncorrect, ErrNoConnection, NodeError
+from ergo_py.gen.errors import ErgoError, ErrIncorrect, ErrNoConnection
 from ergo_py.gen.identifiers import Alias
 from ergo_py.gen.node import Target
 from ergo_py.gen.types import register_type
@@ -318,17 +318,8 @@ class TCPServer(_Streams):
 
     def _start(self) -> None:
         if self.options.tls:
-            cm = self._cert_manager(self.options.cert_manager)
-            if cm is None:
-                raise NodeError(
-                    "TCPServer asks for TLS but neither it nor the node has a cert manager"
-                )
-            self._tls = ListenerTLS(cm)
-        try:
-            self.loop.run(self._listen(), timeout=10.0)
-        except BaseException:
-            self._stop(None)
-            raise
+            self._tls = ListenerTLS(self._required_cert_manager(self.options.cert_manager))
+        self._run_or_stop(self._listen(), timeout=10.0)
         log.info("%s: serving (%s)", self, "TLS" if self._tls else "plain TCP")
 
     async def _listen(self) -> None:
@@ -457,16 +448,10 @@ class TCPConnection(_Streams):
         ctx: ssl.SSLContext | None = None
         hostname: str | None = None
         if opts.tls:
-            cm = self._cert_manager(opts.cert_manager)
-            if cm is None:
-                raise NodeError("TCPConnection asks for TLS but there is no cert manager")
+            cm = self._required_cert_manager(opts.cert_manager)
             ctx, hostname = client_context_for_dial(cm, opts.insecure_skip_verify)
             hostname = opts.server_name or hostname
-        try:
-            self.loop.run(self._connect(ctx, hostname), timeout=opts.connect_timeout + 1.0)
-        except BaseException:
-            self._stop(None)
-            raise
+        self._run_or_stop(self._connect(ctx, hostname), timeout=opts.connect_timeout + 1.0)
 
     async def _connect(self, ctx: ssl.SSLContext | None, hostname: str | None) -> None:
         opts = self.options

@@ -211,22 +211,13 @@ class WebServer(MetaProcess):
 
         opts = self.options
         if opts.tls:
-            cm = self._cert_manager(opts.cert_manager)
-            if cm is None:
-                raise NodeError(
-                    "WebServer asks for TLS but neither it nor the node has a cert manager"
-                )
-            self._tls = ListenerTLS(cm)
+            self._tls = ListenerTLS(self._required_cert_manager(opts.cert_manager))
         config = Config()
         config.read_timeout = opts.read_timeout  # type: ignore[assignment]  # float works
         config.keep_alive_timeout = opts.keep_alive_timeout
         config.accesslog = None
         self._config = config
-        try:
-            self.loop.run(self._listen(), timeout=15.0)
-        except BaseException:
-            self._stop(None)
-            raise
+        self._run_or_stop(self._listen(), timeout=15.0)
         log.info("%s: serving %s", self, "HTTPS" if self._tls else "plain HTTP")
 
     async def _listen(self) -> None:

@@ -298,6 +298,19 @@ class Node(NodeIdentity, abc.ABC):
         self.stop()
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteSpawnRequest:
+    """One remote spawn, as it goes from the asking process to the backend:
+    start the factory the peer ``node`` enabled as ``name`` with ``args``,
+    registered there as ``register`` when not empty."""
+
+    node: str
+    name: str
+    args: tuple[Any, ...]
+    options: ProcessOptions
+    register: str = ""
+
+
 class NetworkBackend(abc.ABC):
     """What the node calls for every operation whose target is on another node.
 
@@ -362,15 +375,8 @@ class NetworkBackend(abc.ABC):
         """Deliver a down for monitor ``ref`` held by remote ``to`` (``ended``: as for exit)."""
 
     @abc.abstractmethod
-    def spawn(
-        self,
-        from_pid: PID,
-        node: str,
-        name: str,
-        args: tuple[Any, ...],
-        options: ProcessOptions,
-    ) -> PID:
-        """Start a process on ``node`` (``ErrNotAllowed``, ``ErrNameUnknown``, ...)."""
+    def spawn(self, from_pid: PID, order: RemoteSpawnRequest) -> PID:
+        """Start a process on ``order.node`` (``ErrNotAllowed``, ``ErrNameUnknown``, ...)."""
 
     @abc.abstractmethod
     def connect(self, node: str) -> None:

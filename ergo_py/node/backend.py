@@ -10,8 +10,15 @@ from typing import Any
 
 from ergo_py.gen.errors import ErrNoConnection
 from ergo_py.gen.identifiers import PID, Ref
-from ergo_py.gen.node import Network, NetworkBackend, NodeRouter, RemoteNode, RemoteTarget
-from ergo_py.gen.options import NetworkMode, NodeOptions, ProcessOptions
+from ergo_py.gen.node import (
+    Network,
+    NetworkBackend,
+    NodeRouter,
+    RemoteNode,
+    RemoteSpawnRequest,
+    RemoteTarget,
+)
+from ergo_py.gen.options import NetworkMode, NodeOptions
 
 
 def _unreachable(node: object) -> ErrNoConnection:
@@ -77,15 +84,8 @@ class DisabledBackend(NetworkBackend):
     ) -> None:
         raise _unreachable(to.node)
 
-    def spawn(
-        self,
-        from_pid: PID,
-        node: str,
-        name: str,
-        args: tuple[Any, ...],
-        options: ProcessOptions,
-    ) -> PID:
-        raise _unreachable(node)
+    def spawn(self, from_pid: PID, order: RemoteSpawnRequest) -> PID:
+        raise _unreachable(order.node)
 
     def connect(self, node: str) -> None:
         raise _unreachable(node)

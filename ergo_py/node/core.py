@@ -45,7 +45,15 @@ from ergo_py.gen.messages import (
     MessageExitPID,
 )
 from ergo_py.gen.meta import MetaBehavior
-from ergo_py.gen.node import ActorFactory, Network, NetworkBackend, Node, NodeRouter, Target
+from ergo_py.gen.node import (
+    ActorFactory,
+    Network,
+    NetworkBackend,
+    Node,
+    NodeRouter,
+    RemoteSpawnRequest,
+    Target,
+)
 from ergo_py.gen.options import NetworkMode, NodeOptions, ProcessOptions
 from ergo_py.net import codec
 from ergo_py.node.calls import CallTable
@@ -314,7 +322,7 @@ class Core:
     ) -> PID:
         """See ``act.Actor.spawn_remote``."""
         self._check_running()
-        return self._backend.spawn(parent, node, name, args, options)
+        return self._backend.spawn(parent, RemoteSpawnRequest(node, name, args, options))
 
     def _forget(self, state: ProcessState) -> None:
         with self._lock:

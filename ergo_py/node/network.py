@@ -52,6 +52,7 @@ from ergo_py.gen.node import (
     Network,
     NetworkBackend,
     NodeRouter,
+    RemoteSpawnRequest,
     RemoteTarget,
 )
 from ergo_py.gen.options import (
@@ -59,7 +60,6 @@ from ergo_py.gen.options import (
     AcceptorOptions,
     NetworkMode,
     NodeOptions,
-    ProcessOptions,
 )
 from ergo_py.gen.registrar import Registrar, Route
 from ergo_py.net import frames as fr
@@ -576,16 +576,8 @@ class TCPBackend(NetworkBackend):
         order = fr.order_byte(ended.id) if ended is not None else None
         self._send_frame(to.node, fr.DownFrame(to, from_target, ref, reason), order=order)
 
-    def spawn(
-        self,
-        from_pid: PID,
-        node: str,
-        name: str,
-        args: tuple[Any, ...],
-        options: ProcessOptions,
-        register: str = "",
-    ) -> PID:
-        return self._spawn.spawn(from_pid, node, name, args, options, register)
+    def spawn(self, from_pid: PID, order: RemoteSpawnRequest) -> PID:
+        return self._spawn.spawn(from_pid, order)
 
     def connect(self, node: str) -> None:
         self._connection(node)

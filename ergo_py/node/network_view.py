@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ergo_py.gen.errors import ErrIncorrect, ErrNoConnection
 from ergo_py.gen.identifiers import PID, Atom
-from ergo_py.gen.node import AcceptorInfo, ActorFactory, Network, RemoteNode
+from ergo_py.gen.node import AcceptorInfo, ActorFactory, Network, RemoteNode, RemoteSpawnRequest
 from ergo_py.gen.options import ProcessOptions
 from ergo_py.gen.registrar import Registrar
 from ergo_py.net.link import LinkProtocol
@@ -125,16 +125,16 @@ class _RemoteNode(RemoteNode):
 
     def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
         options = _node_spawn_options(options)
-        return self._backend.spawn(self._backend.core_pid, self._conn.peer, name, args, options)
+        order = RemoteSpawnRequest(self._conn.peer, name, args, options)
+        return self._backend.spawn(self._backend.core_pid, order)
 
     def spawn_register(
         self, register: str, name: str, *args: Any, options: ProcessOptions | None = None
     ) -> PID:
         """Spawn ``name`` on the peer and register the process there as ``register``."""
         options = _node_spawn_options(options)
-        return self._backend.spawn(
-            self._backend.core_pid, self._conn.peer, name, args, options, register
-        )
+        order = RemoteSpawnRequest(self._conn.peer, name, args, options, register)
+        return self._backend.spawn(self._backend.core_pid, order)
 
     def disconnect(self) -> None:
         self._backend.disconnect(self._conn.peer)

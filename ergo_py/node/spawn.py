@@ -22,7 +22,7 @@ from ergo_py.gen.errors import (
     ErrNotAllowed,
 )
 from ergo_py.gen.identifiers import PID, Ref, random_ref_id
-from ergo_py.gen.node import ActorFactory, NodeRouter
+from ergo_py.gen.node import ActorFactory, NodeRouter, RemoteSpawnRequest
 from ergo_py.gen.options import NetworkFlags, NetworkOptions, ProcessOptions
 from ergo_py.net import frames as fr
 from ergo_py.net.loop import LoopThread
@@ -131,16 +131,9 @@ class RemoteSpawn:
 
     # --- what this node asks for ------------------------------------------------------
 
-    def spawn(
-        self,
-        from_pid: PID,
-        node: str,
-        name: str,
-        args: tuple[Any, ...],
-        options: ProcessOptions,
-        register: str = "",
-    ) -> PID:
-        """Any thread: ask ``node`` to spawn ``name``; its PID or the peer's refusal."""
+    def spawn(self, from_pid: PID, order: RemoteSpawnRequest) -> PID:
+        """Any thread: ask ``order.node`` to spawn ``order.name``; its PID or the peer's refusal."""
+        node = order.node
         ref = Ref(self._name, random_ref_id(), self._creation)
 
         async def request() -> PID:
@@ -149,7 +142,13 @@ class RemoteSpawn:
             try:
                 await self._owner.connect_from_loop(node)
                 frame = fr.SpawnRequest(
-                    from_pid, ref, name, register, args, options.link_parent, options.env
+                    from_pid,
+                    ref,
+                    order.name,
+                    order.register,
+                    order.args,
+                    order.options.link_parent,
+                    order.options.env,
                 )
                 self._owner.send_frame_from_loop(node, frame)
                 return await fut

@@ -365,7 +365,10 @@ def test_node_run_subprocess_reloads_rotated_files_seen_by_a_new_inspection(
         while time.monotonic() < deadline:
             status, report = inspect_json(path, capsys)
             assert status == 0 and isinstance(report, dict), report
-            if report["cert"]["fingerprint"] != old:
+            # The inspection that saw the reload may have connected just
+            # before it: wait for one whose own connection is on the new cert.
+            seen = report["inspector"]["connection"]["peer_cert_fingerprint"]
+            if report["cert"]["fingerprint"] != old and seen == new.fingerprint:
                 break
             time.sleep(0.1)
         assert report["cert"]["fingerprint"] == new.fingerprint

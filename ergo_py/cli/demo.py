@@ -13,12 +13,12 @@ certificate each connection ended on. No call may fail.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import threading
 import time
 from collections import Counter
-from typing import Any
+
+import click
 
 from ergo_py import gen
 from ergo_py.testing import Cluster, Pong
@@ -26,10 +26,19 @@ from ergo_py.testing import Cluster, Pong
 NAMES = ("a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1")
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("demo", help="a 3-node mTLS cluster with live certificate rotation")
-    p.add_argument("--rounds", type=int, default=3, help="certificate rotations per node")
-    p.set_defaults(run=run)
+@click.command("demo")
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Certificate rotations per node.",
+)
+def command(rounds: int) -> None:
+    """A 3-node mTLS cluster whose certificates rotate while it works (exit 1 if a call failed)."""
+    status = run(rounds)
+    if status:
+        raise SystemExit(status)
 
 
 class _Callers:
@@ -70,9 +79,8 @@ class _Callers:
             t.join(15)
 
 
-def run(args: argparse.Namespace | None = None) -> int:
+def run(rounds: int = 3) -> int:
     """Run the demo; returns 0 when every call was answered correctly."""
-    rounds = args.rounds if args is not None else 3
     cluster = Cluster(names=NAMES, cookie="demo")  # mTLS on, client certs required
     managers, nodes = cluster.managers, cluster.nodes
     try:

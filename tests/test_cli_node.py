@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -397,3 +398,152 @@ def test_the_example_configs_are_valid(name: str, capsys: pytest.CaptureFixture[
     example = Path(__file__).resolve().parent.parent / "examples" / f"{name}.toml"
     assert main(["node", "check", "--syntax-only", str(example)]) == 0
     assert f"syntax ok (node {name}@127.0.0.1)" in capsys.readouterr().out
+
+
+# --- overrides, node check, send/call, explained failures --------------------------
+
+
+def test_environment_then_set_override_the_file(files: Path) -> None:
+    path = cfg(files, config_text(12000))
+    env = {"ERGO_PY_NODE__LOG_LEVEL": "debug", "ERGO_PY_LOOP": "asyncio"}  # no "__": not ours
+    config = load_config(path, ["registrar.port=4600"], environ=env)
+    assert config.log_level == logging.DEBUG and config.registrar_port == 4600
+    config = load_config(path, ["node.log_level=warning"], environ=env)  # --set wins
+    assert config.log_level == logging.WARNING
+
+
+def test_a_bad_override_names_the_variable_and_suggests(files: Path) -> None:
+    path = cfg(files, config_text(12000))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"ERGO_PY_NODE__LOG_LEVL": "debug"})
+    assert "ERGO_PY_NODE__LOG_LEVL" in str(info.value) and "'log_level'" in str(info.value)
+    with pytest.raises(ConfigError, match=r"--set tls\.poll_interval.*greater than 0"):
+        load_config(path, ["tls.poll_interval=0"], environ={})
+
+
+def test_relative_paths_in_set_are_from_the_current_directory(
+    files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(files)
+    config = load_config(cfg(files, config_text(12000)), ["tls.cert=other.pem"], environ={})
+    assert config.tls is not None and config.tls.cert == files / "other.pem"
+
+
+def check(path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    status = main(["node", "check", str(path), *extra])
+    out, err = capsys.readouterr()
+    return status, out + err
+
+
+def test_node_check_passes_good_files(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = check(cfg(files, config_text(12000)), capsys)
+    assert status == 0 and f"ok (node {NODE})" in out
+
+
+def test_node_check_names_missing_files_and_the_command_that_makes_them(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (files / "a.pem").unlink()
+    status, out = check(cfg(files, config_text(12000)), capsys)
+    assert status == 2
+    assert "a.pem: no such file (check: file exists)" in out
+    assert f"ergo-py cert issue {NODE} --ca-dir" in out and "--out" in out
+
+
+def test_node_check_refuses_a_certificate_from_another_ca(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = CertificateAuthority.create("another CA")
+    save(files, "a", other.issue(NODE, hosts=(HOST,)))
+    status, out = check(cfg(files, config_text(12000)), capsys)
+    assert status == 2
+    assert "check: CA chain (against tls.root_cas" in out
+    assert "unable to get local issuer certificate" in out and "Fix:" in out
+
+
+def test_node_check_refuses_a_certificate_naming_another_node(
+    files: Path, ca: CertificateAuthority, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save(files, "a", ca.issue(f"b@{HOST}", hosts=(HOST,)))
+    status, out = check(cfg(files, config_text(12000)), capsys)
+    assert status == 2
+    assert f"it names b@{HOST}" in out and f"check: certificate names the node {NODE}" in out
+
+
+def test_node_check_refuses_a_key_of_another_certificate(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = check(
+        cfg(files, config_text(12000)), capsys, "--set", f"tls.key={files / 'inspector-key.pem'}"
+    )
+    assert status == 2 and "inspector-key.pem" in out and "check: key matches" in out
+
+
+def test_node_check_refuses_an_actor_that_does_not_import(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tail = '[[actors]]\nname = "x"\nfactory = "no_such_module:X"\n'
+    status, out = check(cfg(files, config_text(12000, tail=tail)), capsys)
+    assert status == 2 and "actors[0].factory: cannot import 'no_such_module'" in out
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ACTORS = """
+[[actors]]
+name = "greeter"
+factory = "hello:Greeter"
+args = ["hi"]
+"""
+
+
+@pytest.fixture
+def node_with_actors(files: Path) -> Iterator[Path]:
+    """``run_node`` hosting examples/hello.py's Greeter as "greeter"; yields the config path."""
+    text = config_text(free_port(), node=f'pythonpath = ["{EXAMPLES}"]', tail=ACTORS)
+    path = cfg(files, text)
+    stop = threading.Event()
+    runner = threading.Thread(target=run_node, args=(load_config(path), stop), daemon=True)
+    runner.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        runner.join(WAIT)
+    assert not runner.is_alive()
+
+
+def test_send_and_call_reach_an_actor_hosted_from_the_config(
+    node_with_actors: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = ["--config", str(node_with_actors)]
+    assert main(["send", NODE, "greeter", '{"n": 1}', *conf]) == 0  # waits for the node
+    assert capsys.readouterr().out.strip() == f"sent to greeter on {NODE}"
+    assert main(["send", NODE, "greeter", "plain words", *conf]) == 0
+    capsys.readouterr()
+    assert main(["call", NODE, "greeter", "seen", *conf]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 1}, "plain words"]
+    assert main(["call", NODE, "greeter", "42", "--string", *conf]) == 0
+    assert json.loads(capsys.readouterr().out) == f"hi, 42, from {NODE}"
+
+
+def test_call_of_an_unknown_process_exits_1_naming_it(
+    node_with_actors: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["call", NODE, "nobody", "1", "--config", str(node_with_actors)]) == 1
+    assert f"{NODE} has no process registered as 'nobody'" in capsys.readouterr().err
+
+
+def test_inspect_with_the_wrong_ca_says_the_ca_is_wrong(
+    in_process_node: tuple[Path, threading.Event],
+    capsys: pytest.CaptureFixture[str],
+    key_dir: Path,
+) -> None:
+    path, _ = in_process_node
+    inspect_json(path, capsys)  # the node is up
+    write(key_dir / "other-ca.pem", CertificateAuthority.create("other").to_pem()[0])
+    status = main(["inspect", "--config", str(path), "--ca", str(key_dir / "other-ca.pem")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "does not verify against the CA in" in err and "other-ca.pem" in err
+    assert "check: CA chain" in err and "Fix: give --ca" in err
+    assert "Traceback" not in err and "SSLCertVerificationError" not in err

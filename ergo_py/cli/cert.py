@@ -80,7 +80,13 @@ def self_signed(org: str, host: tuple[str, ...], out: str, force: bool) -> None:
 
 @group.command("ca-init")
 @click.option("--name", default="ergo_py dev CA", show_default=True, help="The CA's common name.")
-@click.option("--days", type=click.IntRange(min=1), default=3650, show_default=True)
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=3650,
+    show_default=True,
+    help="How long the CA is valid.",
+)
 @click.option(
     "--dir",
     "directory",
@@ -142,7 +148,11 @@ def _from_config(
 )
 @click.option("--host", multiple=True, help="Extra DNS name or IP (repeatable).")
 @click.option(
-    "--days", type=click.FloatRange(min=0, min_open=True), default=90.0, show_default=True
+    "--days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=90.0,
+    show_default=True,
+    help="How long the certificate is valid.",
 )
 @click.option(
     "--out", help="Path prefix: writes PREFIX.pem and PREFIX-key.pem.  [default with --config]"

@@ -8,7 +8,6 @@ peer trusting that CA will do, with the verdict OpenSSL gives it.
 
 from __future__ import annotations
 
-import os
 import shlex
 import ssl
 from dataclasses import dataclass
@@ -36,11 +35,12 @@ class Finding:
 
 
 def rel(path: Path) -> str:
-    """``path`` as the user would type it from the current directory."""
+    """``path`` as the user would type it: relative below the current directory, else absolute."""
+    absolute = path.absolute()
     try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive
-        return str(path)
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
 
 
 def _prefix(cert: Path) -> str:

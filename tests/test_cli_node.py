@@ -547,3 +547,12 @@ def test_inspect_with_the_wrong_ca_says_the_ca_is_wrong(
     assert "does not verify against the CA in" in err and "other-ca.pem" in err
     assert "check: CA chain" in err and "Fix: give --ca" in err
     assert "Traceback" not in err and "SSLCertVerificationError" not in err
+
+
+def test_node_run_refuses_missing_files_naming_them_before_starting(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (files / "a-key.pem").unlink()
+    assert main(["node", "run", str(cfg(files, config_text(free_port())))]) == 2
+    err = capsys.readouterr().err
+    assert "a-key.pem: no such file (check: file exists)" in err and "Traceback" not in err

@@ -29,6 +29,7 @@ class Finding:
     check: str
     problem: str
     fix: str
+    blocks_start: bool = True  # False: the node can run (a peer CA need not be ours)
 
     def __str__(self) -> str:
         return f"{rel(self.file)}: {self.problem} (check: {self.check}). Fix: {self.fix}"
@@ -111,6 +112,7 @@ def check_files(config: NodeConfig) -> list[Finding]:
                             f"issue the certificate from that CA "
                             f"({_issue_hint(config.name, tls.cert, ca)}), or point {key} "
                             "at the CA that issued it",
+                            blocks_start=False,
                         )
                     )
     if config.inspect_cert is not None and config.inspect_key is not None:

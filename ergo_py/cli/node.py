@@ -344,14 +344,25 @@ def group() -> None:
 def run_command(config: str, overrides: tuple[str, ...], reconnect_on_rotate: bool) -> None:
     """Run a node until SIGINT/SIGTERM; it reloads its certificate files when they change.
 
-    CONFIG is the node's TOML file (see examples/node.toml); relative paths in
+    CONFIG is the node's TOML file (see examples/a.toml); relative paths in
     it are taken from its directory.
     """
+    from ergo_py.cli.checks import check_files
+
     cfg = load_config(config, overrides)
     logging.basicConfig(
         level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger().setLevel(cfg.log_level)
+    findings = check_files(cfg)
+    for f in findings:
+        if not f.blocks_start:
+            log.warning("%s", f)
+    hard = [f for f in findings if f.blocks_start]
+    if hard:
+        for f in hard:
+            click.echo(f"ergo-py: {f}", err=True)
+        raise SystemExit(2)
     stop = threading.Event()
     restore = install_signals(stop)
     try:

@@ -127,3 +127,23 @@ def test_show_prints_a_fingerprint_and_hosts_for_ca_and_self_signed_certificates
         assert re.search(r"^fingerprint: [0-9a-f]{64}$", out, re.M), out
         assert f"kind:        {kind}" in out and f"hosts:       {hosts}" in out
         assert re.search(r"^valid:       \S+ \S+ UTC \.\. \S+ \S+ UTC$", out, re.M), out
+
+
+def test_the_demos_live_view_shows_each_nodes_certificate_version() -> None:
+    import io
+
+    from rich.console import Console
+
+    from ergo_py.cli.demo import _Callers, _view
+    from ergo_py.testing import Cluster
+
+    with Cluster(names=["a@127.0.0.1", "b@127.0.0.1"]) as cluster:
+        cluster.rotate("a@127.0.0.1")
+        callers = _Callers(cluster.nodes)
+        callers.stats["ok"] = 7
+        buf = io.StringIO()
+        Console(file=buf, width=120).print(_view(callers, cluster.managers))
+    text = buf.getvalue()
+    assert "calls answered 7, failed 0" in text
+    rows = {line.split()[0]: line.split()[1] for line in text.splitlines() if "@" in line}
+    assert rows == {"a@127.0.0.1": "2", "b@127.0.0.1": "1"}

@@ -556,3 +556,26 @@ def test_node_run_refuses_missing_files_naming_them_before_starting(
     assert main(["node", "run", str(cfg(files, config_text(free_port())))]) == 2
     err = capsys.readouterr().err
     assert "a-key.pem: no such file (check: file exists)" in err and "Traceback" not in err
+
+
+def test_rotated_files_naming_another_node_are_reported_with_the_check(
+    files: Path, ca: CertificateAuthority, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load_config(cfg(files, config_text(free_port())))
+    stop = threading.Event()
+    with caplog.at_level(logging.INFO, logger="ergo_py.cli.node"):
+        runner = threading.Thread(target=run_node, args=(config, stop), daemon=True)
+        runner.start()
+        try:
+            save(files, "a", ca.issue(f"b@{HOST}", hosts=(HOST,)))  # a rotation gone wrong
+            deadline = time.monotonic() + WAIT
+            while not [r for r in caplog.records if "will not work" in r.getMessage()]:
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            runner.join(WAIT)
+    (warning,) = [r for r in caplog.records if "will not work" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert f"check: certificate names the node {NODE}" in warning.getMessage()
+    assert "Fix: issue one for" in warning.getMessage()

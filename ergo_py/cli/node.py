@@ -247,6 +247,7 @@ def run_node(
     started. ``started(node)`` runs once everything is up.
     """
     from ergo_py import start_node
+    from ergo_py.cli.checks import check_files
 
     reconnect = config.reconnect_on_rotate if reconnect_on_rotate is None else reconnect_on_rotate
     holder: list[gen.Node] = []
@@ -257,6 +258,8 @@ def run_node(
             state.version,
             state.certificate.fingerprint,
         )
+        for finding in check_files(config):  # what peers will make of the new files
+            log.warning("the new certificate files will not work: %s", finding)
         if reconnect and holder:
             _reconnect_all(holder[0])
 

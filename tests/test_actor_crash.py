@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 from typing import Any
 
@@ -99,3 +100,29 @@ def test_actor_sees_its_env_and_parent(node: gen.Node) -> None:
 
     node.spawn(EnvReader, options=gen.ProcessOptions(env={"k": "v"}))
     assert get(out) == ({"k": "v"}, node.pid, True)
+
+
+def test_a_crash_is_logged_at_error_with_its_traceback(
+    node: gen.Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    out: queue.Queue[Any] = queue.Queue()
+    pid = node.spawn(Recorder, out)
+    with caplog.at_level(logging.INFO, logger="ergo_py.node.process"):
+        node.send(pid, "crash")
+        get(out)
+    crashes = [r for r in caplog.records if "ended by an exception" in r.getMessage()]
+    assert len(crashes) == 1
+    assert crashes[0].levelno == logging.ERROR
+    assert crashes[0].exc_info is not None and crashes[0].exc_info[0] is RuntimeError
+
+
+def test_pythonic_aliases_are_the_ergo_errors() -> None:
+    from ergo_py.gen.errors import PYTHONIC_NAMES
+
+    ergo_names = {n for n in dir(gen) if n.startswith("Err") and isinstance(getattr(gen, n), type)}
+    assert ergo_names == set(PYTHONIC_NAMES)  # every Err... has an alias
+    for ergo, pythonic in PYTHONIC_NAMES.items():
+        assert getattr(gen, pythonic) is getattr(gen, ergo) and pythonic.endswith("Error")
+        assert pythonic in gen.__all__
+    with pytest.raises(gen.NoConnectionError):
+        raise gen.ErrNoConnection("gone")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -109,10 +110,17 @@ def test_a_complete_config_is_read_with_paths_next_to_it(files: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("[node]", "[node]\ncolour = 'red'"), "unknown key(s) in node.: colour"),
-        (("[registrar]", "[registrar]\nprot = 1"), "unknown key(s) in registrar.: prot"),
-        (("port = 12000", 'port = "12000"'), "acceptors[0].port: must be an integer"),
-        (("port = 12000", "port = 70000"), "acceptors[0].port: must be in 0..65535"),
+        (("[node]", "[node]\ncolour = 'red'"), "node.colour: unknown key in node"),
+        (("[registrar]", "[registrar]\nprot = 1"), "registrar.prot: unknown key in registrar"),
+        (
+            ("log_level =", "log_levle ="),
+            "node.log_levle: unknown key in node (did you mean 'log_level'?)",
+        ),
+        (("port = 12000", 'port = "12000"'), "acceptors[0].port: Input should be a valid integer"),
+        (
+            ("port = 12000", "port = 70000"),
+            "acceptors[0].port: Input should be less than or equal to 65535",
+        ),
         (('name = "a@127.0.0.1"', 'name = "a"'), "node.name: must look like name@host"),
         (('log_level = "info"', 'log_level = "loud"'), "node.log_level"),
         (("poll_interval = 0.1", "poll_interval = 0"), "tls.poll_interval"),
@@ -120,6 +128,10 @@ def test_a_complete_config_is_read_with_paths_next_to_it(files: Path) -> None:
         (("poll_interval = 0.1", "client_auth = 'sometimes'"), "tls.client_auth"),
         (('cookie = "secret"', ""), "node.cookie: missing"),
         (("[node]", "[node"), "not valid TOML"),
+        (
+            ("[inspect]", "[[actors]]\nname = 'x'\nfactory = 'nocolon'\n[inspect]"),
+            "actors[0].factory",
+        ),
     ],
 )
 def test_a_bad_config_is_a_config_error_naming_the_key(
@@ -235,18 +247,16 @@ def test_inspect_reports_the_nodes_certificate_and_its_own_connection(
 def test_observer_command_serves_the_nodes_page_from_its_snapshot(
     in_process_node: tuple[Path, threading.Event], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ergo_py.cli.main import _parser
-    from ergo_py.cli.observer import _run
+    from ergo_py.cli.client import ClientPlan
+    from ergo_py.cli.observer import serve
 
     path, _ = in_process_node
     inspect_json(path, capsys)  # the node is up
     port = free_port()
-    args = _parser().parse_args(
-        ["observer", "--config", str(path), "--timeout", "3", "--listen", f"{HOST}:{port}"]
-    )
+    plan = ClientPlan(None, {"config": str(path), "timeout": 3})
     stop = threading.Event()
     status: list[int] = []
-    t = threading.Thread(target=lambda: status.append(_run(args, stop)), daemon=True)
+    t = threading.Thread(target=lambda: status.append(serve(plan, (HOST, port), stop)), daemon=True)
     t.start()
     try:
         deadline = time.monotonic() + WAIT
@@ -386,7 +396,189 @@ def test_node_run_subprocess_reloads_rotated_files_seen_by_a_new_inspection(
         proc.wait(WAIT)
 
 
-def test_the_example_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
-    example = Path(__file__).resolve().parent.parent / "examples" / "node.toml"
-    assert main(["node", "check", str(example)]) == 0
-    assert "ok (node a@127.0.0.1)" in capsys.readouterr().out
+@pytest.mark.parametrize("name", ["a", "b"])
+def test_the_example_configs_are_valid(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / f"{name}.toml"
+    assert main(["node", "check", "--syntax-only", str(example)]) == 0
+    assert f"syntax ok (node {name}@127.0.0.1)" in capsys.readouterr().out
+
+
+# --- overrides, node check, send/call, explained failures --------------------------
+
+
+def test_environment_then_set_override_the_file(files: Path) -> None:
+    path = cfg(files, config_text(12000))
+    env = {"ERGO_PY_NODE__LOG_LEVEL": "debug", "ERGO_PY_LOOP": "asyncio"}  # no "__": not ours
+    config = load_config(path, ["registrar.port=4600"], environ=env)
+    assert config.log_level == logging.DEBUG and config.registrar_port == 4600
+    config = load_config(path, ["node.log_level=warning"], environ=env)  # --set wins
+    assert config.log_level == logging.WARNING
+
+
+def test_a_bad_override_names_the_variable_and_suggests(files: Path) -> None:
+    path = cfg(files, config_text(12000))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"ERGO_PY_NODE__LOG_LEVL": "debug"})
+    assert "ERGO_PY_NODE__LOG_LEVL" in str(info.value) and "'log_level'" in str(info.value)
+    with pytest.raises(ConfigError, match=r"--set tls\.poll_interval.*greater than 0"):
+        load_config(path, ["tls.poll_interval=0"], environ={})
+
+
+def test_relative_paths_in_set_are_from_the_current_directory(
+    files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(files)
+    config = load_config(cfg(files, config_text(12000)), ["tls.cert=other.pem"], environ={})
+    assert config.tls is not None and config.tls.cert == files / "other.pem"
+
+
+def check(path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    status = main(["node", "check", str(path), *extra])
+    out, err = capsys.readouterr()
+    return status, out + err
+
+
+def test_node_check_passes_good_files(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = check(cfg(files, config_text(12000)), capsys)
+    assert status == 0 and f"ok (node {NODE})" in out
+
+
+def test_node_check_names_missing_files_and_the_command_that_makes_them(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (files / "a.pem").unlink()
+    status, out = check(cfg(files, config_text(12000)), capsys)
+    assert status == 2
+    assert "a.pem: no such file (check: file exists)" in out
+    assert f"ergo-py cert issue {NODE} --ca-dir" in out and "--out" in out
+
+
+def test_node_check_refuses_a_certificate_from_another_ca(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = CertificateAuthority.create("another CA")
+    save(files, "a", other.issue(NODE, hosts=(HOST,)))
+    status, out = check(cfg(files, config_text(12000)), capsys)
+    assert status == 2
+    assert "check: CA chain (against tls.root_cas" in out
+    assert "unable to get local issuer certificate" in out and "Fix:" in out
+
+
+def test_node_check_refuses_a_certificate_naming_another_node(
+    files: Path, ca: CertificateAuthority, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save(files, "a", ca.issue(f"b@{HOST}", hosts=(HOST,)))
+    status, out = check(cfg(files, config_text(12000)), capsys)
+    assert status == 2
+    assert f"it names b@{HOST}" in out and f"check: certificate names the node {NODE}" in out
+
+
+def test_node_check_refuses_a_key_of_another_certificate(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = check(
+        cfg(files, config_text(12000)), capsys, "--set", f"tls.key={files / 'inspector-key.pem'}"
+    )
+    assert status == 2 and "inspector-key.pem" in out and "check: key matches" in out
+
+
+def test_node_check_refuses_an_actor_that_does_not_import(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tail = '[[actors]]\nname = "x"\nfactory = "no_such_module:X"\n'
+    status, out = check(cfg(files, config_text(12000, tail=tail)), capsys)
+    assert status == 2 and "actors[0].factory: cannot import 'no_such_module'" in out
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ACTORS = """
+[[actors]]
+name = "greeter"
+factory = "hello:Greeter"
+args = ["hi"]
+"""
+
+
+@pytest.fixture
+def node_with_actors(files: Path) -> Iterator[Path]:
+    """``run_node`` hosting examples/hello.py's Greeter as "greeter"; yields the config path."""
+    text = config_text(free_port(), node=f'pythonpath = ["{EXAMPLES}"]', tail=ACTORS)
+    path = cfg(files, text)
+    stop = threading.Event()
+    runner = threading.Thread(target=run_node, args=(load_config(path), stop), daemon=True)
+    runner.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        runner.join(WAIT)
+    assert not runner.is_alive()
+
+
+def test_send_and_call_reach_an_actor_hosted_from_the_config(
+    node_with_actors: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = ["--config", str(node_with_actors)]
+    assert main(["send", NODE, "greeter", '{"n": 1}', *conf]) == 0  # waits for the node
+    assert capsys.readouterr().out.strip() == f"sent to greeter on {NODE}"
+    assert main(["send", NODE, "greeter", "plain words", *conf]) == 0
+    capsys.readouterr()
+    assert main(["call", NODE, "greeter", "seen", *conf]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 1}, "plain words"]
+    assert main(["call", NODE, "greeter", "42", "--string", *conf]) == 0
+    assert json.loads(capsys.readouterr().out) == f"hi, 42, from {NODE}"
+
+
+def test_call_of_an_unknown_process_exits_1_naming_it(
+    node_with_actors: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["call", NODE, "nobody", "1", "--config", str(node_with_actors)]) == 1
+    assert f"{NODE} has no process registered as 'nobody'" in capsys.readouterr().err
+
+
+def test_inspect_with_the_wrong_ca_says_the_ca_is_wrong(
+    in_process_node: tuple[Path, threading.Event],
+    capsys: pytest.CaptureFixture[str],
+    key_dir: Path,
+) -> None:
+    path, _ = in_process_node
+    inspect_json(path, capsys)  # the node is up
+    write(key_dir / "other-ca.pem", CertificateAuthority.create("other").to_pem()[0])
+    status = main(["inspect", "--config", str(path), "--ca", str(key_dir / "other-ca.pem")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "does not verify against the CA in" in err and "other-ca.pem" in err
+    assert "check: CA chain" in err and "Fix: give --ca" in err
+    assert "Traceback" not in err and "SSLCertVerificationError" not in err
+
+
+def test_node_run_refuses_missing_files_naming_them_before_starting(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (files / "a-key.pem").unlink()
+    assert main(["node", "run", str(cfg(files, config_text(free_port())))]) == 2
+    err = capsys.readouterr().err
+    assert "a-key.pem: no such file (check: file exists)" in err and "Traceback" not in err
+
+
+def test_rotated_files_naming_another_node_are_reported_with_the_check(
+    files: Path, ca: CertificateAuthority, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load_config(cfg(files, config_text(free_port())))
+    stop = threading.Event()
+    with caplog.at_level(logging.INFO, logger="ergo_py.cli.node"):
+        runner = threading.Thread(target=run_node, args=(config, stop), daemon=True)
+        runner.start()
+        try:
+            save(files, "a", ca.issue(f"b@{HOST}", hosts=(HOST,)))  # a rotation gone wrong
+            deadline = time.monotonic() + WAIT
+            while not [r for r in caplog.records if "will not work" in r.getMessage()]:
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            runner.join(WAIT)
+    (warning,) = [r for r in caplog.records if "will not work" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert f"check: certificate names the node {NODE}" in warning.getMessage()
+    assert "Fix: issue one for" in warning.getMessage()

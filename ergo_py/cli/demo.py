@@ -13,12 +13,16 @@ certificate each connection ended on. No call may fail.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import threading
 import time
 from collections import Counter
-from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from ergo_py import gen
 from ergo_py.testing import Cluster, Pong
@@ -26,10 +30,19 @@ from ergo_py.testing import Cluster, Pong
 NAMES = ("a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1")
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("demo", help="a 3-node mTLS cluster with live certificate rotation")
-    p.add_argument("--rounds", type=int, default=3, help="certificate rotations per node")
-    p.set_defaults(run=run)
+@click.command("demo")
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Certificate rotations per node.",
+)
+def command(rounds: int) -> None:
+    """A 3-node mTLS cluster whose certificates rotate while it works (exit 1 if a call failed)."""
+    status = run(rounds)
+    if status:
+        raise SystemExit(status)
 
 
 class _Callers:
@@ -70,11 +83,37 @@ class _Callers:
             t.join(15)
 
 
-def run(args: argparse.Namespace | None = None) -> int:
-    """Run the demo; returns 0 when every call was answered correctly."""
-    rounds = args.rounds if args is not None else 3
+def _view(callers: _Callers, managers: dict[str, gen.CertAuthManager]) -> Table:
+    """The live view: calls so far, and each node's certificate right now."""
+    with callers._lock:
+        ok, failed = callers.stats["ok"], callers.stats["failed"] + callers.stats["wrong"]
+    table = Table(
+        title=f"calls answered {ok}, failed {failed}", title_justify="left", box=box.SIMPLE_HEAD
+    )
+    for col in ("node", "cert version", "fingerprint", "client auth", "trusted CAs"):
+        table.add_column(col)
+    for name, cam in managers.items():
+        state = cam.state()
+        pool = state.client_cas.fingerprints if state.client_cas is not None else ()
+        table.add_row(
+            name,
+            str(state.version),
+            state.certificate.fingerprint[:12],
+            state.client_auth.name.lower().replace("_client_cert", ""),
+            ", ".join(fp[:8] for fp in pool),
+        )
+    return table
+
+
+def run(rounds: int = 3) -> int:
+    """Run the demo; returns 0 when every call was answered correctly.
+
+    On a terminal a live table (rich) shows the calls and every node's
+    certificate as they change; into a pipe only the running commentary.
+    """
     cluster = Cluster(names=NAMES, cookie="demo")  # mTLS on, client certs required
     managers, nodes = cluster.managers, cluster.nodes
+    live: Live | None = None
     try:
         for name in NAMES:
             # Start lenient so that tightening it later is part of the show.
@@ -82,6 +121,14 @@ def run(args: argparse.Namespace | None = None) -> int:
             nodes[name].spawn_register("pong", Pong)
         callers = _Callers(nodes)
         callers.start()
+        console = Console()
+        if console.is_terminal:
+            live = Live(
+                get_renderable=lambda: _view(callers, managers),
+                console=console,
+                refresh_per_second=4,
+            )
+            live.start()
         print(f"3 nodes up on mTLS: {', '.join(NAMES)}; 6 callers running")
         changes = 0
 
@@ -109,6 +156,9 @@ def run(args: argparse.Namespace | None = None) -> int:
 
         time.sleep(0.5)
         callers.stop()
+        if live is not None:
+            live.stop()
+            live = None
         print()
         print("summary")
         stats = callers.stats
@@ -130,4 +180,6 @@ def run(args: argparse.Namespace | None = None) -> int:
         print("demo", "passed" if ok else "FAILED")
         return 0 if ok else 1
     finally:
+        if live is not None:
+            live.stop()
         cluster.close()

@@ -1,8 +1,8 @@
 """``ergo-py observer NODE``: the observer page of a running node, served locally.
 
-Reaches the node the way ``ergo-py inspect`` does (a hidden node with a
+Reaches the node the way ``ergo-py inspect`` does (a client node with a
 client certificate calls the node's inspection process, registered by
-``ergo-py node run``; the same arguments) and keeps that connection. Serves
+``ergo-py node run``; the same options) and keeps that connection. Serves
 the page (``/``) and its data (``/observer.json``) on ``--listen`` (plain
 HTTP, default 127.0.0.1:9911: the page is for the person at this machine);
 each request asks the node for its snapshot (``node.observer_snapshot()``,
@@ -14,72 +14,64 @@ Exit status: 0 stopped, 1 the node could not be reached at start, 2 bad argument
 
 from __future__ import annotations
 
-import argparse
-import logging
 import signal
-import sys
 import threading
 from typing import Any
 
+import click
+
 from ergo_py.cli import inspect
-from ergo_py.gen.errors import ErgoError
+from ergo_py.cli.client import ClientPlan, Unreachable, host_port, start_client_node, target_options
 
-__all__ = ["add_parser"]
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "observer",
-        help="serve a running node's observer page (nodes, connections, certificates)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    inspect.add_target_arguments(p)
-    p.add_argument(
-        "--listen",
-        type=inspect._host_port,
-        default=("127.0.0.1", 9911),
-        help="HOST:PORT to serve the page on (default 127.0.0.1:9911; plain HTTP)",
-    )
-    p.set_defaults(run=_run)
+__all__ = ["command", "serve"]
 
 
-def _run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+def serve(plan: ClientPlan, listen: tuple[str, int], stop: threading.Event) -> int:
+    """Serve the target's page on ``listen`` until ``stop`` is set; Unreachable at start."""
     from ergo_py import meta
     from ergo_py.node import observer_page
 
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.ERROR,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    plan = inspect._Plan(args)
-    node = inspect.start_inspecting_node(plan)
+    node = start_client_node(plan)
     try:
 
         def snap() -> dict[str, Any]:
             report = inspect.ask(node, plan)
             data = report.get("observer")
             if not isinstance(data, dict):
-                raise inspect.InspectFailed(f"{plan.target} has no observer snapshot (old node?)")
+                raise Unreachable(f"{plan.target} has no observer snapshot (old node?)")
             return data
 
-        try:
-            snap()
-        except (inspect.InspectFailed, ErgoError) as exc:
-            print(f"ergo-py observer: {exc}", file=sys.stderr)
-            return 1
-        host, port = args.listen
+        snap()
+        host, port = listen
         web = meta.WebServer(
             meta.WebServerOptions(host=host, port=port, app=observer_page.make_app(snap), tls=False)
         )
         node.spawn_meta(web)
-        print(f"observer of {plan.target}: http://{host}:{web.port}/", flush=True)
-        stop = stop or threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
+        click.echo(f"observer of {plan.target}: http://{host}:{web.port}/")
         while not stop.wait(0.5) and node.is_alive():
             pass
         return 0
     finally:
         node.stop()
+
+
+@click.command("observer")
+@click.argument("node", required=False)
+@target_options
+@click.option(
+    "--listen",
+    callback=host_port,
+    default="127.0.0.1:9911",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to serve the page (plain HTTP: for the person at this machine).",
+)
+def command(node: str | None, listen: tuple[str, int], **opts: Any) -> None:
+    """Serve a running node's observer page (nodes, connections, certificates, events)."""
+    inspect.configure_logging(opts["verbose"])
+    plan = ClientPlan(node, opts)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    serve(plan, listen, stop)

@@ -124,3 +124,42 @@ class HandshakeRejected(ProtocolError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# Pythonic names for the Go-style ones: the same classes, so ``except
+# gen.NoConnectionError`` and ``except gen.ErrNoConnection`` catch the same
+# thing. The Ergo names stay the primary ones (they match Ergo's docs).
+ErgoTimeoutError = ErrTimeout  # not "TimeoutError": that would shadow the builtin
+NoConnectionError = ErrNoConnection
+ProcessUnknownError = ErrProcessUnknown
+ProcessTerminatedError = ErrProcessTerminated
+ProcessIncarnationError = ErrProcessIncarnation
+NameUnknownError = ErrNameUnknown
+AlreadyTakenError = ErrTaken
+NotAllowedError = ErrNotAllowed
+MessageTooLargeError = ErrTooLarge
+NoRouteError = ErrNoRoute
+UnsupportedError = ErrUnsupported
+IncorrectValueError = ErrIncorrect
+NodeTerminatedError = ErrNodeTerminated
+UnsupportedTypeError = ErrUnsupportedType
+NestingTooDeepError = ErrTooDeep
+
+PYTHONIC_NAMES = {
+    "ErrTimeout": "ErgoTimeoutError",
+    "ErrNoConnection": "NoConnectionError",
+    "ErrProcessUnknown": "ProcessUnknownError",
+    "ErrProcessTerminated": "ProcessTerminatedError",
+    "ErrProcessIncarnation": "ProcessIncarnationError",
+    "ErrNameUnknown": "NameUnknownError",
+    "ErrTaken": "AlreadyTakenError",
+    "ErrNotAllowed": "NotAllowedError",
+    "ErrTooLarge": "MessageTooLargeError",
+    "ErrNoRoute": "NoRouteError",
+    "ErrUnsupported": "UnsupportedError",
+    "ErrIncorrect": "IncorrectValueError",
+    "ErrNodeTerminated": "NodeTerminatedError",
+    "ErrUnsupportedType": "UnsupportedTypeError",
+    "ErrTooDeep": "NestingTooDeepError",
+}
+"""Each Ergo-named error and its Pythonic alias (for docs and the test that keeps them whole)."""

@@ -362,7 +362,18 @@ class Acceptor:
             _log_refusal(self._node, "refused a TLS handshake", peer, why, logging.WARNING)
         elif isinstance(exc, ssl.SSLError):  # not TLS, or broken TLS: anyone can send that
             _log_refusal(self._node, "refused a TLS handshake", peer, exc.reason or exc)
-        else:  # the deadline, or a client that went away: no verdict on anyone's certificate
+        elif isinstance(exc, ConnectionError | EOFError) or exc is None:
+            # The client hung up mid-handshake: often because it refused our certificate
+            # (it does not trust our CA); only its own log can say so.
+            state = self.tls.manager.state()
+            said = (str(exc) or type(exc).__name__) if exc is not None else "no reason given"
+            why = (
+                f"did not finish: the client closed the connection ({said}); if it "
+                f"should have connected, check that it trusts the CA of our certificate "
+                f"{state.certificate.fingerprint[:16]} (version {state.version})"
+            )
+            _log_refusal(self._node, "dropped a TLS handshake", peer, why)
+        else:  # the deadline: no verdict on anyone's certificate
             why = f"did not finish: {str(exc) or type(exc).__name__}"
             _log_refusal(self._node, "dropped a TLS handshake", peer, why)
 

@@ -38,6 +38,9 @@ from ergo_py.net.loop import LoopThread, wait_until
 
 log = logging.getLogger(__name__)
 
+QUIET_CONNECTION = 2.0
+"""Seconds a dialled-in connection is logged at DEBUG only (admin sessions come and go)."""
+
 
 class ConnState(enum.Enum):
     """Where a connection is in its life (see :class:`Connection`)."""
@@ -79,6 +82,7 @@ class Connection:
     joining: int = 0  # pool joins we dialled that have not settled yet
     grow: Callable[[], None] | None = None  # opens the pool's other links (on demand)
     growing: bool = False
+    quiet: bool = False  # dialled in moments ago: its end is logged at DEBUG
 
     @property
     def closing(self) -> bool:
@@ -237,8 +241,7 @@ class ConnectionTable:
             self.start_drain(replacing, replaced=True, why="handed over to a new connection")
         self._hold_behind_draining(conn)
         tls = link.tls
-        log.info(
-            "%s: %s %s (%s, cert version %s, peer cert %s)",
+        args = (
             self._name,
             "connection handed over to" if replacing is not None else "connected to",
             done.peer_name,
@@ -246,6 +249,15 @@ class ConnectionTable:
             tls.local_state.version if tls and tls.local_state else "-",
             tls.peer.fingerprint[:16] if tls and tls.peer else "-",
         )
+        text = "%s: %s %s (%s, cert version %s, peer cert %s)"
+        if link.dialer or replacing is not None:
+            log.info(text, *args)
+        else:
+            # Dialled in: maybe a short admin session (ergo-py inspect, call). Its
+            # coming and going is DEBUG; a peer still here a moment later is news.
+            log.debug(text, *args)
+            conn.quiet = True
+            self._lt.loop.call_later(QUIET_CONNECTION, self._announce, conn, text, args)
         self._owner.connection_up(conn, replacing is not None)
         ev = self.arrived.pop(done.peer_name, None)
         if ev is not None:
@@ -288,8 +300,14 @@ class ConnectionTable:
         for link in conn.links:
             link.close()
         self._owner.connection_dropped(conn.peer)
-        log.info("%s: %s", self._name, reason)
+        log.log(logging.DEBUG if conn.quiet else logging.INFO, "%s: %s", self._name, reason)
         self._owner.node_down(conn.peer, reason)
+
+    def _announce(self, conn: Connection, text: str, args: tuple[object, ...]) -> None:
+        """A dialled-in connection lasted ``QUIET_CONNECTION`` s: log it at INFO after all."""
+        if not conn.ended:
+            conn.quiet = False
+            log.info(text + " (up %g s)", *args, QUIET_CONNECTION)
 
     async def await_incoming(
         self, node: str, replacing: Connection | None = None

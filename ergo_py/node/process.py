@@ -243,7 +243,7 @@ class ProcessActor(pykka.ThreadingActor):
                 self._check_stop()
 
     def _crashed(self, exc: Exception) -> None:
-        log.info("%r ended by an exception: %r", self._state.pid, exc, exc_info=True)
+        log.error("%r ended by an exception: %r", self._state.pid, exc, exc_info=True)
         self._finish(exc)
 
     def _check_stop(self) -> None:

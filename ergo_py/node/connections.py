@@ -79,6 +79,8 @@ class Connection:
     joining: int = 0  # pool joins we dialled that have not settled yet
     grow: Callable[[], None] | None = None  # opens the pool's other links (on demand)
     growing: bool = False
+    # node/trust.py's TrustEpoch: the material it was authenticated under (None: plain TCP)
+    epoch: object = None
 
     @property
     def closing(self) -> bool:

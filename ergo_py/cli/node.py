@@ -1,7 +1,9 @@
 """``ergo-py node run CONFIG.toml``: a node from a config file.
 
 The node's certificate, key and CA pools come from PEM files that a
-``lib.CertFileWatcher`` polls: when a rotation tool rewrites them, new
+``lib.reload.CertReloader`` watches (file-system events; SIGHUP forces a
+reload; a set that does not parse or validate is never applied): when a
+rotation tool rewrites them, new
 handshakes use the new certificate (and, with ``reconnect_on_rotate``, every
 live connection moves onto it at once, without a gap). A process registered
 as ``ergo_py_inspect`` answers ``ergo-py inspect`` with the node's connections
@@ -31,7 +33,8 @@ from typing import Any
 from ergo_py import act, gen
 from ergo_py._version import __version__
 from ergo_py.gen.certmanager import CertState, verify_mode_for
-from ergo_py.lib.certfiles import MAX_POLL_INTERVAL, CertFileWatcher
+from ergo_py.lib.certfiles import MAX_POLL_INTERVAL
+from ergo_py.lib.reload import CertReloader
 
 __all__ = [
     "INSPECT_PROCESS",
@@ -393,7 +396,7 @@ def cert_report(state: CertState) -> dict[str, Any]:
 
 
 def inspect_report(
-    node: gen.Node, manager: gen.CertManager | None, watcher: CertFileWatcher | None = None
+    node: gen.Node, manager: gen.CertManager | None, watcher: CertReloader | None = None
 ) -> dict[str, Any]:
     """What ``ergo-py inspect`` shows: connections, certificate state, file watcher."""
     network = node.network()
@@ -427,7 +430,7 @@ class Inspector(act.Actor):
 
     def init(self, *args: Any) -> None:
         self._manager: gen.CertManager | None = args[0] if args else None
-        self._watcher: CertFileWatcher | None = args[1] if len(args) > 1 else None
+        self._watcher: CertReloader | None = args[1] if len(args) > 1 else None
 
     def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
         log.debug("inspection requested by %s", sender)
@@ -475,16 +478,16 @@ def run_node(
         if reconnect and holder:
             _reconnect_all(holder[0])
 
-    watcher: CertFileWatcher | None = None
+    watcher: CertReloader | None = None
     manager: gen.CertManager | None = None
     if config.tls is not None:
         tls = config.tls
-        watcher = CertFileWatcher(
+        watcher = CertReloader(  # lib/reload.py: file-system events, validated, SIGHUP
             tls.cert,
             tls.key,
             client_ca_file=tls.client_cas,
             root_ca_file=tls.root_cas,
-            interval=tls.poll_interval,
+            retry=tls.poll_interval,
             on_reload=on_reload,
         )
         cam = watcher.manager
@@ -505,6 +508,7 @@ def run_node(
             node.spawn_register(config.inspect_process, Inspector, manager, watcher)
         if watcher is not None:
             watcher.start()
+            watcher.install_sighup()  # until watcher.stop()
         log.info(
             "node %s running (%s; accepting on %s; inspect process: %s)",
             node.name,

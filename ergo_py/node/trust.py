@@ -8,7 +8,7 @@ when our certificate is updated, when that CA leaves the pool, or when the
 peer's certificate expires. The cert manager's policy
 (``set_retired_policy``) says what follows:
 
-* ``KEEP`` (default, Ergo's behaviour): nothing; it is logged once.
+* ``KEEP`` (default, Ergo's behaviour): nothing; it is logged once (info).
 * ``DRAIN``: the connection is replaced with current material through the
   planned hand-over (``network.reconnect``: actors see no down or exit,
   nothing queued is lost, calls in flight complete). Replacements start at
@@ -238,7 +238,7 @@ class TrustKeeper:
                 if id(conn) not in self._kept:
                     self._kept.add(id(conn))
                     self.counts[("kept", kind)] += 1
-                    log.warning(
+                    log.info(  # the default, as in Ergo: not worth a warning
                         "%s: connection to %s keeps retired material (%s; policy KEEP)",
                         self._name,
                         conn.peer,

@@ -10,6 +10,12 @@ that are already up keep what they were made with.
 
 Readers (``state()``, ``server_context()``, ``get_certificate()`` ...) take
 no lock and always see one consistent snapshot. Writers are serialised.
+
+Why over 600 lines: the state, the contexts built from it and the one swap
+that makes both current belong together; what the trust lifecycle adds
+around them lives beside it (checks in ``gen/validate.py``, renewal in
+``gen/renew.py``, the connection policy in ``node/trust.py``). The context
+builders are the next thing to move out if it grows.
 """
 
 from __future__ import annotations

@@ -561,24 +561,41 @@ def test_node_run_refuses_missing_files_naming_them_before_starting(
     assert "a-key.pem: no such file (check: file exists)" in err and "Traceback" not in err
 
 
-def test_rotated_files_naming_another_node_are_reported_with_the_check(
+def test_rotated_files_naming_another_node_are_refused_naming_the_check(
     files: Path, ca: CertificateAuthority, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = load_config(cfg(files, config_text(free_port())))
     stop = threading.Event()
-    with caplog.at_level(logging.INFO, logger="ergo_py.cli.node"):
-        runner = threading.Thread(target=run_node, args=(config, stop), daemon=True)
+    up: list[gen.Node] = []
+    with caplog.at_level(logging.INFO, logger="ergo_py.lib.reload"):
+        runner = threading.Thread(
+            target=run_node, args=(config, stop), kwargs={"started": up.append}, daemon=True
+        )
         runner.start()
         try:
-            save(files, "a", ca.issue(f"b@{HOST}", hosts=(HOST,)))  # a rotation gone wrong
             deadline = time.monotonic() + WAIT
-            while not [r for r in caplog.records if "will not work" in r.getMessage()]:
+            while not up:
+                assert time.monotonic() < deadline and runner.is_alive(), caplog.text
+                time.sleep(0.05)
+            cm = up[0].cert_manager()
+            assert cm is not None
+            before = cm.get_certificate().fingerprint
+            save(files, "a", ca.issue(f"b@{HOST}", hosts=(HOST,)))  # a rotation gone wrong
+
+            def refusals() -> list[logging.LogRecord]:
+                return [r for r in caplog.records if "not applied" in r.getMessage()]
+
+            while not refusals():
                 assert time.monotonic() < deadline, caplog.text
                 time.sleep(0.05)
+            # the node keeps serving on what it had
+            assert cm.get_certificate().fingerprint == before
+            assert up[0].health().ready
         finally:
             stop.set()
             runner.join(WAIT)
-    (warning,) = [r for r in caplog.records if "will not work" in r.getMessage()]
+    warning = refusals()[0]
     assert warning.levelno == logging.WARNING
-    assert f"check: certificate names the node {NODE}" in warning.getMessage()
-    assert "Fix: issue one for" in warning.getMessage()
+    assert "node_name" in warning.getMessage()
+    assert NODE in warning.getMessage()
+    assert "fix:" in warning.getMessage()

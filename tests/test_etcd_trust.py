@@ -200,19 +200,26 @@ def test_a_ca_rotation_for_the_whole_cluster_is_one_put_per_step(etcd: EtcdServe
         first, old = names[0], cluster.ca
         new = CertificateAuthority.create("the new cluster CA")
 
-        # a certificate from the new CA: nobody trusts it yet
-        cluster.managers[first].update(new.issue(first, hosts=(HOST,)))
-        assert not reconnects(cluster, first, names[1])
+        # a certificate from the new CA: nobody trusts it yet, so its manager refuses it
+        with pytest.raises(gen.CertValidationError, match="chain"):
+            cluster.managers[first].update(new.issue(first, hosts=(HOST,)))
+        assert reconnects(cluster, first, names[1])  # still on the old one
 
         # step 1: one put, every node trusts old and new
         net.publish_trust([etcd.endpoint], name, both(old, new))
+
+        # step 2: every node gets a certificate from the new CA (not through etcd). The
+        # parent-side manager validates it against its own pools, which etcd does not feed:
+        # it is told the pools the children already took from etcd along with it.
+        for node_name in names:
+            cluster.managers[node_name].update_all(
+                new.issue(node_name, hosts=(HOST,)),
+                client_cas=both(old, new),
+                root_cas=both(old, new),
+            )
         for peer in names[1:]:
             eventually(lambda p=peer: reconnects(cluster, first, p), f"{first} -> {peer}")
             eventually(lambda p=peer: reconnects(cluster, p, first), f"{peer} -> {first}")
-
-        # step 2: the others get certificates from the new CA (not through etcd)
-        for node_name in names[1:]:
-            cluster.managers[node_name].update(new.issue(node_name, hosts=(HOST,)))
         for a in names:
             for b in names:
                 if a != b:

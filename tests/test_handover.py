@@ -248,10 +248,13 @@ def test_a_refused_reconnect_leaves_the_working_connection_up(cluster: Cluster) 
     echo = b.spawn(Echo)
     assert a.call(echo, 1) == 1
     fingerprint = a.network().info(B)["local_cert_fingerprint"]
-    # B stops trusting the CA that issued A's certificate.
+    # B moves to another CA altogether: it no longer trusts A's issuer (nor A B's).
     from ergo_py.lib import CertificateAuthority
 
-    cluster.managers[B].set_client_cas(CertificateAuthority.create("another CA").pool())
+    other = CertificateAuthority.create("another CA")
+    cluster.managers[B].update_all(
+        other.issue(B, hosts=("127.0.0.1",)), client_cas=other.pool(), root_cas=other.pool()
+    )
     with pytest.raises(gen.ErrNoConnection) as refused:
         a.network().reconnect(B)
     assert "certificate" in str(refused.value).lower()

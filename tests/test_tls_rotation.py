@@ -132,7 +132,9 @@ def test_narrowing_client_cas_refuses_the_next_handshake(
 ) -> None:
     srv_mgr, cli_mgr = managers
     up = dial(cli_mgr, server.port)
-    srv_mgr.set_client_cas(ca2.pool())
+    # Narrowed together with a certificate from the new CA (alone, the pool
+    # would strand the server's own certificate: see test_trust_validation).
+    srv_mgr.update_all(node_cert(ca2, "server@localhost"), client_cas=ca2.pool())
     with pytest.raises(Refused):
         dial(cli_mgr, server.port)
     echo(up)  # established connections keep what they were made with
@@ -176,7 +178,10 @@ def test_root_ca_change_applies_to_the_next_dial(
     managers: tuple[gen.CertAuthManager, gen.CertAuthManager],
     server: EchoServer,
 ) -> None:
-    _, cli_mgr = managers
+    # A manager that never trusted ca (the system store): moving its roots
+    # away from the CA of its own certificate would be refused (a trust
+    # change that strands it; see test_trust_validation).
+    cli_mgr = gen.create_cert_auth_manager(node_cert(ca, "client@localhost"))
     cli_mgr.set_root_cas(ca2.pool())
     with pytest.raises(Refused):
         dial(cli_mgr, server.port)
@@ -185,11 +190,11 @@ def test_root_ca_change_applies_to_the_next_dial(
 
 
 def test_insecure_skip_verify_accepts_an_untrusted_server(
+    ca: CertificateAuthority,
     ca2: CertificateAuthority,
-    managers: tuple[gen.CertAuthManager, gen.CertAuthManager],
     server: EchoServer,
 ) -> None:
-    _, cli_mgr = managers
+    cli_mgr = gen.create_cert_auth_manager(node_cert(ca, "client@localhost"))
     cli_mgr.set_root_cas(ca2.pool())
     with pytest.raises(Refused):
         dial(cli_mgr, server.port)

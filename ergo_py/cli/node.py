@@ -1,7 +1,9 @@
 """``ergo-py node run CONFIG.toml``: a node from a config file, hosting the user's actors.
 
 The node's certificate, key and CA pools come from PEM files that a
-``lib.CertFileWatcher`` polls: when a rotation tool rewrites them, new
+``lib.reload.CertReloader`` watches (file-system events; SIGHUP forces a
+reload; a set that does not parse or validate is never applied): when a
+rotation tool rewrites them, new
 handshakes use the new certificate (and, with ``reconnect_on_rotate``, every
 live connection moves onto it at once, without a gap). Each ``[[actors]]``
 entry (``factory = "module:Class"``, ``name``, ``args``) is spawned and
@@ -40,7 +42,7 @@ from ergo_py.cli.config import (
     load_config,
 )
 from ergo_py.gen.certmanager import CertState
-from ergo_py.lib.certfiles import CertFileWatcher
+from ergo_py.lib.reload import CertReloader
 
 __all__ = [
     "INSPECT_PROCESS",
@@ -104,7 +106,7 @@ def cert_report(state: CertState) -> dict[str, Any]:
 
 
 def inspect_report(
-    node: gen.Node, manager: gen.CertManager | None, watcher: CertFileWatcher | None = None
+    node: gen.Node, manager: gen.CertManager | None, watcher: CertReloader | None = None
 ) -> dict[str, Any]:
     """What ``ergo-py inspect`` shows: connections, certificate state, file watcher."""
     network = node.network()
@@ -138,7 +140,7 @@ class Inspector(act.Actor):
 
     def init(self, *args: Any) -> None:
         self._manager: gen.CertManager | None = args[0] if args else None
-        self._watcher: CertFileWatcher | None = args[1] if len(args) > 1 else None
+        self._watcher: CertReloader | None = args[1] if len(args) > 1 else None
 
     def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
         log.debug("inspection requested by %s", sender)
@@ -211,17 +213,17 @@ def _reconnect_all(node: gen.Node) -> None:
 
 def tls_from_files(
     config: NodeConfig, on_reload: Callable[[CertState], None]
-) -> tuple[gen.CertAuthManager | None, CertFileWatcher | None]:
+) -> tuple[gen.CertAuthManager | None, CertReloader | None]:
     """The node's cert manager, loaded from (and kept in step with) the config's files."""
     if config.tls is None:
         return None, None
     tls = config.tls
-    watcher = CertFileWatcher(
+    watcher = CertReloader(  # lib/reload.py: file-system events, validated, SIGHUP
         tls.cert,
         tls.key,
         client_ca_file=tls.client_cas,
         root_ca_file=tls.root_cas,
-        interval=tls.poll_interval,
+        retry=tls.poll_interval,
         on_reload=on_reload,
     )
     cam = watcher.manager
@@ -276,6 +278,7 @@ def run_node(
             node.spawn_register(config.inspect_process, Inspector, manager, watcher)
         if watcher is not None:
             watcher.start()
+            watcher.install_sighup()  # until watcher.stop()
         log.info(
             "node %s running (%s; accepting on %s; actors: %s; inspect process: %s)",
             node.name,

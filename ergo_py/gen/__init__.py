@@ -70,8 +70,10 @@ from ergo_py.gen.cert import PeerCertificate as PeerCertificate
 from ergo_py.gen.certmanager import CertAuthManager as CertAuthManager
 from ergo_py.gen.certmanager import CertManager as CertManager
 from ergo_py.gen.certmanager import CertState as CertState
+from ergo_py.gen.certmanager import RetiredPolicy as RetiredPolicy
 from ergo_py.gen.certmanager import create_cert_auth_manager as create_cert_auth_manager
 from ergo_py.gen.certmanager import create_cert_manager as create_cert_manager
+from ergo_py.gen.validate import CertValidationError as CertValidationError
 
 # --- end certificates ---
 
@@ -141,6 +143,7 @@ __all__ = [
     "CertManager",
     "CertPool",
     "CertState",
+    "CertValidationError",
     "Certificate",
     "CertificateError",
     "ClientAuth",
@@ -214,6 +217,7 @@ __all__ = [
     "RemoteNode",
     "RemoteProtocolError",
     "RemoteTarget",
+    "RetiredPolicy",
     "Route",
     "Target",
     "UnsupportedError",

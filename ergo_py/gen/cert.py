@@ -135,6 +135,13 @@ def load_pem_chain(data: bytes | str) -> tuple[x509.Certificate, ...]:
         raise CertificateError(f"no valid PEM certificate: {exc}") from exc
     if not certs:
         raise CertificateError("no PEM certificate found")
+    # The parser skips a block without its END line: a bundle cut short (a
+    # file caught half-written, a truncated copy) would lose its last CA quietly.
+    begun = raw.count(b"-----BEGIN CERTIFICATE-----")
+    if begun != len(certs):
+        raise CertificateError(
+            f"truncated PEM: {begun} certificate block(s) begin but {len(certs)} are complete"
+        )
     return tuple(certs)
 
 

@@ -10,11 +10,18 @@ that are already up keep what they were made with.
 
 Readers (``state()``, ``server_context()``, ``get_certificate()`` ...) take
 no lock and always see one consistent snapshot. Writers are serialised.
+
+Why over 600 lines: the state, the contexts built from it and the one swap
+that makes both current belong together; what the trust lifecycle adds
+around them lives beside it (checks in ``gen/validate.py``, renewal in
+``gen/renew.py``, the connection policy in ``node/trust.py``). The context
+builders are the next thing to move out if it grows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import ssl
@@ -22,16 +29,24 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from ergo_py.gen.cert import Certificate, CertPool, ClientAuth, _public_der
+from ergo_py.gen import validate
+from ergo_py.gen.cert import Certificate, CertPool, ClientAuth
 from ergo_py.gen.errors import CertificateError, ErrIncorrect, ErrUnsupported
+from ergo_py.gen.renew import (
+    DEFAULT_RENEW_AT,
+    DEFAULT_RENEW_JITTER,
+    Renewer,
+    RenewSchedule,
+)
 
 __all__ = [
     "CertAuthManager",
     "CertManager",
     "CertState",
+    "RetiredPolicy",
     "StateContext",
     "cert_state_of",
     "create_cert_auth_manager",
@@ -45,6 +60,18 @@ Subscriber = Callable[["CertState"], None]
 # A listener hears every change attempt: (old, new, None) after a change in
 # force, (old, None, error) after a refused one.
 Listener = Callable[["CertState", "CertState | None", "CertificateError | None"], None]
+
+DEFAULT_GRACE = 30.0
+"""Seconds a ``DRAIN`` policy spreads the replacement of retired connections over."""
+
+
+class RetiredPolicy(enum.Enum):
+    """What happens to a connection whose authenticating material was retired."""
+
+    KEEP = "keep"  # Ergo's behaviour: it lives on with what it was made with
+    DRAIN = "drain"  # replaced through the planned hand-over within the grace period
+    CLOSE = "close"  # closed at once
+
 
 _VERIFY_MODE = {
     ClientAuth.NO_CLIENT_CERT: ssl.CERT_NONE,
@@ -213,24 +240,21 @@ class _Built:
     """A state and its contexts.
 
     Building a context costs a few milliseconds (OpenSSL parses the key and
-    the CA pool), on the thread that changes the manager. A side that has
-    never been asked for (a node that only accepts never dials) is built on
-    first use instead, so frequent rotations pay only for what is used. At
-    least one side is always built up front: that is what validates the
-    certificate before it is accepted. The insecure client context is always
-    built on demand.
+    the CA pool), on the thread that changes the manager. Both sides are
+    built up front: the in-memory handshake that validates a change (see
+    ``gen.validate``) runs between them. The insecure client context is
+    built on first use.
     """
 
     __slots__ = ("_built", "_lock", "state")
 
-    def __init__(self, state: CertState, server: bool = True, client: bool = True) -> None:
+    def __init__(self, state: CertState) -> None:
         self.state = state
         self._lock = threading.Lock()
-        self._built: dict[str, StateContext] = {}
-        if server or not client:
-            self._built["server"] = build_server_context(state)
-        if client:
-            self._built["client"] = build_client_context(state)
+        self._built: dict[str, StateContext] = {
+            "server": build_server_context(state),
+            "client": build_client_context(state),
+        }
 
     @property
     def server_built(self) -> bool:
@@ -251,6 +275,14 @@ class _Built:
     def insecure_client(self) -> StateContext:
         return self._get("insecure")
 
+    def probe_client(self) -> StateContext:
+        """The client context without the server-name check (the probe's, only)."""
+        return self._get("probe_client")
+
+    def unverifying_server(self) -> StateContext:
+        """A server context that asks for no client certificate (the probe's, only)."""
+        return self._get("unverifying")
+
     def _get(self, side: str) -> StateContext:
         ctx = self._built.get(side)
         if ctx is None:
@@ -265,27 +297,38 @@ _BUILD: dict[str, Callable[[CertState], StateContext]] = {
     "server": build_server_context,
     "client": build_client_context,
     "insecure": lambda state: build_client_context(state, insecure_skip_verify=True),
+    "probe_client": lambda state: build_client_context(replace(state, server_name="")),
+    "unverifying": lambda state: build_server_context(
+        replace(state, client_auth=ClientAuth.NO_CLIENT_CERT)
+    ),
 }
 
 
 def _check_usable(cert: object, now: datetime | None = None) -> Certificate:
-    if not isinstance(cert, Certificate):
-        raise CertificateError(f"expected a gen.Certificate, got {type(cert).__name__}")
-    try:
-        leaf_pub = _public_der(cert.leaf.public_key())
-        key_pub = _public_der(cert.private_key.public_key())
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise CertificateError(f"cannot read the certificate's keys: {exc}") from exc
-    if leaf_pub != key_pub:
-        raise CertificateError("private key does not match the certificate's public key")
-    when = now or datetime.now(UTC)
-    if when < cert.not_before:
-        raise CertificateError(
-            f"certificate is not yet valid (not before {cert.not_before.isoformat()})"
-        )
-    if when > cert.not_after:
-        raise CertificateError(f"certificate has expired (not after {cert.not_after.isoformat()})")
-    return cert
+    return validate.check_usable(cert, now)
+
+
+def _pools(state: CertState) -> dict[str, CertPool | None]:
+    return {"client CAs": state.client_cas, "root CAs": state.root_cas}
+
+
+def _probe(built: _Built) -> validate.Probe:
+    """The contexts the in-memory handshake runs between (see ``gen.validate``)."""
+    # A side verifies only against a pool our own certificate chains to: a
+    # peer with material like ours is what is probed. The system store, pools
+    # pinning other nodes' certificates and the server name (which names the
+    # peers' certificates) say nothing about ours.
+    state = built.state
+    cert = state.certificate
+    if state.root_cas is None or not validate.chains_to(cert, state.root_cas):
+        client = built.insecure_client()
+    else:
+        client = built.client if not state.server_name else built.probe_client()
+    if state.client_cas is not None and validate.chains_to(cert, state.client_cas):
+        server = built.server
+    else:
+        server = built.unverifying_server()
+    return validate.Probe(server, client, None)
 
 
 # ---------------------------------------------------------------------------
@@ -308,9 +351,11 @@ class CertManager:
         self._listeners: tuple[Listener, ...] = ()
         self._sub_lock = threading.Lock()
         self._built = _Built(CertState(generation=1, version=1, certificate=cert))
-        # Which sides anyone asked for: a change rebuilds those up front.
-        self._server_used = False
-        self._client_used = False
+        # Nodes this manager serves: a new certificate must keep naming them.
+        self._node_names: tuple[str, ...] = ()
+        self._retired: tuple[RetiredPolicy, float] = (RetiredPolicy.KEEP, DEFAULT_GRACE)
+        self._policy_listeners: tuple[Callable[[], None], ...] = ()
+        self._renewer: Renewer | None = None
 
     # -- reading (lock-free: one reference read)
 
@@ -337,7 +382,6 @@ class CertManager:
 
     def server_context(self) -> StateContext:
         """The listener context for the current state (cached; never mutated)."""
-        self._server_used = True
         return self._built.server
 
     def client_context(self, insecure_skip_verify: bool = False) -> StateContext:
@@ -349,7 +393,6 @@ class CertManager:
         built = self._built
         if insecure_skip_verify:
             return built.insecure_client()
-        self._client_used = True
         return built.client
 
     # -- changing
@@ -385,6 +428,103 @@ class CertManager:
             previous.fingerprint,
             checked.not_after.isoformat(),
         )
+
+    # -- trust lifecycle
+
+    def expect_node_name(self, name: str) -> Callable[[], None]:
+        """Refuse certificates that stop naming node ``name``; returns an undo callable.
+
+        A node calls this for its own name when it starts with this manager.
+        """
+        with self._sub_lock:
+            self._node_names = (*self._node_names, str(name))
+
+        def forget() -> None:
+            with self._sub_lock:
+                names = list(self._node_names)
+                with contextlib.suppress(ValueError):
+                    names.remove(str(name))
+                self._node_names = tuple(names)
+
+        return forget
+
+    def set_retired_policy(self, policy: RetiredPolicy, grace: float = DEFAULT_GRACE) -> None:
+        """What happens to a connection whose authenticating material was retired.
+
+        Retired: our certificate was updated since the connection was made,
+        the CA that verified the peer left the pool, or the peer's
+        certificate expired. ``KEEP`` (default, as Ergo): nothing.
+        ``DRAIN``: each such connection is replaced with current material
+        through the planned hand-over (``network.reconnect``), spread over
+        ``grace`` seconds; one that cannot be replaced by then is closed.
+        ``CLOSE``: closed at once (links and monitors fire).
+        """
+        try:
+            policy = RetiredPolicy(policy)
+        except ValueError as exc:
+            raise ErrIncorrect(f"unknown retired policy {policy!r}") from exc
+        if isinstance(grace, bool) or not isinstance(grace, int | float) or not grace >= 0:
+            raise ErrIncorrect(f"grace must be a number of seconds >= 0, not {grace!r}")
+        self._retired = (policy, float(grace))
+        log.info("retired-material policy: %s (grace %.1f s)", policy.name, grace)
+        for listener in self._policy_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("retired-policy listener %r failed", listener)
+
+    def retired_policy(self) -> tuple[RetiredPolicy, float]:
+        """(policy, grace seconds) set by :meth:`set_retired_policy`."""
+        return self._retired
+
+    def add_policy_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` after each :meth:`set_retired_policy`; returns a remover."""
+        with self._sub_lock:
+            self._policy_listeners = (*self._policy_listeners, listener)
+
+        def remove() -> None:
+            with self._sub_lock:
+                items = list(self._policy_listeners)
+                with contextlib.suppress(ValueError):
+                    items.remove(listener)
+                self._policy_listeners = tuple(items)
+
+        return remove
+
+    def set_renew(
+        self,
+        func: Callable[[], Certificate] | None,
+        at: float = DEFAULT_RENEW_AT,
+        jitter: float = DEFAULT_RENEW_JITTER,
+    ) -> None:
+        """Renew the certificate automatically: ``func()`` goes through :meth:`update`.
+
+        Called at ``at`` of the current certificate's lifetime, plus or minus
+        ``jitter`` (a fraction of the lifetime, drawn once per certificate),
+        so a fleet does not renew at once. Runs on a thread this manager
+        owns until ``set_renew(None)`` or :meth:`close`. A failure (``func``
+        raising, or ``update`` refusing the result) is logged, reported to
+        the listeners like any refused change, and retried (see
+        ``gen.renew``). With ``lib.CertificateAuthority``:
+        ``manager.set_renew(ca.renewer("a@host"))``.
+        """
+        old, self._renewer = self._renewer, None
+        if old is not None:
+            old.stop()
+        if func is None:
+            return
+        if not callable(func):
+            raise ErrIncorrect("set_renew needs a callable (or None)")
+        self._renewer = Renewer(self, func, RenewSchedule(at, jitter))
+        self._renewer.start()
+
+    def renewer(self) -> Renewer | None:
+        """The running renewal (its schedule and last error), or None."""
+        return self._renewer
+
+    def close(self) -> None:
+        """Stop the renewal thread, if any (idempotent); the certificate stays usable."""
+        self.set_renew(None)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(new_state)`` after every change; returns an unsubscribe callable.
@@ -448,9 +588,17 @@ class CertManager:
             try:
                 new = change(old)
                 new = replace(new, generation=old.generation + 1)
-                unused = not (self._server_used or self._client_used)
                 # Raises CertificateError: nothing changes.
-                built = _Built(new, self._server_used or unused, self._client_used or unused)
+                validate.check_change(
+                    old.certificate,
+                    _pools(old),
+                    new.certificate,
+                    _pools(new),
+                    self._node_names,
+                )
+                built = _Built(new)
+                old_built = self._built
+                validate.check_handshake(_probe(built), lambda: _probe(old_built))
             except CertificateError as exc:
                 refused = exc
             else:
@@ -475,7 +623,10 @@ class CertManager:
         )
 
 
-def _frozen_pool(pool: CertPool | None, what: str) -> CertPool | None:
+_KEEP = object()  # update_all: leave this part as it is
+
+
+def _frozen_pool(pool: object, what: str) -> CertPool | None:
     if pool is None:
         return None
     if not isinstance(pool, CertPool):
@@ -491,6 +642,33 @@ class CertAuthManager(CertManager):
     thread. Defaults as Ergo: both pools ``None`` (system trust store),
     ``NO_CLIENT_CERT``, empty server name: creating one does not enforce mTLS.
     """
+
+    def update_all(
+        self,
+        cert: Certificate | None = None,
+        *,
+        client_cas: CertPool | object | None = _KEEP,
+        root_cas: CertPool | object | None = _KEEP,
+    ) -> None:
+        """Change the certificate and the CA pools in one step, validated together.
+
+        For material that moves as a unit (a Kubernetes secret with
+        ``tls.crt``, ``tls.key`` and ``ca.crt`` swapped at once): each part
+        alone might strand the others. Omitted parts stay; a certificate
+        equal to the current one does not count as an update.
+        """
+
+        def change(old: CertState) -> CertState:
+            new = old
+            if cert is not None and cert != old.certificate:
+                new = replace(new, certificate=_check_usable(cert), version=old.version + 1)
+            if client_cas is not _KEEP:
+                new = replace(new, client_cas=_frozen_pool(client_cas, "client CAs"))
+            if root_cas is not _KEEP:
+                new = replace(new, root_cas=_frozen_pool(root_cas, "root CAs"))
+            return new
+
+        self._change(change)
 
     def set_client_cas(self, pool: CertPool | None) -> None:
         """CAs that verify dialers' certificates (``None``: system store). Copied."""

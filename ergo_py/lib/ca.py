@@ -7,6 +7,7 @@ check each other's identity. Not for production key management.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -142,6 +143,25 @@ class CertificateAuthority:
         )
         cert = builder.sign(self._key, hashes.SHA256())
         return Certificate((cert,), key)
+
+    def renewer(
+        self,
+        node_name: str,
+        hosts: tuple[str, ...] | list[str] = (),
+        valid_for: timedelta = _NODE_VALIDITY,
+    ) -> Callable[[], Certificate]:
+        """A renew function for ``manager.set_renew``: each call issues a fresh certificate.
+
+        Valid from a second ago (not the usual minute), so a short-lived
+        development certificate renews at the asked fraction of its own lifetime.
+        """
+        self.issue(node_name, hosts, valid_for)  # bad arguments fail here, not on the renew thread
+
+        def renew() -> Certificate:
+            start = datetime.now(UTC) - timedelta(seconds=1)
+            return self.issue(node_name, hosts, valid_for, not_before=start)
+
+        return renew
 
     def __repr__(self) -> str:
         return f"CertificateAuthority({self.name!r})"

@@ -83,6 +83,8 @@ class Connection:
     grow: Callable[[], None] | None = None  # opens the pool's other links (on demand)
     growing: bool = False
     quiet: bool = False  # dialled in moments ago: its end is logged at DEBUG
+    # node/trust.py's TrustEpoch: the material it was authenticated under (None: plain TCP)
+    epoch: object = None
 
     @property
     def closing(self) -> bool:

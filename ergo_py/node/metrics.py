@@ -72,6 +72,25 @@ class NodeCollector(Collector):
             updates.add_metric([result], obs.cert_updates.get(result, 0))
         yield updates
 
+        rejections = CounterMetricFamily(
+            "ergo_cert_rejections",
+            "Certificate manager changes refused, by the check that refused them",
+            labels=["check"],
+        )
+        for check, n in sorted(obs.cert_rejections.copy().items()):
+            rejections.add_metric([check], n)
+        yield rejections
+
+        retired = CounterMetricFamily(
+            "ergo_retired_connections",
+            "Connections on retired material (our cert, the peer's CA, its expiry), by action",
+            labels=["action", "reason"],
+        )
+        if obs.trust is not None:
+            for (action, kind), n in sorted(obs.trust.counts.copy().items()):
+                retired.add_metric([action, kind], n)
+        yield retired
+
         handshakes = CounterMetricFamily(
             "ergo_handshakes", "Link handshakes (TLS and Ergo)", labels=["side", "result", "reason"]
         )

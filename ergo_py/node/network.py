@@ -76,6 +76,7 @@ from ergo_py.node.dialer import Dialer
 from ergo_py.node.network_view import NetworkView
 from ergo_py.node.observe import Observer
 from ergo_py.node.spawn import RemoteSpawn
+from ergo_py.node.trust import TrustKeeper
 
 log = logging.getLogger(__name__)
 # Lines a peer can cause (undeliverable frames, refusals, failed dials): per
@@ -168,6 +169,20 @@ class TCPBackend(NetworkBackend):
         self._observer: Observer | None = getattr(router, "observer", None)
         if self._observer is not None:
             self._observer.network = self
+        # node/trust.py: the cert manager's policy for connections on retired material
+        self._trust: TrustKeeper | None = None
+        if self._cm is not None:
+            self._trust = TrustKeeper(
+                self._cm,
+                self._lt,
+                self._name,
+                insecure_dial=net.insecure_skip_verify,
+                connections=self.current_connections,
+                replace=self._dialer.reconnect,
+                close=lambda conn, why: self._table.start_drain(conn, replaced=False, why=why),
+            )
+            if self._observer is not None:
+                self._observer.trust = self._trust
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -196,6 +211,8 @@ class TCPBackend(NetworkBackend):
                 await self._start_registrar()
         if self._observer is not None and self._observer.check_interval > 0:
             self._lt.spawn(self._observer.expiry_loop())
+        if self._trust is not None:
+            self._lt.spawn(self._trust.run())
 
     async def _start_registrar(self) -> None:
         routes = [
@@ -237,6 +254,8 @@ class TCPBackend(NetworkBackend):
         if self._stopped:
             return
         self._stopped = True
+        if self._trust is not None:
+            self._trust.close()
         self._lt.stop(self._close_all)
 
     async def _close_all(self) -> None:
@@ -311,6 +330,8 @@ class TCPBackend(NetworkBackend):
         self._spawn.connection_lost(peer)
 
     def connection_up(self, conn: Connection, replacing: bool) -> None:
+        if self._trust is not None:
+            self._trust.connection_up(conn)
         if self._observer is not None:
             self._observer.connection_up(conn, replacing)
 

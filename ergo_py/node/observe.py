@@ -77,6 +77,8 @@ class Observer:
         # pid -> the event types it wants (empty: all); replaced, never mutated
         self._subs: dict[PID, frozenset[type]] = {}
         self.cert_updates: Counter[str] = Counter()
+        # Refused changes by the check that refused them (gen.validate.CHECKS, "load").
+        self.cert_rejections: Counter[str] = Counter()
         self.handshakes: Counter[tuple[str, str, str]] = Counter()
         self.handshake_buckets = [0] * (len(HANDSHAKE_BUCKETS) + 1)
         self.handshake_sum = 0.0
@@ -86,6 +88,7 @@ class Observer:
         self.closed_bytes = {"in": 0, "out": 0}
         self._announced: dict[str, int] = {}  # fingerprint -> levels announced
         self.network: Any = None  # the TCP backend, once it is made (None: no network)
+        self.trust: Any = None  # node/trust.py's TrustKeeper (None: no cert manager)
         # The last node events, kept once someone asked (the observer page).
         self.recent: deque[Event] | None = None
         self._remove_listener: Callable[[], None] | None = None
@@ -142,6 +145,7 @@ class Observer:
     ) -> None:
         if new is None:
             self.cert_updates["rejected"] += 1
+            self.cert_rejections[getattr(error, "check", "load")] += 1
             if self.wants(EventCertRejected):
                 self.emit(EventCertRejected(str(error)))
             return

@@ -128,7 +128,7 @@ class StructType:
 
 
 _protocol: dict[str, StructType] = {}
-_protocol_by_class: dict[type, StructType] = {}
+_protocol_by_class: dict[type, Callable[[Any], StructType]] = {}
 _derived: dict[type, StructType] = {}
 
 
@@ -136,7 +136,12 @@ def register_protocol(st: StructType, cls: type | None = None) -> None:
     """Ergo's own protocol structs (handshake, link requests): known under their Go names."""
     _protocol[st.name] = st
     if cls is not None:
-        _protocol_by_class[cls] = st
+        _protocol_by_class[cls] = lambda _value: st
+
+
+def register_protocol_class(cls: type, pick: Callable[[Any], StructType]) -> None:
+    """One class standing for several Go structs: ``pick`` says which, per value."""
+    _protocol_by_class[cls] = pick
 
 
 def spec_of(annotation: Any) -> Spec:
@@ -199,10 +204,10 @@ def struct_type(name: str) -> StructType:
 
 def _type_of_value(value: Any) -> StructType | None:
     cls = type(value)
-    st = _protocol_by_class.get(cls)
-    if st is None and dataclasses.is_dataclass(cls):
-        st = _derive(cls)
-    return st
+    pick = _protocol_by_class.get(cls)
+    if pick is not None:
+        return pick(value)
+    return _derive(cls) if dataclasses.is_dataclass(cls) else None
 
 
 # --- encoding -------------------------------------------------------------------------

@@ -170,6 +170,9 @@ def _register() -> None:
 
 
 _register()
+edf.register_protocol_class(
+    LinkRequest, lambda r: edf.struct_type(link_request_name(r.kind, r.target))
+)
 
 
 def link_request_name(kind: str, target: Any) -> str:

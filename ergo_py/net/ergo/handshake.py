@@ -157,6 +157,12 @@ def _caches(intro: Introduce) -> edf.Caches:
     )
 
 
+def _introduce(node: str, creation: int, max_message_size: int) -> Introduce:
+    """Ours: no atom or type numbers; the errors we send by number (``edf.ERROR_IDS``)."""
+    errors = {ident: text for text, ident in edf.ERROR_IDS.items()}
+    return Introduce(node, Version(), FLAGS_ENABLE, creation, max_message_size, err_cache=errors)
+
+
 def _established(intro: Introduce, accept: Accept) -> Established:
     return Established(
         peer=str(intro.node),
@@ -240,7 +246,7 @@ class DialerMachine(_Machine):
         peer_cert_sha1: bytes | None = None,
     ) -> None:
         super().__init__(cookie)
-        self._intro = Introduce(node_name, Version(), FLAGS_ENABLE, creation, max_message_size)
+        self._intro = _introduce(node_name, creation, max_message_size)
         self._peer_name = peer_name
         self._peer_fp = peer_cert_sha1
         self._hello = Hello(_salt(64), "")
@@ -302,7 +308,7 @@ class AcceptorMachine(_Machine):
     ) -> None:
         super().__init__(cookie)
         self._name = node_name
-        self._intro = Introduce(node_name, Version(), FLAGS_ENABLE, creation, max_message_size)
+        self._intro = _introduce(node_name, creation, max_message_size)
         self._pool = (pool_size, list(pool_dsn))
         self._fp = local_cert_sha1
         self._admit = admit

@@ -11,6 +11,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
@@ -82,16 +83,13 @@ func (e *echo) Init(args ...any) error {
 }
 
 func (e *echo) HandleMessage(from gen.PID, message any) error {
-	i, ok := message.(int)
-	if !ok {
-		say("event message %T %v", message, message)
-		return nil
-	}
-	if i != e.next[from] {
-		e.disorder++
-	}
-	e.next[from] = i + 1
 	e.count++
+	if i, ok := message.(int); ok {
+		if i != e.next[from] {
+			e.disorder++
+		}
+		e.next[from] = i + 1
+	}
 	return nil
 }
 
@@ -193,11 +191,16 @@ func target(node, name string) gen.ProcessID {
 
 func (d *driver) run(a []string) string {
 	switch a[0] {
-	case "send": // send NODE NAME N: integers 0..N-1, in order
+	case "send": // send NODE NAME N [mixed]: integers 0..N-1 in order, or the bench's message
 		n, _ := strconv.Atoi(a[3])
 		to := target(a[1], a[2])
+		mixed := []any{"msg", 12345, bytes.Repeat([]byte("x"), 32), map[any]any{"k": 1}}
 		for i := 0; i < n; i++ {
-			if err := d.Send(to, i); err != nil {
+			var message any = i
+			if len(a) > 4 {
+				message = mixed
+			}
+			if err := d.Send(to, message); err != nil {
 				return fmt.Sprintf("err send %d: %s", i, err)
 			}
 		}
@@ -215,6 +218,19 @@ func (d *driver) run(a []string) string {
 			}
 		}
 		return fmt.Sprintf("ok calls %d", n)
+	case "callfor": // callfor NODE NAME SECONDS: calls for that long; how many, in how long
+		secs, _ := strconv.ParseFloat(a[3], 64)
+		to := target(a[1], a[2])
+		start := time.Now()
+		deadline := start.Add(time.Duration(secs * float64(time.Second)))
+		n := 0
+		for time.Now().Before(deadline) {
+			if _, err := d.CallWithTimeout(to, n, 5); err != nil {
+				return fmt.Sprintf("err call %d: %s", n, err)
+			}
+			n++
+		}
+		return fmt.Sprintf("ok %d %f", n, time.Since(start).Seconds())
 	case "callone": // callone NODE NAME TEXT: one call with a string request
 		v, err := d.CallWithTimeout(target(a[1], a[2]), strings.Join(a[3:], " "), 5)
 		if err != nil {
@@ -308,7 +324,7 @@ func (p *peer) command(driverPID gen.PID, line string) string {
 		case <-time.After(10 * time.Second):
 			return "err timeout"
 		}
-	case "send", "call", "callone":
+	case "send", "call", "callone", "callfor":
 		reply := make(chan string, 1)
 		if err := p.node.Send(driverPID, command{args: a, reply: reply}); err != nil {
 			return "err " + err.Error()

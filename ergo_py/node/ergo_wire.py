@@ -21,6 +21,10 @@ What differs from our own protocol, and why:
 
 Thread safety: operations come from process threads; connections, links and
 what arrives live on the node's loop thread.
+
+Over 600 lines on purpose: this is the whole dialect for the runtime (routes,
+acceptors, dials, the outbound operations and their inbound mirror), kept in
+one place so that ``node/network.py`` holds a single check per operation.
 """
 
 from __future__ import annotations

@@ -16,7 +16,11 @@ What maps to what (Python <-> Go): ``None`` <-> nil, ``bool``, ``int`` <->
 the terminate reasons to atoms), ``datetime`` <-> ``time.Time``.
 
 The peer's caches (atoms, registered type names and errors by number, from
-its handshake) decode what it sends; we never send cached ids.
+its handshake) decode what it sends; we never send cached ids, except the
+standard errors we announce ourselves (:data:`ERROR_IDS`).
+
+Over 600 lines on purpose: encoding and decoding are mirror images of one
+format, and reviewing one against the other is easiest side by side.
 """
 
 from __future__ import annotations

@@ -71,6 +71,9 @@ def _note(level: int, fmt: str, *args: Any) -> None:
 class ErgoOwner(Protocol):
     """What the dialect needs from the backend around it."""
 
+    @property
+    def stopped(self) -> bool: ...
+
     def node_down(self, peer: str, reason: ErrNoConnection) -> None: ...
 
 
@@ -387,7 +390,8 @@ class ErgoWire:
             for target in [t for t in self._holders if t.node == conn.peer]:
                 del self._holders[target]
         log.info("%s: %s", self._name, reason)
-        self._owner.node_down(conn.peer, reason)
+        if not self._owner.stopped:
+            self._owner.node_down(conn.peer, reason)
 
     def disconnect(self, node: str) -> None:
         async def close() -> None:

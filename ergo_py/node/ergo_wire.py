@@ -349,9 +349,12 @@ class ErgoWire:
             )
             await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
         except (TimeoutError, OSError, ssl.SSLError, ErgoError) as exc:
+            won = self.conns.get(node)  # the peer's own dial to us came up meanwhile: use it
+            if won is not None:
+                return won
             raise ErrNoConnection(f"cannot connect to {node} (ergo): {exc}") from exc
         conn = self.conns.get(node)
-        if conn is None or conn.link is not link:
+        if conn is None:
             raise ErrNoConnection(f"connection to {node} closed right after the handshake")
         return conn
 

@@ -29,6 +29,8 @@ PY = "py@localhost"
 COOKIE = "interop-cookie"
 HOSTS = ("localhost", "127.0.0.1")
 WAIT = 10.0
+# The first test of a fresh checkout builds the Go peer (20-60 s on 2 cores).
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,8 @@ typecheck: $(STAMP)
 # and transports behave differently in the corners).
 UVLOOP_TESTS := tests/test_network.py tests/test_tls_refusals.py tests/test_tls_rotation.py \
 	tests/test_handover.py tests/test_live_rotation.py tests/test_keepalive.py \
-	tests/test_acceptor_budget.py tests/test_meta_tcp.py tests/test_meta_web.py
+	tests/test_acceptor_budget.py tests/test_meta_tcp.py tests/test_meta_web.py \
+	tests/interop/test_ergo_interop.py
 
 pytest: $(STAMP)
 	$(PY) -m pytest -q

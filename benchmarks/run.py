@@ -5,7 +5,8 @@ OS process: the raw asyncio TLS ceiling (``baseline_tls.measure``), ergo_py
 node to node (``scenarios``), Pyro5 and gRPC (``peers``), memory per idle
 connection and actor (``memory``), the meta-process web and TCP servers against
 Hypercorn and a raw asyncio TLS echo (``meta_servers``) and local messaging against pykka
-(``local_messaging``). Figures are medians over the rounds.
+(``local_messaging``), and Python <-> Go Ergo in Ergo's own protocol against
+Python <-> Python and Go <-> Go (``interop``). Figures are medians over the rounds.
 
 Prints the table; a full run also rewrites the generated section of
 docs/benchmarks.md and docs/benchmarks.png.
@@ -29,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import interop  # noqa: E402
 import meta_servers  # noqa: E402
 import report  # noqa: E402
 from report import Row  # noqa: E402
@@ -149,7 +151,10 @@ def measure(cfg: Config, rows: dict[str, Row], log: list[str]) -> None:
         peers.grpc_server(material.ca_pem, material.server, material.client) as grpc,
         ergo_py.start_node("local@localhost", local_opts) as local,
         meta_servers.servers(ca_pem) as meta_srv,
+        interop.session(log) as ix,
     ):
+        if ix is not None:
+            rows.update(interop.make_rows())
         # Warm up every path once, untimed.
         scenarios.ergo_calls(a, 1, 0.1)
         peers.pyro_calls(pyro, 1, 0.1)
@@ -224,6 +229,9 @@ def measure(cfg: Config, rows: dict[str, Row], log: list[str]) -> None:
             rows["web_new"].add(ours.web_new, base.web_new)
             rows["tcp_stream"].add(ours.tcp_stream, base.tcp_stream)
             rows["tcp_ping"].add(ours.tcp_pingpong, base.tcp_pingpong)
+
+            if ix is not None:
+                interop.measure(ix, rows, a, cfg.per_sender, cfg.call_s)
 
             es, ec = local_messaging.ergo_round(local, cfg.local_sends, cfg.local_calls)
             ps, pc = local_messaging.pykka_round(cfg.local_sends, cfg.local_calls)

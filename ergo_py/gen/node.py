@@ -78,6 +78,7 @@ class AcceptorInfo:
     max_pre_tls: int
     max_pre_tls_per_source: int
     tls_handshake_timeout: float
+    protocol: str = "ergo_py"  # or "ergo": Go Ergo nodes connect here
 
 
 class Network(abc.ABC):

@@ -72,6 +72,12 @@ DEFAULT_NETWORK_FLAGS = (
 )
 
 
+# Wire dialects an acceptor or a route may speak (``protocol=``).
+PROTOCOL_ERGO_PY = "ergo_py"
+PROTOCOL_ERGO = "ergo"
+PROTOCOLS = (PROTOCOL_ERGO_PY, PROTOCOL_ERGO)
+
+
 @dataclass
 class AcceptorOptions:
     """One listening socket.
@@ -106,6 +112,9 @@ class AcceptorOptions:
     max_message_size: int | None = None
     route_host: str = ""
     route_port: int = 0
+    # "ergo": Go Ergo nodes connect here, in Ergo's own handshake and framing
+    # (docs/interop.md); the default is ours, which binds both certificates.
+    protocol: str = PROTOCOL_ERGO_PY
 
 
 @dataclass
@@ -220,10 +229,12 @@ class NetworkRoute:
 
     ``tls``: None follows the node (TLS when it has a cert manager).
     ``cookie``: None uses the node's. A route's settings are never silently
-    overridden by node-wide ones.
+    overridden by node-wide ones. ``protocol="ergo"``: the node is a Go Ergo
+    node (docs/interop.md).
     """
 
     host: str = ""
     port: int = DEFAULT_PORT
     tls: bool | None = None
     cookie: str | None = None
+    protocol: str = PROTOCOL_ERGO_PY

@@ -43,6 +43,7 @@ from ergo_py.gen.errors import (
     ErrNoConnection,
     ErrTaken,
     ErrTimeout,
+    ErrUnsupported,
     HandshakeRejected,
     NodeError,
 )
@@ -57,6 +58,8 @@ from ergo_py.gen.node import (
 )
 from ergo_py.gen.options import (
     POOL_GROW_AFTER,
+    PROTOCOL_ERGO,
+    PROTOCOLS,
     AcceptorOptions,
     NetworkMode,
     NodeOptions,
@@ -73,6 +76,7 @@ from ergo_py.node.acceptor import Acceptor
 from ergo_py.node.admission import Admission
 from ergo_py.node.connections import Connection, ConnectionTable, ConnState
 from ergo_py.node.dialer import Dialer
+from ergo_py.node.ergo_wire import ErgoWire
 from ergo_py.node.network_view import NetworkView
 from ergo_py.node.observe import Observer
 from ergo_py.node.spawn import RemoteSpawn
@@ -161,6 +165,17 @@ class TCPBackend(NetworkBackend):
             lt=self._lt,
         )
         self._admission = Admission(self._name, net, self._table, self._dialer.pending)
+        # Go Ergo nodes (docs/interop.md): their own table, acceptors and routes.
+        self._ergo = ErgoWire(
+            self,
+            router,
+            name=self._name,
+            creation=self._creation,
+            cookie=self._cookie,
+            net=net,
+            cert_manager=self._cm,
+            lt=self._lt,
+        )
         self._view = NetworkView(self)
         self._spawn = RemoteSpawn(self, router, self._lt, self._name, self._creation, net)
         self._registrar: Registrar | None = None
@@ -197,6 +212,11 @@ class TCPBackend(NetworkBackend):
         if self._net.mode == NetworkMode.ENABLED:
             acceptors = self._net.acceptors or [AcceptorOptions()]
             for opts in acceptors:
+                if opts.protocol not in PROTOCOLS:
+                    raise NodeError(f"unknown acceptor protocol {opts.protocol!r}")
+                if opts.protocol == PROTOCOL_ERGO:
+                    await self._ergo.listen(opts)
+                    continue
                 acc = await Acceptor.listen(
                     self,
                     opts,
@@ -264,6 +284,7 @@ class TCPBackend(NetworkBackend):
         if reg is not None:
             with contextlib.suppress(Exception):
                 await reg.close()
+        await self._ergo.close()
         for acc in self._acceptors:
             acc.close()
         for link in list(self._table.links):
@@ -280,7 +301,7 @@ class TCPBackend(NetworkBackend):
     # --- acceptors (node/acceptor.py listens and admits) ----------------------------------
 
     def acceptors(self) -> list[AcceptorInfo]:
-        return [a.info() for a in self._acceptors]
+        return [a.info() for a in self._acceptors] + [a.info() for a in self._ergo.acceptors]
 
     # --- LinkOwner (loop thread) --------------------------------------------------------
 
@@ -452,6 +473,10 @@ class TCPBackend(NetworkBackend):
     def _send_frame(
         self, node: str, frame: fr.Frame, from_loop: bool = False, order: int | None = None
     ) -> None:
+        if self._ergo.wants(node):
+            raise ErrUnsupported(
+                f"{type(frame).__name__} is not supported towards Ergo node {node}"
+            )
         if order is None:
             order = fr.frame_order(frame)
         self._send_data(str(node), self._encoder.encode_frame(frame, order=order), order, from_loop)
@@ -536,12 +561,18 @@ class TCPBackend(NetworkBackend):
             else:
                 self._wrote(conn, link)
                 return
+        if self._ergo.wants(node):
+            self._ergo.send(from_pid, to, message)
+            return
         self._send_data(node, self._encoder.encode_send(from_pid, to, message, order), order)
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         code = _CALL_CODES.get(type(to))
         if code is None:
             raise ErrIncorrect(f"cannot call {to!r}")
+        if self._ergo.wants(to.node):
+            self._ergo.call(from_pid, to, ref, request)
+            return
         order = fr.order_byte(from_pid.id)
         data = self._encoder.encode_call(code, from_pid, to, ref, request, order)
         self._send_data(to.node, data, order)
@@ -549,6 +580,9 @@ class TCPBackend(NetworkBackend):
     def reply(
         self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None
     ) -> None:
+        if self._ergo.wants(to.node):
+            self._ergo.reply(from_pid, to, ref, value, error)
+            return
         try:
             if error is not None:
                 self._send_frame(to.node, fr.CallError(from_pid, to, ref, error))
@@ -574,33 +608,56 @@ class TCPBackend(NetworkBackend):
                         self._lt.call_soon(self._table.replies_written, to.node)
 
     def link(self, from_pid: PID, target: RemoteTarget) -> None:
+        if self._ergo.wants(target.node):
+            self._ergo.link(from_pid, target)
+            return
         self._send_frame(target.node, fr.Link(from_pid, target))
 
     def unlink(self, from_pid: PID, target: RemoteTarget) -> None:
+        if self._ergo.wants(target.node):
+            self._ergo.unlink(from_pid, target)
+            return
         self._send_frame(target.node, fr.Unlink(from_pid, target))
 
     def monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
+        if self._ergo.wants(target.node):
+            self._ergo.monitor(from_pid, target, ref)
+            return
         self._send_frame(target.node, fr.Monitor(from_pid, target, ref))
 
     def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
+        if self._ergo.wants(target.node):
+            self._ergo.demonitor(from_pid, target, ref)
+            return
         self._send_frame(target.node, fr.Demonitor(from_pid, target, ref))
 
     def exit(
         self, from_target: RemoteTarget, to: PID, reason: Any, ended: PID | None = None
     ) -> None:
+        if self._ergo.wants(to.node):
+            self._ergo.exit(from_target, to, reason, ended)
+            return
         order = fr.order_byte(ended.id) if ended is not None else None
         self._send_frame(to.node, fr.Exit(from_target, to, reason), order=order)
 
     def down(
         self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None = None
     ) -> None:
+        if self._ergo.wants(to.node):
+            self._ergo.down(from_target, to, ref, reason, ended)
+            return
         order = fr.order_byte(ended.id) if ended is not None else None
         self._send_frame(to.node, fr.DownFrame(to, from_target, ref, reason), order=order)
 
     def spawn(self, from_pid: PID, order: RemoteSpawnRequest) -> PID:
+        if self._ergo.wants(order.node):
+            raise ErrUnsupported(f"remote spawn on Ergo node {order.node} is not supported")
         return self._spawn.spawn(from_pid, order)
 
     def connect(self, node: str) -> None:
+        if self._ergo.wants(node):
+            self._ergo.connection(node)
+            return
         self._connection(node)
 
     @property
@@ -621,8 +678,8 @@ class TCPBackend(NetworkBackend):
         return tuple(self._table.links)
 
     def peers(self) -> list[str]:
-        """The nodes connected now."""
-        return sorted(self._conns)
+        """The nodes connected now (in either dialect)."""
+        return sorted([*self._conns, *self._ergo.peers()])
 
     def current(self, name: str) -> Connection | None:
         """The connection to ``name`` in use now, if any."""
@@ -648,7 +705,17 @@ class TCPBackend(NetworkBackend):
             return self._registrar
 
     def add_route(self, match: str, route: Any, weight: int = 0) -> None:
+        protocol = getattr(route, "protocol", None)
+        if protocol is not None and protocol not in PROTOCOLS:
+            raise ErrIncorrect(f"unknown route protocol {protocol!r}")
+        if protocol == PROTOCOL_ERGO:
+            self._ergo.add_route(match, route, weight)
+            return
         self._dialer.add_route(match, route, weight)
+
+    def ergo_info(self, name: str) -> dict[str, Any] | None:
+        """``Network.info`` of a connection to a Go Ergo node (None: not one)."""
+        return self._ergo.info(str(name))
 
     def disconnect(self, name: str) -> None:
         """Close the connection to ``name`` gracefully; returns once it is closed.
@@ -659,6 +726,9 @@ class TCPBackend(NetworkBackend):
         connects again.
         """
         name = str(name)
+        if name in self._ergo.conns:  # Ergo has no graceful close: the link just closes
+            self._ergo.disconnect(name)
+            return
 
         async def close() -> None:
             conn = self._conns.get(name)
@@ -681,6 +751,10 @@ class TCPBackend(NetworkBackend):
         meanwhile, this is an ordinary node-down. Not connected: connects.
         """
         name = str(name)
+        if self._ergo.wants(name):  # no hand-over in Ergo's dialect: close, then dial
+            self._ergo.disconnect(name)
+            self._ergo.connection(name)
+            return
         try:
             self._lt.run(self._dialer.reconnect(name), timeout=self._dial_budget)
         except ErrTimeout as exc:

@@ -36,6 +36,9 @@ class NetworkView(Network):
         return self._backend.peers()
 
     def info(self, name: str) -> dict[str, Any]:
+        ergo = self._backend.ergo_info(name)
+        if ergo is not None:
+            return ergo
         conn = self._backend.current(name)
         if conn is None:
             raise ErrNoConnection(f"not connected to {name}")

@@ -1,0 +1,637 @@
+"""The "ergo" dialect of the network: connections to Go Ergo nodes, beside our own.
+
+An acceptor made with ``gen.AcceptorOptions(protocol="ergo")`` takes Go
+nodes; a static route ``gen.NetworkRoute(protocol="ergo")`` dials them. The
+backend (``node/network.py``) hands every operation on such a peer here;
+everything else about the node is the same.
+
+What differs from our own protocol, and why:
+
+* TLS is Ergo's: the acceptor serves the cert manager's certificate and asks
+  for none (Go's dialer presents none); our dialer verifies the Go node's
+  certificate with the cert manager's root CAs (unless
+  ``insecure_skip_verify``). Rotation takes effect at the next connection.
+* No graceful close: Ergo has none, so a disconnect is a TCP close and what
+  was in flight may be lost; links and monitors fire as on any lost link.
+* A link or monitor is a request the peer answers (``MessageResult``); when
+  a Go process ends, its node sends one "terminated" packet and we fan it out
+  to our holders (kept here), as Ergo's core does.
+* One link per connection: our acceptor offers a pool of one, and we do not
+  dial the further links a Go acceptor offers (it works with one).
+
+Thread safety: operations come from process threads; connections, links and
+what arrives live on the node's loop thread.
+
+Over 600 lines on purpose: this is the whole dialect for the runtime (routes,
+acceptors, dials, the outbound operations and their inbound mirror), kept in
+one place so that ``node/network.py`` holds a single check per operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ergo_py.gen.certmanager import CertManager
+from ergo_py.gen.errors import (
+    ErgoError,
+    ErrIncorrect,
+    ErrNoConnection,
+    ErrTimeout,
+    NodeError,
+)
+from ergo_py.gen.identifiers import PID, Atom, Ref, random_ref_id
+from ergo_py.gen.node import AcceptorInfo, NodeRouter, RemoteTarget
+from ergo_py.gen.options import AcceptorOptions, NetworkOptions, NetworkRoute
+from ergo_py.net.ergo import enp
+from ergo_py.net.ergo.handshake import AcceptorMachine, DialerMachine, Established, Joined
+from ergo_py.net.loop import LoopThread
+from ergo_py.net.ratelog import LogLimiter
+from ergo_py.net.tls import ListenerTLS, client_context_for_dial
+from ergo_py.node.ergo_link import ErgoLink
+
+log = logging.getLogger(__name__)
+_limited = LogLimiter(log)
+
+PROTOCOL = "ergo"
+
+
+def _note(level: int, fmt: str, *args: Any) -> None:
+    """A log line a peer can cause: rate-limited per format and the types of its arguments."""
+    _limited.log(level, (fmt, *(type(a) for a in args)), fmt, *args)
+
+
+class ErgoOwner(Protocol):
+    """What the dialect needs from the backend around it."""
+
+    @property
+    def stopped(self) -> bool: ...
+
+    def node_down(self, peer: str, reason: ErrNoConnection) -> None: ...
+
+
+class _NoClientCertTLS(ListenerTLS):
+    """The cert manager's server certificate, asking the client for none (Ergo's acceptor)."""
+
+    def _sync(self) -> None:
+        self.context.verify_mode = ssl.CERT_NONE
+
+
+@dataclass
+class ErgoConnection:
+    """A connection to one Go node: its link and what the handshake said."""
+
+    peer: str
+    info: Established
+    codec: enp.Codec
+    link: ErgoLink
+    dialed: bool
+
+    @property
+    def limit(self) -> int:
+        return self.info.max_message_size
+
+
+@dataclass
+class _Holders:
+    """Our processes that link or monitor one process of a peer."""
+
+    links: set[PID] = field(default_factory=set)
+    monitors: dict[Ref, PID] = field(default_factory=dict)
+
+
+class ErgoAcceptor:
+    """One listening socket for Go nodes."""
+
+    def __init__(self, options: AcceptorOptions, host: str, tls: ListenerTLS | None) -> None:
+        self.options = options
+        self.host = host
+        self.tls = tls
+        self.port = 0
+        self.server: asyncio.Server | None = None
+
+    def info(self) -> AcceptorInfo:
+        o = self.options
+        return AcceptorInfo(
+            host=self.host,
+            port=self.port,
+            tls=self.tls is not None,
+            cert_version=self.tls.manager.version if self.tls is not None else None,
+            max_message_size=o.max_message_size or 0,
+            max_handshakes=o.max_handshakes,
+            handshake_timeout=o.handshake_timeout,
+            max_pre_tls=o.max_pre_tls,
+            max_pre_tls_per_source=o.max_pre_tls_per_source,
+            tls_handshake_timeout=o.tls_handshake_timeout,
+            protocol=PROTOCOL,
+        )
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.tls is not None:
+            self.tls.close()
+
+
+class ErgoWire:
+    """Connections in Ergo's dialect: routes, acceptors, dials and the traffic."""
+
+    def __init__(
+        self,
+        owner: ErgoOwner,
+        router: NodeRouter,
+        *,
+        name: str,
+        creation: int,
+        cookie: str,
+        net: NetworkOptions,
+        cert_manager: CertManager | None,
+        lt: LoopThread,
+    ) -> None:
+        self._owner = owner
+        self._router = router
+        self._name = name
+        self._creation = creation
+        self._cookie = cookie
+        self._net = net
+        self._cm = cert_manager
+        self._lt = lt
+        self.conns: dict[str, ErgoConnection] = {}
+        self._links: set[ErgoLink] = set()
+        self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
+        self._routes_lock = threading.Lock()
+        self._dialing: dict[str, asyncio.Future[ErgoConnection]] = {}
+        self._holders: dict[RemoteTarget, _Holders] = {}
+        self._holders_lock = threading.Lock()
+        self._results: dict[Ref, Callable[[Any], None]] = {}
+        self._checking: dict[tuple[PID, RemoteTarget], Any] = {}
+        self.acceptors: list[ErgoAcceptor] = []
+
+    # --- who speaks it -------------------------------------------------------------------
+
+    def add_route(self, match: str, route: NetworkRoute, weight: int) -> None:
+        try:
+            pattern = re.compile(match)
+        except re.error as exc:
+            raise ErrIncorrect(f"bad route pattern {match!r}: {exc}") from exc
+        with self._routes_lock:
+            self._routes.append((pattern, route, weight))
+            self._routes.sort(key=lambda r: -r[2])
+
+    def _route(self, node: str) -> NetworkRoute | None:
+        with self._routes_lock:
+            return next((r for p, r, _ in self._routes if p.fullmatch(node)), None)
+
+    def wants(self, node: str) -> bool:
+        """Whether ``node`` is (to be) reached in this dialect: connected, or routed so."""
+        return node in self.conns or (bool(self._routes) and self._route(node) is not None)
+
+    def peers(self) -> list[str]:
+        return list(self.conns)
+
+    # --- acceptors (loop thread) ---------------------------------------------------------
+
+    async def listen(self, options: AcceptorOptions) -> ErgoAcceptor:
+        cm = None if options.tls is False else (options.cert_manager or self._cm)
+        if options.tls is True and cm is None:
+            raise NodeError("acceptor asks for TLS but no cert manager is set")
+        host = options.host or Atom(self._name).host
+        acc = ErgoAcceptor(options, host, _NoClientCertTLS(cm) if cm is not None else None)
+        cookie = options.cookie if options.cookie is not None else self._cookie
+        limit = options.max_message_size or self._net.max_message_size
+
+        def factory() -> ErgoLink:
+            def machine(link: ErgoLink) -> AcceptorMachine:
+                return AcceptorMachine(
+                    node_name=self._name,
+                    creation=self._creation,
+                    cookie=cookie,
+                    max_message_size=limit,
+                    pool_size=1,
+                    pool_dsn=(f"{host}:{acc.port}",),
+                    local_cert_sha1=link.local_cert_sha1,
+                    admit=self._admit,
+                )
+
+            link = ErgoLink(
+                self,
+                machine,
+                dialer=False,
+                handshake_timeout=options.handshake_timeout,
+                max_message_size=limit,
+            )
+            self._links.add(link)
+            return link
+
+        loop = asyncio.get_running_loop()
+        first = options.port
+        ports = [first] if first == 0 else range(first, first + max(1, options.port_range))
+        last: OSError | None = None
+        for port in ports:
+            try:
+                acc.server = await loop.create_server(
+                    factory,
+                    host,
+                    port,
+                    ssl=acc.tls.context if acc.tls is not None else None,
+                    ssl_handshake_timeout=options.tls_handshake_timeout if acc.tls else None,
+                )
+            except OSError as exc:
+                last = exc
+                continue
+            acc.port = acc.server.sockets[0].getsockname()[1]
+            self.acceptors.append(acc)
+            log.info("%s: accepting Ergo nodes on %s:%d", self._name, host, acc.port)
+            return acc
+        acc.close()
+        raise NodeError(f"no free port for an ergo acceptor on {host} from {options.port}: {last}")
+
+    def _admit(self, peer: str, creation: int) -> str | None:
+        if peer == self._name:
+            return "name taken"
+        old = self.conns.get(peer)
+        if old is not None:
+            if old.info.creation == creation:
+                return f"already connected to {peer}"
+            self._drop(old, ErrNoConnection(f"{peer} restarted"))
+        return None
+
+    # --- dialing -------------------------------------------------------------------------
+
+    def connection(self, node: str, from_loop: bool = False) -> ErgoConnection:
+        """The connection to ``node``, dialled if need be (not from the loop thread)."""
+        conn = self.conns.get(node)
+        if conn is not None:
+            return conn
+        if from_loop:
+            raise ErrNoConnection(f"not connected to {node}")
+        budget = self._net.connect_timeout + 2 * self._net.handshake_timeout + 5.0
+        try:
+            return self._lt.run(self._connect(node), timeout=budget)
+        except ErrTimeout as exc:
+            raise ErrNoConnection(f"cannot connect to {node}: {exc}") from exc
+
+    async def _connect(self, node: str) -> ErgoConnection:
+        conn = self.conns.get(node)
+        if conn is not None:
+            return conn
+        pending = self._dialing.get(node)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[ErgoConnection] = asyncio.get_running_loop().create_future()
+        self._dialing[node] = fut
+        try:
+            conn = await self._dial(node)
+            fut.set_result(conn)
+            return conn
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        finally:
+            del self._dialing[node]
+
+    async def _dial(self, node: str) -> ErgoConnection:
+        route = self._route(node)
+        if route is None:
+            raise ErrNoConnection(f"no ergo route to {node}")
+        host = route.host or Atom(node).host
+        use_tls = route.tls if route.tls is not None else self._cm is not None
+        cookie = route.cookie if route.cookie is not None else self._cookie
+        ctx: ssl.SSLContext | None = None
+        sni: str | None = None
+        if use_tls:
+            if self._cm is None:
+                raise ErrNoConnection(f"{node} speaks TLS but this node has no cert manager")
+            ctx, name = client_context_for_dial(self._cm, self._net.insecure_skip_verify)
+            sni = name or host
+
+        def machine(link: ErgoLink) -> DialerMachine:
+            return DialerMachine(
+                node_name=self._name,
+                creation=self._creation,
+                cookie=cookie,
+                max_message_size=self._net.max_message_size,
+                peer_name=node,
+                peer_cert_sha1=link.peer_cert_sha1,
+            )
+
+        def factory() -> ErgoLink:
+            link = ErgoLink(
+                self,
+                machine,
+                dialer=True,
+                handshake_timeout=self._net.handshake_timeout,
+                max_message_size=self._net.max_message_size,
+            )
+            self._links.add(link)
+            return link
+
+        loop = asyncio.get_running_loop()
+        try:
+            _, link = await asyncio.wait_for(
+                loop.create_connection(
+                    factory,
+                    host,
+                    route.port,
+                    ssl=ctx,
+                    server_hostname=sni if ctx is not None else None,
+                    ssl_handshake_timeout=self._net.handshake_timeout if ctx else None,
+                ),
+                self._net.connect_timeout + self._net.handshake_timeout,
+            )
+            await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+        except (TimeoutError, OSError, ssl.SSLError, ErgoError) as exc:
+            won = self.conns.get(node)  # the peer's own dial to us came up meanwhile: use it
+            if won is not None:
+                return won
+            raise ErrNoConnection(f"cannot connect to {node} (ergo): {exc}") from exc
+        conn = self.conns.get(node)
+        if conn is None:
+            raise ErrNoConnection(f"connection to {node} closed right after the handshake")
+        return conn
+
+    # --- links (loop thread) -------------------------------------------------------------
+
+    def link_up(self, link: ErgoLink, result: Established | Joined) -> enp.Codec:
+        if isinstance(result, Joined):  # we offer a pool of one: no joins come
+            raise ErrNoConnection(f"unexpected pool link from {result.peer}")
+        if link.dialer and result.peer in self.conns:
+            raise ErrNoConnection(f"already connected to {result.peer}")
+        codec = enp.Codec(self._name, self._creation, result.peer, result.creation, result.caches)
+        self.conns[result.peer] = ErgoConnection(result.peer, result, codec, link, link.dialer)
+        tls = link.tls
+        log.info(
+            "%s: connected to Ergo node %s (%s, %s, peer cert %s)",
+            self._name,
+            result.peer,
+            result.peer_version,
+            tls.version if tls and tls.version else "plain TCP",
+            tls.peer.fingerprint[:16] if tls and tls.peer else "-",
+        )
+        return codec
+
+    def link_lost(self, link: ErgoLink, exc: BaseException | None) -> None:
+        self._links.discard(link)
+        for conn in list(self.conns.values()):
+            if conn.link is link:
+                why = f"connection to {conn.peer} lost: {exc or 'closed'}"
+                self._drop(conn, ErrNoConnection(why))
+
+    def _drop(self, conn: ErgoConnection, reason: ErrNoConnection) -> None:
+        if self.conns.get(conn.peer) is conn:
+            del self.conns[conn.peer]
+        conn.link.close()
+        with self._holders_lock:
+            for target in [t for t in self._holders if t.node == conn.peer]:
+                del self._holders[target]
+        log.info("%s: %s", self._name, reason)
+        if not self._owner.stopped:
+            self._owner.node_down(conn.peer, reason)
+
+    def disconnect(self, node: str) -> None:
+        async def close() -> None:
+            conn = self.conns.get(node)
+            if conn is not None:
+                conn.link.close()
+                await asyncio.wait_for(conn.link.gone, self._net.handshake_timeout)
+
+        self._lt.run(close(), timeout=self._net.handshake_timeout + 5.0)
+
+    def info(self, node: str) -> dict[str, Any] | None:
+        conn = self.conns.get(node)
+        if conn is None:
+            return None
+        tls = conn.link.tls
+        local = tls.local_state if tls else None
+        peer = tls.peer if tls else None
+        return {
+            "peer": conn.peer,
+            "protocol": PROTOCOL,
+            "peer_creation": conn.info.creation,
+            "peer_version": conn.info.peer_version,
+            "connection_id": conn.info.connection_id,
+            "dialed": conn.dialed,
+            "identity_verified": False,  # Ergo's handshake binds no certificate to a name
+            "tls_version": tls.version if tls else None,
+            "local_cert_fingerprint": local.certificate.fingerprint if local else None,
+            "local_cert_version": local.version if local else None,
+            "peer_cert_fingerprint": peer.fingerprint if peer else None,
+            "peer_cert_subject": peer.subject if peer else None,
+            "peer_cert_not_after": peer.not_after if peer else None,
+            "pool_links": 1,
+            "messages_in": conn.link.messages_in,
+            "messages_out": conn.link.messages_out,
+        }
+
+    async def close(self) -> None:
+        for acc in self.acceptors:
+            acc.close()
+        links = list(self._links)
+        for link in links:
+            link.close()
+        if links:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*(link.gone for link in links)), 0.5)
+        for link in list(self._links):
+            link.abort()
+
+    # --- outbound (process threads) ------------------------------------------------------
+
+    def _write(self, conn: ErgoConnection, data: bytes, from_loop: bool = False) -> None:
+        if conn.limit and len(data) > conn.limit:
+            from ergo_py.net.frames import too_large
+
+            raise too_large(len(data), conn.limit)
+        if from_loop:
+            conn.link.write_now(data)
+        else:
+            conn.link.write(data)
+
+    def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
+        conn = self.connection(to.node)
+        self._write(conn, conn.codec.send(from_pid, to, message))
+
+    def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
+        conn = self.connection(to.node)
+        self._write(conn, conn.codec.request(from_pid, to, ref, request))
+
+    def reply(
+        self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None
+    ) -> None:
+        conn = self.connection(to.node)
+        try:
+            data = conn.codec.response(from_pid, to, ref, value, error)
+        except ErgoError as exc:
+            if isinstance(exc, ErrNoConnection):
+                raise
+            data = conn.codec.response(from_pid, to, ref, None, exc)  # the caller learns why
+        self._write(conn, data)
+
+    def _request(self, kind: str, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
+        """A link or monitor request; a refusal comes back as an exit or a down."""
+        conn = self.connection(target.node)
+        struct = enp.LinkRequest(kind, from_pid, target, ref)
+        if kind in ("Link", "Monitor"):
+
+            def refused(error: Any) -> None:
+                if error is None:
+                    return
+                self._forget(kind, from_pid, target, ref)
+                if kind == "Link":
+                    self._router.route_exit(target, from_pid, error)
+                else:
+                    self._router.route_down(target, from_pid, ref, error)
+
+            self._results[ref] = refused
+        self._write(conn, conn.codec.control(struct, enp.order_of(from_pid.id)))
+
+    def _forget(self, kind: str, holder: PID, target: RemoteTarget, ref: Ref) -> None:
+        with self._holders_lock:
+            held = self._holders.get(target)
+            if held is not None:
+                if kind == "Link":
+                    held.links.discard(holder)
+                else:
+                    held.monitors.pop(ref, None)
+                if not held.links and not held.monitors:
+                    del self._holders[target]
+
+    def link(self, from_pid: PID, target: RemoteTarget) -> None:
+        with self._holders_lock:
+            self._holders.setdefault(target, _Holders()).links.add(from_pid)
+        self._request("Link", from_pid, target, self._ref())
+
+    def unlink(self, from_pid: PID, target: RemoteTarget) -> None:
+        self._forget("Link", from_pid, target, self._ref())
+        self._request("Unlink", from_pid, target, self._ref())
+
+    def monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
+        with self._holders_lock:
+            self._holders.setdefault(target, _Holders()).monitors[ref] = from_pid
+        self._request("Monitor", from_pid, target, ref)
+
+    def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
+        self._forget("Monitor", from_pid, target, ref)
+        self._request("Demonitor", from_pid, target, self._ref())
+
+    def _ref(self) -> Ref:
+        return Ref(self._name, random_ref_id(), self._creation)
+
+    def exit(self, from_target: RemoteTarget, to: PID, reason: Any, ended: PID | None) -> None:
+        key = (to, from_target)
+        if key in self._checking:  # a request of the peer's being answered: this is the answer
+            self._checking[key] = reason
+            return
+        conn = self.connection(to.node, from_loop=self._lt.in_loop_thread())
+        if ended is None and isinstance(from_target, PID):  # an exit signal (send_exit)
+            self._write(conn, conn.codec.exit(from_target, to, reason))
+            return
+        self._terminated(conn, from_target, reason, ended)
+
+    def down(
+        self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None
+    ) -> None:
+        key = (to, from_target)
+        if key in self._checking:
+            self._checking[key] = reason
+            return
+        conn = self.connection(to.node, from_loop=self._lt.in_loop_thread())
+        self._terminated(conn, from_target, reason, ended)
+
+    def _terminated(
+        self, conn: ErgoConnection, target: RemoteTarget, reason: Any, ended: PID | None
+    ) -> None:
+        order = enp.order_of(ended.id if ended is not None else getattr(target, "id", 0))
+        self._write(conn, conn.codec.terminated(target, reason, order), self._lt.in_loop_thread())
+
+    # --- inbound (loop thread) -----------------------------------------------------------
+
+    def link_events(self, link: ErgoLink, events: list[enp.Event]) -> None:
+        run: list[tuple[PID, RemoteTarget, Any]] = []
+        for event in events:
+            if type(event) is enp.Send:
+                run.append((event.from_, event.to, event.message))
+                continue
+            if run:
+                self._route_sends(run)
+                run = []
+            try:
+                self._dispatch(link, event)
+            except ErgoError as exc:
+                _note(
+                    logging.INFO, "%s: %s not delivered: %s", self._name, type(event).__name__, exc
+                )
+        if run:
+            self._route_sends(run)
+
+    def _route_sends(self, run: list[tuple[PID, RemoteTarget, Any]]) -> None:
+        for _, error in self._router.route_sends(run):
+            _note(
+                logging.INFO, "%s: a message from an Ergo node not delivered: %s", self._name, error
+            )
+
+    def _dispatch(self, link: ErgoLink, event: enp.Event) -> None:
+        r = self._router
+        if isinstance(event, enp.Request):
+            r.route_call(event.from_, event.to, event.ref, event.message)
+        elif isinstance(event, enp.Response):
+            r.route_reply(event.from_, event.ref, event.value, event.error)
+        elif isinstance(event, enp.ExitSignal):
+            r.route_exit(event.from_, event.to, event.reason)
+        elif isinstance(event, enp.Terminated):
+            with self._holders_lock:
+                held = self._holders.pop(event.target, None)
+            if held is not None:
+                for pid in held.links:
+                    r.route_exit(event.target, pid, event.reason)
+                for ref, pid in held.monitors.items():
+                    r.route_down(event.target, pid, ref, event.reason)
+        elif isinstance(event, enp.Control):
+            self._control(link, event.message)
+        elif isinstance(event, enp.Unsupported):
+            _note(logging.WARNING, "%s: %s", self._name, event.what)
+
+    def _control(self, link: ErgoLink, message: Any) -> None:
+        if isinstance(message, enp.Result):
+            answer = self._results.pop(message.ref, None)
+            if answer is not None:
+                answer(message.error)
+            return
+        if not isinstance(message, enp.LinkRequest):
+            _note(
+                logging.WARNING,
+                "%s: an Ergo request we do not serve: %s",
+                self._name,
+                type(message).__name__,
+            )
+            return
+        r = self._router
+        source, target = message.source, message.target
+        key = (source, target)
+        self._checking[key] = None
+        try:
+            if message.kind == "Link":
+                r.route_link(source, target)
+            elif message.kind == "Unlink":
+                r.route_unlink(source, target)
+            elif message.kind == "Monitor":
+                r.route_monitor(source, target, message.ref)
+            else:
+                r.route_demonitor(source, target, message.ref)
+        finally:
+            error = self._checking.pop(key, None)
+        codec = self._codec_of(link)
+        if codec is not None:
+            result = enp.Result(error, None, message.ref)
+            link.write_now(codec.control(result, enp.order_of(source.id)))
+
+    def _codec_of(self, link: ErgoLink) -> enp.Codec | None:
+        return next((c.codec for c in self.conns.values() if c.link is link), None)

@@ -136,6 +136,13 @@ class Dialer:
                 raise ErrTaken(f"a route for {match!r} exists")
             self._routes.append(_StaticRoute(pattern, route, weight))
 
+    def remove_route(self, match: str) -> None:
+        with self._routes_lock:
+            kept = [r for r in self._routes if r.pattern.pattern != match]
+            if len(kept) == len(self._routes):
+                raise ErrNoRoute(f"no route for {match!r}")
+            self._routes = kept
+
     def resolve_static(self, node: str) -> list[NetworkRoute]:
         with self._routes_lock:
             routes = sorted(self._routes, key=lambda r: -r.weight)

@@ -637,6 +637,9 @@ class TCPBackend(NetworkBackend):
     def add_route(self, match: str, route: Any, weight: int = 0) -> None:
         self._dialer.add_route(match, route, weight)
 
+    def remove_route(self, match: str) -> None:
+        self._dialer.remove_route(match)
+
     def disconnect(self, name: str) -> None:
         """Close the connection to ``name`` gracefully; returns once it is closed.
 

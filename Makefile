@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # never removes what `make bench` added, so the two stamps do not fight.
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: test demo lint typecheck pytest etcd chromium bench clean
+.PHONY: test demo lint typecheck pytest etcd chromium bench bench-cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 # Full run (under 10 minutes on 2 cores); BENCH_QUICK=1 for a smoke run.
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py
+
+# The 16-node scale scenario (about a minute): network namespaces when root
+# with iproute2, processes on loopback otherwise. Exits 1 if a message is lost.
+bench-cluster: $(STAMP)
+	$(PY) benchmarks/cluster.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -168,3 +168,15 @@ def test_faults_need_a_netns_cluster() -> None:
         assert c.address(c.names[0]) == "127.0.0.1"
         with pytest.raises(gen.ErrUnsupported):
             c.cut(c.names[0], "x@127.0.0.1")
+
+
+def test_the_netns_fixtures_make_clusters_with_the_options_given(ergo_netns: Any) -> None:
+    with pytest.raises(TypeError):
+        ergo_netns(1, no_such_option=1)
+    c = ergo_netns(names=["x", "y"], keepalive_period=0.3, handshake_timeout=1.5)
+    x, y = c.names
+    assert x.startswith("x@10.213.") and y.startswith("y@10.213.")
+    assert c.options[x].network.keepalive_period == 0.3
+    assert c.options[y].network.handshake_timeout == 1.5
+    echo = c[y].spawn(Echo)
+    assert _call_until(c[x], echo, "fixture") == "fixture"

@@ -63,6 +63,8 @@ class Relay:
         target_netns: str | None = None,
         name: str = "relay",
     ) -> None:
+        self.target = target
+        """What it was given: ``(host, port)`` or the function."""
         self._target = target if callable(target) else (lambda: target)
         self._target_netns = target_netns
         self._delay = 0.0

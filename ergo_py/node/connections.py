@@ -31,6 +31,7 @@ from typing import Protocol
 
 from ergo_py.gen.errors import ErrNoConnection, ErrTaken
 from ergo_py.gen.options import NetworkOptions
+from ergo_py.lib.logs import fields
 from ergo_py.net import frames as fr
 from ergo_py.net.handshake import HandshakeComplete, JoinComplete
 from ergo_py.net.link import LinkProtocol
@@ -245,6 +246,9 @@ class ConnectionTable:
             tls.version if tls and tls.version else "plain TCP",
             tls.local_state.version if tls and tls.local_state else "-",
             tls.peer.fingerprint[:16] if tls and tls.peer else "-",
+            extra=fields(
+                self._name, done.peer_name, tls.peer.fingerprint if tls and tls.peer else None
+            ),
         )
         self._owner.connection_up(conn, replacing is not None)
         ev = self.arrived.pop(done.peer_name, None)
@@ -316,7 +320,13 @@ class ConnectionTable:
         if self.conns.get(conn.peer) is conn:
             del self.conns[conn.peer]
         self.draining.setdefault(conn.peer, []).append(conn)
-        log.info("%s: closing connection to %s: %s", self._name, conn.peer, why)
+        log.info(
+            "%s: closing connection to %s: %s",
+            self._name,
+            conn.peer,
+            why,
+            extra=fields(self._name, conn.peer),
+        )
         if conn.timer is not None:  # waiting for the peer's replacement: it came
             conn.timer.cancel()
             conn.timer = None

@@ -34,6 +34,7 @@ from ergo_py.gen.errors import (
 from ergo_py.gen.identifiers import Atom
 from ergo_py.gen.options import NetworkOptions, NetworkRoute
 from ergo_py.gen.registrar import Registrar, Route
+from ergo_py.lib.logs import fields
 from ergo_py.net.handshake import (
     DialerHandshake,
     HandshakeComplete,
@@ -209,6 +210,7 @@ class Dialer:
             f" (our certificate {mine.certificate.fingerprint[:16]}, version {mine.version})"
             if mine is not None
             else "",
+            extra=fields(self._name, node, mine.certificate.fingerprint if mine else None),
         )
         raise ErrNoConnection(f"cannot connect to {node}: {why}")
 

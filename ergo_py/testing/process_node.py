@@ -106,6 +106,7 @@ from ergo_py.gen.identifiers import PID, Atom
 from ergo_py.gen.node import Network, Node, RemoteNode, Target
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, NodeOptions, ProcessOptions
 from ergo_py.gen.registrar import Registrar, Route
+from ergo_py.lib.logs import configure_logging, json_configured
 
 __all__ = [
     "DEFAULT_CONTROL_TIMEOUT",
@@ -213,6 +214,7 @@ class _StartSpec:
     options: NodeOptions  # cert_manager removed
     certs: _CertSnapshot | None
     log_level: int
+    log_json: bool = False  # the parent writes JSON lines (lib.logs): so does the child
 
 
 def _qualname(obj: object) -> str:
@@ -369,11 +371,14 @@ class _Child:
     def start(self, spec: _StartSpec) -> Node:
         from ergo_py.node import start_node
 
-        logging.basicConfig(
-            level=spec.log_level,
-            format=f"%(asctime)s [{spec.name} pid {os.getpid()}] %(levelname)s %(name)s: "
-            "%(message)s",
-        )
+        if spec.log_json:
+            configure_logging("json", spec.log_level)
+        else:
+            logging.basicConfig(
+                level=spec.log_level,
+                format=f"%(asctime)s [{spec.name} pid {os.getpid()}] %(levelname)s %(name)s: "
+                "%(message)s",
+            )
         options = spec.options
         if spec.certs is not None:
             self.cam = self.new_manager(spec.certs)
@@ -559,6 +564,7 @@ class ProcessNode(_NodeForwarders, Node):  # type: ignore[misc]  # an Any base: 
             options=dataclasses.replace(options, cert_manager=None),
             certs=_CertSnapshot.of(self._cam) if self._cam is not None else None,
             log_level=logging.getLogger().getEffectiveLevel(),
+            log_json=json_configured(),
         )
         try:
             pickle.dumps(spec)

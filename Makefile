@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # never removes what `make bench` added, so the two stamps do not fight.
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: test demo lint typecheck pytest etcd chromium bench bench-cluster clean
+.PHONY: test demo lint typecheck pytest etcd chromium iproute2 bench bench-cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,9 @@ typecheck: $(STAMP)
 # and transports behave differently in the corners).
 UVLOOP_TESTS := tests/test_network.py tests/test_tls_refusals.py tests/test_tls_rotation.py \
 	tests/test_handover.py tests/test_live_rotation.py tests/test_keepalive.py \
-	tests/test_acceptor_budget.py tests/test_meta_tcp.py tests/test_meta_web.py
+	tests/test_acceptor_budget.py tests/test_meta_tcp.py tests/test_meta_web.py \
+	tests/test_observe.py tests/test_observer_page.py tests/test_process_observe.py \
+	tests/test_link_faults.py tests/test_netns.py
 
 pytest: $(STAMP)
 	$(PY) -m pytest -q
@@ -47,7 +49,14 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	    >/dev/null 2>&1 || echo "chromium could not be installed: the observer page's browser test will skip"; }
 
-test: lint typecheck etcd chromium pytest
+# Nodes on real addresses (Cluster(netns=True)) need iproute2's ip, and root:
+# installed here when missing; without it the netns tests skip and say why.
+iproute2:
+	@command -v ip >/dev/null 2>&1 || test -x /usr/sbin/ip || test -x /sbin/ip || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2) \
+	    >/dev/null 2>&1 || echo "iproute2 could not be installed: the netns tests will skip"; }
+
+test: lint typecheck etcd chromium iproute2 pytest
 
 demo: $(STAMP)
 	$(PY) -m ergo_py.cli.main demo

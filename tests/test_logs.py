@@ -18,10 +18,11 @@ from ergo_py.testing import Cluster, Echo
 
 @pytest.fixture
 def json_logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
+    root, ours = logging.getLogger(), logging.getLogger("ergo_py")
+    level, ours_level, handlers = root.level, ours.level, list(root.handlers)
     out = io.StringIO()
     configure_logging("json", logging.INFO, out)
+    ours.setLevel(logging.NOTSET)  # a module imported earlier may have quietened it
     try:
         yield out
     finally:
@@ -29,6 +30,7 @@ def json_logs() -> Iterator[io.StringIO]:
             if h not in handlers:
                 root.removeHandler(h)
         root.setLevel(level)
+        ours.setLevel(ours_level)
 
 
 def _lines(text: str) -> list[dict[str, Any]]:

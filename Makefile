@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # never removes what `make bench` added, so the two stamps do not fight.
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: test demo lint typecheck pytest etcd chromium bench clean
+.PHONY: test demo lint typecheck pytest etcd chromium iproute2 bench bench-cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,9 @@ typecheck: $(STAMP)
 UVLOOP_TESTS := tests/test_network.py tests/test_tls_refusals.py tests/test_tls_rotation.py \
 	tests/test_handover.py tests/test_live_rotation.py tests/test_keepalive.py \
 	tests/test_acceptor_budget.py tests/test_meta_tcp.py tests/test_meta_web.py \
-	tests/interop/test_ergo_interop.py
+	tests/interop/test_ergo_interop.py \
+	tests/test_observe.py tests/test_observer_page.py tests/test_process_observe.py \
+	tests/test_link_faults.py tests/test_netns.py
 
 pytest: $(STAMP)
 	$(PY) -m pytest -q
@@ -48,7 +50,14 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	    >/dev/null 2>&1 || echo "chromium could not be installed: the observer page's browser test will skip"; }
 
-test: lint typecheck etcd chromium pytest
+# Nodes on real addresses (Cluster(netns=True)) need iproute2's ip, and root:
+# installed here when missing; without it the netns tests skip and say why.
+iproute2:
+	@command -v ip >/dev/null 2>&1 || test -x /usr/sbin/ip || test -x /sbin/ip || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2) \
+	    >/dev/null 2>&1 || echo "iproute2 could not be installed: the netns tests will skip"; }
+
+test: lint typecheck etcd chromium iproute2 pytest
 
 demo: $(STAMP)
 	$(PY) -m ergo_py.cli.main demo
@@ -60,6 +69,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 # Full run (under 10 minutes on 2 cores); BENCH_QUICK=1 for a smoke run.
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py
+
+# The 16-node scale scenario (about a minute): network namespaces when root
+# with iproute2, processes on loopback otherwise. Exits 1 if a message is lost.
+bench-cluster: $(STAMP)
+	$(PY) benchmarks/cluster.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -128,6 +128,28 @@ def test_an_isolated_node_is_detected_within_the_keepalive_bound(cluster: Cluste
     assert _call_until(cluster[a], echo, "back") == "back"
 
 
+def test_a_delayed_then_stalled_link_between_namespaces(cluster: Cluster) -> None:
+    b, c = cluster.names[1], cluster.names[2]
+    echo = cluster[c].spawn(Echo)
+    assert _call_until(cluster[b], echo, 0) == 0
+    cluster.delay(b, c, 0.25)
+    start = time.monotonic()
+    assert _call_until(cluster[b], echo, 1) == 1
+    assert time.monotonic() - start >= 0.45  # there and back, each way held
+    assert cluster.relays[(b, c)].connections >= 1
+    info = cluster[b].network().info(c)
+    assert info["links"][0]["address"] == ("127.0.0.1", cluster.relays[(b, c)].port)
+    cluster.delay(b, c, 0)
+    try:
+        took = _pending_call_fails(
+            cluster[b], cluster[c].spawn(Sleeper), lambda: cluster.stall(b, c)
+        )
+        assert took < BOUND + SLACK
+    finally:
+        cluster.unstall(b, c)
+    assert _call_until(cluster[b], echo, "flows") == "flows"
+
+
 def test_a_killed_node_restarts_on_its_address(cluster: Cluster) -> None:
     a, b = cluster.names[0], cluster.names[1]
     address = cluster.address(b)
@@ -146,3 +168,15 @@ def test_faults_need_a_netns_cluster() -> None:
         assert c.address(c.names[0]) == "127.0.0.1"
         with pytest.raises(gen.ErrUnsupported):
             c.cut(c.names[0], "x@127.0.0.1")
+
+
+def test_the_netns_fixtures_make_clusters_with_the_options_given(ergo_netns: Any) -> None:
+    with pytest.raises(TypeError):
+        ergo_netns(1, no_such_option=1)
+    c = ergo_netns(names=["x", "y"], keepalive_period=0.3, handshake_timeout=1.5)
+    x, y = c.names
+    assert x.startswith("x@10.213.") and y.startswith("y@10.213.")
+    assert c.options[x].network.keepalive_period == 0.3
+    assert c.options[y].network.handshake_timeout == 1.5
+    echo = c[y].spawn(Echo)
+    assert _call_until(c[x], echo, "fixture") == "fixture"

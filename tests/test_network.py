@@ -167,6 +167,27 @@ def test_static_route_without_registrar(nodes: Cluster) -> None:
     assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), "x") == ("pong", "x")
 
 
+def test_a_removed_static_route_is_no_longer_dialled(nodes: Cluster) -> None:
+    b_opts = nodes.node_options("b@127.0.0.1", tls=False)
+    b_opts.network.registrar_enabled = False
+    b = nodes.start("b@127.0.0.1", b_opts)
+    b.spawn_register("pong", Pong)
+    a_opts = nodes.node_options("a@127.0.0.1", tls=False)
+    a_opts.network.registrar_enabled = False
+    a = nodes.start("a@127.0.0.1", a_opts)
+    port = b_opts.network.acceptors[0].port
+    a.network().add_route("b@.*", gen.NetworkRoute(host="127.0.0.1", port=port))
+    with pytest.raises(gen.ErrTaken):
+        a.network().add_route("b@.*", gen.NetworkRoute(host="127.0.0.1", port=port))
+    a.network().remove_route("b@.*")
+    with pytest.raises(gen.ErrNoRoute):
+        a.network().remove_route("b@.*")
+    with pytest.raises(gen.ErrNoConnection, match="no route"):
+        a.call(gen.ProcessID("pong", "b@127.0.0.1"), "x")
+    a.network().add_route("b@.*", gen.NetworkRoute(host="127.0.0.1", port=port))  # free again
+    assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), "y") == ("pong", "y")
+
+
 def test_bad_cookie_is_refused_and_the_acceptor_keeps_serving(nodes: Cluster) -> None:
     b = nodes.start("b@127.0.0.1")
     b.spawn_register("pong", Pong)

@@ -100,6 +100,13 @@ class Network(abc.ABC):
     def add_route(self, match: str, route: Any, weight: int = 0) -> None:
         """Add a static route for node names matching the regexp ``match``."""
 
+    def remove_route(self, match: str) -> None:
+        """Remove the static route added with ``match`` (``ErrNoRoute`` if there is none).
+
+        As Ergo's ``RemoveRoute``; a connection already up stays up.
+        """
+        raise ErrUnsupported("this node has no network")
+
     @abc.abstractmethod
     def disconnect(self, name: str) -> None:
         """Close the connection to ``name`` (gracefully: what is in flight arrives).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 DEFAULT_BURST = 5
@@ -43,8 +43,18 @@ class LogLimiter:
         # key -> [window start, lines logged in it, lines held back since the last one logged]
         self._windows: dict[Hashable, list[Any]] = {}
 
-    def log(self, level: int, key: Hashable, msg: str, *args: Any) -> bool:
-        """Log ``msg % args`` unless this key is over its budget; True if it was logged."""
+    def log(
+        self,
+        level: int,
+        key: Hashable,
+        msg: str,
+        *args: Any,
+        extra: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Log ``msg % args`` unless this key is over its budget; True if it was logged.
+
+        ``extra``: as for ``logging`` (the structured fields of a JSON line).
+        """
         if not self._logger.isEnabledFor(level):
             return False
         now = time.monotonic()
@@ -64,5 +74,5 @@ class LogLimiter:
         if held:
             msg += " (and %d more like it since the last one, not logged)"
             args = (*args, held)
-        self._logger.log(level, msg, *args)
+        self._logger.log(level, msg, *args, extra=extra)
         return True

@@ -39,6 +39,7 @@ from ergo_py.gen.errors import ErrIncorrect, HandshakeRejected, NodeError
 from ergo_py.gen.identifiers import Atom
 from ergo_py.gen.node import AcceptorInfo
 from ergo_py.gen.options import AcceptorOptions, NetworkOptions
+from ergo_py.lib.logs import fields
 from ergo_py.net.handshake import REASON_BUSY, AcceptorHandshake
 from ergo_py.net.link import LinkOwner, LinkProtocol, TLSDetails
 from ergo_py.net.ratelog import LogLimiter
@@ -162,7 +163,16 @@ def _log_refusal(node: str, what: str, peer: Any, why: Any, level: int = logging
     Rate-limited per node, kind of refusal and source address.
     """
     source = peer[0] if isinstance(peer, tuple) and peer else peer
-    _limited.log(level, (node, what, source), "%s: %s from %s: %s", node, what, peer, why)
+    _limited.log(
+        level,
+        (node, what, source),
+        "%s: %s from %s: %s",
+        node,
+        what,
+        peer,
+        why,
+        extra=fields(node, peer),
+    )
 
 
 def _cert_manager(options: AcceptorOptions, node_cm: CertManager | None) -> CertManager | None:

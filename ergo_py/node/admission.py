@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 from ergo_py.gen.identifiers import Atom
 from ergo_py.gen.options import NetworkFlags, NetworkOptions
+from ergo_py.lib.logs import fields
 from ergo_py.net.handshake import (
     REASON_SIMULTANEOUS,
     REASON_UNKNOWN_CONNECTION,
@@ -99,7 +100,15 @@ class Admission:
         reason = self._identity_refusal(tls, peer, dialer)
         if reason is not None:
             key = (self._name, "identity", peer)
-            _limited.log(logging.WARNING, key, "%s: refused %s: %s", self._name, peer, reason)
+            _limited.log(
+                logging.WARNING,
+                key,
+                "%s: refused %s: %s",
+                self._name,
+                peer,
+                reason,
+                extra=fields(self._name, peer),
+            )
         return reason
 
     def _identity_refusal(self, tls: TLSDetails | None, peer_name: str, dialer: bool) -> str | None:

@@ -31,6 +31,7 @@ from typing import Protocol
 
 from ergo_py.gen.errors import ErrNoConnection, ErrTaken
 from ergo_py.gen.options import NetworkOptions
+from ergo_py.lib.logs import fields
 from ergo_py.net import frames as fr
 from ergo_py.net.handshake import HandshakeComplete, JoinComplete
 from ergo_py.net.link import LinkProtocol
@@ -251,15 +252,18 @@ class ConnectionTable:
             tls.local_state.version if tls and tls.local_state else "-",
             tls.peer.fingerprint[:16] if tls and tls.peer else "-",
         )
+        extra = fields(
+            self._name, done.peer_name, tls.peer.fingerprint if tls and tls.peer else None
+        )
         text = "%s: %s %s (%s, cert version %s, peer cert %s)"
         if link.dialer or replacing is not None:
-            log.info(text, *args)
+            log.info(text, *args, extra=extra)
         else:
             # Dialled in: maybe a short admin session (ergo-py inspect, call). Its
             # coming and going is DEBUG; a peer still here a moment later is news.
-            log.debug(text, *args)
+            log.debug(text, *args, extra=extra)
             conn.quiet = True
-            self._lt.loop.call_later(QUIET_CONNECTION, self._announce, conn, text, args)
+            self._lt.loop.call_later(QUIET_CONNECTION, self._announce, conn, text, args, extra)
         self._owner.connection_up(conn, replacing is not None)
         ev = self.arrived.pop(done.peer_name, None)
         if ev is not None:
@@ -305,11 +309,13 @@ class ConnectionTable:
         log.log(logging.DEBUG if conn.quiet else logging.INFO, "%s: %s", self._name, reason)
         self._owner.node_down(conn.peer, reason)
 
-    def _announce(self, conn: Connection, text: str, args: tuple[object, ...]) -> None:
+    def _announce(
+        self, conn: Connection, text: str, args: tuple[object, ...], extra: dict[str, object]
+    ) -> None:
         """A dialled-in connection lasted ``QUIET_CONNECTION`` s: log it at INFO after all."""
         if not conn.ended:
             conn.quiet = False
-            log.info(text + " (up %g s)", *args, QUIET_CONNECTION)
+            log.info(text + " (up %g s)", *args, QUIET_CONNECTION, extra=extra)
 
     async def await_incoming(
         self, node: str, replacing: Connection | None = None
@@ -336,7 +342,13 @@ class ConnectionTable:
         if self.conns.get(conn.peer) is conn:
             del self.conns[conn.peer]
         self.draining.setdefault(conn.peer, []).append(conn)
-        log.info("%s: closing connection to %s: %s", self._name, conn.peer, why)
+        log.info(
+            "%s: closing connection to %s: %s",
+            self._name,
+            conn.peer,
+            why,
+            extra=fields(self._name, conn.peer),
+        )
         if conn.timer is not None:  # waiting for the peer's replacement: it came
             conn.timer.cancel()
             conn.timer = None

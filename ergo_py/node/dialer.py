@@ -34,6 +34,7 @@ from ergo_py.gen.errors import (
 from ergo_py.gen.identifiers import Atom
 from ergo_py.gen.options import NetworkOptions, NetworkRoute
 from ergo_py.gen.registrar import Registrar, Route
+from ergo_py.lib.logs import fields
 from ergo_py.net.handshake import (
     DialerHandshake,
     HandshakeComplete,
@@ -136,6 +137,13 @@ class Dialer:
                 raise ErrTaken(f"a route for {match!r} exists")
             self._routes.append(_StaticRoute(pattern, route, weight))
 
+    def remove_route(self, match: str) -> None:
+        with self._routes_lock:
+            kept = [r for r in self._routes if r.pattern.pattern != match]
+            if len(kept) == len(self._routes):
+                raise ErrNoRoute(f"no route for {match!r}")
+            self._routes = kept
+
     def resolve_static(self, node: str) -> list[NetworkRoute]:
         with self._routes_lock:
             routes = sorted(self._routes, key=lambda r: -r.weight)
@@ -202,6 +210,7 @@ class Dialer:
             f" (our certificate {mine.certificate.fingerprint[:16]}, version {mine.version})"
             if mine is not None
             else "",
+            extra=fields(self._name, node, mine.certificate.fingerprint if mine else None),
         )
         raise ErrNoConnection(f"cannot connect to {node}: {why}")
 

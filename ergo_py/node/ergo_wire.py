@@ -185,6 +185,14 @@ class ErgoWire:
             self._routes.append((pattern, route, weight))
             self._routes.sort(key=lambda r: -r[2])
 
+    def remove_route(self, match: str) -> bool:
+        """Forget the routes added under ``match``; whether there was one."""
+        with self._routes_lock:
+            kept = [r for r in self._routes if r[0].pattern != match]
+            removed = len(kept) != len(self._routes)
+            self._routes = kept
+        return removed
+
     def _route(self, node: str) -> NetworkRoute | None:
         with self._routes_lock:
             return next((r for p, r, _ in self._routes if p.fullmatch(node)), None)

@@ -717,6 +717,11 @@ class TCPBackend(NetworkBackend):
         """``Network.info`` of a connection to a Go Ergo node (None: not one)."""
         return self._ergo.info(str(name))
 
+    def remove_route(self, match: str) -> None:
+        if self._ergo.remove_route(match):
+            return
+        self._dialer.remove_route(match)
+
     def disconnect(self, name: str) -> None:
         """Close the connection to ``name`` gracefully; returns once it is closed.
 

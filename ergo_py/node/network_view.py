@@ -63,6 +63,9 @@ class NetworkView(Network):
     def add_route(self, match: str, route: Any, weight: int = 0) -> None:
         self._backend.add_route(match, route, weight)
 
+    def remove_route(self, match: str) -> None:
+        self._backend.remove_route(match)
+
     def disconnect(self, name: str) -> None:
         self._backend.disconnect(name)
 

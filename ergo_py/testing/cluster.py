@@ -18,6 +18,11 @@ of its own, with its own IP on a private bridge (:mod:`ergo_py.testing.netns`):
 node names are ``nK@IP``, certificates carry that IP, there is no registrar
 (every node has a static route to every other) and ``cut``/``heal``/
 ``isolate``/``rejoin`` break the network underneath the nodes.
+
+In every mode ``delay``/``stall``/``unstall`` slow down or freeze the link
+between two nodes: both nodes' static routes for each other then point at a
+:class:`~ergo_py.testing.relay.Relay` (one per direction, in the dialling
+node's namespace), and the connection between them moves onto it.
 """
 
 from __future__ import annotations
@@ -34,12 +39,20 @@ from types import TracebackType
 
 from ergo_py.gen.cert import Certificate, CertPool, ClientAuth
 from ergo_py.gen.certmanager import CertAuthManager, create_cert_auth_manager
-from ergo_py.gen.errors import ErrIncorrect, ErrTaken, ErrTimeout, ErrUnsupported
+from ergo_py.gen.errors import (
+    ErrIncorrect,
+    ErrNoConnection,
+    ErrNoRoute,
+    ErrTaken,
+    ErrTimeout,
+    ErrUnsupported,
+)
 from ergo_py.gen.node import Node
 from ergo_py.gen.options import DEFAULT_PORT, AcceptorOptions, NetworkRoute, NodeOptions
 from ergo_py.lib.ca import CertificateAuthority
 from ergo_py.testing.netns import Fabric
 from ergo_py.testing.process_node import DEFAULT_START_TIMEOUT, ProcessNode
+from ergo_py.testing.relay import Relay
 
 __all__ = ["Cluster", "free_port"]
 
@@ -87,6 +100,7 @@ class Cluster:
     ) -> None:
         self.fabric: Fabric | None = None
         self.nodes: dict[str, Node] = {}
+        self.relays: dict[tuple[str, str], Relay] = {}  # (dialler, peer): see delay()
         if netns:
             self.fabric = Fabric()
             atexit.register(self.close)
@@ -163,20 +177,32 @@ class Cluster:
         return self.fabric
 
     def _add_routes(self, name: str) -> None:
-        """Static routes between ``name`` and every other node (no registrar in netns mode)."""
-        if self.fabric is None:
-            return
+        """Static routes between ``name`` and every other node (no registrar in netns mode).
+
+        A relayed pair (see :meth:`delay`) gets the route through its relay.
+        """
 
         def add(at: str, to: str) -> None:
-            route = NetworkRoute(host=self.address(to), port=DEFAULT_PORT)
-            with contextlib.suppress(ErrTaken):  # already there (a restart)
-                self.nodes[at].network().add_route(re.escape(to), route)
+            relay = self.relays.get((at, to))
+            if relay is not None:
+                self._point(at, to, NetworkRoute(host=relay.host, port=relay.port))
+            elif self.fabric is not None:
+                route = NetworkRoute(host=self.address(to), port=DEFAULT_PORT)
+                with contextlib.suppress(ErrTaken):  # already there (a restart)
+                    self.nodes[at].network().add_route(re.escape(to), route)
 
         for other in self.names:
             if other != name:
                 add(name, other)
                 if other in self.nodes:
                     add(other, name)
+
+    def _point(self, at: str, to: str, route: NetworkRoute) -> None:
+        """Make ``route`` node ``at``'s only static route for ``to``."""
+        network = self.nodes[at].network()
+        with contextlib.suppress(ErrNoRoute):
+            network.remove_route(re.escape(to))
+        network.add_route(re.escape(to), route)
 
     def address(self, name: str) -> str:
         """The IP node ``name`` listens on (its namespace's; 127.0.0.1 otherwise)."""
@@ -203,6 +229,79 @@ class Cluster:
     def rejoin(self, name: str) -> None:
         """Undo :meth:`isolate`."""
         self._fabric().rejoin(name.partition("@")[0])
+
+    # -- slow and stalled links (every mode)
+
+    def full_name(self, name: str) -> str:
+        """``name`` as the cluster knows it (a netns node may be named bare: ``"a"``)."""
+        if name in self.names:
+            return name
+        for full in self.names:
+            if full.partition("@")[0] == name:
+                return full
+        raise ErrIncorrect(f"{name}: no such node in this cluster")
+
+    def _relayed(self, a: str, b: str) -> tuple[Relay, Relay]:
+        """The relays between ``a`` and ``b`` (made on first use; the link moves onto them)."""
+        a, b = self.full_name(a), self.full_name(b)
+        if a == b:
+            raise ErrIncorrect(f"{a}: a link needs two nodes")
+        made = False
+        for x, y in ((a, b), (b, a)):
+            if (x, y) not in self.relays:
+                ns = self._ns(x)
+                self.relays[(x, y)] = Relay(
+                    self._target_of(y),
+                    listen_netns=ns,
+                    target_netns=ns,
+                    name=f"{x}->{y}",
+                )
+                made = True
+                if x in self.nodes:
+                    relay = self.relays[(x, y)]
+                    self._point(x, y, NetworkRoute(host=relay.host, port=relay.port))
+        if made and a in self.nodes and b in self.nodes:
+            for x, y in ((a, b), (b, a)):
+                if y in self.nodes[x].network().nodes():
+                    self.nodes[x].network().reconnect(y)  # onto the relay, without a gap
+                    break
+        return self.relays[(a, b)], self.relays[(b, a)]
+
+    def _target_of(self, name: str) -> Callable[[], tuple[str, int]]:
+        """Where node ``name`` listens now (asked anew each time: it may have restarted)."""
+        return lambda: (self.address(name), self._acceptor_port(name))
+
+    def _acceptor_port(self, name: str) -> int:
+        node = self.nodes.get(name)
+        if node is None:
+            raise ErrNoConnection(f"{name} is not running")
+        acceptors = node.network().acceptors()
+        if not acceptors:
+            raise ErrNoConnection(f"{name} has no acceptor")
+        return acceptors[0].port
+
+    def delay(self, a: str, b: str, seconds: float) -> None:
+        """Hold every byte between ``a`` and ``b`` ``seconds`` each way (0: no delay).
+
+        The first fault on a pair moves the link onto relays (see the module
+        docstring), where it stays until ``close``.
+        """
+        for relay in self._relayed(a, b):
+            relay.set_delay(seconds)
+
+    def stall(self, a: str, b: str) -> None:
+        """Freeze the link between ``a`` and ``b``: nothing passes, nothing is closed.
+
+        Held bytes wait, in order, until :meth:`unstall`; new connections
+        between them hang. Both sides find out by keepalive.
+        """
+        for relay in self._relayed(a, b):
+            relay.stall()
+
+    def unstall(self, a: str, b: str) -> None:
+        """Undo :meth:`stall`: what was held goes through (each way, in order)."""
+        for relay in self._relayed(a, b):
+            relay.unstall()
 
     def node_options(
         self, name: str, *, tls: bool | None = None, cookie: str | None = None
@@ -394,6 +493,9 @@ class Cluster:
         and a netns cluster's namespaces are deleted (also run at exit).
         """
         try:
+            relays, self.relays = list(self.relays.values()), {}
+            for relay in relays:  # first: a stalled link must not hold a node's stop up
+                relay.close()
             self._close_nodes()
         finally:
             if self.fabric is not None:

@@ -27,12 +27,13 @@ import ctypes.util
 import itertools
 import os
 import shutil
+import socket
 import subprocess
 import threading
 
 from ergo_py.gen.errors import ErrIncorrect
 
-__all__ = ["Fabric", "enter", "unavailable"]
+__all__ = ["Fabric", "enter", "socket_in", "unavailable"]
 
 SUBNET = "10.213.0"  # /24, used only inside the fabric's namespaces
 NETNS_DIR = "/var/run/netns"
@@ -93,6 +94,35 @@ def enter(netns: str) -> None:
             raise OSError(err, f"setns({netns}): {os.strerror(err)}")
     finally:
         os.close(fd)
+
+
+def socket_in(netns: str | None, family: int = socket.AF_INET) -> socket.socket:
+    """A new TCP socket in namespace ``netns`` (None: this thread's own).
+
+    A socket belongs to the namespace it was made in for life, whichever
+    thread uses it later; a short-lived thread enters ``netns`` to make it,
+    so no thread of the caller ever changes namespace.
+    """
+    if netns is None:
+        return socket.socket(family, socket.SOCK_STREAM)
+    made: list[socket.socket | BaseException] = []
+
+    def make() -> None:
+        try:
+            enter(netns)
+            made.append(socket.socket(family, socket.SOCK_STREAM))
+        except BaseException as exc:
+            made.append(exc)
+
+    thread = threading.Thread(target=make, name=f"ergo-netns-socket[{netns}]", daemon=True)
+    thread.start()
+    thread.join(10.0)
+    if not made:
+        raise ErrIncorrect(f"no socket made in namespace {netns} within 10 s")
+    result = made[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 class Fabric:

@@ -51,6 +51,12 @@ forwarded as it stands. Written out are only the exceptions: the identity
 ``is_alive``, ``network``, ``stop`` and ``wait`` (answered on this side), and
 ``Network.get_node`` (a proxy stands for its ``RemoteNode``).
 
+Web ports: ``metrics_port()`` and ``observer_port()`` are forwarded too.
+A node in a network namespace serves them inside it, out of the test's
+reach; for such a node the handle relays each one
+(:class:`~ergo_py.testing.relay.Relay`, listening on 127.0.0.1 here and
+dialling in the namespace) and returns the relay's port.
+
 Certificate changes: the handle subscribes to the parent-side cert manager it
 was started with (``Cluster.managers[name]``) and forwards each new state;
 the child applies what differs to its own manager (``update()``,
@@ -100,6 +106,7 @@ from ergo_py.gen.identifiers import PID, Atom
 from ergo_py.gen.node import Network, Node, RemoteNode, Target
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, NodeOptions, ProcessOptions
 from ergo_py.gen.registrar import Registrar, Route
+from ergo_py.lib.logs import configure_logging, json_configured
 
 __all__ = [
     "DEFAULT_CONTROL_TIMEOUT",
@@ -207,6 +214,7 @@ class _StartSpec:
     options: NodeOptions  # cert_manager removed
     certs: _CertSnapshot | None
     log_level: int
+    log_json: bool = False  # the parent writes JSON lines (lib.logs): so does the child
 
 
 def _qualname(obj: object) -> str:
@@ -363,11 +371,14 @@ class _Child:
     def start(self, spec: _StartSpec) -> Node:
         from ergo_py.node import start_node
 
-        logging.basicConfig(
-            level=spec.log_level,
-            format=f"%(asctime)s [{spec.name} pid {os.getpid()}] %(levelname)s %(name)s: "
-            "%(message)s",
-        )
+        if spec.log_json:
+            configure_logging("json", spec.log_level)
+        else:
+            logging.basicConfig(
+                level=spec.log_level,
+                format=f"%(asctime)s [{spec.name} pid {os.getpid()}] %(levelname)s %(name)s: "
+                "%(message)s",
+            )
         options = spec.options
         if spec.certs is not None:
             self.cam = self.new_manager(spec.certs)
@@ -482,6 +493,8 @@ class _Child:
 
 
 if TYPE_CHECKING:
+    from ergo_py.testing.relay import Relay
+
     # mypy cannot see members made at run time. As an ``Any`` base these make
     # it take every forwarded member's signature from ``gen.Node`` /
     # ``gen.Network`` (the next base) and not count the class as abstract;
@@ -534,6 +547,13 @@ class ProcessNode(_NodeForwarders, Node):  # type: ignore[misc]  # an Any base: 
                 "set NodeOptions.cert_manager instead"
             )
         self._name = Atom(name)
+        self._netns = netns
+        self._web_hosts = {
+            "node.metrics_port": options.metrics.host if options.metrics else "",
+            "node.observer_port": options.observer.host if options.observer else "",
+        }
+        self._relays: dict[str, Relay] = {}  # op -> the relay forwarding that port (netns)
+        self._relays_lock = threading.Lock()
         self._cam = options.cert_manager
         self._control_timeout = control_timeout
         self._stop_timeout = (
@@ -544,6 +564,7 @@ class ProcessNode(_NodeForwarders, Node):  # type: ignore[misc]  # an Any base: 
             options=dataclasses.replace(options, cert_manager=None),
             certs=_CertSnapshot.of(self._cam) if self._cam is not None else None,
             log_level=logging.getLogger().getEffectiveLevel(),
+            log_json=json_configured(),
         )
         try:
             pickle.dumps(spec)
@@ -715,11 +736,43 @@ class ProcessNode(_NodeForwarders, Node):  # type: ignore[misc]  # an Any base: 
         self._process.join(_KILL_WAIT)
         return True
 
+    def _web_port(self, op: str) -> int | None:
+        """The child's port for ``op``; relayed here if the child is in a namespace."""
+        port: int | None = self._request(op)
+        if port is None or self._netns is None:
+            return port
+        from ergo_py.testing.relay import Relay
+
+        host = self._web_hosts[op]
+        target = (host if host not in ("", "0.0.0.0") else "127.0.0.1", port)
+        with self._relays_lock:
+            if self._gone:
+                raise self._exited()
+            relay = self._relays.get(op)
+            if relay is None or relay.target != target:
+                if relay is not None:
+                    relay.close()
+                relay = Relay(target, target_netns=self._netns, name=f"{self._name} {op}")
+                self._relays[op] = relay
+            return relay.port
+
+    def metrics_port(self) -> int | None:
+        """The port ``/metrics`` answers on, reachable from this process (None: not served)."""
+        return self._web_port("node.metrics_port")
+
+    def observer_port(self) -> int | None:
+        """The observer's port, reachable from this process (None: not served)."""
+        return self._web_port("node.observer_port")
+
     def _close_channel(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         self._mark_gone()
+        with self._relays_lock:  # after: no relay is made once gone
+            relays, self._relays = list(self._relays.values()), {}
+        for relay in relays:
+            relay.close()
         self._reader.join(_KILL_WAIT)  # leaves once the child's sentinel fires
         self._conn.close()
 

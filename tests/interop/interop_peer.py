@@ -26,7 +26,9 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "gopeer"
-# The vendored Ergo: ERGO_VENDOR, else ../shared/vendor/ergo beside the checkout.
+# The vendored Ergo: ERGO_VENDOR, else ../shared/vendor/ergo beside the checkout
+# (or beside its parent), else the workspace's own copy in /work/shared, which a
+# clean clone made elsewhere (CI) still finds.
 VENDOR_ENV = "ERGO_VENDOR"
 CACHE = Path(os.environ.get("ERGO_PY_GO_CACHE", Path.home() / ".cache" / "ergo_py" / "gopeer"))
 BUILD_TIMEOUT = 300.0
@@ -38,6 +40,7 @@ def vendor_dir() -> Path | None:
     candidates = [Path(env)] if env else []
     root = HERE.parent.parent
     candidates += [up / "shared" / "vendor" / "ergo" for up in (root.parent, root.parent.parent)]
+    candidates.append(Path("/work/shared/vendor/ergo"))
     return next((c.resolve() for c in candidates if (c / "go.mod").is_file()), None)
 
 

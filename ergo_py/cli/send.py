@@ -24,12 +24,12 @@ from ergo_py.cli.client import (
     Unreachable,
     explain,
     not_listening,
-    retry_until,
     start_client_node,
     target_options,
 )
 from ergo_py.cli.inspect import configure_logging
 from ergo_py.cli.node import plain
+from ergo_py.net.retry import retry_until
 
 __all__ = ["call_command", "parse_message", "send_command"]
 

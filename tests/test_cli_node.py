@@ -22,6 +22,7 @@ from ergo_py.cli.inspect import format_report
 from ergo_py.cli.main import main
 from ergo_py.cli.node import ConfigError, inspect_report, load_config, plain, run_node
 from ergo_py.lib import CertificateAuthority
+from ergo_py.net.retry import wait_until
 from ergo_py.testing import free_port
 
 HOST = "127.0.0.1"
@@ -599,3 +600,39 @@ def test_rotated_files_naming_another_node_are_refused_naming_the_check(
     assert "node_name" in warning.getMessage()
     assert NODE in warning.getMessage()
     assert "fix:" in warning.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("flag", "node_key"),
+    [(["--log-format", "json"], ""), ([], 'log_format = "json"')],
+    ids=["flag", "config-key"],
+)
+def test_node_run_logs_one_json_object_per_line_when_asked(
+    files: Path, tmp_path: Path, flag: list[str], node_key: str
+) -> None:
+    path = cfg(files, config_text(free_port(), node=node_key))
+    log_file = tmp_path / "node.log"
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ergo_py.cli.main", "node", "run", *flag, str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        assert wait_until(lambda: NODE in log_file.read_text(), WAIT), log_file.read_text()
+        proc.terminate()
+        assert proc.wait(WAIT) == 0, log_file.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(WAIT)
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert lines and all(set(line) >= {"ts", "level", "logger", "message"} for line in lines)
+    assert any(line["message"] == "SIGTERM received, stopping" for line in lines)
+    assert any(line["node"] == NODE for line in lines)
+
+
+def test_a_log_format_other_than_text_or_json_is_a_config_error(files: Path) -> None:
+    text = config_text(12000, node='log_format = "xml"')
+    with pytest.raises(ConfigError, match=r"node\.log_format"):
+        load_config(cfg(files, text))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,14 +36,12 @@ __all__ = [
     "explain",
     "host_port",
     "not_listening",
-    "retry_until",
     "start_client_node",
     "target_options",
 ]
 
 DEFAULT_TIMEOUT = 10.0
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -193,33 +190,6 @@ def start_client_node(plan: ClientPlan) -> gen.Node:
             re.escape(plan.target), gen.NetworkRoute(host=host, port=port, tls=True)
         )
     return node
-
-
-def retry_until(
-    deadline: float,
-    attempt: Callable[[], T],
-    retry_on: tuple[type[BaseException], ...],
-    *,
-    retry_if: Callable[[BaseException], bool] = lambda exc: True,
-    first_delay: float = 0.05,
-    max_delay: float = 1.0,
-) -> T:
-    """``attempt()`` until it succeeds or ``deadline`` (monotonic) passes; doubling delays.
-
-    Only errors of ``retry_on`` for which ``retry_if`` holds are retried; the
-    last one is raised when time is up. One helper for "the node may still be
-    starting" instead of a loop in each command.
-    """
-    delay = first_delay
-    while True:
-        try:
-            return attempt()
-        except retry_on as exc:
-            left = deadline - time.monotonic()
-            if left <= 0 or not retry_if(exc):
-                raise
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, max_delay)
 
 
 _VERIFY = re.compile(r"certificate verify failed: ([^(]+?)\s*(\(_ssl|$)")

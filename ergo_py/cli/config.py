@@ -109,10 +109,11 @@ class NodeSection(_Section):
     cookie: str | None = None
     cookie_env: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     reconnect_on_rotate: bool = False
     pythonpath: list[FilePath] = []
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
@@ -283,6 +284,7 @@ class NodeConfig:
     name: str
     cookie: str
     log_level: int = logging.INFO
+    log_format: str = "text"  # lib.configure_logging's: text | json
     reconnect_on_rotate: bool = False
     acceptors: list[AcceptorConfig] = field(default_factory=list)
     tls: TLSConfig | None = None
@@ -483,6 +485,7 @@ def _checked(model: ConfigFile, file: Path, env: Mapping[str, str]) -> NodeConfi
         name=node.name,
         cookie=cookie,
         log_level=_LOG_LEVELS[node.log_level],
+        log_format=node.log_format,
         reconnect_on_rotate=node.reconnect_on_rotate,
         acceptors=[
             AcceptorConfig(a.host if a.host is not None else host, a.port, a.port_range)

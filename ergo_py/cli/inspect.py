@@ -31,11 +31,11 @@ from ergo_py.cli.client import (
     Unreachable,
     explain,
     not_listening,
-    retry_until,
     start_client_node,
     target_options,
 )
 from ergo_py.cli.node import plain
+from ergo_py.net.retry import retry_until
 
 __all__ = ["ask", "command", "format_report", "inspect_node", "render_report"]
 

@@ -42,6 +42,7 @@ from ergo_py.cli.config import (
     load_config,
 )
 from ergo_py.gen.certmanager import CertState
+from ergo_py.lib.logs import configure_logging
 from ergo_py.lib.reload import CertReloader
 
 __all__ = [
@@ -347,7 +348,15 @@ def group() -> None:
     help="After new certificate files are applied, move every live connection onto them.  "
     "[default: node.reconnect_on_rotate]",
 )
-def run_command(config: str, overrides: tuple[str, ...], reconnect_on_rotate: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    help="Log lines as text or as one JSON object each (for log shippers).  "
+    "[default: node.log_format, else text]",
+)
+def run_command(
+    config: str, overrides: tuple[str, ...], reconnect_on_rotate: bool, log_format: str | None
+) -> None:
     """Run a node until SIGINT/SIGTERM; it reloads its certificate files when they change.
 
     CONFIG is the node's TOML file (see examples/a.toml); relative paths in
@@ -356,10 +365,7 @@ def run_command(config: str, overrides: tuple[str, ...], reconnect_on_rotate: bo
     from ergo_py.cli.checks import check_files
 
     cfg = load_config(config, overrides)
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger().setLevel(cfg.log_level)
+    configure_logging((log_format or cfg.log_format).lower(), cfg.log_level)
     findings = check_files(cfg)
     for f in findings:
         if not f.blocks_start:

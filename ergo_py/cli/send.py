@@ -19,17 +19,10 @@ from typing import Any
 import click
 
 from ergo_py import gen
-from ergo_py.cli.client import (
-    ClientPlan,
-    Unreachable,
-    explain,
-    not_listening,
-    retry_until,
-    start_client_node,
-    target_options,
-)
+from ergo_py.cli import client
 from ergo_py.cli.inspect import configure_logging
 from ergo_py.cli.node import plain
+from ergo_py.net.retry import retry_until
 
 __all__ = ["call_command", "parse_message", "send_command"]
 
@@ -48,8 +41,8 @@ def _deliver(
     node_name: str | None, process: str, opts: dict[str, Any], act: str, message: Any
 ) -> Any:
     configure_logging(opts["verbose"])
-    plan = ClientPlan(node_name, opts)
-    node = start_client_node(plan)
+    plan = client.ClientPlan(node_name, opts)
+    node = client.start_client_node(plan)
     target = gen.ProcessID(process, plan.target)
     deadline = time.monotonic() + plan.timeout
     try:
@@ -57,19 +50,20 @@ def _deliver(
         def connected() -> None:  # send() to a remote name does not wait for the connection
             node.network().get_node(plan.target)
 
-        retry_until(deadline, connected, (gen.ErrNoConnection,), retry_if=not_listening)
+        retry_until(deadline, connected, (gen.ErrNoConnection,), retry_if=client.not_listening)
         if act == "send":
             node.send(target, message)
             return None
         return node.call(target, message, timeout=max(0.1, deadline - time.monotonic()))
     except gen.ErrNoConnection as exc:
-        raise Unreachable(explain(exc, plan)) from None
+        raise client.Unreachable(client.explain(exc, plan)) from None
     except gen.ErrTimeout:
-        raise Unreachable(f"{target} did not answer within {plan.timeout:g} s") from None
+        raise client.Unreachable(f"{target} did not answer within {plan.timeout:g} s") from None
     except (gen.ErrProcessUnknown, gen.ErrNameUnknown):
-        raise Unreachable(f"{plan.target} has no process registered as {process!r}") from None
+        missing = f"{plan.target} has no process registered as {process!r}"
+        raise client.Unreachable(missing) from None
     except gen.ErrProcessTerminated as exc:
-        raise Unreachable(f"{target} ended while handling the request: {exc}") from None
+        raise client.Unreachable(f"{target} ended while handling the request: {exc}") from None
     finally:
         node.stop()
 
@@ -83,7 +77,7 @@ _string = click.option(
 @click.argument("node")
 @click.argument("process")
 @click.argument("message")
-@target_options
+@client.target_options
 @_string
 def send_command(node: str, process: str, message: str, as_string: bool, **opts: Any) -> None:
     """Send MESSAGE to the process registered as PROCESS on NODE (no answer is awaited)."""
@@ -95,7 +89,7 @@ def send_command(node: str, process: str, message: str, as_string: bool, **opts:
 @click.argument("node")
 @click.argument("process")
 @click.argument("message")
-@target_options
+@client.target_options
 @_string
 def call_command(node: str, process: str, message: str, as_string: bool, **opts: Any) -> None:
     """Call the process registered as PROCESS on NODE with MESSAGE and print its answer."""

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from ergo_py.gen.cert import Certificate, CertPool, Password
 from ergo_py.gen.certmanager import (
@@ -42,6 +40,7 @@ from ergo_py.gen.certmanager import (
 )
 from ergo_py.gen.errors import CertificateError, ErgoError, ErrIncorrect
 from ergo_py.lib.cert import load_x509_key_pair
+from ergo_py.lib.feed import FileFeed
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "MAX_POLL_INTERVAL", "CertFileWatcher"]
 
@@ -81,7 +80,7 @@ class _Group:
         return tuple(_stat(p) for p in self.paths)
 
 
-class CertFileWatcher:
+class CertFileWatcher(FileFeed):
     """Loads certificate files into a cert manager and reloads them when they change.
 
     ``manager``: the manager to feed; ``None`` creates a ``gen.CertAuthManager``
@@ -114,15 +113,10 @@ class CertFileWatcher:
             raise ErrIncorrect(f"poll interval must be in (0, {MAX_POLL_INTERVAL}] s: {interval!r}")
         if not isinstance(retry_after, int | float) or retry_after <= 0:
             raise ErrIncorrect(f"retry_after must be > 0 s: {retry_after!r}")
-        if manager is not None and not isinstance(manager, CertManager):
-            raise ErrIncorrect(f"manager must be a gen.CertManager, not {type(manager).__name__}")
-        has_cas = client_ca_file is not None or root_ca_file is not None
-        if has_cas and manager is not None and not isinstance(manager, CertAuthManager):
-            raise ErrIncorrect("CA files need a gen.CertAuthManager")
+        super().__init__(manager, client_ca_file is not None or root_ca_file is not None, on_reload)
         self.interval = float(interval)
         self.retry_after = float(retry_after)
         self._password = password
-        self._on_reload = on_reload
         self._pair = _Group("certificate", (Path(cert_file), Path(key_file)))
         self._client_cas = (
             _Group("client CAs", (Path(client_ca_file),)) if client_ca_file is not None else None
@@ -130,19 +124,9 @@ class CertFileWatcher:
         self._root_cas = (
             _Group("root CAs", (Path(root_ca_file),)) if root_ca_file is not None else None
         )
-        self._lock = threading.Lock()  # one poll at a time
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.last_error: str | None = None
-        self.reloads = 0
         self._manager = self._initial_load(manager)
 
     # -- public state ------------------------------------------------------
-
-    @property
-    def manager(self) -> CertManager:
-        """The manager this watcher feeds."""
-        return self._manager
 
     @property
     def files(self) -> dict[str, str | None]:
@@ -153,12 +137,6 @@ class CertFileWatcher:
             "client_ca_file": str(self._client_cas.paths[0]) if self._client_cas else None,
             "root_ca_file": str(self._root_cas.paths[0]) if self._root_cas else None,
         }
-
-    @property
-    def running(self) -> bool:
-        """True while the polling thread runs."""
-        t = self._thread
-        return t is not None and t.is_alive()
 
     # -- loading -----------------------------------------------------------
 
@@ -261,11 +239,8 @@ class CertFileWatcher:
                 self.reloads += 1
             if self._all_applied():
                 self.last_error = None
-        if changed and self._on_reload is not None:
-            try:
-                self._on_reload(self._manager.state())
-            except Exception:
-                log.exception("on_reload callback %r failed", self._on_reload)
+        if changed:
+            self._notify(self._manager.state())
         return changed
 
     def _all_applied(self) -> bool:
@@ -278,34 +253,8 @@ class CertFileWatcher:
             except Exception:  # a bug must not end the watching silently
                 log.exception("certificate file watcher poll failed")
 
-    def start(self) -> None:
-        """Start polling on a daemon thread (no-op if it already runs)."""
-        if self.running:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"cert-watch {self._pair.paths[0].name}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop polling and wait for the thread (idempotent; a poll in progress completes)."""
-        self._stop.set()
-        t, self._thread = self._thread, None
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout)
-
-    def __enter__(self) -> CertFileWatcher:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _thread_name(self) -> str:
+        return f"cert-watch {self._pair.paths[0].name}"
 
     def __repr__(self) -> str:
         return (

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 
 import watchfiles
 
@@ -46,6 +46,7 @@ from ergo_py.gen.cert import Certificate, CertPool, Password
 from ergo_py.gen.certmanager import CertAuthManager, CertManager, CertState
 from ergo_py.gen.errors import CertificateError, ErgoError, ErrIncorrect
 from ergo_py.lib.cert import load_x509_key_pair
+from ergo_py.lib.feed import FileFeed
 
 __all__ = ["CertReloader"]
 
@@ -56,7 +57,7 @@ _TICK_MS = 200  # how often the watching thread looks at its flags without event
 _DEBOUNCE_MS = 100
 
 
-class CertReloader:
+class CertReloader(FileFeed):
     """Keeps ``manager`` in step with ``cert_file`` + ``key_file`` (and CA bundles).
 
     ``manager`` None: a ``gen.CertAuthManager`` is made from the files. The
@@ -79,11 +80,7 @@ class CertReloader:
     ) -> None:
         if isinstance(retry, bool) or not isinstance(retry, int | float) or retry <= 0:
             raise ErrIncorrect(f"retry must be > 0 s: {retry!r}")
-        has_cas = client_ca_file is not None or root_ca_file is not None
-        if manager is not None and not isinstance(manager, CertManager):
-            raise ErrIncorrect(f"manager must be a gen.CertManager, not {type(manager).__name__}")
-        if has_cas and manager is not None and not isinstance(manager, CertAuthManager):
-            raise ErrIncorrect("CA files need a gen.CertAuthManager")
+        super().__init__(manager, client_ca_file is not None or root_ca_file is not None, on_reload)
         self._paths = {
             "cert_file": Path(cert_file),
             "key_file": Path(key_file),
@@ -93,14 +90,8 @@ class CertReloader:
         self._pair = (Path(cert_file), Path(key_file))
         self._password = password
         self.retry = float(retry)
-        self._on_reload = on_reload
-        self._lock = threading.Lock()  # one reload at a time
-        self._stop = threading.Event()
         self._force = threading.Event()
-        self._thread: threading.Thread | None = None
         self._restore_sighup: Callable[[], None] | None = None
-        self.last_error: str | None = None
-        self.reloads = 0
         self._failed_at: float | None = None
         digest, cert, client_cas, root_cas = self._read()
         if manager is None:
@@ -112,17 +103,8 @@ class CertReloader:
     # -- public state ------------------------------------------------------
 
     @property
-    def manager(self) -> CertManager:
-        return self._manager
-
-    @property
     def files(self) -> dict[str, str | None]:
         return {k: str(p) if p is not None else None for k, p in self._paths.items()}
-
-    @property
-    def running(self) -> bool:
-        t = self._thread
-        return t is not None and t.is_alive()
 
     # -- loading -----------------------------------------------------------
 
@@ -196,11 +178,7 @@ class CertReloader:
             state.version,
             state.certificate.fingerprint,
         )
-        if self._on_reload is not None:
-            try:
-                self._on_reload(state)
-            except Exception:
-                log.exception("on_reload callback %r failed", self._on_reload)
+        self._notify(state)
         return True
 
     # -- watching ------------------------------------------------------------
@@ -247,22 +225,12 @@ class CertReloader:
         except Exception:  # a watcher that died must not go unnoticed
             log.exception("certificate file watching stopped")
 
-    def start(self) -> None:
-        """Watch on a thread of its own (no-op if it runs)."""
-        if self.running:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="ergo-py cert reload", daemon=True)
-        self._thread.start()
+    def _thread_name(self) -> str:
+        return "ergo-py cert reload"
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop watching and wait for the thread (idempotent)."""
-        self._stop.set()
+    def _stopping(self) -> None:
         if self._restore_sighup is not None:
             self._restore_sighup()
-        t, self._thread = self._thread, None
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout)
 
     def request_reload(self) -> None:
         """Have the watching thread reload now (what SIGHUP does; any thread)."""
@@ -290,18 +258,6 @@ class CertReloader:
 
         self._restore_sighup = restore
         return restore
-
-    def __enter__(self) -> CertReloader:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"CertReloader({self._paths['cert_file']}, reloads={self.reloads})"

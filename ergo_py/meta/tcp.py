@@ -35,7 +35,12 @@ from ergo_py.gen.types import register_type
 from ergo_py.meta._host import MetaProcess
 from ergo_py.net.loop import wait_until
 from ergo_py.net.ratelog import LogLimiter
-from ergo_py.net.tls import ListenerTLS, client_context_for_dial, server_tls_protocol
+from ergo_py.net.tls import (
+    ListenerTLS,
+    client_context_for_dial,
+    log_refused_handshake,
+    server_tls_protocol,
+)
 from ergo_py.node.acceptor import PreTLSBudget, source_of
 
 __all__ = [
@@ -355,16 +360,7 @@ class TCPServer(_Streams):
     def _tls_failed(self, stream: _Stream, peer: Any, exc: BaseException | None) -> None:
         self._budget.release(stream)
         self._pending.pop(stream, None)
-        why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
-        source = peer[0] if isinstance(peer, tuple) and peer else peer
-        _limited.log(
-            logging.INFO,
-            ("refused", source),
-            "%s: refused a TLS handshake from %s: %s",
-            self,
-            peer,
-            why,
-        )
+        log_refused_handshake(_limited, self, peer, exc)
 
     def _up(self, stream: _Stream) -> None:
         self._budget.release(stream)

@@ -30,7 +30,7 @@ from ergo_py.gen.types import register_type
 from ergo_py.meta._host import MetaProcess
 from ergo_py.net.loop import wait_until
 from ergo_py.net.ratelog import LogLimiter
-from ergo_py.net.tls import ListenerTLS, server_tls_protocol
+from ergo_py.net.tls import ListenerTLS, log_refused_handshake, server_tls_protocol
 
 __all__ = [
     "WebHandler",
@@ -262,16 +262,7 @@ class WebServer(MetaProcess):
         def failed(peer: Any, exc: BaseException | None) -> None:
             for t in raw:
                 self._pending.discard(t)
-            source = peer[0] if isinstance(peer, tuple) and peer else peer
-            why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
-            _limited.log(
-                logging.INFO,
-                ("refused", source),
-                "%s: refused a TLS handshake from %s: %s",
-                self,
-                peer,
-                why,
-            )
+            log_refused_handshake(_limited, self, peer, exc)
 
         return server_tls_protocol(
             loop, app, self._tls.context, self.options.tls_handshake_timeout, failed, started

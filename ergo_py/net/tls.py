@@ -21,8 +21,15 @@ from typing import Any, Protocol
 
 from ergo_py.gen.certmanager import CertManager, CertState, cert_state_of, verify_mode_for
 from ergo_py.gen.errors import ErrIncorrect
+from ergo_py.net.ratelog import LogLimiter
 
-__all__ = ["ListenerTLS", "client_context_for_dial", "connection_tls_info", "server_tls_protocol"]
+__all__ = [
+    "ListenerTLS",
+    "client_context_for_dial",
+    "connection_tls_info",
+    "log_refused_handshake",
+    "server_tls_protocol",
+]
 
 log = logging.getLogger(__name__)
 
@@ -244,3 +251,23 @@ def server_tls_protocol(
         loop, app, context, handshake_timeout, on_failure, on_start
     )
     return protocol
+
+
+def log_refused_handshake(
+    limited: LogLimiter, server: object, peer: Any, exc: BaseException | None
+) -> None:
+    """Log (rate-limited per source address, at INFO) a TLS handshake a server refused.
+
+    For ``server_tls_protocol``'s ``on_failure``: anyone who can reach the
+    port can cause these lines, so one source cannot flood the log.
+    """
+    why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
+    source = peer[0] if isinstance(peer, tuple) and peer else peer
+    limited.log(
+        logging.INFO,
+        ("refused", source),
+        "%s: refused a TLS handshake from %s: %s",
+        server,
+        peer,
+        why,
+    )

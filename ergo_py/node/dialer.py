@@ -44,6 +44,7 @@ from ergo_py.net.handshake import (
 from ergo_py.net.link import LinkOwner, LinkProtocol, TLSDetails
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
+from ergo_py.net.retry import Backoff, retry_until_async
 from ergo_py.net.tls import client_context_for_dial
 from ergo_py.node.connections import Connection, ConnectionOwner, ConnectionTable, ConnState
 
@@ -353,19 +354,26 @@ class Dialer:
 
     async def _replace(self, name: str, old: Connection) -> None:
         """Dial a replacement for ``old``; done when it, or the peer's own, took over."""
-        for attempt in range(3):
+
+        async def attempt() -> None:
             try:
                 await self._dial_any(name, replacing=old)
-                return
             except ErrNoConnection:
                 current = self._table.conns.get(name)
                 if current is not None and current is not old:
                     return  # the peer's replacement won the tie-break
-                if current is None or attempt == 2:
-                    raise
-                # Refused as simultaneous while the peer's reconnect was under
-                # way, and theirs did not replace ours after all: ask again.
-                await asyncio.sleep(0.05 * (attempt + 1))
+                raise
+
+        # Refused as simultaneous while the peer's reconnect was under way, and
+        # theirs did not replace ours after all: ask again (unless ours is gone).
+        await retry_until_async(
+            None,
+            attempt,
+            (ErrNoConnection,),
+            retry_if=lambda exc: self._table.conns.get(name) is not None,
+            backoff=Backoff(0.05, 0.1),
+            attempts=3,
+        )
 
     async def reconnect(self, name: str) -> None:
         """Loop thread: ``network.reconnect``'s work; done once both sides switched."""

@@ -33,7 +33,6 @@ import contextlib
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
@@ -50,6 +49,7 @@ from ergo_py.gen.errors import (
 from ergo_py.gen.node import Node
 from ergo_py.gen.options import DEFAULT_PORT, AcceptorOptions, NetworkRoute, NodeOptions
 from ergo_py.lib.ca import CertificateAuthority
+from ergo_py.net.retry import wait_until
 from ergo_py.testing.netns import Fabric
 from ergo_py.testing.process_node import DEFAULT_START_TIMEOUT, ProcessNode
 from ergo_py.testing.relay import Relay
@@ -478,12 +478,11 @@ class Cluster:
     def wait_connected(self, a: str, b: str, timeout: float = 10.0) -> None:
         """Connect ``a`` to ``b`` if needed and wait until both sides list each other."""
         self.nodes[a].network().get_node(b)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if b in self.nodes[a].network().nodes() and a in self.nodes[b].network().nodes():
-                return
-            time.sleep(0.02)
-        raise ErrTimeout(f"{a} and {b} not connected within {timeout} s")
+        if not wait_until(
+            lambda: b in self.nodes[a].network().nodes() and a in self.nodes[b].network().nodes(),
+            timeout,
+        ):
+            raise ErrTimeout(f"{a} and {b} not connected within {timeout} s")
 
     def close(self) -> None:
         """Stop every node (idempotent); children that do not stop in time are killed.

@@ -56,6 +56,7 @@ from ergo_py.net.registrar.proto import (
     valid_node_name,
 )
 from ergo_py.net.registrar.server import CLOSE_TIMEOUT, _Server
+from ergo_py.net.retry import Backoff, retry_until_async
 
 __all__ = [
     "DEFAULT_FRAME_TIMEOUT",
@@ -228,19 +229,13 @@ class EmbeddedRegistrar:
         self._started = True
         if hidden:
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._resolve_timeout
+        deadline = asyncio.get_running_loop().time() + self._resolve_timeout
         try:
-            while True:
-                try:
-                    lease = await self._attempt()
-                    break
-                except ErrNoConnection:
-                    # The port was held a moment ago but nobody answers now:
-                    # a server is going away. Retry the election, bounded.
-                    if loop.time() + self._retry_interval >= deadline:
-                        raise
-                    await asyncio.sleep(self._retry_interval)
+            # ErrNoConnection: the port was held a moment ago but nobody answers
+            # now; a server is going away. Retry the election, bounded.
+            lease = await retry_until_async(
+                deadline, self._attempt, (ErrNoConnection,), backoff=self._every_interval()
+            )
         except BaseException:
             self._started = False
             if self._server is not None:
@@ -271,7 +266,8 @@ class EmbeddedRegistrar:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._resolve_timeout
         last: ErrNoConnection | None = None
-        while True:
+        backoff = self._every_interval()
+        while True:  # not retry_until_async: the server may appear here between tries
             if self._server is not None:
                 routes, error = self._server.lookup_code(node_name)
                 if error is not None:
@@ -285,7 +281,7 @@ class EmbeddedRegistrar:
             except ErrNoConnection as exc:
                 last = exc
                 log.debug("registrar: resolve %s: %s; retrying", node_name, exc)
-                await asyncio.sleep(min(self._retry_interval, max(0.0, deadline - loop.time())))
+                await asyncio.sleep(min(backoff.next(), max(0.0, deadline - loop.time())))
                 continue
             if not isinstance(reply, ResolveReply):
                 raise RemoteProtocolError(f"expected ResolveReply, got {type(reply).__name__}")
@@ -441,6 +437,10 @@ class EmbeddedRegistrar:
             raise ErrNoConnection("registrar closed the connection before replying")
         return reply
 
+    def _every_interval(self) -> Backoff:
+        """The registrar retries at a steady ``retry_interval``: a server takes over in one."""
+        return Backoff(self._retry_interval, self._retry_interval)
+
     async def _supervise(self) -> None:
         """Watch the lease; when it breaks, fail over until registered or serving again.
 
@@ -451,8 +451,9 @@ class EmbeddedRegistrar:
         while self._lease is not None:
             await self._hold(self._lease[0])
             await self._drop_lease(unregister=False)
+            backoff = self._every_interval()
             while not self._stopped:
-                await asyncio.sleep(self._retry_interval)
+                await asyncio.sleep(backoff.next())
                 try:
                     self._lease = await self._attempt()
                 except (ErgoError, OSError) as exc:

@@ -50,6 +50,7 @@ from ergo_py.gen.errors import (
     NodeError,
 )
 from ergo_py.gen.registrar import Route
+from ergo_py.net.retry import Backoff
 
 if TYPE_CHECKING:
     import httpx
@@ -175,19 +176,18 @@ class EtcdClient:
         logged at DEBUG and retried with backoff (0.1 s doubling up to
         ``backoff_cap``), starting again with ``load``.
         """
-        backoff = _FIRST_BACKOFF
+        backoff = Backoff(_FIRST_BACKOFF, backoff_cap)
         while True:
             try:
                 await load()
-                backoff = _FIRST_BACKOFF
+                backoff.reset()
                 async for event in self._watch_events(key, range_end, revision() + 1):
                     apply(event)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.debug("etcd: watch of %s interrupted: %s", what, exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, backoff_cap)
+            await asyncio.sleep(backoff.next())
 
     async def _watch_events(
         self, key: str, range_end: str | None, start_revision: int
@@ -472,8 +472,7 @@ class EtcdRegistrar(EtcdClient):
         """Refresh the lease every TTL/3; when etcd is lost, retry with backoff and re-register."""
         assert self._name is not None
         interval = self.lease_ttl / 3
-        backoff_cap = min(_MAX_BACKOFF, max(0.5, self.lease_ttl / 2))
-        backoff = _FIRST_BACKOFF
+        backoff = Backoff(_FIRST_BACKOFF, self._backoff_cap())
         lost_since: float | None = None
         loop = asyncio.get_running_loop()
         delay = interval
@@ -494,8 +493,7 @@ class EtcdRegistrar(EtcdClient):
                     log.warning(
                         "etcd: %s lost (%s); keeping cached routes, retrying", self._name, exc
                     )
-                delay = backoff
-                backoff = min(backoff * 2, backoff_cap)
+                delay = backoff.next()
                 continue
             if lost_since is not None:
                 log.warning(
@@ -504,7 +502,7 @@ class EtcdRegistrar(EtcdClient):
                     self._name,
                 )
                 lost_since = None
-            backoff = _FIRST_BACKOFF
+            backoff.reset()
             delay = interval
 
     async def _keepalive_once(self) -> bool:
@@ -531,8 +529,12 @@ class EtcdRegistrar(EtcdClient):
             _prefix_end(self.prefix),
             lambda: self._revision,
             self._apply,
-            min(_MAX_BACKOFF, max(0.5, self.lease_ttl / 2)),
+            self._backoff_cap(),
         )
+
+    def _backoff_cap(self) -> float:
+        """Retry at least twice within a lease's TTL, at most every ``_MAX_BACKOFF`` s."""
+        return min(_MAX_BACKOFF, max(0.5, self.lease_ttl / 2))
 
     async def _load_prefix(self) -> None:
         reply = await self._post(

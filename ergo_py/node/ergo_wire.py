@@ -45,16 +45,16 @@ from ergo_py.gen.errors import (
     ErrIncorrect,
     ErrNoConnection,
     ErrTimeout,
-    NodeError,
 )
 from ergo_py.gen.identifiers import PID, Atom, Ref, random_ref_id
-from ergo_py.gen.node import AcceptorInfo, NodeRouter, RemoteTarget
+from ergo_py.gen.node import NodeRouter, RemoteTarget
 from ergo_py.gen.options import AcceptorOptions, NetworkOptions, NetworkRoute
 from ergo_py.net.ergo import enp
-from ergo_py.net.ergo.handshake import AcceptorMachine, DialerMachine, Established, Joined
+from ergo_py.net.ergo.handshake import DialerMachine, Established, Joined
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
-from ergo_py.net.tls import ListenerTLS, client_context_for_dial
+from ergo_py.net.tls import client_context_for_dial
+from ergo_py.node.ergo_acceptor import ErgoAcceptor
 from ergo_py.node.ergo_link import ErgoLink
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,6 @@ class ErgoOwner(Protocol):
     def stopped(self) -> bool: ...
 
     def node_down(self, peer: str, reason: ErrNoConnection) -> None: ...
-
-
-class _NoClientCertTLS(ListenerTLS):
-    """The cert manager's server certificate, asking the client for none (Ergo's acceptor)."""
-
-    def _sync(self) -> None:
-        self.context.verify_mode = ssl.CERT_NONE
 
 
 @dataclass
@@ -105,39 +98,6 @@ class _Holders:
 
     links: set[PID] = field(default_factory=set)
     monitors: dict[Ref, PID] = field(default_factory=dict)
-
-
-class ErgoAcceptor:
-    """One listening socket for Go nodes."""
-
-    def __init__(self, options: AcceptorOptions, host: str, tls: ListenerTLS | None) -> None:
-        self.options = options
-        self.host = host
-        self.tls = tls
-        self.port = 0
-        self.server: asyncio.Server | None = None
-
-    def info(self) -> AcceptorInfo:
-        o = self.options
-        return AcceptorInfo(
-            host=self.host,
-            port=self.port,
-            tls=self.tls is not None,
-            cert_version=self.tls.manager.version if self.tls is not None else None,
-            max_message_size=o.max_message_size or 0,
-            max_handshakes=o.max_handshakes,
-            handshake_timeout=o.handshake_timeout,
-            max_pre_tls=o.max_pre_tls,
-            max_pre_tls_per_source=o.max_pre_tls_per_source,
-            tls_handshake_timeout=o.tls_handshake_timeout,
-            protocol=PROTOCOL,
-        )
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        if self.tls is not None:
-            self.tls.close()
 
 
 class ErgoWire:
@@ -207,61 +167,26 @@ class ErgoWire:
     # --- acceptors (loop thread) ---------------------------------------------------------
 
     async def listen(self, options: AcceptorOptions) -> ErgoAcceptor:
-        cm = None if options.tls is False else (options.cert_manager or self._cm)
-        if options.tls is True and cm is None:
-            raise NodeError("acceptor asks for TLS but no cert manager is set")
-        host = options.host or Atom(self._name).host
-        acc = ErgoAcceptor(options, host, _NoClientCertTLS(cm) if cm is not None else None)
-        cookie = options.cookie if options.cookie is not None else self._cookie
-        limit = options.max_message_size or self._net.max_message_size
+        acc = ErgoAcceptor(
+            self,
+            options,
+            node_name=self._name,
+            creation=self._creation,
+            cookie=self._cookie,
+            net=self._net,
+            cert_manager=self._cm,
+        )
+        await acc.bound()
+        self.acceptors.append(acc)
+        return acc
 
-        def factory() -> ErgoLink:
-            def machine(link: ErgoLink) -> AcceptorMachine:
-                return AcceptorMachine(
-                    node_name=self._name,
-                    creation=self._creation,
-                    cookie=cookie,
-                    max_message_size=limit,
-                    pool_size=1,
-                    pool_dsn=(f"{host}:{acc.port}",),
-                    local_cert_sha1=link.local_cert_sha1,
-                    admit=self._admit,
-                )
+    def accepted(self, link: ErgoLink) -> None:
+        self._links.add(link)
 
-            link = ErgoLink(
-                self,
-                machine,
-                dialer=False,
-                handshake_timeout=options.handshake_timeout,
-                max_message_size=limit,
-            )
-            self._links.add(link)
-            return link
+    def join(self, peer: str, connection_id: str) -> str | None:
+        return "this node offers no pool links"
 
-        loop = asyncio.get_running_loop()
-        first = options.port
-        ports = [first] if first == 0 else range(first, first + max(1, options.port_range))
-        last: OSError | None = None
-        for port in ports:
-            try:
-                acc.server = await loop.create_server(
-                    factory,
-                    host,
-                    port,
-                    ssl=acc.tls.context if acc.tls is not None else None,
-                    ssl_handshake_timeout=options.tls_handshake_timeout if acc.tls else None,
-                )
-            except OSError as exc:
-                last = exc
-                continue
-            acc.port = acc.server.sockets[0].getsockname()[1]
-            self.acceptors.append(acc)
-            log.info("%s: accepting Ergo nodes on %s:%d", self._name, host, acc.port)
-            return acc
-        acc.close()
-        raise NodeError(f"no free port for an ergo acceptor on {host} from {options.port}: {last}")
-
-    def _admit(self, peer: str, creation: int) -> str | None:
+    def admit(self, peer: str, creation: int) -> str | None:
         if peer == self._name:
             return "name taken"
         old = self.conns.get(peer)
@@ -373,7 +298,14 @@ class ErgoWire:
             raise ErrNoConnection(f"unexpected pool link from {result.peer}")
         if link.dialer and result.peer in self.conns:
             raise ErrNoConnection(f"already connected to {result.peer}")
-        codec = enp.Codec(self._name, self._creation, result.peer, result.creation, result.caches)
+        codec = enp.Codec(
+            self._name,
+            self._creation,
+            result.peer,
+            result.creation,
+            result.caches,
+            link.max_message_size,
+        )
         self.conns[result.peer] = ErgoConnection(result.peer, result, codec, link, link.dialer)
         tls = link.tls
         log.info(

@@ -364,10 +364,11 @@ func main() {
 		options.CertManager = p.cm
 	}
 	host := strings.SplitN(*name, "@", 2)[1]
-	// Ergo has no "port 0": start somewhere random and let PortRange skip taken ports.
+	// Ergo has no "port 0": start somewhere random and let it skip taken ports up
+	// to PortRange (in Ergo v3.2 the last port to try, not a count).
 	start := uint16(20000 + rand.New(rand.NewSource(time.Now().UnixNano())).Intn(30000))
 	options.Network.Acceptors = []gen.AcceptorOptions{{
-		Host: host, Port: start, PortRange: 2000, Cookie: *cookie, CertManager: p.cm,
+		Host: host, Port: start, PortRange: start + 2000, Cookie: *cookie, CertManager: p.cm,
 	}}
 
 	node, err := ergo.StartNode(gen.Atom(*name), options)

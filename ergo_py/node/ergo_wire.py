@@ -16,8 +16,8 @@ What differs from our own protocol, and why:
 * A link or monitor is a request the peer answers (``MessageResult``); when
   a Go process ends, its node sends one "terminated" packet and we fan it out
   to our holders (kept here), as Ergo's core does.
-* One link per connection: our acceptor offers a pool of one, and we do not
-  dial the further links a Go acceptor offers (it works with one).
+* Ergo's pool: a connection has several TCP links; a packet goes on the
+  link its order byte picks (as Go sends), so each sender keeps its order.
 
 Thread safety: operations come from process threads; connections, links and
 what arrives live on the node's loop thread.

@@ -214,6 +214,23 @@ def test_compressed_packets_are_unpacked() -> None:
         go.decode(one(lzw))
 
 
+def test_a_compressed_packet_unpacks_no_further_than_the_limit() -> None:
+    py, _ = codecs()
+    inner = py.send(PY_PID, GO_PID, b"x" * 100_000)
+    body = struct.pack(">I", len(inner)) + gzip.compress(inner)
+    packet = struct.pack(">BBIBBB", 78, 1, 9 + len(body), inner[6], 200, 102) + body
+    assert len(packet) < 1000
+    small = enp.Codec("go@h", 11, "py@h", 22, edf.Caches(), max_size=10_000)
+    with pytest.raises(gen.ErrTooLarge, match="beyond 10000"):
+        small.decode(one(packet))
+    roomy = enp.Codec("go@h", 11, "py@h", 22, edf.Caches(), max_size=len(inner))
+    assert roomy.decode(one(packet)) == enp.Send(PY_PID, GO_PID, b"x" * 100_000)
+    cut = body[:-20]
+    truncated = struct.pack(">BBIBBB", 78, 1, 9 + len(cut), inner[6], 200, 102) + cut
+    with pytest.raises(RemoteProtocolError, match="truncated"):
+        roomy.decode(one(truncated))
+
+
 def test_the_reader_cuts_a_stream_anywhere() -> None:
     py, _ = codecs()
     packets = [py.send(PY_PID, GO_PID, i) for i in range(50)]

@@ -13,7 +13,8 @@ deadline, before it is a link of the node (``link_up``):
    holding the most (:class:`PreTLSBudget`). A flood from one address thus
    only ever displaces itself, and a silent or slow client is gone after the
    short TLS deadline.
-2. **Ergo handshake**: only links past TLS (a client certificate verified,
+2. **The handshake** (ours, or Ergo's EHS for ``node/ergo_acceptor.py``):
+   only links past TLS (a client certificate verified,
    when the acceptor requires one) count toward ``max_handshakes``; beyond it
    a link is refused with ``Reject("busy")``. Deadline ``handshake_timeout``,
    from the end of TLS on.
@@ -32,20 +33,20 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import Hashable
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, Self, TypeVar, cast
 
 from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import ErrIncorrect, HandshakeRejected, NodeError
 from ergo_py.gen.identifiers import Atom
 from ergo_py.gen.node import AcceptorInfo
-from ergo_py.gen.options import AcceptorOptions, NetworkOptions
+from ergo_py.gen.options import PROTOCOL_ERGO_PY, AcceptorOptions, NetworkOptions
 from ergo_py.lib.logs import fields
 from ergo_py.net.handshake import REASON_BUSY, AcceptorHandshake
 from ergo_py.net.link import LinkOwner, LinkProtocol, TLSDetails
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import ListenerTLS, server_tls_protocol
 
-__all__ = ["Acceptor", "AcceptorOwner", "PreTLSBudget", "source_of"]
+__all__ = ["Acceptor", "AcceptorBase", "AcceptorOwner", "PreTLSBudget", "source_of"]
 
 log = logging.getLogger(__name__)
 _limited = LogLimiter(log)  # anyone on the network can cause these lines
@@ -144,12 +145,22 @@ class PreTLSBudget(Generic[K]):
         return next(iter(self._by_source[source]))
 
 
+class _Admitting(Protocol):
+    """A link on its way in, as far as its acceptor cares."""
+
+    def abort(self) -> None: ...
+
+    def handshake_failed(self, exc: BaseException | None) -> None:
+        """Its TLS handshake failed: it never came up."""
+        ...
+
+
 class _InTLS:
     """One accepted connection while it is in its TLS handshake."""
 
     __slots__ = ("ended", "link", "peer", "transport")
 
-    link: LinkProtocol
+    link: _Admitting
 
     def __init__(self) -> None:
         self.peer: Any = None
@@ -185,32 +196,31 @@ def _cert_manager(options: AcceptorOptions, node_cm: CertManager | None) -> Cert
     return cm
 
 
-class Acceptor:
+class AcceptorBase:
     """One listening socket and the connections it is admitting (loop thread).
 
-    Build it with :meth:`listen`; :meth:`close` stops listening and ends the
-    connections not yet admitted (TLS or Ergo handshake under way); links that
-    came up belong to the owner.
+    The two budgets and deadlines above, whatever the handshake after TLS:
+    a subclass makes the link protocol (:meth:`_link`) and, in the handshake
+    machine it builds once TLS is done, calls :meth:`_enter_handshake`.
+    :meth:`close` stops listening and ends the connections not yet admitted;
+    links that came up belong to the owner.
     """
+
+    protocol = PROTOCOL_ERGO_PY  # what AcceptorInfo says
+    tls_class: type[ListenerTLS] = ListenerTLS
 
     def __init__(
         self,
-        owner: AcceptorOwner,
         options: AcceptorOptions,
         *,
         node_name: str,
-        creation: int,
-        cookie: str,
         net: NetworkOptions,
         cert_manager: CertManager | None,
     ) -> None:
         if options.tls_handshake_timeout <= 0:
             raise ErrIncorrect("tls_handshake_timeout must be positive")
         self.options = options
-        self._owner = owner
         self._node = node_name
-        self._creation = creation
-        self._cookie = options.cookie if options.cookie is not None else cookie
         self._net = net
         self._max_size = (
             options.max_message_size
@@ -220,42 +230,39 @@ class Acceptor:
         self._pre_tls: PreTLSBudget[_InTLS] = PreTLSBudget(
             options.max_pre_tls, options.max_pre_tls_per_source
         )
-        self._handshaking: set[LinkProtocol] = set()
+        self._handshaking: set[_Admitting] = set()
         self.host = options.host or Atom(node_name).host
         self.port = 0
         self._server: asyncio.Server | None = None
         self._closing = False
         cm = _cert_manager(options, cert_manager)
-        self.tls = ListenerTLS(cm) if cm is not None else None
+        self.tls = self.tls_class(cm) if cm is not None else None
 
-    @classmethod
-    async def listen(
-        cls,
-        owner: AcceptorOwner,
-        options: AcceptorOptions,
-        *,
-        node_name: str,
-        creation: int,
-        cookie: str,
-        net: NetworkOptions,
-        cert_manager: CertManager | None,
-    ) -> Acceptor:
-        """An acceptor listening on the first free port of its range (``NodeError`` if none)."""
-        acc = cls(
-            owner,
-            options,
-            node_name=node_name,
-            creation=creation,
-            cookie=cookie,
-            net=net,
-            cert_manager=cert_manager,
-        )
+    async def bound(self) -> Self:
+        """Listening on the first free port of its range (``NodeError`` if none)."""
         try:
-            await acc._bind()
+            await self._bind()
         except BaseException:
-            acc.close()
+            self.close()
             raise
-        return acc
+        return self
+
+    def _link(self, entry: _InTLS | None) -> _Admitting:
+        """The link (an ``asyncio.Protocol``) for one accepted connection; ``entry``: its TLS
+        stage."""
+        raise NotImplementedError
+
+    def _enter_handshake(self, entry: _InTLS | None, link: _Admitting) -> None:
+        """TLS is done (or there is none): from one budget to the other, or ``busy``."""
+        if entry is not None:
+            self._pre_tls.release(entry)
+        if len(self._handshaking) >= self.options.max_handshakes:
+            raise HandshakeRejected(REASON_BUSY)
+        self._handshaking.add(link)
+
+    def _settled(self, link: _Admitting) -> None:
+        """The link's handshake ended (up or not): it leaves the acceptor's count."""
+        self._handshaking.discard(link)
 
     async def _bind(self) -> None:
         loop = asyncio.get_running_loop()
@@ -273,11 +280,12 @@ class Acceptor:
                 continue
             self.port = self._server.sockets[0].getsockname()[1]
             log.info(
-                "%s: accepting on %s:%d (%s)",
+                "%s: accepting on %s:%d (%s, %s)",
                 self._node,
                 self.host,
                 self.port,
                 "TLS" if self.tls is not None else "plain TCP",
+                self.protocol,
             )
             return
         raise NodeError(f"no free port for an acceptor on {self.host} from {opts.port}: {last}")
@@ -295,6 +303,7 @@ class Acceptor:
             max_pre_tls=opts.max_pre_tls,
             max_pre_tls_per_source=opts.max_pre_tls_per_source,
             tls_handshake_timeout=opts.tls_handshake_timeout,
+            protocol=self.protocol,
         )
 
     def close(self) -> None:
@@ -318,8 +327,8 @@ class Acceptor:
 
     # --- admission (loop thread) --------------------------------------------------------
 
-    def _plain_protocol(self) -> LinkProtocol:
-        return self._link(None)
+    def _plain_protocol(self) -> asyncio.BaseProtocol:
+        return cast(asyncio.BaseProtocol, self._link(None))
 
     def _tls_protocol(self) -> asyncio.BaseProtocol:
         assert self.tls is not None
@@ -327,7 +336,7 @@ class Acceptor:
         entry.link = self._link(entry)
         return server_tls_protocol(
             asyncio.get_running_loop(),
-            entry.link,
+            cast(asyncio.BaseProtocol, entry.link),
             self.tls.context,
             self.options.tls_handshake_timeout,
             lambda peer, exc: self._tls_failed(entry, peer, exc),
@@ -387,6 +396,58 @@ class Acceptor:
             why = f"did not finish: {str(exc) or type(exc).__name__}"
             _log_refusal(self._node, "dropped a TLS handshake", peer, why)
 
+
+def _certificate_verdict(exc: ssl.SSLError) -> bool:
+    """The handshake failed on a certificate (ours refused, or the client's)."""
+    if isinstance(exc, ssl.SSLCertVerificationError) or getattr(exc, "verify_message", None):
+        return True
+    reason = exc.reason or ""
+    return "CERTIFICATE" in reason or "UNKNOWN_CA" in reason
+
+
+class Acceptor(AcceptorBase):
+    """An acceptor for our own protocol: build it with :meth:`listen`."""
+
+    def __init__(
+        self,
+        owner: AcceptorOwner,
+        options: AcceptorOptions,
+        *,
+        node_name: str,
+        creation: int,
+        cookie: str,
+        net: NetworkOptions,
+        cert_manager: CertManager | None,
+    ) -> None:
+        super().__init__(options, node_name=node_name, net=net, cert_manager=cert_manager)
+        self._owner = owner
+        self._creation = creation
+        self._cookie = options.cookie if options.cookie is not None else cookie
+
+    @classmethod
+    async def listen(
+        cls,
+        owner: AcceptorOwner,
+        options: AcceptorOptions,
+        *,
+        node_name: str,
+        creation: int,
+        cookie: str,
+        net: NetworkOptions,
+        cert_manager: CertManager | None,
+    ) -> Acceptor:
+        """An acceptor listening on the first free port of its range (``NodeError`` if none)."""
+        acc = cls(
+            owner,
+            options,
+            node_name=node_name,
+            creation=creation,
+            cookie=cookie,
+            net=net,
+            cert_manager=cert_manager,
+        )
+        return await acc.bound()
+
     def _link(self, entry: _InTLS | None) -> LinkProtocol:
         """The link protocol for one accepted connection; ``entry``: its TLS stage."""
         opts = self.options
@@ -395,12 +456,7 @@ class Acceptor:
         link: LinkProtocol
 
         def machine(tls: TLSDetails) -> AcceptorHandshake:
-            # TLS is done (or there is none): from one budget to the other.
-            if entry is not None:
-                self._pre_tls.release(entry)
-            if len(self._handshaking) >= opts.max_handshakes:
-                raise HandshakeRejected(REASON_BUSY)
-            self._handshaking.add(link)
+            self._enter_handshake(entry, link)
             return AcceptorHandshake(
                 node_name=self._node,
                 creation=self._creation,
@@ -421,14 +477,6 @@ class Acceptor:
             max_message_size=self._max_size,
             dialer=False,
             keepalive=net.keepalive_period,
-            settled=self._handshaking.discard,
+            settled=self._settled,
         )
         return link
-
-
-def _certificate_verdict(exc: ssl.SSLError) -> bool:
-    """The handshake failed on a certificate (ours refused, or the client's)."""
-    if isinstance(exc, ssl.SSLCertVerificationError) or getattr(exc, "verify_message", None):
-        return True
-    reason = exc.reason or ""
-    return "CERTIFICATE" in reason or "UNKNOWN_CA" in reason

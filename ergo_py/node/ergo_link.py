@@ -70,8 +70,10 @@ class ErgoLink(asyncio.Protocol):
         dialer: bool,
         handshake_timeout: float,
         max_message_size: int,
+        settled: Callable[[ErgoLink], None] | None = None,
     ) -> None:
         self._owner = owner
+        self._settled = settled
         self._make_machine = make_machine
         self.dialer = dialer
         self._timeout = handshake_timeout
@@ -81,6 +83,7 @@ class ErgoLink(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._machine: Machine | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.max_message_size = max_message_size
         self._reader = enp.PacketReader(max_message_size)
         self._codec: enp.Codec | None = None
         self._error: BaseException | None = None
@@ -88,6 +91,7 @@ class ErgoLink(asyncio.Protocol):
         self.tls: TLSDetails | None = None
         self.writer: BatchWriter | None = None
         self.peer_address: Any = None
+        self.local_address: Any = None
         self.messages_in = 0
         self.messages_out = 0
 
@@ -110,6 +114,7 @@ class ErgoLink(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self.peer_address = transport.get_extra_info("peername")
+        self.local_address = transport.get_extra_info("sockname")
         self._timer = self._loop.call_later(self._timeout, self._timed_out)
         try:
             self.tls = TLSDetails(transport)
@@ -138,7 +143,24 @@ class ErgoLink(asyncio.Protocol):
         if result is not None:
             self._complete(result, machine.trailing)
 
+    def handshake_failed(self, exc: BaseException | None) -> None:
+        """The TLS handshake before ours failed (or was cut): this link never came up."""
+        self._settle()
+        if not self.ready.done():
+            self.ready.set_exception(ErrNoConnection(f"TLS handshake failed: {exc or 'closed'}"))
+            self.ready.exception()
+        if not self.gone.done():
+            self.gone.set_result(None)
+        self._owner.link_lost(self, exc)
+
+    def _settle(self) -> None:
+        """The handshake is over, one way or the other (the acceptor's count; once)."""
+        settled, self._settled = self._settled, None
+        if settled is not None:
+            settled(self)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._settle()
         if self._timer is not None:
             self._timer.cancel()
         if self.writer is not None:
@@ -168,6 +190,7 @@ class ErgoLink(asyncio.Protocol):
 
     def _complete(self, result: Established | Joined, trailing: bytes) -> None:
         assert self._transport is not None
+        self._settle()
         if self._timer is not None:
             self._timer.cancel()
         self.writer = BatchWriter(self._loop, self._transport)
@@ -233,7 +256,12 @@ class ErgoLink(asyncio.Protocol):
             level = logging.INFO if isinstance(exc, HandshakeRejected) else logging.WARNING
             source = self.peer_address[0] if isinstance(self.peer_address, tuple) else None
             _limited.log(level, (source, type(exc)), "ergo link %s: %s", self.peer_address, exc)
-        self.close()
+        self._settle()
+        # A peer that broke the protocol gets no TLS goodbye to wait for (a
+        # graceful close would keep the link, and its peer, up until it answers).
+        if self.writer is not None:
+            self.writer.close()
+        self.abort()
 
     def close(self) -> None:
         if self.writer is not None:

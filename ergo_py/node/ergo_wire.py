@@ -16,8 +16,8 @@ What differs from our own protocol, and why:
 * A link or monitor is a request the peer answers (``MessageResult``); when
   a Go process ends, its node sends one "terminated" packet and we fan it out
   to our holders (kept here), as Ergo's core does.
-* One link per connection: our acceptor offers a pool of one, and we do not
-  dial the further links a Go acceptor offers (it works with one).
+* Ergo's pool: a connection has several TCP links; a packet goes on the
+  link its order byte picks (as Go sends), so each sender keeps its order.
 
 Thread safety: operations come from process threads; connections, links and
 what arrives live on the node's loop thread.
@@ -45,16 +45,16 @@ from ergo_py.gen.errors import (
     ErrIncorrect,
     ErrNoConnection,
     ErrTimeout,
-    NodeError,
 )
 from ergo_py.gen.identifiers import PID, Atom, Ref, random_ref_id
-from ergo_py.gen.node import AcceptorInfo, NodeRouter, RemoteTarget
+from ergo_py.gen.node import NodeRouter, RemoteTarget
 from ergo_py.gen.options import AcceptorOptions, NetworkOptions, NetworkRoute
 from ergo_py.net.ergo import enp
-from ergo_py.net.ergo.handshake import AcceptorMachine, DialerMachine, Established, Joined
+from ergo_py.net.ergo.handshake import DialerMachine, Established, Joined, JoinMachine
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
-from ergo_py.net.tls import ListenerTLS, client_context_for_dial
+from ergo_py.net.tls import client_context_for_dial
+from ergo_py.node.ergo_acceptor import ErgoAcceptor
 from ergo_py.node.ergo_link import ErgoLink
 
 log = logging.getLogger(__name__)
@@ -77,26 +77,37 @@ class ErgoOwner(Protocol):
     def node_down(self, peer: str, reason: ErrNoConnection) -> None: ...
 
 
-class _NoClientCertTLS(ListenerTLS):
-    """The cert manager's server certificate, asking the client for none (Ergo's acceptor)."""
-
-    def _sync(self) -> None:
-        self.context.verify_mode = ssl.CERT_NONE
-
-
 @dataclass
 class ErgoConnection:
-    """A connection to one Go node: its link and what the handshake said."""
+    """A connection to one Go node: its links (Ergo's pool) and what the handshake said.
+
+    ``links`` is a tuple, replaced whole when a pool link joins, so process
+    threads read it without a lock. A packet goes on ``links[order % n]``,
+    as Go sends: a sender's packets (one order byte) all take one link, so
+    the receiver keeps them in order across the pool.
+    """
 
     peer: str
     info: Established
     codec: enp.Codec
-    link: ErgoLink
+    links: tuple[ErgoLink, ...]
     dialed: bool
+
+    @property
+    def link(self) -> ErgoLink:
+        return self.links[0]
 
     @property
     def limit(self) -> int:
         return self.info.max_message_size
+
+    def link_for(self, data: bytes) -> ErgoLink:
+        links = self.links
+        return links[data[6] % len(links)]  # the packet's order byte
+
+    def close(self) -> None:
+        for link in self.links:
+            link.close()
 
 
 @dataclass
@@ -105,39 +116,6 @@ class _Holders:
 
     links: set[PID] = field(default_factory=set)
     monitors: dict[Ref, PID] = field(default_factory=dict)
-
-
-class ErgoAcceptor:
-    """One listening socket for Go nodes."""
-
-    def __init__(self, options: AcceptorOptions, host: str, tls: ListenerTLS | None) -> None:
-        self.options = options
-        self.host = host
-        self.tls = tls
-        self.port = 0
-        self.server: asyncio.Server | None = None
-
-    def info(self) -> AcceptorInfo:
-        o = self.options
-        return AcceptorInfo(
-            host=self.host,
-            port=self.port,
-            tls=self.tls is not None,
-            cert_version=self.tls.manager.version if self.tls is not None else None,
-            max_message_size=o.max_message_size or 0,
-            max_handshakes=o.max_handshakes,
-            handshake_timeout=o.handshake_timeout,
-            max_pre_tls=o.max_pre_tls,
-            max_pre_tls_per_source=o.max_pre_tls_per_source,
-            tls_handshake_timeout=o.tls_handshake_timeout,
-            protocol=PROTOCOL,
-        )
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        if self.tls is not None:
-            self.tls.close()
 
 
 class ErgoWire:
@@ -207,61 +185,35 @@ class ErgoWire:
     # --- acceptors (loop thread) ---------------------------------------------------------
 
     async def listen(self, options: AcceptorOptions) -> ErgoAcceptor:
-        cm = None if options.tls is False else (options.cert_manager or self._cm)
-        if options.tls is True and cm is None:
-            raise NodeError("acceptor asks for TLS but no cert manager is set")
-        host = options.host or Atom(self._name).host
-        acc = ErgoAcceptor(options, host, _NoClientCertTLS(cm) if cm is not None else None)
-        cookie = options.cookie if options.cookie is not None else self._cookie
-        limit = options.max_message_size or self._net.max_message_size
+        acc = ErgoAcceptor(
+            self,
+            options,
+            node_name=self._name,
+            creation=self._creation,
+            cookie=self._cookie,
+            net=self._net,
+            cert_manager=self._cm,
+            pool_size=self._pool_size,
+        )
+        await acc.bound()
+        self.acceptors.append(acc)
+        return acc
 
-        def factory() -> ErgoLink:
-            def machine(link: ErgoLink) -> AcceptorMachine:
-                return AcceptorMachine(
-                    node_name=self._name,
-                    creation=self._creation,
-                    cookie=cookie,
-                    max_message_size=limit,
-                    pool_size=1,
-                    pool_dsn=(f"{host}:{acc.port}",),
-                    local_cert_sha1=link.local_cert_sha1,
-                    admit=self._admit,
-                )
+    def accepted(self, link: ErgoLink) -> None:
+        self._links.add(link)
 
-            link = ErgoLink(
-                self,
-                machine,
-                dialer=False,
-                handshake_timeout=options.handshake_timeout,
-                max_message_size=limit,
-            )
-            self._links.add(link)
-            return link
+    def join(self, peer: str, connection_id: str) -> str | None:
+        conn = self.conns.get(peer)
+        if conn is None or conn.dialed or conn.info.connection_id != connection_id:
+            return f"no connection {connection_id} of {peer} to join"
+        if len(conn.links) >= self._pool_size():
+            return f"the pool of {peer} is full"
+        return None
 
-        loop = asyncio.get_running_loop()
-        first = options.port
-        ports = [first] if first == 0 else range(first, first + max(1, options.port_range))
-        last: OSError | None = None
-        for port in ports:
-            try:
-                acc.server = await loop.create_server(
-                    factory,
-                    host,
-                    port,
-                    ssl=acc.tls.context if acc.tls is not None else None,
-                    ssl_handshake_timeout=options.tls_handshake_timeout if acc.tls else None,
-                )
-            except OSError as exc:
-                last = exc
-                continue
-            acc.port = acc.server.sockets[0].getsockname()[1]
-            self.acceptors.append(acc)
-            log.info("%s: accepting Ergo nodes on %s:%d", self._name, host, acc.port)
-            return acc
-        acc.close()
-        raise NodeError(f"no free port for an ergo acceptor on {host} from {options.port}: {last}")
+    def _pool_size(self) -> int:
+        return max(1, min(255, self._net.pool_size))
 
-    def _admit(self, peer: str, creation: int) -> str | None:
+    def admit(self, peer: str, creation: int) -> str | None:
         if peer == self._name:
             return "name taken"
         old = self.conns.get(peer)
@@ -331,22 +283,11 @@ class ErgoWire:
                 peer_cert_sha1=link.peer_cert_sha1,
             )
 
-        def factory() -> ErgoLink:
-            link = ErgoLink(
-                self,
-                machine,
-                dialer=True,
-                handshake_timeout=self._net.handshake_timeout,
-                max_message_size=self._net.max_message_size,
-            )
-            self._links.add(link)
-            return link
-
         loop = asyncio.get_running_loop()
         try:
             _, link = await asyncio.wait_for(
                 loop.create_connection(
-                    factory,
+                    lambda: self._new_link(machine, dialer=True),
                     host,
                     route.port,
                     ssl=ctx,
@@ -364,17 +305,89 @@ class ErgoWire:
         conn = self.conns.get(node)
         if conn is None:
             raise ErrNoConnection(f"connection to {node} closed right after the handshake")
+        want = min(conn.info.pool_size, self._pool_size()) - 1
+        if want > 0 and conn.info.pool_dsn:
+            # Joined before the first packet goes out, so no sender's packets
+            # move to another link once they flow.
+            await asyncio.gather(*(self._join(conn, i, ctx, sni, cookie) for i in range(want)))
         return conn
+
+    async def _join(
+        self, conn: ErgoConnection, i: int, ctx: ssl.SSLContext | None, sni: str | None, cookie: str
+    ) -> None:
+        """One further link of ``conn``'s pool, to the address the acceptor named (as Go)."""
+        dsn = conn.info.pool_dsn[i % len(conn.info.pool_dsn)]
+        host, _, port = dsn.rpartition(":")
+        host = host.strip("[]")
+
+        def machine(link: ErgoLink) -> JoinMachine:
+            return JoinMachine(
+                node_name=self._name,
+                peer_name=conn.peer,
+                connection_id=conn.info.connection_id,
+                cookie=cookie,
+                peer_cert_sha1=link.peer_cert_sha1,
+            )
+
+        link: ErgoLink | None = None
+        try:
+            _, link = await asyncio.wait_for(
+                asyncio.get_running_loop().create_connection(
+                    lambda: self._new_link(machine, dialer=True),
+                    host,
+                    int(port),
+                    ssl=ctx,
+                    server_hostname=sni if ctx is not None else None,
+                    ssl_handshake_timeout=self._net.handshake_timeout if ctx else None,
+                ),
+                self._net.connect_timeout + self._net.handshake_timeout,
+            )
+            assert link is not None
+            await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+        except (TimeoutError, OSError, ValueError, ssl.SSLError, ErgoError) as exc:
+            if link is not None:
+                link.abort()
+            _note(
+                logging.WARNING,
+                "%s: a pool link to %s (%s) failed: %s",
+                self._name,
+                conn.peer,
+                dsn,
+                exc,
+            )
+
+    def _new_link(self, machine: Callable[[ErgoLink], Any], *, dialer: bool) -> ErgoLink:
+        link = ErgoLink(
+            self,
+            machine,
+            dialer=dialer,
+            handshake_timeout=self._net.handshake_timeout,
+            max_message_size=self._net.max_message_size,
+        )
+        self._links.add(link)
+        return link
 
     # --- links (loop thread) -------------------------------------------------------------
 
     def link_up(self, link: ErgoLink, result: Established | Joined) -> enp.Codec:
-        if isinstance(result, Joined):  # we offer a pool of one: no joins come
-            raise ErrNoConnection(f"unexpected pool link from {result.peer}")
+        if isinstance(result, Joined):
+            conn = self.conns.get(result.peer)
+            if conn is None or conn.info.connection_id != result.connection_id:
+                raise ErrNoConnection(f"a pool link to {result.peer}: its connection is gone")
+            conn.links = (*conn.links, link)
+            log.debug("%s: pool link %d to %s", self._name, len(conn.links), result.peer)
+            return conn.codec
         if link.dialer and result.peer in self.conns:
             raise ErrNoConnection(f"already connected to {result.peer}")
-        codec = enp.Codec(self._name, self._creation, result.peer, result.creation, result.caches)
-        self.conns[result.peer] = ErgoConnection(result.peer, result, codec, link, link.dialer)
+        codec = enp.Codec(
+            self._name,
+            self._creation,
+            result.peer,
+            result.creation,
+            result.caches,
+            link.max_message_size,
+        )
+        self.conns[result.peer] = ErgoConnection(result.peer, result, codec, (link,), link.dialer)
         tls = link.tls
         log.info(
             "%s: connected to Ergo node %s (%s, %s, peer cert %s)",
@@ -389,14 +402,14 @@ class ErgoWire:
     def link_lost(self, link: ErgoLink, exc: BaseException | None) -> None:
         self._links.discard(link)
         for conn in list(self.conns.values()):
-            if conn.link is link:
+            if link in conn.links:  # one link of the pool lost: the whole connection
                 why = f"connection to {conn.peer} lost: {exc or 'closed'}"
                 self._drop(conn, ErrNoConnection(why))
 
     def _drop(self, conn: ErgoConnection, reason: ErrNoConnection) -> None:
         if self.conns.get(conn.peer) is conn:
             del self.conns[conn.peer]
-        conn.link.close()
+        conn.close()
         with self._holders_lock:
             for target in [t for t in self._holders if t.node == conn.peer]:
                 del self._holders[target]
@@ -408,8 +421,9 @@ class ErgoWire:
         async def close() -> None:
             conn = self.conns.get(node)
             if conn is not None:
-                conn.link.close()
-                await asyncio.wait_for(conn.link.gone, self._net.handshake_timeout)
+                conn.close()
+                gone = asyncio.gather(*(link.gone for link in conn.links))
+                await asyncio.wait_for(gone, self._net.handshake_timeout)
 
         self._lt.run(close(), timeout=self._net.handshake_timeout + 5.0)
 
@@ -434,9 +448,9 @@ class ErgoWire:
             "peer_cert_fingerprint": peer.fingerprint if peer else None,
             "peer_cert_subject": peer.subject if peer else None,
             "peer_cert_not_after": peer.not_after if peer else None,
-            "pool_links": 1,
-            "messages_in": conn.link.messages_in,
-            "messages_out": conn.link.messages_out,
+            "pool_links": len(conn.links),
+            "messages_in": sum(link.messages_in for link in conn.links),
+            "messages_out": sum(link.messages_out for link in conn.links),
         }
 
     async def close(self) -> None:
@@ -459,9 +473,9 @@ class ErgoWire:
 
             raise too_large(len(data), conn.limit)
         if from_loop:
-            conn.link.write_now(data)
+            conn.link_for(data).write_now(data)
         else:
-            conn.link.write(data)
+            conn.link_for(data).write(data)
 
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         conn = self.connection(to.node)
@@ -642,4 +656,4 @@ class ErgoWire:
             link.write_now(codec.control(result, enp.order_of(source.id)))
 
     def _codec_of(self, link: ErgoLink) -> enp.Codec | None:
-        return next((c.codec for c in self.conns.values() if c.link is link), None)
+        return next((c.codec for c in self.conns.values() if link in c.links), None)

@@ -106,8 +106,9 @@ class GoPeer:
         cert: Path | None = None,
         key: Path | None = None,
         insecure: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> None:
-        argv = [str(binary), "-name", name, "-cookie", cookie]
+        argv = [str(binary), "-name", name, "-cookie", cookie, *extra]
         if cert is not None and key is not None:
             argv += ["-cert", str(cert), "-key", str(key)]
         if insecure:

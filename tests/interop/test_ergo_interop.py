@@ -11,105 +11,29 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from interop_peer import GoPeer, gopeer_binary
+from interop_pair import (  # noqa: F401  (fixtures, by their names)
+    GO,
+    HOSTS,
+    PY,
+    WAIT,
+    Pair,
+    Sink,
+    binary_fixture,
+    ergo_acceptor_fixture,
+    go_args_fixture,
+    go_echo,
+    go_stats,
+    pair_fixture,
+)
 
-import ergo_py
 from ergo_py import act, gen
-from ergo_py.lib import CertificateAuthority
 from ergo_py.net.ergo.edf import RemoteError
 
-GO = "go@localhost"
-PY = "py@localhost"
-COOKIE = "interop-cookie"
-HOSTS = ("localhost", "127.0.0.1")
-WAIT = 10.0
 # The first test of a fresh checkout builds the Go peer (20-60 s on 2 cores).
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def binary() -> Path:
-    return gopeer_binary()
-
-
-@dataclass
-class Pair:
-    node: gen.Node
-    peer: GoPeer
-    ca: CertificateAuthority
-    cam: gen.CertAuthManager
-    key_dir: Path
-    port: int  # the Python node's ergo acceptor
-
-    def write_go_cert(self) -> str:
-        """A fresh certificate for the Go node, into its files; its fingerprint."""
-        cert = self.ca.issue(GO, hosts=HOSTS)
-        pem, key = cert.to_pem()
-        (self.key_dir / "go.crt").write_bytes(pem)
-        (self.key_dir / "go.key").write_bytes(key)
-        return cert.fingerprint
-
-    def go_routes_to_python(self, cookie: str = "") -> None:
-        assert self.peer.command(f"route {PY} 127.0.0.1 {self.port} {cookie}".strip()) == "ok route"
-
-
-class Sink(act.Actor):
-    """Records integer messages per sender (in order?) and answers calls with the request."""
-
-    def init(self, out: queue.Queue[Any]) -> None:
-        self.out = out
-
-    def handle_message(self, sender: gen.PID, message: Any) -> None:
-        self.out.put((sender, message))
-
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        return request
-
-
-@pytest.fixture
-def pair(binary: Path, key_dir: Path) -> Iterator[Pair]:
-    ca = CertificateAuthority.create("interop")
-    cam = gen.create_cert_auth_manager(ca.issue(PY, hosts=HOSTS))
-    cam.set_root_cas(ca.pool())
-    options = gen.NodeOptions()
-    options.cert_manager = cam
-    options.network.cookie = COOKIE
-    options.network.registrar_enabled = False
-    options.network.acceptors = [gen.AcceptorOptions(host="127.0.0.1", port=0, protocol="ergo")]
-    node = ergo_py.start_node(PY, options)
-    placeholder = Pair(node, None, ca, cam, key_dir, node.network().acceptors()[0].port)  # type: ignore[arg-type]
-    placeholder.write_go_cert()
-    peer = GoPeer(binary, GO, COOKIE, key_dir / "go.crt", key_dir / "go.key", insecure=True)
-    placeholder.peer = peer
-    route = gen.NetworkRoute(host="127.0.0.1", port=peer.port, tls=True, protocol="ergo")
-    node.network().add_route(GO, route)
-    try:
-        yield placeholder
-    finally:
-        node.stop()
-        peer.stop()
-
-
-def go_echo() -> gen.ProcessID:
-    return gen.ProcessID("echo", GO)
-
-
-def go_stats(node: gen.Node, want: int) -> str:
-    """The Go echo's counts once it has seen ``want`` messages (bounded wait)."""
-    deadline = time.monotonic() + 30.0
-    stats = ""
-    while time.monotonic() < deadline:
-        stats = node.call(go_echo(), "stats")
-        if stats.startswith(f"count={want} "):
-            return stats
-        time.sleep(0.05)
-    raise AssertionError(f"the Go echo saw {stats}, not {want} messages")
 
 
 def test_calls_both_ways_over_tls(pair: Pair) -> None:

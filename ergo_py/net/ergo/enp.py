@@ -15,7 +15,6 @@ into packets, with the EDF caches the peer announced.
 
 from __future__ import annotations
 
-import gzip
 import struct
 import zlib
 from dataclasses import dataclass
@@ -222,8 +221,15 @@ class Codec:
     """Packets of one connection: ``local``/``peer`` name and creation, the peer's caches."""
 
     def __init__(
-        self, local: str, local_creation: int, peer: str, peer_creation: int, caches: edf.Caches
+        self,
+        local: str,
+        local_creation: int,
+        peer: str,
+        peer_creation: int,
+        caches: edf.Caches,
+        max_size: int = 0,
     ) -> None:
+        self.max_size = max_size  # of an unpacked compressed packet (0: no limit)
         self.local = Atom(local)
         self.local_creation = local_creation
         self.peer = Atom(peer)
@@ -334,14 +340,18 @@ class Codec:
     def _inflate(self, p: bytes) -> bytes:
         """A compressed packet: ``u32`` size, then the whole original packet compressed."""
         how = _ZIP.get(p[8])
+        if how not in ("gzip", "zlib"):
+            raise RemoteProtocolError(f"compression {how or p[8]} is not supported")
+        # Unpacked no further than the limit, so a small bomb cannot take the memory.
+        limit = self.max_size or (1 << 62)
+        unpack = zlib.decompressobj(wbits=31 if how == "gzip" else 15)
         try:
-            if how == "gzip":
-                inner = gzip.decompress(p[13:])
-            elif how == "zlib":
-                inner = zlib.decompress(p[13:])
-            else:
-                raise RemoteProtocolError(f"compression {how or p[8]} is not supported")
-        except (OSError, zlib.error, EOFError) as exc:
+            inner = unpack.decompress(p[13:], limit)
+            if unpack.unconsumed_tail:
+                raise ge.ErrTooLarge(f"a compressed ENP packet unpacks beyond {limit} bytes")
+            if not unpack.eof:
+                raise RemoteProtocolError("bad compressed packet: truncated")
+        except zlib.error as exc:
             raise RemoteProtocolError(f"bad compressed packet: {exc}") from exc
         if len(inner) < HEADER or inner[7] == COMPRESSED:
             raise RemoteProtocolError("a compressed packet holds no packet")

@@ -180,8 +180,9 @@ def _established(intro: Introduce, accept: Accept) -> Established:
 class _Machine:
     """Message framing and the byte buffers shared by the three machines."""
 
-    def __init__(self, cookie: str) -> None:
+    def __init__(self, cookie: str, max_message: int = MAX_MESSAGE) -> None:
         self._cookie = cookie
+        self._max = min(max_message, MAX_MESSAGE)
         self._in = bytearray()
         self._out = bytearray()
         self.result: Established | Joined | None = None
@@ -206,8 +207,10 @@ class _Machine:
                 raise RemoteProtocolError(f"not an Ergo handshake ({COOKIE_HINT})")
             if version != VERSION:
                 raise RemoteProtocolError(f"Ergo handshake version {version}, not {VERSION}")
-            if length > MAX_MESSAGE:
-                raise RemoteProtocolError(f"handshake message of {length} bytes")
+            if length > self._max:
+                raise RemoteProtocolError(
+                    f"handshake message of {length} bytes (limit {self._max})"
+                )
             if len(self._in) < _HEADER.size + length:
                 break
             body = bytes(self._in[_HEADER.size : _HEADER.size + length])
@@ -305,8 +308,9 @@ class AcceptorMachine(_Machine):
         local_cert_sha1: bytes | None,
         admit: Callable[[str, int], str | None],
         join: Callable[[str, str], str | None] | None = None,
+        max_handshake_size: int = MAX_MESSAGE,
     ) -> None:
-        super().__init__(cookie)
+        super().__init__(cookie, max_handshake_size)
         self._name = node_name
         self._intro = _introduce(node_name, creation, max_message_size)
         self._pool = (pool_size, list(pool_dsn))

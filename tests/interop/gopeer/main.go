@@ -178,11 +178,40 @@ type command struct {
 
 func (d *driver) HandleMessage(from gen.PID, message any) error {
 	c, ok := message.(command)
-	if !ok {
+	if !ok { // a message to the driver's alias
+		say("event driver %s %T %v", from, message, message)
 		return nil
 	}
 	c.reply <- d.run(c.args)
 	return nil
+}
+
+// HandleCall: calls to the driver (by its alias) return the request.
+func (d *driver) HandleCall(from gen.PID, ref gen.Ref, request any) (any, error) {
+	return request, nil
+}
+
+func reasonOf(text string) error {
+	switch text {
+	case "normal":
+		return gen.TerminateReasonNormal
+	case "shutdown":
+		return gen.TerminateReasonShutdown
+	case "kill":
+		return gen.TerminateReasonKill
+	}
+	return errors.New(text)
+}
+
+// aliasOf: NODE ID0 ID1 ID2 CREATION as a gen.Alias.
+func aliasOf(a []string) gen.Alias {
+	var alias gen.Alias
+	alias.Node = gen.Atom(a[0])
+	for i := 0; i < 3; i++ {
+		alias.ID[i], _ = strconv.ParseUint(a[1+i], 10, 64)
+	}
+	alias.Creation, _ = strconv.ParseInt(a[4], 10, 64)
+	return alias
 }
 
 func target(node, name string) gen.ProcessID {
@@ -231,6 +260,31 @@ func (d *driver) run(a []string) string {
 			n++
 		}
 		return fmt.Sprintf("ok %d %f", n, time.Since(start).Seconds())
+	case "exit": // exit NODE ID CREATION REASON: an exit signal from the driver
+		id, _ := strconv.ParseUint(a[2], 10, 64)
+		creation, _ := strconv.ParseInt(a[3], 10, 64)
+		pid := gen.PID{Node: gen.Atom(a[1]), ID: id, Creation: creation}
+		if err := d.SendExit(pid, reasonOf(strings.Join(a[4:], " "))); err != nil {
+			return "err " + err.Error()
+		}
+		return fmt.Sprintf("ok exit from %d", d.PID().ID)
+	case "alias": // alias: a new alias of the driver (calls to it return the request)
+		alias, err := d.CreateAlias()
+		if err != nil {
+			return "err " + err.Error()
+		}
+		return fmt.Sprintf("ok %d %d %d %d", alias.ID[0], alias.ID[1], alias.ID[2], alias.Creation)
+	case "sendalias": // sendalias NODE ID0 ID1 ID2 CREATION TEXT
+		if err := d.Send(aliasOf(a[1:6]), strings.Join(a[6:], " ")); err != nil {
+			return "err " + err.Error()
+		}
+		return "ok sent"
+	case "callalias": // callalias NODE ID0 ID1 ID2 CREATION TEXT
+		v, err := d.CallWithTimeout(aliasOf(a[1:6]), strings.Join(a[6:], " "), 5)
+		if err != nil {
+			return "err " + err.Error()
+		}
+		return fmt.Sprintf("ok %T %v", v, v)
 	case "callone": // callone NODE NAME TEXT: one call with a string request
 		v, err := d.CallWithTimeout(target(a[1], a[2]), strings.Join(a[3:], " "), 5)
 		if err != nil {
@@ -324,7 +378,23 @@ func (p *peer) command(driverPID gen.PID, line string) string {
 		case <-time.After(10 * time.Second):
 			return "err timeout"
 		}
-	case "send", "call", "callone", "callfor":
+	case "trap": // trap NAME: a watcher (trapping exits) registered as NAME
+		pid, err := p.node.SpawnRegister(gen.Atom(a[1]), func() gen.ProcessBehavior { return &watcher{} }, gen.ProcessOptions{})
+		if err != nil {
+			return "err " + err.Error()
+		}
+		return fmt.Sprintf("ok %d %d", pid.ID, pid.Creation)
+	case "remotespawn": // remotespawn NODE NAME: ask NODE to spawn NAME
+		rn, err := p.node.Network().GetNode(gen.Atom(a[1]))
+		if err != nil {
+			return "err " + err.Error()
+		}
+		pid, err := rn.Spawn(gen.Atom(a[2]), gen.ProcessOptions{})
+		if err != nil {
+			return "err " + err.Error()
+		}
+		return fmt.Sprintf("ok %s", pid)
+	case "send", "call", "callone", "callfor", "exit", "alias", "sendalias", "callalias":
 		reply := make(chan string, 1)
 		if err := p.node.Send(driverPID, command{args: a, reply: reply}); err != nil {
 			return "err " + err.Error()
@@ -364,10 +434,11 @@ func main() {
 		options.CertManager = p.cm
 	}
 	host := strings.SplitN(*name, "@", 2)[1]
-	// Ergo has no "port 0": start somewhere random and let PortRange skip taken ports.
+	// Ergo has no "port 0": start somewhere random and let it skip taken ports up
+	// to PortRange (in Ergo v3.2 the last port to try, not a count).
 	start := uint16(20000 + rand.New(rand.NewSource(time.Now().UnixNano())).Intn(30000))
 	options.Network.Acceptors = []gen.AcceptorOptions{{
-		Host: host, Port: start, PortRange: 2000, Cookie: *cookie, CertManager: p.cm,
+		Host: host, Port: start, PortRange: start + 2000, Cookie: *cookie, CertManager: p.cm,
 	}}
 
 	node, err := ergo.StartNode(gen.Atom(*name), options)

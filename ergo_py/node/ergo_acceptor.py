@@ -1,0 +1,114 @@
+"""An acceptor for Go Ergo nodes: our acceptor's admission, Ergo's handshake after TLS.
+
+Everything before the handshake is :class:`~ergo_py.node.acceptor.AcceptorBase`'s,
+as for our own protocol: the per-source pre-TLS budget and its deadline (a
+plaintext client on a TLS port is refused there, logged), ``max_handshakes``
+(beyond it a link is refused ``busy``: Ergo has no refusal message, so the
+Go dialer sees the connection close) and ``handshake_timeout`` from the end
+of TLS on. What differs is Ergo's: TLS asks for no client certificate (Go's
+dialer presents none), and the link speaks EHS, then ENP.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ergo_py.gen.certmanager import CertManager
+from ergo_py.gen.options import PROTOCOL_ERGO, AcceptorOptions, NetworkOptions
+from ergo_py.net.ergo.handshake import AcceptorMachine
+from ergo_py.net.tls import ListenerTLS
+from ergo_py.node.acceptor import AcceptorBase, _InTLS
+from ergo_py.node.ergo_link import ErgoLink, ErgoLinkOwner
+
+__all__ = ["ErgoAcceptor", "ErgoAcceptorOwner"]
+
+
+class ErgoAcceptorOwner(ErgoLinkOwner, Protocol):
+    """Who an ergo acceptor's links report to: it admits their peers and pool links."""
+
+    def admit(self, peer: str, creation: int) -> str | None:
+        """Why ``peer`` is refused (None: welcome)."""
+        ...
+
+    def join(self, peer: str, connection_id: str) -> str | None:
+        """Why a pool link to ``connection_id`` of ``peer`` is refused (None: welcome)."""
+        ...
+
+    def accepted(self, link: ErgoLink) -> None:
+        """A link was made for an accepted connection (the owner closes it at the end)."""
+        ...
+
+
+class NoClientCertTLS(ListenerTLS):
+    """The cert manager's server certificate, asking the client for none (Ergo's acceptor)."""
+
+    def _sync(self) -> None:
+        self.context.verify_mode = ssl.CERT_NONE
+
+
+class ErgoAcceptor(AcceptorBase):
+    """One listening socket for Go nodes; ``await ErgoAcceptor(...).bound()`` listens."""
+
+    protocol = PROTOCOL_ERGO
+    tls_class = NoClientCertTLS
+
+    def __init__(
+        self,
+        owner: ErgoAcceptorOwner,
+        options: AcceptorOptions,
+        *,
+        node_name: str,
+        creation: int,
+        cookie: str,
+        net: NetworkOptions,
+        cert_manager: CertManager | None,
+        pool_size: Callable[[], int] = lambda: 1,
+    ) -> None:
+        super().__init__(options, node_name=node_name, net=net, cert_manager=cert_manager)
+        self._owner = owner
+        self._creation = creation
+        self._cookie = options.cookie if options.cookie is not None else cookie
+        self._pool_size = pool_size
+
+    @property
+    def max_message_size(self) -> int:
+        return self._max_size
+
+    def _link(self, entry: _InTLS | None) -> ErgoLink:
+        owner = self._owner
+
+        def machine(link: ErgoLink) -> AcceptorMachine:
+            self._enter_handshake(entry, link)
+            pool = max(1, min(255, self._pool_size()))
+            return AcceptorMachine(
+                node_name=self._node,
+                creation=self._creation,
+                cookie=self._cookie,
+                max_message_size=self._max_size,
+                pool_size=pool,
+                pool_dsn=(_dsn(link.local_address, self.host, self.port),),
+                local_cert_sha1=link.local_cert_sha1,
+                admit=owner.admit,
+                join=owner.join,
+                max_handshake_size=self.options.handshake_max_message_size,
+            )
+
+        link = ErgoLink(
+            owner,
+            machine,
+            dialer=False,
+            handshake_timeout=self.options.handshake_timeout,
+            max_message_size=self._max_size,
+            settled=self._settled,
+        )
+        owner.accepted(link)
+        return link
+
+
+def _dsn(local: Any, host: str, port: int) -> str:
+    """Where the pool's further links dial: the address this connection reached (as Go)."""
+    if isinstance(local, tuple) and len(local) >= 2:
+        host, port = str(local[0]), int(local[1])
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

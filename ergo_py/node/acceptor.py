@@ -20,7 +20,7 @@ deadline, before it is a link of the node (``link_up``):
    from the end of TLS on.
 
 Every refusal of a client that has not finished TLS is logged through
-:func:`_log_refusal` (one place, for a later rate limit), at INFO at most
+:meth:`AcceptorBase._log_refusal` (one place, rate-limited per acceptor), at INFO at most
 except a certificate verdict. The acceptor owns these connections until
 they come up: :meth:`Acceptor.close` ends them with the listening socket.
 """
@@ -49,7 +49,6 @@ from ergo_py.net.tls import ListenerTLS, server_tls_protocol
 __all__ = ["Acceptor", "AcceptorBase", "AcceptorOwner", "PreTLSBudget", "source_of"]
 
 log = logging.getLogger(__name__)
-_limited = LogLimiter(log)  # anyone on the network can cause these lines
 
 K = TypeVar("K", bound=Hashable)
 
@@ -168,24 +167,6 @@ class _InTLS:
         self.ended = False  # cut by us: its end is already accounted (and logged)
 
 
-def _log_refusal(node: str, what: str, peer: Any, why: Any, level: int = logging.INFO) -> None:
-    """Every refusal of a client that had not finished TLS is logged here.
-
-    Rate-limited per node, kind of refusal and source address.
-    """
-    source = peer[0] if isinstance(peer, tuple) and peer else peer
-    _limited.log(
-        level,
-        (node, what, source),
-        "%s: %s from %s: %s",
-        node,
-        what,
-        peer,
-        why,
-        extra=fields(node, peer),
-    )
-
-
 def _cert_manager(options: AcceptorOptions, node_cm: CertManager | None) -> CertManager | None:
     """The cert manager an acceptor serves TLS with (None: plain TCP)."""
     if options.tls is False:
@@ -231,6 +212,10 @@ class AcceptorBase:
             options.max_pre_tls, options.max_pre_tls_per_source
         )
         self._handshaking: set[_Admitting] = set()
+        # Anyone on the network can cause refusal lines: each acceptor has its
+        # own budget (per kind and source), so one listener's flood, or an
+        # earlier node of the same name, does not silence another's.
+        self._limited = LogLimiter(log)
         self.host = options.host or Atom(node_name).host
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -246,6 +231,21 @@ class AcceptorBase:
             self.close()
             raise
         return self
+
+    def _log_refusal(self, what: str, peer: Any, why: Any, level: int = logging.INFO) -> None:
+        """Every refusal of a client that had not finished TLS is logged here,
+        rate-limited per kind of refusal and source address."""
+        source = peer[0] if isinstance(peer, tuple) and peer else peer
+        self._limited.log(
+            level,
+            (what, source),
+            "%s: %s from %s: %s",
+            self._node,
+            what,
+            peer,
+            why,
+            extra=fields(self._node, peer),
+        )
 
     def _link(self, entry: _InTLS | None) -> _Admitting:
         """The link (an ``asyncio.Protocol``) for one accepted connection; ``entry``: its TLS
@@ -355,9 +355,7 @@ class AcceptorBase:
         if cut is not None:
             victim, why = cut
             victim.ended = True
-            _log_refusal(
-                self._node, "dropped a TLS handshake", victim.peer, f"cut to make room ({why})"
-            )
+            self._log_refusal("dropped a TLS handshake", victim.peer, f"cut to make room ({why})")
             if victim.transport is not None:
                 victim.transport.abort()
 
@@ -378,9 +376,9 @@ class AcceptorBase:
                 f"(our certificate {state.certificate.fingerprint[:16]}, version "
                 f"{state.version}; client auth {state.client_auth.name})"
             )
-            _log_refusal(self._node, "refused a TLS handshake", peer, why, logging.WARNING)
+            self._log_refusal("refused a TLS handshake", peer, why, logging.WARNING)
         elif isinstance(exc, ssl.SSLError):  # not TLS, or broken TLS: anyone can send that
-            _log_refusal(self._node, "refused a TLS handshake", peer, exc.reason or exc)
+            self._log_refusal("refused a TLS handshake", peer, exc.reason or exc)
         elif isinstance(exc, ConnectionError | EOFError) or exc is None:
             # The client hung up mid-handshake: often because it refused our certificate
             # (it does not trust our CA); only its own log can say so.
@@ -391,10 +389,10 @@ class AcceptorBase:
                 f"should have connected, check that it trusts the CA of our certificate "
                 f"{state.certificate.fingerprint[:16]} (version {state.version})"
             )
-            _log_refusal(self._node, "dropped a TLS handshake", peer, why)
+            self._log_refusal("dropped a TLS handshake", peer, why)
         else:  # the deadline: no verdict on anyone's certificate
             why = f"did not finish: {str(exc) or type(exc).__name__}"
-            _log_refusal(self._node, "dropped a TLS handshake", peer, why)
+            self._log_refusal("dropped a TLS handshake", peer, why)
 
 
 def _certificate_verdict(exc: ssl.SSLError) -> bool:

@@ -35,7 +35,7 @@ from interop_pair import (  # noqa: F401  (fixtures)
 from ergo_py import gen
 from ergo_py.net.ergo import enp
 from ergo_py.net.ratelog import LogLimiter
-from ergo_py.node import acceptor, ergo_link
+from ergo_py.node import ergo_link
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -61,7 +61,6 @@ def ergo_acceptor() -> gen.AcceptorOptions:
 def unlimited_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Fresh log budgets: each test sees its own refusals logged."""
     monkeypatch.setattr(ergo_link, "_limited", LogLimiter(ergo_link.log))
-    monkeypatch.setattr(acceptor, "_limited", LogLimiter(acceptor.log))
     yield
 
 

@@ -38,7 +38,9 @@ def test_sixteen_nodes_lose_nothing_through_rotations_and_a_crash() -> None:
     assert f["lost"] == 0 and f["wrong_replies"] == 0 and report.reordered == 0
     assert f["sent"] == f["delivered"] + f["failed"] + f["crashed"] + f["lost"]
     assert f["calls"] > 0 and f["sends"] > 0
-    # failures only while the killed node was away, and said so
-    assert set(report.errors) <= {"ErrNoConnection", "ErrTimeout"}
+    # failures only while the killed node was away, and said so: no connection,
+    # a timeout, or (the restarted node is up but has not registered its actors yet)
+    # the peer's own "no such process"
+    assert set(report.errors) <= {"ErrNoConnection", "ErrTimeout", "ErrProcessUnknown"}
     assert f["failed"] + f["crashed"] < 0.2 * f["sent"]
     assert report.latency["before"][0] > 0 and report.latency["during rotation"][0] > 0

@@ -562,10 +562,7 @@ class FrameEncoder:
             hit = self._send_prefix(from_pid, to)
         if not 0 <= order <= 255:
             raise ErrIncorrect(f"order byte out of range: {order}")
-        if type(message) is tuple:  # the items follow as an array
-            item = b"\xc3" + codec.encode(list(message))
-        else:
-            item = b"\xc2" + codec.encode(message)
+        item = codec.encode_item(message)  # a tuple's items follow as an array
         total = HEADER_SIZE + len(hit[3]) + len(item)
         if (max_size and total > max_size) or total > MAX_TOTAL:
             raise too_large(total, max_size)
@@ -611,16 +608,13 @@ class FrameEncoder:
                 ref_bytes = _REF_BIN + ref_id_bytes(ref)  # raises the error
         else:
             ref_bytes = self._ids.packed(ref, Ref)
-        if type(term) is tuple:
-            flag, body = b"\xc3", codec.encode(list(term))
-        else:
-            flag, body = b"\xc2", codec.encode(term)
+        item = codec.encode_item(term)
         prefix = hit[2]
-        total = HEADER_SIZE + len(prefix) + len(ref_bytes) + 1 + len(body)
+        total = HEADER_SIZE + len(prefix) + len(ref_bytes) + len(item)
         if (max_size and total > max_size) or total > MAX_TOTAL:
             raise too_large(total, max_size)
         return b"".join(
-            (HEADER_MV.pack(MAGIC_VERSION, total, order, code), prefix, ref_bytes, flag, body)
+            (HEADER_MV.pack(MAGIC_VERSION, total, order, code), prefix, ref_bytes, item)
         )
 
     def _call_prefix(self, code: int, from_pid: Any, to: Any) -> tuple[Any, Any, bytes]:

@@ -84,7 +84,7 @@ def _print(title: str, rows: list[tuple[str, float, float, float]]) -> None:
     print(f"{title}")
     print(f"  {'thread':<28}{'CPU µs':>10}{'sleeps':>10}{'preempted':>11}")
     for kind, cpu, vol, inv in rows:
-        print(f"  {kind:<28}{cpu:>10.1f}{vol:>10.2f}{inv:>11.2f}")
+        print(f"  {kind:<28}{cpu:>10.2f}{vol:>10.2f}{inv:>11.2f}")
     total = sum(r[1] for r in rows), sum(r[2] for r in rows)
     print(f"  {'all':<28}{total[0]:>10.1f}{total[1]:>10.2f}")
 

@@ -5,7 +5,13 @@ caller) in a child process, over mutual TLS on loopback. While each load
 runs, py-spy samples both processes and this prints, per process, the share
 of samples per thread and the functions with the most samples of their own.
 
-Run: ``python benchmarks/profile_hot_paths.py [oneway|call] [seconds]``
+Samples are native (C frames of uvloop, OpenSSL and msgpack too) and taken
+only from the thread holding the GIL (``--gil``): what is left is the work
+that serialises a process, without the threads idling in ``epoll`` or waiting
+for a lock. With ``--svg DIR`` it also draws each process's flame graph
+(``flame.py``) as ``DIR/flame-KIND-SIDE.svg``.
+
+Run: ``python benchmarks/profile_hot_paths.py [oneway|call] [seconds] [--svg DIR]``
 (``make bench`` installs py-spy with the ``bench`` extra).
 """
 
@@ -25,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import flame
 import node_network
 
 import ergo_py
@@ -57,11 +64,13 @@ def _client(pem: tuple[bytes, bytes], port: int, kind: str, seconds: float, read
         print(f"client: {n:,} {'messages' if kind == 'oneway' else 'calls'} in {seconds:.0f} s")
 
 
-def _record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+def _record(pid: int, seconds: float, out: Path, fmt: str = "raw") -> subprocess.Popen[bytes]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     cmd = [py_spy, "record", "-p", str(pid), "-r", "200", "-d", str(int(seconds))]
-    cmd += ["-f", "raw", "-o", str(out), "--nonblocking"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # --native: the loop thread's time is partly in C (uvloop, OpenSSL); --threads
+    # keeps each thread its own tower; --gil drops idle and lock-waiting threads.
+    cmd += ["-f", fmt, "-o", str(out), "--native", "--threads", "--gil"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
 
 
 def _summary(title: str, raw: Path, top: int = 15) -> None:
@@ -87,10 +96,15 @@ def _summary(title: str, raw: Path, top: int = 15) -> None:
 
 
 def main(argv: list[str]) -> int:
+    svg_dir: Path | None = None
+    if "--svg" in argv:
+        i = argv.index("--svg")
+        svg_dir = Path(argv[i + 1])
+        argv = argv[:i] + argv[i + 2 :]
     kind = argv[0] if argv else "oneway"
     seconds = float(argv[1]) if len(argv) > 1 else 6.0
     if kind not in ("oneway", "call"):
-        print("usage: profile_hot_paths.py [oneway|call] [seconds]", file=sys.stderr)
+        print("usage: profile_hot_paths.py [oneway|call] [seconds] [--svg DIR]", file=sys.stderr)
         return 2
     pem = CertificateAuthority.create("profile CA").to_pem()
     options = node_network._options(pem, f"b@{HOST}", 3)
@@ -117,9 +131,14 @@ def main(argv: list[str]) -> int:
             for r in recorders:
                 r.wait(seconds + 30)
             client.join(seconds + 60)
-            for title, raw in (("node b (receiver)", server_raw), ("node a (sender)", client_raw)):
+            sides = (("node b (receiver)", "b", server_raw), ("node a (sender)", "a", client_raw))
+            for title, side, raw in sides:
                 if raw.exists():
                     _summary(title, raw)
+                    if svg_dir is not None:
+                        out = svg_dir / f"flame-{kind}-{side}.svg"
+                        flame.render(flame.read_collapsed(raw), f"{kind}: {title}", out)
+                        print(f"  wrote {out}")
                 else:
                     print(f"\n{title}: no profile (is py-spy installed, may it ptrace?)")
         finally:

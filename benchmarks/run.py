@@ -2,11 +2,12 @@
 
 Each round measures, over mutual TLS on loopback with the server in another
 OS process: the raw asyncio TLS ceiling (``baseline_tls.measure``), ergo_py
-node to node (``scenarios``), Pyro5 and gRPC (``peers``), memory per idle
-connection and actor (``memory``), the meta-process web and TCP servers against
-Hypercorn and a raw asyncio TLS echo (``meta_servers``) and local messaging against pykka
-(``local_messaging``), and Python <-> Go Ergo in Ergo's own protocol against
-Python <-> Python and Go <-> Go (``interop``). Figures are medians over the rounds.
+node to node (``scenarios``), Pyro5 and gRPC (``peers``), Ray actors
+(``ray_peer``), memory per idle connection and actor (``memory``), the
+meta-process web and TCP servers against Hypercorn and a raw asyncio TLS echo
+(``meta_servers``), local messaging against pykka (``local_messaging``), and
+Python <-> Go Ergo in Ergo's own protocol against Python <-> Python and
+Go <-> Go (``interop``). Figures are medians over the rounds.
 
 Prints the table; a full run also rewrites the generated section of
 docs/benchmarks.md and docs/benchmarks.png.
@@ -23,8 +24,10 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -32,6 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import interop  # noqa: E402
 import meta_servers  # noqa: E402
+import ray_peer  # noqa: E402
 import report  # noqa: E402
 from report import Row  # noqa: E402
 
@@ -100,22 +104,27 @@ def make_rows() -> dict[str, Row]:
     MC = meta_servers.CONNS
     hyp, raw = "Hypercorn direct", "raw TLS echo"
     rows = [
-        ("ow1", Row("1 one-way", "msg/s, 1 sender", "raw TLS frames/s", True, 0.40)),
-        ("ow4", Row("1 one-way", f"msg/s, {SENDERS}→{SENDERS}", "raw TLS frames/s", True)),
-        ("p50", Row("2 call", "p50 µs, 1 caller", "raw TLS RTT", False, 2.0)),
-        ("p99", Row("2 call", "p99 µs, 1 caller", "raw TLS RTT", False)),
+        ("ow1", Row("1 one-way", "msg/s, 1 sender", "raw TLS frames/s", True, 0.65)),
+        ("ow4", Row("1 one-way", f"msg/s, {SENDERS}→{SENDERS}", "raw TLS frames/s", True, 0.65)),
+        ("ow_ray", Row("1 one-way", "msg/s, 1 sender", "Ray", True)),
+        ("ow_metrics", Row("1 one-way", "msg/s, 1 sender, metrics on", "metrics off", True, 0.97)),
+        ("ow_gc", Row("1 one-way", "msg/s, 1 sender, gc.freeze()", "without", True)),
+        ("p50", Row("2 call", "p50 µs, 1 caller", "raw TLS RTT", False, 1.3)),
+        ("p99", Row("2 call", "p99 µs, 1 caller", "raw TLS RTT", False, 2.0)),
         ("p50_pyro", Row("2 call", "p50 µs, 1 caller", "Pyro5", False)),
         ("p50_grpc", Row("2 call", "p50 µs, 1 caller", "gRPC", False)),
-        ("c1_pyro", Row("2 call", "calls/s, 1 caller", "Pyro5", True, 1.0)),
+        ("c1_pyro", Row("2 call", "calls/s, 1 caller", "Pyro5", True, 1.2)),
         ("c1_grpc", Row("2 call", "calls/s, 1 caller", "gRPC", True, 1.0)),
-        ("c16_pyro", Row("2 call", f"calls/s, {CALLERS} callers", "Pyro5", True, 1.0)),
-        ("c16_grpc", Row("2 call", f"calls/s, {CALLERS} callers", "gRPC", True, 1.0)),
-        ("su", Row("3 set-up", "set-ups/s", "raw TLS", True, 0.70, f1)),
-        ("rot", Row("4 rotation", "calls/s, rotating+churn", "steady", True, 0.90)),
+        ("c16_pyro", Row("2 call", f"calls/s, {CALLERS} callers", "Pyro5", True, 2.0)),
+        ("c16_grpc", Row("2 call", f"calls/s, {CALLERS} callers", "gRPC", True, 3.0)),
+        ("c1_ray", Row("2 call", "calls/s, 1 caller", "Ray", True)),
+        ("c16_ray", Row("2 call", f"calls/s, {CALLERS} callers", "Ray", True)),
+        ("su", Row("3 set-up", "set-ups/s", "raw TLS", True, 0.90, f1)),
+        ("rot", Row("4 rotation", "calls/s, rotating+churn", "steady", True, 0.95)),
         ("rot_only", Row("4 rotation", "calls/s, rotating only", "steady", True)),
         ("loss", Row("4 rotation", "replies", "requests", True, 1.0)),
-        ("mem_conn", Row("5 memory", "KiB/idle conn", "raw TLS conn", False, None, f1)),
-        ("mem_actor", Row("5 memory", "KiB/idle actor", "pykka actor", False, None, f1)),
+        ("mem_conn", Row("5 memory", "KiB/idle conn", "raw TLS conn", False, 0.30, f1)),
+        ("mem_actor", Row("5 memory", "KiB/idle actor", "pykka actor", False, 1.0, f1)),
         ("web_ka", Row("6 meta web", f"req/s, {MC} keep-alive", hyp, True, 0.90)),
         ("web_new", Row("6 meta web", f"req/s, {MC}x new conn", hyp, True, 0.90)),
         ("tcp_stream", Row("6 meta TCP", f"echo MiB/s, {MC} conns", raw, True, None, f1)),
@@ -124,6 +133,29 @@ def make_rows() -> dict[str, Row]:
         ("local_call", Row("local", "call µs", "pykka ask", False, None, f1)),
     ]
     return dict(rows)
+
+
+def _best_of(
+    k: int, first: Callable[[], float], second: Callable[[], float], swap: bool
+) -> tuple[float, float]:
+    """The best of ``k`` runs of each, alternating (``swap``: ``second`` goes first)."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(k):
+        if (i % 2 == 1) != swap:
+            b.append(second())
+            a.append(first())
+        else:
+            a.append(first())
+            b.append(second())
+    return max(a), max(b)
+
+
+def _frozen_one_way(srv: Any, a: Any, per_sender: int) -> float:
+    import scenarios
+
+    with scenarios.frozen(srv):
+        return scenarios.one_way(a, 1, per_sender)
 
 
 def measure(cfg: Config, rows: dict[str, Row], log: list[str]) -> None:
@@ -147,6 +179,8 @@ def measure(cfg: Config, rows: dict[str, Row], log: list[str]) -> None:
     with (
         scenarios.server(ca_pem) as srv,
         scenarios.client(srv) as a,
+        scenarios.server(ca_pem, metrics=True) as msrv,
+        scenarios.client(msrv, f"am@{host}", metrics=True) as am,
         peers.pyro(material.ca_pem, material.server, material.client) as pyro,
         peers.grpc_server(material.ca_pem, material.server, material.client) as grpc,
         ergo_py.start_node("local@localhost", local_opts) as local,
@@ -167,8 +201,31 @@ def measure(cfg: Config, rows: dict[str, Row], log: list[str]) -> None:
             raw = baseline_tls.measure(
                 material, messages=cfg.raw_messages, rtts=cfg.raw_rtts, setups=cfg.raw_setups
             )
-            rows["ow1"].add(scenarios.one_way(a, 1, cfg.per_sender), raw.one_way_per_s)
+            ow1 = scenarios.one_way(a, 1, cfg.per_sender)
+            rows["ow1"].add(ow1, raw.one_way_per_s)
             rows["ow4"].add(scenarios.one_way(a, SENDERS, cfg.per_sender), raw.one_way_per_s)
+            # The same scenario on a pair of nodes with options.metrics set
+            # (nothing scrapes during the run): the best of three runs each,
+            # alternating, since the difference sought (3 %) is far below
+            # what one run of another process's load moves a figure by.
+            off, on = _best_of(
+                3,
+                lambda: scenarios.one_way(a, 1, cfg.per_sender),
+                lambda: scenarios.one_way(am, 1, cfg.per_sender),
+                swap=n % 2 == 1,
+            )
+            rows["ow_metrics"].add(on, off)
+            plain, frozen = _best_of(
+                2,
+                lambda: scenarios.one_way(a, 1, cfg.per_sender),
+                lambda: _frozen_one_way(srv, a, cfg.per_sender),
+                swap=n % 2 == 1,
+            )
+            rows["ow_gc"].add(frozen, plain)
+
+            rf = ray_peer.measure(ca, cfg.call_s, cfg.per_sender // 4)
+            if rf.error:
+                log.append(f"round {n + 1}: Ray: {rf.error}")
 
             e1 = scenarios.ergo_calls(a, 1, cfg.call_s)
             e16 = scenarios.ergo_calls(a, CALLERS, cfg.call_s)
@@ -184,6 +241,10 @@ def measure(cfg: Config, rows: dict[str, Row], log: list[str]) -> None:
             rows["c1_grpc"].add(e1.per_s, g1.per_s)
             rows["c16_pyro"].add(e16.per_s, p16.per_s)
             rows["c16_grpc"].add(e16.per_s, g16.per_s)
+            if not rf.error:
+                rows["ow_ray"].add(ow1, rf.one_way)
+                rows["c1_ray"].add(e1.per_s, rf.c1)
+                rows["c16_ray"].add(e16.per_s, rf.c16)
             lost = {
                 name: c.sent - c.replies
                 for name, c in {
@@ -262,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     measure(cfg, rows, log)
     took = time.monotonic() - start
-    ordered = list(rows.values())
+    ordered = [row for row in rows.values() if row.ergo]  # Ray's rows stay empty without Ray
     today = datetime.date.today().isoformat()
     title = (
         f"{'Quick run' if args.quick else 'Run'} of {today}: {cfg.rounds} rounds"

@@ -12,6 +12,7 @@ spawn pipe (in memory); nothing is written to disk.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import statistics
@@ -68,8 +69,13 @@ class Sender(act.Actor):
         return n
 
 
-def options(ca_pem: CAPem, name: str, pool_size: int = gen.DEFAULT_POOL_SIZE) -> gen.NodeOptions:
-    """mTLS node options with a certificate issued for ``name`` by the bench CA."""
+def options(
+    ca_pem: CAPem, name: str, pool_size: int = gen.DEFAULT_POOL_SIZE, metrics: bool = False
+) -> gen.NodeOptions:
+    """mTLS node options with a certificate issued for ``name`` by the bench CA.
+
+    ``metrics``: serve ``/metrics`` too (``options.metrics``, on a free port).
+    """
     ca = CertificateAuthority.from_pem(*ca_pem)
     cam = gen.create_cert_auth_manager(ca.issue(name, hosts=(HOST,)))
     cam.set_client_cas(ca.pool())
@@ -80,12 +86,27 @@ def options(ca_pem: CAPem, name: str, pool_size: int = gen.DEFAULT_POOL_SIZE) ->
     opts.network.registrar_enabled = False
     opts.network.pool_size = pool_size
     opts.network.acceptors = [gen.AcceptorOptions(host=HOST, port=0, port_range=1)]
+    if metrics:
+        opts.metrics = gen.MetricsOptions(host=HOST, port=0)
     return opts
 
 
-def serve(ca_pem: CAPem, port_q: Any, stop_ev: Any, rotate_ev: Any, rotations: Any) -> None:
-    """Node b's process: actors, and a rotation thread active while ``rotate_ev`` is set."""
-    opts = options(ca_pem, B)
+def serve(
+    ca_pem: CAPem,
+    port_q: Any,
+    stop_ev: Any,
+    rotate_ev: Any,
+    rotations: Any,
+    freeze_ev: Any,
+    frozen: Any,
+    metrics: bool,
+) -> None:
+    """Node b's process: actors, and a rotation thread active while ``rotate_ev`` is set.
+
+    While ``freeze_ev`` is set, the process's objects are in ``gc.freeze()``
+    (``frozen`` says when that is done), for the row that measures it.
+    """
+    opts = options(ca_pem, B, metrics=metrics)
     ca = CertificateAuthority.from_pem(*ca_pem)
     cam = opts.cert_manager
     assert cam is not None
@@ -99,6 +120,12 @@ def serve(ca_pem: CAPem, port_q: Any, stop_ev: Any, rotate_ev: Any, rotations: A
         spare = [ca.issue(B, hosts=(HOST,)) for _ in range(8)]
         i = 0
         while not stop_ev.is_set():
+            if freeze_ev.is_set() != bool(frozen.value):
+                if freeze_ev.is_set():
+                    gc.freeze()
+                else:
+                    gc.unfreeze()
+                frozen.value = int(freeze_ev.is_set())
             if rotate_ev.is_set():
                 cam.update(spare[i % len(spare)])
                 i += 1
@@ -134,25 +161,28 @@ class Server:
     rotate_ev: Any
     rotations: Any
     ca_pem: CAPem
+    freeze_ev: Any
+    frozen: Any
     procs: list[Any] = field(default_factory=list)
 
 
 @contextmanager
-def server(ca_pem: CAPem) -> Iterator[Server]:
+def server(ca_pem: CAPem, metrics: bool = False) -> Iterator[Server]:
     """Node b in a spawned process, for the duration of the block."""
     ctx = mp.get_context("spawn")
     port_q = ctx.Queue()
     stop_ev = ctx.Event()
     rotate_ev = ctx.Event()
     rotations = ctx.Value("i", 0)
-    proc = ctx.Process(
-        target=serve, args=(ca_pem, port_q, stop_ev, rotate_ev, rotations), daemon=True
-    )
+    freeze_ev = ctx.Event()
+    frozen = ctx.Value("i", 0)
+    args = (ca_pem, port_q, stop_ev, rotate_ev, rotations, freeze_ev, frozen, metrics)
+    proc = ctx.Process(target=serve, args=args, daemon=True)
     proc.start()
     try:
         port = port_q.get(timeout=60)
         assert proc.pid is not None
-        yield Server(port, proc.pid, rotate_ev, rotations, ca_pem)
+        yield Server(port, proc.pid, rotate_ev, rotations, ca_pem, freeze_ev, frozen)
     finally:
         stop_ev.set()
         proc.join(15)
@@ -161,9 +191,31 @@ def server(ca_pem: CAPem) -> Iterator[Server]:
 
 
 @contextmanager
-def client(srv: Server, name: str = f"a@{HOST}") -> Iterator[gen.Node]:
+def frozen(srv: Server) -> Iterator[None]:
+    """``gc.freeze()`` in this process and in b's for the block (then ``gc.unfreeze()``).
+
+    What a long-running service does after start-up: the objects it made so
+    far leave the collector's generations, so a full collection no longer
+    walks them (see docs/perf-round2.md for what it changes).
+    """
+    srv.freeze_ev.set()
+    deadline = time.monotonic() + 10
+    while not srv.frozen.value and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        srv.freeze_ev.clear()
+        while srv.frozen.value and time.monotonic() < deadline + 10:
+            time.sleep(0.005)
+
+
+@contextmanager
+def client(srv: Server, name: str = f"a@{HOST}", metrics: bool = False) -> Iterator[gen.Node]:
     """Node a in this process, routed to b and connected."""
-    with ergo_py.start_node(name, options(srv.ca_pem, name)) as a:
+    with ergo_py.start_node(name, options(srv.ca_pem, name, metrics=metrics)) as a:
         a.network().add_route("b@.*", gen.NetworkRoute(host=HOST, port=srv.port))
         for i in range(PONGS):
             a.call(gen.ProcessID(f"pong{i}", B), 0, timeout=10)

@@ -463,6 +463,27 @@ def _drop_packers() -> None:
     _local.packer = None
 
 
+def encode_item(obj: Any) -> bytes:
+    """A message as send and call frames carry it: ``is_tuple``, then the term.
+
+    A tuple travels as ``true`` and the array of its items (no extension
+    type), anything else as ``false`` and :func:`encode`'s bytes. Errors as
+    for :func:`encode`. The per-message path of every remote send, call and
+    reply: the thread's packer is used here directly.
+    """
+    p: msgpack.Packer | None = getattr(_local, "packer", None)
+    if p is not None:
+        try:
+            if type(obj) is tuple:
+                return b"\xc3" + p.pack(list(obj))  # type: ignore[no-any-return]
+            return b"\xc2" + p.pack(obj)  # type: ignore[no-any-return]
+        except Exception:
+            _drop_packers()  # below, a fresh packer raises the typed error
+    if type(obj) is tuple:
+        return b"\xc3" + encode(list(obj))
+    return b"\xc2" + encode(obj)
+
+
 def decode(data: bytes | bytearray) -> Any:
     """Unpack exactly one term; anything malformed, or nested too deep, raises
     ``RemoteProtocolError``."""

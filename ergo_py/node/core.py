@@ -52,6 +52,7 @@ from ergo_py.gen.node import (
     Node,
     NodeRouter,
     RemoteSpawnRequest,
+    RemoteTarget,
     Target,
 )
 from ergo_py.gen.options import NetworkMode, NodeOptions, ProcessOptions
@@ -123,6 +124,7 @@ class Core:
         self._metas: dict[Alias, PID] = {}  # meta-processes by alias, under the table lock
         self._stopping = False
         self._stopped = threading.Event()
+        self._ended = False  # _stopped.is_set(), as a plain attribute for the per-message paths
         enabled = options.network.mode != NetworkMode.DISABLED
         self.observer = Observer(
             name,
@@ -263,7 +265,7 @@ class Core:
         return _ref(self._name, random_ref_id(), self._creation)
 
     def _check_running(self) -> None:
-        if self._stopped.is_set():
+        if self._ended:
             raise ErrNodeTerminated(f"node {self._name} has stopped")
 
     def is_alive(self) -> bool:
@@ -426,8 +428,12 @@ class Core:
 
     def send_from(self, sender: PID, to: Target, message: Any) -> None:
         """See ``act.Actor.send``. A send to the core process is dropped."""
-        self._check_running()
-        target = self._norm(to)
+        if self._ended:
+            self._check_running()
+        t = type(to)  # norm(), inline for the identifiers themselves: this runs per message
+        target: RemoteTarget = (
+            to if t is PID or t is ProcessID or t is Alias else self._norm(to)  # type: ignore[assignment]
+        )
         if target.node != self._name:
             self._backend.send(sender, target, message)
             return
@@ -644,6 +650,7 @@ class Core:
         self.observer.close()
         with _live_lock:
             _live_names.discard(self._name)
+        self._ended = True
         self._stopped.set()
 
     def wait(self, timeout: float | None = None) -> bool:

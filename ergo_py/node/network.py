@@ -88,6 +88,7 @@ log = logging.getLogger(__name__)
 _limited = LogLimiter(log)
 
 _CURRENT = ConnState.CURRENT  # the write path's check, without the class attribute look-up
+_send_run = fr.send_run
 
 # The call frame type for each kind of callee.
 _CALL_CODES = {PID: fr.TYPE_CALL_PID, ProcessID: fr.TYPE_CALL_NAME, Alias: fr.TYPE_CALL_ALIAS}
@@ -538,7 +539,11 @@ class TCPBackend(NetworkBackend):
     def _wrote(self, conn: Connection, link: LinkProtocol) -> None:
         """Count a frame out; a busy connection opens the rest of its pool."""
         link.messages_out += 1
-        if conn.grow is not None and not conn.growing and link.messages_out >= POOL_GROW_AFTER:
+        if conn.grow is not None and link.messages_out >= POOL_GROW_AFTER:
+            self._wrote_grow(conn)
+
+    def _wrote_grow(self, conn: Connection) -> None:
+        if not conn.growing:
             conn.growing = True
             with contextlib.suppress(ErgoError):  # stopping: no pool to grow
                 self._lt.call_soon(self._dialer.grow, conn)
@@ -546,21 +551,25 @@ class TCPBackend(NetworkBackend):
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         order = 1 + from_pid.id % 255  # fr.order_byte, inline: this runs per message
         node = to.node  # an Atom is a str: it finds the connection without a copy
-        # The common case (as in _send_data): the sender's link is up. The
-        # message goes to its writer as an item, so that a burst from one
-        # process to one recipient leaves as one batch frame.
-        ready = self._ready(node, order)
-        if ready is not None:
-            conn, link, writer = ready
-            limit = conn.handshake.peer_max_message_size
-            entry, item = self._encoder.send_item(from_pid, to, message, order, limit)
-            try:
-                writer.write_item(entry, order, item, fr.send_run, len(entry[3]) + 16)
-            except ErrNoConnection:
-                pass  # closed meanwhile: nothing was written, go the general way
-            else:
-                self._wrote(conn, link)
-                return
+        # The common case (as _ready and _wrote, inline): the sender's link is
+        # up. The message goes to its writer as an item, so that a burst from
+        # one process to one recipient leaves as one batch frame.
+        conn = self._conns.get(node)
+        if conn is not None and conn.state is _CURRENT:
+            link = conn.sticky.get(order)
+            writer = link.writer if link is not None else None
+            if link is not None and writer is not None:
+                limit = conn.handshake.peer_max_message_size
+                entry, item = self._encoder.send_item(from_pid, to, message, order, limit)
+                try:
+                    writer.write_item(entry, order, item, _send_run, len(entry[3]) + 16)
+                except ErrNoConnection:
+                    pass  # closed meanwhile: nothing was written, go the general way
+                else:
+                    link.messages_out += 1
+                    if conn.grow is not None and link.messages_out >= POOL_GROW_AFTER:
+                        self._wrote_grow(conn)
+                    return
         if self._ergo.wants(node):
             self._ergo.send(from_pid, to, message)
             return

@@ -392,29 +392,31 @@ def send_run(entry: SendEntry, order: int, items: list[bytes]) -> bytes:
     return b"".join((header, head, body))
 
 
-def batch_sends(code: int, values: Any, append: Callable[[Any], None], ids: IdDecoder) -> None:
-    """Append the sends of a batch frame of type ``code`` (its body decoded).
+def batch_sends(code: int, values: Any, out: list[Any], ids: IdDecoder) -> None:
+    """Append the sends of a batch frame of type ``code`` (its body decoded) to ``out``.
 
-    All or nothing: a malformed batch appends none of its sends.
+    All or nothing: a malformed batch leaves ``out`` as it was. (The sends go
+    to ``out`` as they are read and are taken back on a bad one: the
+    receiver's per-message path, no second list and loop.)
     """
     send_code = BATCHES[code]
     if type(values) is list and len(values) >= 3 and len(values) % 2 == 1:
         pair = values[0]
         if type(pair) is bytes:
             from_, to = _known_pair(send_code, pair, ids)[1:]
-            sends = []
-            for i in range(1, len(values), 2):
-                is_tuple = values[i]
-                message = values[i + 1]
+            start = len(out)
+            append = out.append
+            it = iter(values)
+            next(it)  # the pair
+            for is_tuple, message in zip(it, it, strict=True):
                 if is_tuple is True and type(message) is list:
-                    sends.append((from_, to, tuple(message)))
+                    append((from_, to, tuple(message)))
                 elif is_tuple is False:
-                    sends.append((from_, to, message))
+                    append((from_, to, message))
                 else:
+                    del out[start:]
                     break
             else:
-                for send in sends:
-                    append(send)
                 return
     raise RemoteProtocolError(
         f"{SENDS[send_code][0].__name__} batch: expected [pair, is_tuple, message, ...]"
@@ -560,10 +562,7 @@ class FrameEncoder:
             hit = self._send_prefix(from_pid, to)
         if not 0 <= order <= 255:
             raise ErrIncorrect(f"order byte out of range: {order}")
-        if type(message) is tuple:  # the items follow as an array
-            item = b"\xc3" + codec.encode(list(message))
-        else:
-            item = b"\xc2" + codec.encode(message)
+        item = codec.encode_item(message)  # a tuple's items follow as an array
         total = HEADER_SIZE + len(hit[3]) + len(item)
         if (max_size and total > max_size) or total > MAX_TOTAL:
             raise too_large(total, max_size)
@@ -609,16 +608,13 @@ class FrameEncoder:
                 ref_bytes = _REF_BIN + ref_id_bytes(ref)  # raises the error
         else:
             ref_bytes = self._ids.packed(ref, Ref)
-        if type(term) is tuple:
-            flag, body = b"\xc3", codec.encode(list(term))
-        else:
-            flag, body = b"\xc2", codec.encode(term)
+        item = codec.encode_item(term)
         prefix = hit[2]
-        total = HEADER_SIZE + len(prefix) + len(ref_bytes) + 1 + len(body)
+        total = HEADER_SIZE + len(prefix) + len(ref_bytes) + len(item)
         if (max_size and total > max_size) or total > MAX_TOTAL:
             raise too_large(total, max_size)
         return b"".join(
-            (HEADER_MV.pack(MAGIC_VERSION, total, order, code), prefix, ref_bytes, flag, body)
+            (HEADER_MV.pack(MAGIC_VERSION, total, order, code), prefix, ref_bytes, item)
         )
 
     def _call_prefix(self, code: int, from_pid: Any, to: Any) -> tuple[Any, Any, bytes]:

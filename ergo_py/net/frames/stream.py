@@ -142,7 +142,7 @@ class FrameDecoder:
                         f"{sends[code][0].__name__} frame: expected [pair, is_tuple, message]"
                     )
                 if code in batches:
-                    batch_sends(code, decode(body), append, ids)
+                    batch_sends(code, decode(body), out, ids)
                     continue
                 frame = decode_frame(code, body, ids)
                 if type(frame) is Keepalive:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from ergo_py.gen.errors import ErrNotAllowed
 from ergo_py.gen.identifiers import PID, Alias, Ref
 from ergo_py.gen.messages import TERMINATE_REASON_NORMAL
-from ergo_py.gen.node import ActorFactory, Node, Target
+from ergo_py.gen.node import Node, Spawning, SpawnSpec, Target
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, ProcessOptions
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,7 @@ class ProcessHost(Protocol):
     def link_node_from(self, holder: PID, name: str) -> None: ...
     def unlink_node_from(self, holder: PID, name: str) -> None: ...
     def monitor_node_from(self, holder: PID, name: str) -> Ref: ...
-    def spawn_from(
-        self,
-        parent: PID,
-        name: str | None,
-        factory: ActorFactory,
-        args: tuple[Any, ...],
-        options: ProcessOptions | None,
-    ) -> PID: ...
+    def spawn_from(self, parent: PID, spec: SpawnSpec) -> PID: ...
     def spawn_remote_from(
         self, parent: PID, node: str, name: str, args: tuple[Any, ...], options: ProcessOptions
     ) -> PID: ...
@@ -54,7 +47,7 @@ class ProcessHost(Protocol):
 _NO_STOP = object()
 
 
-class Actor:
+class Actor(Spawning):
     """Subclass and override the callbacks you need.
 
     ``trap_exit``: when True, an exit signal (a linked process ended, or
@@ -189,21 +182,9 @@ class Actor:
 
     # -- processes, names, aliases ----------------------------------------
 
-    def spawn(
-        self, factory: ActorFactory, *args: Any, options: ProcessOptions | None = None
-    ) -> PID:
-        """Start a child process (``options.link_parent`` links it to this one)."""
-        return self._host.spawn_from(self._pid, None, factory, args, options)
-
-    def spawn_register(
-        self,
-        name: str,
-        factory: ActorFactory,
-        *args: Any,
-        options: ProcessOptions | None = None,
-    ) -> PID:
-        """Start a child process registered as ``name``."""
-        return self._host.spawn_from(self._pid, name, factory, args, options)
+    def _spawn(self, spec: SpawnSpec) -> PID:
+        """``spawn`` / ``spawn_register`` (``gen.Spawning``): a child of this process."""
+        return self._host.spawn_from(self._pid, spec)
 
     def spawn_remote(
         self, node: str, name: str, *args: Any, options: ProcessOptions | None = None

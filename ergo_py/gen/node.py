@@ -147,6 +147,45 @@ class Network(abc.ABC):
         raise ErrUnsupported("this node has no network")
 
 
+@dataclass(frozen=True, slots=True)
+class SpawnSpec:
+    """A local spawn as it goes from a face (the node, an actor, the router
+    answering a remote request) to the core: ``factory(*args)``, registered
+    as ``name`` unless None."""
+
+    factory: ActorFactory
+    args: tuple[Any, ...] = ()
+    options: ProcessOptions | None = None
+    name: str | None = None
+
+
+class Spawning:
+    """``spawn`` / ``spawn_register`` for whoever spawns on behalf of one
+    process (a node's core process, an actor): both are ``_spawn(spec)``."""
+
+    def spawn(
+        self, factory: ActorFactory, *args: Any, options: ProcessOptions | None = None
+    ) -> PID:
+        """Start a process; returns once its ``init(*args)`` has run (its error is raised).
+
+        From an actor, the new process is its child (``options.link_parent``
+        links the two)."""
+        return self._spawn(SpawnSpec(factory, args, options))
+
+    def spawn_register(
+        self,
+        name: str,
+        factory: ActorFactory,
+        *args: Any,
+        options: ProcessOptions | None = None,
+    ) -> PID:
+        """Start a process registered as ``name`` (``ErrTaken`` if the name is in use)."""
+        return self._spawn(SpawnSpec(factory, args, options, name))
+
+    def _spawn(self, spec: SpawnSpec) -> PID:
+        raise ErrUnsupported(f"{type(self).__name__} cannot spawn")
+
+
 class NodeIdentity:
     """Who the local node is: what its user face, its router and a process
     node's proxy all answer the same way, from ``_name``/``_creation``/``_pid``
@@ -172,28 +211,12 @@ class NodeIdentity:
         return self._pid
 
 
-class Node(NodeIdentity, abc.ABC):
+class Node(NodeIdentity, Spawning, abc.ABC):
     """A running node: its processes, names, and the way out to other nodes.
 
     Every method is thread-safe. Methods called from outside any process act
     on behalf of the node's core process (``node.pid``).
     """
-
-    @abc.abstractmethod
-    def spawn(
-        self, factory: ActorFactory, *args: Any, options: ProcessOptions | None = None
-    ) -> PID:
-        """Start a process; returns once its ``init(*args)`` has run (its error is raised)."""
-
-    @abc.abstractmethod
-    def spawn_register(
-        self,
-        name: str,
-        factory: ActorFactory,
-        *args: Any,
-        options: ProcessOptions | None = None,
-    ) -> PID:
-        """Start a process registered as ``name`` (``ErrTaken`` if the name is in use)."""
 
     @abc.abstractmethod
     def register_name(self, name: str, pid: PID) -> None:
@@ -486,14 +509,7 @@ class NodeRouter(NodeIdentity, abc.ABC):
         """A process monitored by local ``to`` (monitor ``ref``) ended."""
 
     @abc.abstractmethod
-    def route_spawn(
-        self,
-        parent: PID,
-        register: str | None,
-        factory: ActorFactory,
-        args: tuple[Any, ...],
-        options: ProcessOptions | None = None,
-    ) -> PID:
+    def route_spawn(self, parent: PID, spec: SpawnSpec) -> PID:
         """Start a local process for a remote node's spawn request (with its options).
 
         The backend has already checked that the factory is enabled for that

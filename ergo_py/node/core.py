@@ -46,13 +46,13 @@ from ergo_py.gen.messages import (
 )
 from ergo_py.gen.meta import MetaBehavior
 from ergo_py.gen.node import (
-    ActorFactory,
     Network,
     NetworkBackend,
     Node,
     NodeRouter,
     RemoteSpawnRequest,
     RemoteTarget,
+    SpawnSpec,
     Target,
 )
 from ergo_py.gen.options import NetworkMode, NodeOptions, ProcessOptions
@@ -279,15 +279,9 @@ class Core:
 
     # -- spawning and names ------------------------------------------------
 
-    def spawn_from(
-        self,
-        parent: PID,
-        name: str | None,
-        factory: ActorFactory,
-        args: tuple[Any, ...],
-        options: ProcessOptions | None,
-    ) -> PID:
+    def spawn_from(self, parent: PID, spec: SpawnSpec) -> PID:
         """Start a process on behalf of ``parent``; see ``gen.Node.spawn``."""
+        name, factory, args, options = spec.name, spec.factory, spec.args, spec.options
         options = options or ProcessOptions()
         if name is not None:
             self._check_name(name)
@@ -391,7 +385,7 @@ class Core:
         """See ``gen.Node.spawn_meta``: a process of the node's own, known by its alias."""
         if not isinstance(behavior, MetaBehavior):
             raise ErrIncorrect(f"spawn_meta needs a gen.MetaBehavior, got {behavior!r}")
-        pid = self.spawn_from(self._pid, None, lambda: behavior.meta_actor(self), (), None)
+        pid = self.spawn_from(self._pid, SpawnSpec(lambda: behavior.meta_actor(self)))
         alias = behavior.meta_alias()
         with self._lock:
             if self._aliases.get(alias) != pid:  # it has already ended

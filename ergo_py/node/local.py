@@ -12,8 +12,8 @@ from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.events import Health
 from ergo_py.gen.identifiers import PID, Alias, Atom
 from ergo_py.gen.meta import MetaBehavior
-from ergo_py.gen.node import ActorFactory, Network, Node, Target
-from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, NodeOptions, ProcessOptions
+from ergo_py.gen.node import Network, Node, SpawnSpec, Target
+from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, NodeOptions
 from ergo_py.node.core import BackendFactory, Core
 
 
@@ -35,19 +35,8 @@ class LocalNode(Node):
             core.stop()
             raise
 
-    def spawn(
-        self, factory: ActorFactory, *args: Any, options: ProcessOptions | None = None
-    ) -> PID:
-        return self._core.spawn_from(self._pid, None, factory, args, options)
-
-    def spawn_register(
-        self,
-        name: str,
-        factory: ActorFactory,
-        *args: Any,
-        options: ProcessOptions | None = None,
-    ) -> PID:
-        return self._core.spawn_from(self._pid, name, factory, args, options)
+    def _spawn(self, spec: SpawnSpec) -> PID:
+        return self._core.spawn_from(self._pid, spec)
 
     def register_name(self, name: str, pid: PID) -> None:
         self._core.register_name(name, pid)

@@ -20,8 +20,7 @@ from ergo_py.gen.errors import (
 )
 from ergo_py.gen.identifiers import PID, Atom, Ref
 from ergo_py.gen.messages import TERMINATE_REASON_KILL
-from ergo_py.gen.node import ActorFactory, NodeRouter, RemoteTarget
-from ergo_py.gen.options import ProcessOptions
+from ergo_py.gen.node import NodeRouter, RemoteTarget, SpawnSpec
 from ergo_py.node.calls import CallTable, Reply
 from ergo_py.node.links import LinkTable
 from ergo_py.node.process import Deliver, Down, ExitSignal, ProcessState, Request, Sends
@@ -38,14 +37,7 @@ class RouterOwner(Protocol):
     def pid(self) -> PID:
         """The node's core process."""
 
-    def spawn_from(
-        self,
-        parent: PID,
-        name: str | None,
-        factory: ActorFactory,
-        args: tuple[Any, ...],
-        options: ProcessOptions | None,
-    ) -> PID:
+    def spawn_from(self, parent: PID, spec: SpawnSpec) -> PID:
         """Start a local process on behalf of ``parent``."""
 
     def answer(
@@ -85,16 +77,8 @@ class Router(NodeRouter):
     def __repr__(self) -> str:
         return f"<Router of {self._name}>"
 
-    def route_spawn(
-        self,
-        parent: PID,
-        register: str | None,
-        factory: ActorFactory,
-        args: tuple[Any, ...],
-        options: ProcessOptions | None = None,
-    ) -> PID:
-        # The args were just decoded off the wire: nobody else holds them, no copy needed.
-        return self._owner.spawn_from(parent, register or None, factory, tuple(args), options)
+    def route_spawn(self, parent: PID, spec: SpawnSpec) -> PID:
+        return self._owner.spawn_from(parent, spec)
 
     def route_send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         to = self._norm(to)

@@ -22,7 +22,7 @@ from ergo_py.gen.errors import (
     ErrNotAllowed,
 )
 from ergo_py.gen.identifiers import PID, Ref, random_ref_id
-from ergo_py.gen.node import ActorFactory, NodeRouter, RemoteSpawnRequest
+from ergo_py.gen.node import ActorFactory, NodeRouter, RemoteSpawnRequest, SpawnSpec
 from ergo_py.gen.options import NetworkFlags, NetworkOptions, ProcessOptions
 from ergo_py.net import frames as fr
 from ergo_py.net.loop import LoopThread
@@ -111,10 +111,11 @@ class RemoteSpawn:
     async def _spawn_and_reply(self, f: fr.SpawnRequest, factory: ActorFactory) -> None:
         """Spawn off the loop (an actor's init may take its time), then answer."""
         options = ProcessOptions(link_parent=f.link_parent, env=dict(f.env))
-        spawn = self._router.route_spawn
+        # The args were just decoded off the wire: nobody else holds them, no copy needed.
+        spec = SpawnSpec(factory, tuple(f.args), options, f.register or None)
         try:
             pid = await asyncio.get_running_loop().run_in_executor(
-                None, spawn, f.from_, f.register or None, factory, f.args, options
+                None, self._router.route_spawn, f.from_, spec
             )
         except Exception as exc:
             self._reply(f, None, exc)

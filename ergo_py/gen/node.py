@@ -35,18 +35,27 @@ ActorFactory = Callable[[], Any]
 """Builds the behaviour of a new process (usually an ``act.Actor`` subclass)."""
 
 
-class RemoteNode(abc.ABC):
-    """A connected peer node, from ``Network.get_node``."""
+class NamedNode:
+    """A node's name and creation stamp, answered from ``_name``/``_creation``
+    (set by the subclass, or the properties overridden)."""
+
+    _name: Atom
+    _creation: int
 
     @property
-    @abc.abstractmethod
     def name(self) -> Atom:
-        """The peer's node name."""
+        """``name@host``."""
+        return self._name
 
     @property
-    @abc.abstractmethod
     def creation(self) -> int:
-        """The peer's creation stamp, as it introduced itself."""
+        """The stamp carried in the node's PIDs, refs and aliases (a peer's: as it
+        introduced itself)."""
+        return self._creation
+
+
+class RemoteNode(NamedNode, abc.ABC):
+    """A connected peer node, from ``Network.get_node``."""
 
     @abc.abstractmethod
     def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
@@ -186,24 +195,12 @@ class Spawning:
         raise ErrUnsupported(f"{type(self).__name__} cannot spawn")
 
 
-class NodeIdentity:
+class NodeIdentity(NamedNode):
     """Who the local node is: what its user face, its router and a process
     node's proxy all answer the same way, from ``_name``/``_creation``/``_pid``
     set by the subclass before use."""
 
-    _name: Atom
-    _creation: int
     _pid: PID
-
-    @property
-    def name(self) -> Atom:
-        """``name@host``."""
-        return self._name
-
-    @property
-    def creation(self) -> int:
-        """The stamp carried in this node's PIDs, refs and aliases."""
-        return self._creation
 
     @property
     def pid(self) -> PID:

@@ -120,14 +120,8 @@ class _RemoteNode(RemoteNode):
     def __init__(self, backend: TCPBackend, conn: Connection) -> None:
         self._backend = backend
         self._conn = conn
-
-    @property
-    def name(self) -> Atom:
-        return Atom(self._conn.peer)
-
-    @property
-    def creation(self) -> int:
-        return self._conn.handshake.peer_creation
+        self._name = Atom(conn.peer)  # fixed for the connection's life
+        self._creation = conn.handshake.peer_creation
 
     def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
         options = _node_spawn_options(options)

@@ -824,14 +824,6 @@ class _ProcessRemoteNode(RemoteNode):
         self._name = Atom(name)
         self._creation = creation
 
-    @property
-    def name(self) -> Atom:
-        return self._name
-
-    @property
-    def creation(self) -> int:
-        return self._creation
-
     def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
         pid: PID = self._node._request("remote.spawn", (str(self._name), name, args, options))
         return pid

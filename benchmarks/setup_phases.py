@@ -64,10 +64,26 @@ def _uncached_anchors(off: Callable[[], bool]) -> None:
     trust._anchor = anchor  # type: ignore[assignment]
 
 
+def _write_from_thread(off: Callable[[], bool]) -> None:
+    """While ``off()``: a send that dials writes from its own thread once connected."""
+    from ergo_py.node.network import TCPBackend
+
+    on_loop = TCPBackend._dial_and_send
+
+    def dial_and_send(backend: TCPBackend, node: str, data: bytes, order: int) -> None:
+        if not off():
+            return on_loop(backend, node, data, order)
+        backend._connection(node)
+        backend._send_data(node, data, order)
+
+    TCPBackend._dial_and_send = dial_and_send  # type: ignore[method-assign]
+
+
 # A/B of one change: each installs, in both processes, a switch that turns
 # the change off while the ``off`` event is set (alternate rounds).
 VARIANTS: dict[str, Callable[[Callable[[], bool]], None]] = {
     "anchors": _uncached_anchors,
+    "dial-write": _write_from_thread,
 }
 
 ERGO_PHASES = ("close", "to loop", "TCP + TLS", "handshake", "request")

@@ -11,7 +11,9 @@ that serialises a process, without the threads idling in ``epoll`` or waiting
 for a lock. With ``--svg DIR`` it also draws each process's flame graph
 (``flame.py``) as ``DIR/flame-KIND-SIDE.svg``.
 
-Run: ``python benchmarks/profile_hot_paths.py [oneway|call] [seconds] [--svg DIR]``
+``setup`` profiles connection set-ups (``disconnect``, then a call that dials).
+
+Run: ``python benchmarks/profile_hot_paths.py [oneway|call|setup] [seconds] [--svg DIR]``
 (``make bench`` installs py-spy with the ``bench`` extra).
 """
 
@@ -56,12 +58,17 @@ def _client(pem: tuple[bytes, bytes], port: int, kind: str, seconds: float, read
                 for i in range(1000):
                     a.send(target, ("m", i, b"x" * 32))
                 n += 1000
+            elif kind == "setup":  # scenarios.setups: close, then one call that dials
+                a.network().disconnect(f"b@{HOST}")
+                a.call(target, n)
+                n += 1
             else:
                 a.call(target, n)
                 n += 1
         if kind == "oneway":
             a.call(target, "count", timeout=60)  # everything sent has been handled
-        print(f"client: {n:,} {'messages' if kind == 'oneway' else 'calls'} in {seconds:.0f} s")
+        what = {"oneway": "messages", "call": "calls", "setup": "set-ups"}[kind]
+        print(f"client: {n:,} {what} in {seconds:.0f} s")
 
 
 def _record(pid: int, seconds: float, out: Path, fmt: str = "raw") -> subprocess.Popen[bytes]:
@@ -103,8 +110,11 @@ def main(argv: list[str]) -> int:
         argv = argv[:i] + argv[i + 2 :]
     kind = argv[0] if argv else "oneway"
     seconds = float(argv[1]) if len(argv) > 1 else 6.0
-    if kind not in ("oneway", "call"):
-        print("usage: profile_hot_paths.py [oneway|call] [seconds] [--svg DIR]", file=sys.stderr)
+    if kind not in ("oneway", "call", "setup"):
+        print(
+            "usage: profile_hot_paths.py [oneway|call|setup] [seconds] [--svg DIR]",
+            file=sys.stderr,
+        )
         return 2
     pem = CertificateAuthority.create("profile CA").to_pem()
     options = node_network._options(pem, f"b@{HOST}", 3)

@@ -369,6 +369,8 @@ def test_node_run_subprocess_reloads_rotated_files_seen_by_a_new_inspection(
         status, report = inspect_json(path, capsys)
         assert status == 0 and isinstance(report, dict), (report, log_file.read_text())
         old = report["cert"]["fingerprint"]
+        # node.gc_freeze (default on): what start-up made is out of the collector's way
+        assert report["gc_frozen"] > 0
 
         new = ca.issue(NODE, hosts=(HOST,))
         save(files, "a", new)
@@ -391,6 +393,32 @@ def test_node_run_subprocess_reloads_rotated_files_seen_by_a_new_inspection(
         proc.terminate()
         assert proc.wait(WAIT) == 0, log_file.read_text()
         assert "SIGTERM received, stopping" in log_file.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(WAIT)
+
+
+def test_node_run_no_gc_freeze_leaves_the_collector_alone(
+    files: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = cfg(files, config_text(free_port()))
+    assert load_config(path).gc_freeze
+    assert not load_config(path, ["node.gc_freeze=false"], environ={}).gc_freeze
+    log_file = tmp_path / "node.log"
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ergo_py.cli.main", "node", "run", "--no-gc-freeze", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        status, report = inspect_json(path, capsys)
+        assert status == 0 and isinstance(report, dict), (report, log_file.read_text())
+        assert report["gc_frozen"] == 0
+        proc.terminate()
+        assert proc.wait(WAIT) == 0, log_file.read_text()
+        assert "gc.freeze() off" in log_file.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from conftest import get, wait_threads_gone
+from cryptography.hazmat.primitives import serialization
 
 from ergo_py import gen
 from ergo_py.gen.certmanager import CertState
 from ergo_py.lib import CertificateAuthority
+from ergo_py.node import trust
 from ergo_py.node.trust import TrustEpoch, retired
 from ergo_py.testing import Cluster, Echo, Sink, Watcher
 
@@ -66,6 +68,18 @@ def test_retired_names_each_kind_of_retired_material() -> None:
     assert retired(epoch, narrowed, dialed=False, now=now) is None
     later = now + timedelta(hours=2)
     assert "expired" in str(retired(epoch, state, dialed=True, now=later))
+
+
+def test_a_remembered_anchor_follows_the_pool_it_was_found_in() -> None:
+    # Set-ups remember which CA a peer certificate chains to; the same
+    # certificate under another pool is checked against that pool.
+    ca, other = CertificateAuthority.create("one"), CertificateAuthority.create("two")
+    der = ca.issue("a@localhost").leaf.public_bytes(serialization.Encoding.DER)
+    both = gen.CertPool([other.certificate, ca.certificate])
+    for _ in range(2):  # the second time from memory
+        assert trust._anchor(der, ca.pool().fingerprints, ca.pool()) == ca.pool().fingerprints[0]
+        assert trust._anchor(der, other.pool().fingerprints, other.pool()) is None
+        assert trust._anchor(der, both.fingerprints, both) == ca.pool().fingerprints[0]
 
 
 def test_policy_arguments_are_checked() -> None:

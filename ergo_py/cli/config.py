@@ -111,6 +111,7 @@ class NodeSection(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     reconnect_on_rotate: bool = False
+    gc_freeze: bool = True
     pythonpath: list[FilePath] = []
 
     @field_validator("log_level", "log_format", mode="before")
@@ -286,6 +287,7 @@ class NodeConfig:
     log_level: int = logging.INFO
     log_format: str = "text"  # lib.configure_logging's: text | json
     reconnect_on_rotate: bool = False
+    gc_freeze: bool = True  # gc.freeze() once the node and its actors are up
     acceptors: list[AcceptorConfig] = field(default_factory=list)
     tls: TLSConfig | None = None
     routes: list[RouteConfig] = field(default_factory=list)
@@ -487,6 +489,7 @@ def _checked(model: ConfigFile, file: Path, env: Mapping[str, str]) -> NodeConfi
         log_level=_LOG_LEVELS[node.log_level],
         log_format=node.log_format,
         reconnect_on_rotate=node.reconnect_on_rotate,
+        gc_freeze=node.gc_freeze,
         acceptors=[
             AcceptorConfig(a.host if a.host is not None else host, a.port, a.port_range)
             for a in model.acceptors

@@ -19,6 +19,7 @@ is one call in it. The config itself is :mod:`ergo_py.cli.config`.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import signal
@@ -132,6 +133,8 @@ def inspect_report(
             else {**watcher.files, "reloads": watcher.reloads, "last_error": watcher.last_error}
         ),
         "peers": peers,
+        # Objects in gc.freeze()'s permanent generation (node.gc_freeze).
+        "gc_frozen": gc.get_freeze_count(),
         "observer": observer,  # the observer page's snapshot: health, events, processes
     }
 
@@ -241,6 +244,7 @@ def run_node(
     stop: threading.Event,
     *,
     reconnect_on_rotate: bool | None = None,
+    gc_freeze: bool | None = None,
     started: Callable[[gen.Node], None] | None = None,
 ) -> int:
     """Run the node described by ``config`` until ``stop`` is set or the node stops.
@@ -248,6 +252,13 @@ def run_node(
     Returns the exit status (0). Startup errors (files, ports, options,
     actors) raise ``gen.ErgoError``/``OSError`` after undoing what was
     started. ``started(node)`` runs once everything is up.
+
+    ``gc_freeze`` (default: the config's ``node.gc_freeze``): once the node
+    and its actors are up, collect and ``gc.freeze()`` what exists, so that
+    the collector's full passes no longer walk the modules and objects made
+    at start-up (under load they took up to half a receiving node's time;
+    docs/perf-round2.md). Process-wide, so only for the process this
+    function owns; undone (``gc.unfreeze()``) when the node stops.
     """
     from ergo_py import start_node
     from ergo_py.cli.checks import check_files
@@ -269,6 +280,7 @@ def run_node(
     manager, watcher = tls_from_files(config, on_reload)
     node = start_node(config.name, config.node_options(manager))
     holder.append(node)
+    frozen = False
     try:
         network = node.network()
         for r in config.routes:
@@ -288,6 +300,7 @@ def run_node(
             ", ".join(a.name for a in config.actors) or "none",
             config.inspect_process if config.inspect_enabled else "off",
         )
+        frozen = _freeze(config.gc_freeze if gc_freeze is None else gc_freeze)
         if started is not None:
             started(node)
         while not stop.wait(0.5):
@@ -298,8 +311,23 @@ def run_node(
         if watcher is not None:
             watcher.stop()
         node.stop()
+        if frozen:
+            gc.unfreeze()
         log.info("node %s stopped", node.name)
     return 0
+
+
+def _freeze(enabled: bool) -> bool:
+    """``gc.freeze()`` after a collection (when ``enabled``); whether it froze."""
+    if not enabled:
+        log.info("gc.freeze() off (node.gc_freeze)")
+        return False
+    gc.collect()
+    gc.freeze()
+    log.info(
+        "gc.freeze(): %d objects made at start-up left to the collector", gc.get_freeze_count()
+    )
+    return True
 
 
 def install_signals(stop: threading.Event) -> Callable[[], None]:
@@ -349,13 +377,23 @@ def group() -> None:
     "[default: node.reconnect_on_rotate]",
 )
 @click.option(
+    "--gc-freeze/--no-gc-freeze",
+    default=None,
+    help="Once the node is up, gc.freeze() what start-up made, so full garbage "
+    "collections under load stop walking it.  [default: node.gc_freeze, else on]",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"], case_sensitive=False),
     help="Log lines as text or as one JSON object each (for log shippers).  "
     "[default: node.log_format, else text]",
 )
 def run_command(
-    config: str, overrides: tuple[str, ...], reconnect_on_rotate: bool, log_format: str | None
+    config: str,
+    overrides: tuple[str, ...],
+    reconnect_on_rotate: bool,
+    gc_freeze: bool | None,
+    log_format: str | None,
 ) -> None:
     """Run a node until SIGINT/SIGTERM; it reloads its certificate files when they change.
 
@@ -378,7 +416,7 @@ def run_command(
     stop = threading.Event()
     restore = install_signals(stop)
     try:
-        run_node(cfg, stop, reconnect_on_rotate=reconnect_on_rotate or None)
+        run_node(cfg, stop, reconnect_on_rotate=reconnect_on_rotate or None, gc_freeze=gc_freeze)
     finally:
         restore()
 

@@ -513,7 +513,10 @@ class TCPBackend(NetworkBackend):
         for _ in range(3):
             conn = self._owing.get(node)  # a reply owed on a connection that is closing
             if conn is None:
-                conn = self._conns.get(node) if from_loop else self._connection(node)
+                conn = self._conns.get(node)
+                if not from_loop and (conn is None or conn.state is not _CURRENT):
+                    self._dial_and_send(node, data, order)
+                    return
             if conn is None:
                 raise ErrNoConnection(f"not connected to {node}")
             limit = conn.handshake.peer_max_message_size
@@ -535,6 +538,23 @@ class TCPBackend(NetworkBackend):
             self._wrote(conn, link)
             return
         raise ErrNoConnection(f"connection to {node} keeps closing")
+
+    def _dial_and_send(self, node: str, data: bytes, order: int) -> None:
+        """Process thread: dial ``node``, and write ``data`` from the loop once it is up.
+
+        The write follows the handshake on the loop, instead of after a
+        hand-over back to this thread and another one to the loop (about a
+        fifth of a millisecond per set-up here).
+        """
+
+        async def dial_and_send() -> None:
+            await self._dialer.connect(node)
+            self._send_data(node, data, order, from_loop=True)
+
+        try:
+            self._lt.run(dial_and_send(), timeout=self._dial_budget)
+        except ErrTimeout as exc:
+            raise ErrNoConnection(f"cannot connect to {node}: {exc}") from exc
 
     def _wrote(self, conn: Connection, link: LinkProtocol) -> None:
         """Count a frame out; a busy connection opens the rest of its pool."""

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 
+from ergo_py.gen.cert import CertPool
 from ergo_py.gen.certmanager import CertManager, CertState, RetiredPolicy
 from ergo_py.gen.errors import ErgoError
 from ergo_py.gen.validate import anchor_of
@@ -72,6 +73,34 @@ class TrustEpoch:
     peer_not_after: datetime | None
 
 
+# Which CA of a pool a peer certificate chains to: a signature check (about
+# 180 µs of CPU for ECDSA) that every connection's set-up paid on both sides,
+# on the path of its first message. The answer depends only on the two
+# inputs, and a peer presents the same certificate on every connection until
+# it rotates: remembered (bounded; cleared when full, as gen/cert.py's parsed peers).
+_anchors: dict[tuple[bytes, tuple[str, ...]], str | None] = {}
+_ANCHORS_MAX = 1024
+
+
+def _anchor(peer_der: bytes, pool_fps: tuple[str, ...], pool: CertPool) -> str | None:
+    """The fingerprint of the CA in ``pool`` that ``peer_der`` chains to, or None."""
+    key = (peer_der, pool_fps)
+    try:
+        return _anchors[key]
+    except KeyError:
+        pass
+    try:
+        leaf = x509.load_der_x509_certificate(peer_der)
+    except ValueError:
+        leaf = None
+    ca = anchor_of(leaf, (), pool) if leaf is not None else None
+    anchor = pool_fps[pool.certificates.index(ca)] if ca is not None else None
+    if len(_anchors) >= _ANCHORS_MAX:
+        _anchors.clear()
+    _anchors[key] = anchor
+    return anchor
+
+
 def epoch_of(conn: Connection, insecure_dial: bool) -> TrustEpoch | None:
     """The epoch of ``conn`` from its first link's TLS details (None: plain TCP)."""
     tls = conn.links[0].tls if conn.links else None
@@ -83,14 +112,9 @@ def epoch_of(conn: Connection, insecure_dial: bool) -> TrustEpoch | None:
     anchor: str | None = None
     fps: frozenset[str] | None = None
     if pool is not None and verified and tls.peer_der is not None:
-        fps = frozenset(pool.fingerprints)
-        try:
-            leaf = x509.load_der_x509_certificate(tls.peer_der)
-        except ValueError:
-            leaf = None
-        ca = anchor_of(leaf, (), pool) if leaf is not None else None
-        if ca is not None:
-            anchor = pool.fingerprints[pool.certificates.index(ca)]
+        pool_fps = pool.fingerprints
+        fps = frozenset(pool_fps)
+        anchor = _anchor(tls.peer_der, pool_fps, pool)
     peer = tls.peer
     return TrustEpoch(
         cert_version=state.version,

@@ -16,8 +16,10 @@ What differs from our own protocol, and why:
 * A link or monitor is a request the peer answers (``MessageResult``); when
   a Go process ends, its node sends one "terminated" packet and we fan it out
   to our holders (kept here), as Ergo's core does.
-* Ergo's pool: a connection has several TCP links; a packet goes on the
-  link its order byte picks (as Go sends), so each sender keeps its order.
+* Ergo's pool (``node/ergo_pool.py``): a connection has several TCP links;
+  a packet goes on the link its order byte picks (as Go sends), so each
+  sender keeps its order; a lost link of a connection we dialled is re-joined
+  in its place, as Go does, and the connection stays up.
 
 Thread safety: operations come from process threads; connections, links and
 what arrives live on the node's loop thread.
@@ -32,10 +34,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -56,6 +59,7 @@ from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import client_context_for_dial
 from ergo_py.node.ergo_acceptor import ErgoAcceptor
 from ergo_py.node.ergo_link import ErgoLink
+from ergo_py.node.ergo_pool import ErgoConnection, Parked
 
 log = logging.getLogger(__name__)
 _limited = LogLimiter(log)
@@ -75,39 +79,6 @@ class ErgoOwner(Protocol):
     def stopped(self) -> bool: ...
 
     def node_down(self, peer: str, reason: ErrNoConnection) -> None: ...
-
-
-@dataclass
-class ErgoConnection:
-    """A connection to one Go node: its links (Ergo's pool) and what the handshake said.
-
-    ``links`` is a tuple, replaced whole when a pool link joins, so process
-    threads read it without a lock. A packet goes on ``links[order % n]``,
-    as Go sends: a sender's packets (one order byte) all take one link, so
-    the receiver keeps them in order across the pool.
-    """
-
-    peer: str
-    info: Established
-    codec: enp.Codec
-    links: tuple[ErgoLink, ...]
-    dialed: bool
-
-    @property
-    def link(self) -> ErgoLink:
-        return self.links[0]
-
-    @property
-    def limit(self) -> int:
-        return self.info.max_message_size
-
-    def link_for(self, data: bytes) -> ErgoLink:
-        links = self.links
-        return links[data[6] % len(links)]  # the packet's order byte
-
-    def close(self) -> None:
-        for link in self.links:
-            link.close()
 
 
 @dataclass
@@ -151,6 +122,7 @@ class ErgoWire:
         self._results: dict[Ref, Callable[[Any], None]] = {}
         self._checking: dict[tuple[PID, RemoteTarget], Any] = {}
         self.acceptors: list[ErgoAcceptor] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- who speaks it -------------------------------------------------------------------
 
@@ -305,18 +277,29 @@ class ErgoWire:
         conn = self.conns.get(node)
         if conn is None:
             raise ErrNoConnection(f"connection to {node} closed right after the handshake")
+        dsns = conn.info.pool_dsn
+        if not dsns:
+            return conn
+
+        def rejoin(dsn: str) -> Awaitable[bool]:
+            return self._join(conn, dsn, ctx, sni, cookie)
+
+        conn.rejoin = rejoin
         want = min(conn.info.pool_size, self._pool_size()) - 1
-        if want > 0 and conn.info.pool_dsn:
-            # Joined before the first packet goes out, so no sender's packets
-            # move to another link once they flow.
-            await asyncio.gather(*(self._join(conn, i, ctx, sni, cookie) for i in range(want)))
+        # Joined before the first packet goes out, so no sender's packets
+        # move to another link once they flow.
+        await asyncio.gather(*(rejoin(dsns[(i + 1) % len(dsns)]) for i in range(want)))
         return conn
 
     async def _join(
-        self, conn: ErgoConnection, i: int, ctx: ssl.SSLContext | None, sni: str | None, cookie: str
-    ) -> None:
-        """One further link of ``conn``'s pool, to the address the acceptor named (as Go)."""
-        dsn = conn.info.pool_dsn[i % len(conn.info.pool_dsn)]
+        self,
+        conn: ErgoConnection,
+        dsn: str,
+        ctx: ssl.SSLContext | None,
+        sni: str | None,
+        cookie: str,
+    ) -> bool:
+        """One further link of ``conn``'s pool, to an address the acceptor named (as Go)."""
         host, _, port = dsn.rpartition(":")
         host = host.strip("[]")
 
@@ -344,6 +327,7 @@ class ErgoWire:
             )
             assert link is not None
             await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+            return True
         except (TimeoutError, OSError, ValueError, ssl.SSLError, ErgoError) as exc:
             if link is not None:
                 link.abort()
@@ -355,6 +339,24 @@ class ErgoWire:
                 dsn,
                 exc,
             )
+            return False
+
+    async def _rejoin(self, conn: ErgoConnection, parked: Parked) -> None:
+        """Re-join a lost link in ``parked``'s slot, trying each pool address once (as Go)."""
+        assert conn.rejoin is not None
+        dsns = list(conn.info.pool_dsn)
+        random.shuffle(dsns)
+        for dsn in dsns:
+            if conn.closing or self.conns.get(conn.peer) is not conn:
+                return
+            if await conn.rejoin(dsn):
+                log.info("%s: a lost pool link to %s re-joined", self._name, conn.peer)
+                return
+        if parked not in conn.links:
+            return
+        conn.remove(parked)
+        if not conn.live:
+            self._drop(conn, ErrNoConnection(f"connection to {conn.peer} lost: no link re-joined"))
 
     def _new_link(self, machine: Callable[[ErgoLink], Any], *, dialer: bool) -> ErgoLink:
         link = ErgoLink(
@@ -372,9 +374,9 @@ class ErgoWire:
     def link_up(self, link: ErgoLink, result: Established | Joined) -> enp.Codec:
         if isinstance(result, Joined):
             conn = self.conns.get(result.peer)
-            if conn is None or conn.info.connection_id != result.connection_id:
+            if conn is None or conn.closing or conn.info.connection_id != result.connection_id:
                 raise ErrNoConnection(f"a pool link to {result.peer}: its connection is gone")
-            conn.links = (*conn.links, link)
+            conn.joined(link)
             log.debug("%s: pool link %d to %s", self._name, len(conn.links), result.peer)
             return conn.codec
         if link.dialer and result.peer in self.conns:
@@ -402,14 +404,31 @@ class ErgoWire:
     def link_lost(self, link: ErgoLink, exc: BaseException | None) -> None:
         self._links.discard(link)
         for conn in list(self.conns.values()):
-            if link in conn.links:  # one link of the pool lost: the whole connection
-                why = f"connection to {conn.peer} lost: {exc or 'closed'}"
-                self._drop(conn, ErrNoConnection(why))
+            if link not in conn.links:
+                continue
+            why = ErrNoConnection(f"connection to {conn.peer} lost: {exc or 'closed'}")
+            if conn.closing or self._owner.stopped:
+                self._drop(conn, why)
+            elif conn.rejoin is not None:  # ours: re-join this one link, as Go's dialer does
+                log.info(
+                    "%s: a pool link to %s lost (%s); re-joining it", self._name, conn.peer, why
+                )
+                task = asyncio.get_running_loop().create_task(self._rejoin(conn, conn.park(link)))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:  # accepted: the link leaves the pool (the dialer re-joins it)
+                conn.remove(link)
+                if not conn.live:
+                    self._drop(conn, why)
 
     def _drop(self, conn: ErgoConnection, reason: ErrNoConnection) -> None:
         if self.conns.get(conn.peer) is conn:
             del self.conns[conn.peer]
-        conn.close()
+        lost = conn.close(reason)
+        if lost:
+            log.info(
+                "%s: %d packets to %s waited for a pool link: lost", self._name, lost, conn.peer
+            )
         with self._holders_lock:
             for target in [t for t in self._holders if t.node == conn.peer]:
                 del self._holders[target]
@@ -422,7 +441,7 @@ class ErgoWire:
             conn = self.conns.get(node)
             if conn is not None:
                 conn.close()
-                gone = asyncio.gather(*(link.gone for link in conn.links))
+                gone = asyncio.gather(*(link.gone for link in conn.live))
                 await asyncio.wait_for(gone, self._net.handshake_timeout)
 
         self._lt.run(close(), timeout=self._net.handshake_timeout + 5.0)
@@ -431,7 +450,8 @@ class ErgoWire:
         conn = self.conns.get(node)
         if conn is None:
             return None
-        tls = conn.link.tls
+        live = conn.live
+        tls = live[0].tls if live else None
         local = tls.local_state if tls else None
         peer = tls.peer if tls else None
         return {
@@ -448,14 +468,20 @@ class ErgoWire:
             "peer_cert_fingerprint": peer.fingerprint if peer else None,
             "peer_cert_subject": peer.subject if peer else None,
             "peer_cert_not_after": peer.not_after if peer else None,
-            "pool_links": len(conn.links),
-            "messages_in": sum(link.messages_in for link in conn.links),
-            "messages_out": sum(link.messages_out for link in conn.links),
+            "pool_links": len(live),
+            "messages_in": sum(link.messages_in for link in live),
+            "messages_out": sum(link.messages_out for link in live),
         }
 
     async def close(self) -> None:
         for acc in self.acceptors:
             acc.close()
+        for conn in list(self.conns.values()):
+            conn.closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         links = list(self._links)
         for link in links:
             link.close()
@@ -472,10 +498,7 @@ class ErgoWire:
             from ergo_py.net.frames import too_large
 
             raise too_large(len(data), conn.limit)
-        if from_loop:
-            conn.link_for(data).write_now(data)
-        else:
-            conn.link_for(data).write(data)
+        conn.write(data, from_loop)
 
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         conn = self.connection(to.node)

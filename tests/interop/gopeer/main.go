@@ -75,6 +75,7 @@ type echo struct {
 	next     map[gen.PID]int
 	count    int
 	disorder int
+	first    string // the first message out of order: who, what was due, what came
 }
 
 func (e *echo) Init(args ...any) error {
@@ -86,6 +87,9 @@ func (e *echo) HandleMessage(from gen.PID, message any) error {
 	e.count++
 	if i, ok := message.(int); ok {
 		if i != e.next[from] {
+			if e.disorder == 0 {
+				e.first = fmt.Sprintf("%s due %d got %d", from, e.next[from], i)
+			}
 			e.disorder++
 		}
 		e.next[from] = i + 1
@@ -99,8 +103,10 @@ func (e *echo) HandleCall(from gen.PID, ref gen.Ref, request any) (any, error) {
 		return fmt.Sprintf("count=%d disorder=%d", e.count, e.disorder), nil
 	case "reset":
 		e.next = make(map[gen.PID]int)
-		e.count, e.disorder = 0, 0
+		e.count, e.disorder, e.first = 0, 0, ""
 		return "ok", nil
+	case "disorder":
+		return e.first, nil
 	case "whoami":
 		return from, nil
 	}

@@ -36,6 +36,10 @@ class ErgoAcceptorOwner(ErgoLinkOwner, Protocol):
         """Why a pool link to ``connection_id`` of ``peer`` is refused (None: welcome)."""
         ...
 
+    def handshake_flags(self) -> int:
+        """The network flags our handshake offers."""
+        ...
+
     def accepted(self, link: ErgoLink) -> None:
         """A link was made for an accepted connection (the owner closes it at the end)."""
         ...
@@ -93,6 +97,7 @@ class ErgoAcceptor(AcceptorBase):
                 admit=owner.admit,
                 join=owner.join,
                 max_handshake_size=self.options.handshake_max_message_size,
+                flags=owner.handshake_flags(),
             )
 
         link = ErgoLink(

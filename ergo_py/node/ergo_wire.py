@@ -52,14 +52,22 @@ from ergo_py.gen.errors import (
 from ergo_py.gen.identifiers import PID, Atom, Ref, random_ref_id
 from ergo_py.gen.node import NodeRouter, RemoteTarget
 from ergo_py.gen.options import AcceptorOptions, NetworkOptions, NetworkRoute
-from ergo_py.net.ergo import enp
-from ergo_py.net.ergo.handshake import DialerMachine, Established, Joined, JoinMachine
+from ergo_py.net.ergo import enp, spawn
+from ergo_py.net.ergo.handshake import (
+    FLAGS_ENABLE,
+    DialerMachine,
+    Established,
+    Joined,
+    JoinMachine,
+)
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import client_context_for_dial
 from ergo_py.node.ergo_acceptor import ErgoAcceptor
 from ergo_py.node.ergo_link import ErgoLink
 from ergo_py.node.ergo_pool import ErgoConnection, Parked
+from ergo_py.node.ergo_spawn import ErgoSpawn
+from ergo_py.node.spawn import RemoteSpawn
 
 log = logging.getLogger(__name__)
 _limited = LogLimiter(log)
@@ -103,6 +111,7 @@ class ErgoWire:
         net: NetworkOptions,
         cert_manager: CertManager | None,
         lt: LoopThread,
+        offers: RemoteSpawn,
     ) -> None:
         self._owner = owner
         self._router = router
@@ -123,6 +132,7 @@ class ErgoWire:
         self._checking: dict[tuple[PID, RemoteTarget], Any] = {}
         self.acceptors: list[ErgoAcceptor] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self.spawns = ErgoSpawn(self, router, offers, lt, name)
 
     # --- who speaks it -------------------------------------------------------------------
 
@@ -181,6 +191,10 @@ class ErgoWire:
         if len(conn.links) >= self._pool_size():
             return f"the pool of {peer} is full"
         return None
+
+    def handshake_flags(self) -> int:
+        """The network flags our handshake offers (remote spawn when the node takes it)."""
+        return FLAGS_ENABLE | self.spawns.flags
 
     def _pool_size(self) -> int:
         return max(1, min(255, self._net.pool_size))
@@ -253,6 +267,7 @@ class ErgoWire:
                 max_message_size=self._net.max_message_size,
                 peer_name=node,
                 peer_cert_sha1=link.peer_cert_sha1,
+                flags=self.handshake_flags(),
             )
 
         loop = asyncio.get_running_loop()
@@ -432,6 +447,7 @@ class ErgoWire:
         with self._holders_lock:
             for target in [t for t in self._holders if t.node == conn.peer]:
                 del self._holders[target]
+        self.spawns.connection_lost(conn.peer)
         log.info("%s: %s", self._name, reason)
         if not self._owner.stopped:
             self._owner.node_down(conn.peer, reason)
@@ -493,7 +509,7 @@ class ErgoWire:
 
     # --- outbound (process threads) ------------------------------------------------------
 
-    def _write(self, conn: ErgoConnection, data: bytes, from_loop: bool = False) -> None:
+    def write(self, conn: ErgoConnection, data: bytes, from_loop: bool = False) -> None:
         if conn.limit and len(data) > conn.limit:
             from ergo_py.net.frames import too_large
 
@@ -502,11 +518,11 @@ class ErgoWire:
 
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         conn = self.connection(to.node)
-        self._write(conn, conn.codec.send(from_pid, to, message))
+        self.write(conn, conn.codec.send(from_pid, to, message))
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         conn = self.connection(to.node)
-        self._write(conn, conn.codec.request(from_pid, to, ref, request))
+        self.write(conn, conn.codec.request(from_pid, to, ref, request))
 
     def reply(
         self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None
@@ -518,7 +534,7 @@ class ErgoWire:
             if isinstance(exc, ErrNoConnection):
                 raise
             data = conn.codec.response(from_pid, to, ref, None, exc)  # the caller learns why
-        self._write(conn, data)
+        self.write(conn, data)
 
     def _request(self, kind: str, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
         """A link or monitor request; a refusal comes back as an exit or a down."""
@@ -536,7 +552,7 @@ class ErgoWire:
                     self._router.route_down(target, from_pid, ref, error)
 
             self._results[ref] = refused
-        self._write(conn, conn.codec.control(struct, enp.order_of(from_pid.id)))
+        self.write(conn, conn.codec.control(struct, enp.order_of(from_pid.id)))
 
     def _forget(self, kind: str, holder: PID, target: RemoteTarget, ref: Ref) -> None:
         with self._holders_lock:
@@ -552,11 +568,11 @@ class ErgoWire:
     def link(self, from_pid: PID, target: RemoteTarget) -> None:
         with self._holders_lock:
             self._holders.setdefault(target, _Holders()).links.add(from_pid)
-        self._request("Link", from_pid, target, self._ref())
+        self._request("Link", from_pid, target, self.new_ref())
 
     def unlink(self, from_pid: PID, target: RemoteTarget) -> None:
-        self._forget("Link", from_pid, target, self._ref())
-        self._request("Unlink", from_pid, target, self._ref())
+        self._forget("Link", from_pid, target, self.new_ref())
+        self._request("Unlink", from_pid, target, self.new_ref())
 
     def monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
         with self._holders_lock:
@@ -565,9 +581,9 @@ class ErgoWire:
 
     def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
         self._forget("Monitor", from_pid, target, ref)
-        self._request("Demonitor", from_pid, target, self._ref())
+        self._request("Demonitor", from_pid, target, self.new_ref())
 
-    def _ref(self) -> Ref:
+    def new_ref(self) -> Ref:
         return Ref(self._name, random_ref_id(), self._creation)
 
     def exit(self, from_target: RemoteTarget, to: PID, reason: Any, ended: PID | None) -> None:
@@ -577,7 +593,7 @@ class ErgoWire:
             return
         conn = self.connection(to.node, from_loop=self._lt.in_loop_thread())
         if ended is None and isinstance(from_target, PID):  # an exit signal (send_exit)
-            self._write(conn, conn.codec.exit(from_target, to, reason))
+            self.write(conn, conn.codec.exit(from_target, to, reason))
             return
         self._terminated(conn, from_target, reason, ended)
 
@@ -595,7 +611,7 @@ class ErgoWire:
         self, conn: ErgoConnection, target: RemoteTarget, reason: Any, ended: PID | None
     ) -> None:
         order = enp.order_of(ended.id if ended is not None else getattr(target, "id", 0))
-        self._write(conn, conn.codec.terminated(target, reason, order), self._lt.in_loop_thread())
+        self.write(conn, conn.codec.terminated(target, reason, order), self._lt.in_loop_thread())
 
     # --- inbound (loop thread) -----------------------------------------------------------
 
@@ -645,10 +661,17 @@ class ErgoWire:
             _note(logging.WARNING, "%s: %s", self._name, event.what)
 
     def _control(self, link: ErgoLink, message: Any) -> None:
+        conn = self._conn_of(link)
         if isinstance(message, enp.Result):
+            if conn is not None and self.spawns.answered(message, conn.peer):
+                return
             answer = self._results.pop(message.ref, None)
             if answer is not None:
                 answer(message.error)
+            return
+        if isinstance(message, spawn.SpawnRequest):
+            if conn is not None:
+                self.spawns.requested(conn.peer, message)
             return
         if not isinstance(message, enp.LinkRequest):
             _note(
@@ -673,10 +696,9 @@ class ErgoWire:
                 r.route_demonitor(source, target, message.ref)
         finally:
             error = self._checking.pop(key, None)
-        codec = self._codec_of(link)
-        if codec is not None:
+        if conn is not None:
             result = enp.Result(error, None, message.ref)
-            link.write_now(codec.control(result, enp.order_of(source.id)))
+            link.write_now(conn.codec.control(result, enp.order_of(source.id)))
 
-    def _codec_of(self, link: ErgoLink) -> enp.Codec | None:
-        return next((c.codec for c in self.conns.values() if link in c.links), None)
+    def _conn_of(self, link: ErgoLink) -> ErgoConnection | None:
+        return next((c for c in self.conns.values() if link in c.links), None)

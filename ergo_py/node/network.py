@@ -76,6 +76,7 @@ from ergo_py.node.acceptor import Acceptor
 from ergo_py.node.admission import Admission
 from ergo_py.node.connections import Connection, ConnectionTable, ConnState
 from ergo_py.node.dialer import Dialer
+from ergo_py.node.ergo_pool import ErgoConnection
 from ergo_py.node.ergo_wire import ErgoWire
 from ergo_py.node.network_view import NetworkView
 from ergo_py.node.observe import Observer
@@ -165,6 +166,7 @@ class TCPBackend(NetworkBackend):
             lt=self._lt,
         )
         self._admission = Admission(self._name, net, self._table, self._dialer.pending)
+        self._spawn = RemoteSpawn(self, router, self._lt, self._name, self._creation, net)
         # Go Ergo nodes (docs/interop.md): their own table, acceptors and routes.
         self._ergo = ErgoWire(
             self,
@@ -175,9 +177,9 @@ class TCPBackend(NetworkBackend):
             net=net,
             cert_manager=self._cm,
             lt=self._lt,
+            offers=self._spawn,
         )
         self._view = NetworkView(self)
-        self._spawn = RemoteSpawn(self, router, self._lt, self._name, self._creation, net)
         self._registrar: Registrar | None = None
         self._stopped = False
         # node/observe.py: events, counters and health (None for a bare router)
@@ -651,7 +653,7 @@ class TCPBackend(NetworkBackend):
 
     def spawn(self, from_pid: PID, order: RemoteSpawnRequest) -> PID:
         if self._ergo.wants(order.node):
-            raise ErrUnsupported(f"remote spawn on Ergo node {order.node} is not supported")
+            return self._ergo.spawns.spawn(from_pid, order)
         return self._spawn.spawn(from_pid, order)
 
     def connect(self, node: str) -> None:
@@ -712,6 +714,10 @@ class TCPBackend(NetworkBackend):
             self._ergo.add_route(match, route, weight)
             return
         self._dialer.add_route(match, route, weight)
+
+    def ergo_connection(self, name: str) -> ErgoConnection | None:
+        """The connection to ``name`` if it is (to be) a Go Ergo node, dialled if need be."""
+        return self._ergo.connection(str(name)) if self._ergo.wants(str(name)) else None
 
     def ergo_info(self, name: str) -> dict[str, Any] | None:
         """``Network.info`` of a connection to a Go Ergo node (None: not one)."""

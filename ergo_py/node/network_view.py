@@ -16,7 +16,6 @@ from ergo_py.gen.registrar import Registrar
 from ergo_py.net.link import LinkProtocol
 
 if TYPE_CHECKING:
-    from ergo_py.node.connections import Connection
     from ergo_py.node.network import TCPBackend
 
 # Shown per link only: the connection's own figures are their sums.
@@ -30,7 +29,11 @@ class NetworkView(Network):
         self._backend = backend
 
     def get_node(self, name: str) -> RemoteNode:
-        return _RemoteNode(self._backend, self._backend.connection(name))
+        ergo = self._backend.ergo_connection(name)
+        if ergo is not None:
+            return _RemoteNode(self._backend, ergo.peer, ergo.info.creation)
+        conn = self._backend.connection(name)
+        return _RemoteNode(self._backend, conn.peer, conn.handshake.peer_creation)
 
     def nodes(self) -> list[str]:
         return self._backend.peers()
@@ -117,21 +120,24 @@ def _node_spawn_options(options: ProcessOptions | None) -> ProcessOptions:
 
 
 class _RemoteNode(RemoteNode):
-    def __init__(self, backend: TCPBackend, conn: Connection) -> None:
+    """A peer as ``get_node`` found it connected (in either dialect)."""
+
+    def __init__(self, backend: TCPBackend, peer: str, creation: int) -> None:
         self._backend = backend
-        self._conn = conn
+        self._peer = peer
+        self._creation = creation
 
     @property
     def name(self) -> Atom:
-        return Atom(self._conn.peer)
+        return Atom(self._peer)
 
     @property
     def creation(self) -> int:
-        return self._conn.handshake.peer_creation
+        return self._creation
 
     def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
         options = _node_spawn_options(options)
-        order = RemoteSpawnRequest(self._conn.peer, name, args, options)
+        order = RemoteSpawnRequest(self._peer, name, args, options)
         return self._backend.spawn(self._backend.core_pid, order)
 
     def spawn_register(
@@ -139,8 +145,8 @@ class _RemoteNode(RemoteNode):
     ) -> PID:
         """Spawn ``name`` on the peer and register the process there as ``register``."""
         options = _node_spawn_options(options)
-        order = RemoteSpawnRequest(self._conn.peer, name, args, options, register)
+        order = RemoteSpawnRequest(self._peer, name, args, options, register)
         return self._backend.spawn(self._backend.core_pid, order)
 
     def disconnect(self) -> None:
-        self._backend.disconnect(self._conn.peer)
+        self._backend.disconnect(self._peer)

@@ -33,7 +33,8 @@ MAX_MESSAGE = 0xFFFF  # Ergo refuses longer handshake messages
 _HEADER = struct.Struct(">BBI")
 _GEN = "#ergo.services/ergo/gen/"
 _EHS = "#ergo.services/ergo/net/handshake/"
-FLAGS_ENABLE = 1  # what we offer: nothing beyond the basics (no remote spawn, no "important")
+FLAGS_ENABLE = 1  # what we offer: the basics (no "important" delivery, proxies, fragments)
+FLAG_REMOTE_SPAWN = 2  # and remote spawn, when the node enables it (Ergo's EnableRemoteSpawn)
 COOKIE_HINT = "the cookies differ (or the peer is not an Ergo node)"
 
 
@@ -157,10 +158,12 @@ def _caches(intro: Introduce) -> edf.Caches:
     )
 
 
-def _introduce(node: str, creation: int, max_message_size: int) -> Introduce:
+def _introduce(node: str, creation: int, max_message_size: int, flags: int) -> Introduce:
     """Ours: no atom or type numbers; the errors we send by number (``edf.ERROR_IDS``)."""
     errors = {ident: text for text, ident in edf.ERROR_IDS.items()}
-    return Introduce(node, Version(), FLAGS_ENABLE, creation, max_message_size, err_cache=errors)
+    return Introduce(
+        node, Version(), flags | FLAGS_ENABLE, creation, max_message_size, err_cache=errors
+    )
 
 
 def _established(intro: Introduce, accept: Accept) -> Established:
@@ -247,9 +250,10 @@ class DialerMachine(_Machine):
         max_message_size: int,
         peer_name: str | None = None,
         peer_cert_sha1: bytes | None = None,
+        flags: int = FLAGS_ENABLE,
     ) -> None:
         super().__init__(cookie)
-        self._intro = _introduce(node_name, creation, max_message_size)
+        self._intro = _introduce(node_name, creation, max_message_size, flags)
         self._peer_name = peer_name
         self._peer_fp = peer_cert_sha1
         self._hello = Hello(_salt(64), "")
@@ -309,10 +313,11 @@ class AcceptorMachine(_Machine):
         admit: Callable[[str, int], str | None],
         join: Callable[[str, str], str | None] | None = None,
         max_handshake_size: int = MAX_MESSAGE,
+        flags: int = FLAGS_ENABLE,
     ) -> None:
         super().__init__(cookie, max_handshake_size)
         self._name = node_name
-        self._intro = _introduce(node_name, creation, max_message_size)
+        self._intro = _introduce(node_name, creation, max_message_size, flags)
         self._pool = (pool_size, list(pool_dsn))
         self._fp = local_cert_sha1
         self._admit = admit

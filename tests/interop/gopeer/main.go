@@ -390,6 +390,11 @@ func (p *peer) command(driverPID gen.PID, line string) string {
 			return "err " + err.Error()
 		}
 		return fmt.Sprintf("ok %d %d", pid.ID, pid.Creation)
+	case "enable": // enable NAME: a victim factory other nodes may spawn as NAME
+		if err := p.node.Network().EnableSpawn(gen.Atom(a[1]), func() gen.ProcessBehavior { return &victim{} }); err != nil {
+			return "err " + err.Error()
+		}
+		return "ok enabled"
 	case "remotespawn": // remotespawn NODE NAME: ask NODE to spawn NAME
 		rn, err := p.node.Network().GetNode(gen.Atom(a[1]))
 		if err != nil {
@@ -421,6 +426,7 @@ func main() {
 	certFile := flag.String("cert", "", "certificate chain (PEM); TLS when given")
 	keyFile := flag.String("key", "", "private key (PEM)")
 	insecure := flag.Bool("insecure", false, "dial without verifying the peer's certificate")
+	nospawn := flag.Bool("nospawn", false, "take no remote spawn requests (EnableRemoteSpawn off)")
 	flag.Parse()
 
 	p := &peer{certFile: *certFile, keyFile: *keyFile, tls: *certFile != ""}
@@ -430,6 +436,11 @@ func main() {
 	options.Network.Cookie = *cookie
 	options.Network.Registrar = noRegistrar{}
 	options.Network.InsecureSkipVerify = *insecure
+	if *nospawn {
+		flags := gen.DefaultNetworkFlags
+		flags.EnableRemoteSpawn = false
+		options.Network.Flags = flags
+	}
 	if p.tls {
 		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 		if err != nil {

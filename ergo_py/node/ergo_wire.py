@@ -59,6 +59,7 @@ from ergo_py.net.ergo.handshake import (
     Established,
     Joined,
     JoinMachine,
+    Local,
 )
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
@@ -167,16 +168,7 @@ class ErgoWire:
     # --- acceptors (loop thread) ---------------------------------------------------------
 
     async def listen(self, options: AcceptorOptions) -> ErgoAcceptor:
-        acc = ErgoAcceptor(
-            self,
-            options,
-            node_name=self._name,
-            creation=self._creation,
-            cookie=self._cookie,
-            net=self._net,
-            cert_manager=self._cm,
-            pool_size=self._pool_size,
-        )
+        acc = ErgoAcceptor(self, options, self._name, net=self._net, cert_manager=self._cm)
         await acc.bound()
         self.acceptors.append(acc)
         return acc
@@ -188,15 +180,21 @@ class ErgoWire:
         conn = self.conns.get(peer)
         if conn is None or conn.dialed or conn.info.connection_id != connection_id:
             return f"no connection {connection_id} of {peer} to join"
-        if len(conn.links) >= self._pool_size():
+        if len(conn.links) >= self.pool_size():
             return f"the pool of {peer} is full"
         return None
 
-    def handshake_flags(self) -> int:
-        """The network flags our handshake offers (remote spawn when the node takes it)."""
-        return FLAGS_ENABLE | self.spawns.flags
+    def local(self, cookie: str | None = None) -> Local:
+        """Who we are in a handshake (``cookie``: a route's or acceptor's own, if it has one)."""
+        return Local(
+            self._name,
+            self._creation,
+            self._cookie if cookie is None else cookie,
+            self._net.max_message_size,
+            FLAGS_ENABLE | self.spawns.flags,  # remote spawn when the node takes it
+        )
 
-    def _pool_size(self) -> int:
+    def pool_size(self) -> int:
         return max(1, min(255, self._net.pool_size))
 
     def admit(self, peer: str, creation: int) -> str | None:
@@ -261,13 +259,7 @@ class ErgoWire:
 
         def machine(link: ErgoLink) -> DialerMachine:
             return DialerMachine(
-                node_name=self._name,
-                creation=self._creation,
-                cookie=cookie,
-                max_message_size=self._net.max_message_size,
-                peer_name=node,
-                peer_cert_sha1=link.peer_cert_sha1,
-                flags=self.handshake_flags(),
+                self.local(cookie), peer_name=node, peer_cert_sha1=link.peer_cert_sha1
             )
 
         loop = asyncio.get_running_loop()
@@ -300,7 +292,7 @@ class ErgoWire:
             return self._join(conn, dsn, ctx, sni, cookie)
 
         conn.rejoin = rejoin
-        want = min(conn.info.pool_size, self._pool_size()) - 1
+        want = min(conn.info.pool_size, self.pool_size()) - 1
         # Joined before the first packet goes out, so no sender's packets
         # move to another link once they flow.
         await asyncio.gather(*(rejoin(dsns[(i + 1) % len(dsns)]) for i in range(want)))
@@ -319,13 +311,8 @@ class ErgoWire:
         host = host.strip("[]")
 
         def machine(link: ErgoLink) -> JoinMachine:
-            return JoinMachine(
-                node_name=self._name,
-                peer_name=conn.peer,
-                connection_id=conn.info.connection_id,
-                cookie=cookie,
-                peer_cert_sha1=link.peer_cert_sha1,
-            )
+            to = Joined(conn.peer, conn.info.connection_id)
+            return JoinMachine(self.local(cookie), to, peer_cert_sha1=link.peer_cert_sha1)
 
         link: ErgoLink | None = None
         try:

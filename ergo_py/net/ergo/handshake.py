@@ -158,11 +158,24 @@ def _caches(intro: Introduce) -> edf.Caches:
     )
 
 
-def _introduce(node: str, creation: int, max_message_size: int, flags: int) -> Introduce:
+@dataclass(frozen=True)
+class Local:
+    """Who we are in a handshake: name, incarnation, cookie, the largest packet we take
+    (0: no limit) and the network flags we offer."""
+
+    node_name: str
+    creation: int
+    cookie: str
+    max_message_size: int = 0
+    flags: int = FLAGS_ENABLE
+
+
+def _introduce(local: Local) -> Introduce:
     """Ours: no atom or type numbers; the errors we send by number (``edf.ERROR_IDS``)."""
     errors = {ident: text for text, ident in edf.ERROR_IDS.items()}
+    flags = local.flags | FLAGS_ENABLE
     return Introduce(
-        node, Version(), flags | FLAGS_ENABLE, creation, max_message_size, err_cache=errors
+        local.node_name, Version(), flags, local.creation, local.max_message_size, err_cache=errors
     )
 
 
@@ -242,22 +255,14 @@ class DialerMachine(_Machine):
     """Our side of a dial; ``peer_cert_sha1``: SHA-1 of the TLS server's leaf (None: plain)."""
 
     def __init__(
-        self,
-        *,
-        node_name: str,
-        creation: int,
-        cookie: str,
-        max_message_size: int,
-        peer_name: str | None = None,
-        peer_cert_sha1: bytes | None = None,
-        flags: int = FLAGS_ENABLE,
+        self, local: Local, *, peer_name: str | None = None, peer_cert_sha1: bytes | None = None
     ) -> None:
-        super().__init__(cookie)
-        self._intro = _introduce(node_name, creation, max_message_size, flags)
+        super().__init__(local.cookie)
+        self._intro = _introduce(local)
         self._peer_name = peer_name
         self._peer_fp = peer_cert_sha1
         self._hello = Hello(_salt(64), "")
-        self._hello.digest = _sha(self._hello.salt, cookie)
+        self._hello.digest = _sha(self._hello.salt, local.cookie)
         self._accept: Accept | None = None
         self._stage = "hello"
 
@@ -302,22 +307,18 @@ class AcceptorMachine(_Machine):
 
     def __init__(
         self,
+        local: Local,
         *,
-        node_name: str,
-        creation: int,
-        cookie: str,
-        max_message_size: int,
         pool_size: int,
         pool_dsn: tuple[str, ...],
         local_cert_sha1: bytes | None,
         admit: Callable[[str, int], str | None],
         join: Callable[[str, str], str | None] | None = None,
         max_handshake_size: int = MAX_MESSAGE,
-        flags: int = FLAGS_ENABLE,
     ) -> None:
-        super().__init__(cookie, max_handshake_size)
-        self._name = node_name
-        self._intro = _introduce(node_name, creation, max_message_size, flags)
+        super().__init__(local.cookie, max_handshake_size)
+        self._name = local.node_name
+        self._intro = _introduce(local)
         self._pool = (pool_size, list(pool_dsn))
         self._fp = local_cert_sha1
         self._admit = admit
@@ -380,21 +381,13 @@ class AcceptorMachine(_Machine):
 
 
 class JoinMachine(_Machine):
-    """A further link of a connection we dialled (Ergo's pool)."""
+    """A further link of a connection we dialled (Ergo's pool): ``to`` names its peer and id."""
 
-    def __init__(
-        self,
-        *,
-        node_name: str,
-        peer_name: str,
-        connection_id: str,
-        cookie: str,
-        peer_cert_sha1: bytes | None = None,
-    ) -> None:
-        super().__init__(cookie)
-        salt = _salt(64)
-        self._join = Join(node_name, connection_id, salt, _sha(connection_id, salt, cookie))
-        self._peer = peer_name
+    def __init__(self, local: Local, to: Joined, *, peer_cert_sha1: bytes | None = None) -> None:
+        super().__init__(local.cookie)
+        salt, cid = _salt(64), to.connection_id
+        self._join = Join(local.node_name, cid, salt, _sha(cid, salt, local.cookie))
+        self._peer = to.peer
         self._peer_fp = peer_cert_sha1
 
     def initiate(self) -> bytes:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ergo_py.gen.errors import ErrNoConnection
+from ergo_py.gen.identifiers import Ref
 from ergo_py.net.ergo import enp
 from ergo_py.net.ergo.handshake import Established
 from ergo_py.node.ergo_link import ErgoLink
@@ -45,18 +47,17 @@ class Parked:
         self._closed: ErrNoConnection | None = None
 
     def write(self, data: bytes) -> None:
-        if self._hold(data):
-            return
-        route = self._route
-        assert route is not None
-        route(data).write(data)
+        if not self._hold(data):
+            self._routed(data).write(data)
 
     def write_now(self, data: bytes) -> None:
-        if self._hold(data):
-            return
+        if not self._hold(data):
+            self._routed(data).write_now(data)
+
+    def _routed(self, data: bytes) -> ErgoLink:
         route = self._route
-        assert route is not None
-        route(data).write_now(data)
+        assert route is not None  # set once, before _hold says False
+        return route(data)
 
     def _hold(self, data: bytes) -> bool:
         """Keep ``data`` while parked (True); False once released."""
@@ -172,3 +173,19 @@ class ErgoConnection:
             else:
                 slot.close()
         return lost
+
+
+class Wire(Protocol):
+    """What the dialect's parts (spawn, links and monitors) need from the wire around them."""
+
+    def connection(self, node: str, from_loop: bool = False) -> ErgoConnection:
+        """The connection to ``node``, dialled if need be (not from the loop thread)."""
+        ...
+
+    def write(self, conn: ErgoConnection, data: bytes, from_loop: bool = False) -> None:
+        """One packet to ``conn`` (size-checked)."""
+        ...
+
+    def new_ref(self) -> Ref:
+        """A fresh reference of this node."""
+        ...

@@ -18,7 +18,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from typing import Any, Protocol
+from typing import Any
 
 from ergo_py.gen.errors import ErgoError, ErrNoConnection, ErrNotAllowed, ErrTimeout
 from ergo_py.gen.identifiers import PID, Ref
@@ -29,7 +29,7 @@ from ergo_py.net.ergo.edf import RemoteError
 from ergo_py.net.ergo.handshake import FLAG_REMOTE_SPAWN
 from ergo_py.net.ergo.spawn import SpawnRequest, spawn_request
 from ergo_py.net.loop import LoopThread
-from ergo_py.node.ergo_pool import ErgoConnection
+from ergo_py.node.ergo_pool import Wire
 from ergo_py.node.spawn import RemoteSpawn
 
 log = logging.getLogger(__name__)
@@ -37,21 +37,11 @@ log = logging.getLogger(__name__)
 ANSWER_TIMEOUT = 15.0  # how long a spawn request waits for the Go node's answer
 
 
-class SpawnWire(Protocol):
-    """What remote spawn needs from the dialect around it."""
-
-    def connection(self, node: str, from_loop: bool = False) -> ErgoConnection: ...
-
-    def write(self, conn: ErgoConnection, data: bytes, from_loop: bool = False) -> None: ...
-
-    def new_ref(self) -> Ref: ...
-
-
 class ErgoSpawn:
     """Spawn requests to and from Go nodes: ours waiting for answers, theirs being served."""
 
     def __init__(
-        self, wire: SpawnWire, router: NodeRouter, offers: RemoteSpawn, lt: LoopThread, name: str
+        self, wire: Wire, router: NodeRouter, offers: RemoteSpawn, lt: LoopThread, name: str
     ) -> None:
         self._wire = wire
         self._router = router

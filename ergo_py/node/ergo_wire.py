@@ -15,7 +15,8 @@ What differs from our own protocol, and why:
   was in flight may be lost; links and monitors fire as on any lost link.
 * A link or monitor is a request the peer answers (``MessageResult``); when
   a Go process ends, its node sends one "terminated" packet and we fan it out
-  to our holders (kept here), as Ergo's core does.
+  to our holders, as Ergo's core does (``node/ergo_watch.py``).
+* Remote spawn is a request answered with the PID (``node/ergo_spawn.py``).
 * Ergo's pool (``node/ergo_pool.py``): a connection has several TCP links;
   a packet goes on the link its order byte picks (as Go sends), so each
   sender keeps its order; a lost link of a connection we dialled is re-joined
@@ -24,9 +25,8 @@ What differs from our own protocol, and why:
 Thread safety: operations come from process threads; connections, links and
 what arrives live on the node's loop thread.
 
-Over 600 lines on purpose: this is the whole dialect for the runtime (routes,
-acceptors, dials, the outbound operations and their inbound mirror), kept in
-one place so that ``node/network.py`` holds a single check per operation.
+Here: routes, acceptors, dials, messages and calls, and what arrives; the
+pool, links and monitors, and spawn are the modules named above.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import re
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ergo_py.gen.certmanager import CertManager
@@ -68,6 +67,8 @@ from ergo_py.node.ergo_acceptor import ErgoAcceptor
 from ergo_py.node.ergo_link import ErgoLink
 from ergo_py.node.ergo_pool import ErgoConnection, Parked
 from ergo_py.node.ergo_spawn import ErgoSpawn
+from ergo_py.node.ergo_watch import ErgoWatches
+from ergo_py.node.network_view import PER_LINK_ONLY, link_info
 from ergo_py.node.spawn import RemoteSpawn
 
 log = logging.getLogger(__name__)
@@ -88,14 +89,6 @@ class ErgoOwner(Protocol):
     def stopped(self) -> bool: ...
 
     def node_down(self, peer: str, reason: ErrNoConnection) -> None: ...
-
-
-@dataclass
-class _Holders:
-    """Our processes that link or monitor one process of a peer."""
-
-    links: set[PID] = field(default_factory=set)
-    monitors: dict[Ref, PID] = field(default_factory=dict)
 
 
 class ErgoWire:
@@ -127,13 +120,10 @@ class ErgoWire:
         self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
         self._routes_lock = threading.Lock()
         self._dialing: dict[str, asyncio.Future[ErgoConnection]] = {}
-        self._holders: dict[RemoteTarget, _Holders] = {}
-        self._holders_lock = threading.Lock()
-        self._results: dict[Ref, Callable[[Any], None]] = {}
-        self._checking: dict[tuple[PID, RemoteTarget], Any] = {}
         self.acceptors: list[ErgoAcceptor] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.spawns = ErgoSpawn(self, router, offers, lt, name)
+        self.watches = ErgoWatches(self, router, lt)
 
     # --- who speaks it -------------------------------------------------------------------
 
@@ -262,20 +252,8 @@ class ErgoWire:
                 self.local(cookie), peer_name=node, peer_cert_sha1=link.peer_cert_sha1
             )
 
-        loop = asyncio.get_running_loop()
         try:
-            _, link = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: self._new_link(machine, dialer=True),
-                    host,
-                    route.port,
-                    ssl=ctx,
-                    server_hostname=sni if ctx is not None else None,
-                    ssl_handshake_timeout=self._net.handshake_timeout if ctx else None,
-                ),
-                self._net.connect_timeout + self._net.handshake_timeout,
-            )
-            await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+            await self._open(host, route.port, machine, ctx, sni)
         except (TimeoutError, OSError, ssl.SSLError, ErgoError) as exc:
             won = self.conns.get(node)  # the peer's own dial to us came up meanwhile: use it
             if won is not None:
@@ -314,25 +292,10 @@ class ErgoWire:
             to = Joined(conn.peer, conn.info.connection_id)
             return JoinMachine(self.local(cookie), to, peer_cert_sha1=link.peer_cert_sha1)
 
-        link: ErgoLink | None = None
         try:
-            _, link = await asyncio.wait_for(
-                asyncio.get_running_loop().create_connection(
-                    lambda: self._new_link(machine, dialer=True),
-                    host,
-                    int(port),
-                    ssl=ctx,
-                    server_hostname=sni if ctx is not None else None,
-                    ssl_handshake_timeout=self._net.handshake_timeout if ctx else None,
-                ),
-                self._net.connect_timeout + self._net.handshake_timeout,
-            )
-            assert link is not None
-            await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+            await self._open(host, int(port), machine, ctx, sni)
             return True
         except (TimeoutError, OSError, ValueError, ssl.SSLError, ErgoError) as exc:
-            if link is not None:
-                link.abort()
             _note(
                 logging.WARNING,
                 "%s: a pool link to %s (%s) failed: %s",
@@ -359,6 +322,33 @@ class ErgoWire:
         conn.remove(parked)
         if not conn.live:
             self._drop(conn, ErrNoConnection(f"connection to {conn.peer} lost: no link re-joined"))
+
+    async def _open(
+        self,
+        host: str,
+        port: int,
+        machine: Callable[[ErgoLink], Any],
+        ctx: ssl.SSLContext | None,
+        sni: str | None,
+    ) -> ErgoLink:
+        """Dial one link and run its handshake (bounded); a link that fails is aborted."""
+        _, link = await asyncio.wait_for(
+            asyncio.get_running_loop().create_connection(
+                lambda: self._new_link(machine, dialer=True),
+                host,
+                port,
+                ssl=ctx,
+                server_hostname=sni if ctx is not None else None,
+                ssl_handshake_timeout=self._net.handshake_timeout if ctx else None,
+            ),
+            self._net.connect_timeout + self._net.handshake_timeout,
+        )
+        try:
+            await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+        except BaseException:
+            link.abort()
+            raise
+        return link
 
     def _new_link(self, machine: Callable[[ErgoLink], Any], *, dialer: bool) -> ErgoLink:
         link = ErgoLink(
@@ -431,9 +421,7 @@ class ErgoWire:
             log.info(
                 "%s: %d packets to %s waited for a pool link: lost", self._name, lost, conn.peer
             )
-        with self._holders_lock:
-            for target in [t for t in self._holders if t.node == conn.peer]:
-                del self._holders[target]
+        self.watches.connection_lost(conn.peer)
         self.spawns.connection_lost(conn.peer)
         log.info("%s: %s", self._name, reason)
         if not self._owner.stopped:
@@ -454,9 +442,7 @@ class ErgoWire:
         if conn is None:
             return None
         live = conn.live
-        tls = live[0].tls if live else None
-        local = tls.local_state if tls else None
-        peer = tls.peer if tls else None
+        first = link_info(live[0]) if live else {}  # the first link's TLS, as for our protocol
         return {
             "peer": conn.peer,
             "protocol": PROTOCOL,
@@ -465,12 +451,7 @@ class ErgoWire:
             "connection_id": conn.info.connection_id,
             "dialed": conn.dialed,
             "identity_verified": False,  # Ergo's handshake binds no certificate to a name
-            "tls_version": tls.version if tls else None,
-            "local_cert_fingerprint": local.certificate.fingerprint if local else None,
-            "local_cert_version": local.version if local else None,
-            "peer_cert_fingerprint": peer.fingerprint if peer else None,
-            "peer_cert_subject": peer.subject if peer else None,
-            "peer_cert_not_after": peer.not_after if peer else None,
+            **{k: v for k, v in first.items() if k not in PER_LINK_ONLY},
             "pool_links": len(live),
             "messages_in": sum(link.messages_in for link in live),
             "messages_out": sum(link.messages_out for link in live),
@@ -523,82 +504,8 @@ class ErgoWire:
             data = conn.codec.response(from_pid, to, ref, None, exc)  # the caller learns why
         self.write(conn, data)
 
-    def _request(self, kind: str, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
-        """A link or monitor request; a refusal comes back as an exit or a down."""
-        conn = self.connection(target.node)
-        struct = enp.LinkRequest(kind, from_pid, target, ref)
-        if kind in ("Link", "Monitor"):
-
-            def refused(error: Any) -> None:
-                if error is None:
-                    return
-                self._forget(kind, from_pid, target, ref)
-                if kind == "Link":
-                    self._router.route_exit(target, from_pid, error)
-                else:
-                    self._router.route_down(target, from_pid, ref, error)
-
-            self._results[ref] = refused
-        self.write(conn, conn.codec.control(struct, enp.order_of(from_pid.id)))
-
-    def _forget(self, kind: str, holder: PID, target: RemoteTarget, ref: Ref) -> None:
-        with self._holders_lock:
-            held = self._holders.get(target)
-            if held is not None:
-                if kind == "Link":
-                    held.links.discard(holder)
-                else:
-                    held.monitors.pop(ref, None)
-                if not held.links and not held.monitors:
-                    del self._holders[target]
-
-    def link(self, from_pid: PID, target: RemoteTarget) -> None:
-        with self._holders_lock:
-            self._holders.setdefault(target, _Holders()).links.add(from_pid)
-        self._request("Link", from_pid, target, self.new_ref())
-
-    def unlink(self, from_pid: PID, target: RemoteTarget) -> None:
-        self._forget("Link", from_pid, target, self.new_ref())
-        self._request("Unlink", from_pid, target, self.new_ref())
-
-    def monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
-        with self._holders_lock:
-            self._holders.setdefault(target, _Holders()).monitors[ref] = from_pid
-        self._request("Monitor", from_pid, target, ref)
-
-    def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
-        self._forget("Monitor", from_pid, target, ref)
-        self._request("Demonitor", from_pid, target, self.new_ref())
-
     def new_ref(self) -> Ref:
         return Ref(self._name, random_ref_id(), self._creation)
-
-    def exit(self, from_target: RemoteTarget, to: PID, reason: Any, ended: PID | None) -> None:
-        key = (to, from_target)
-        if key in self._checking:  # a request of the peer's being answered: this is the answer
-            self._checking[key] = reason
-            return
-        conn = self.connection(to.node, from_loop=self._lt.in_loop_thread())
-        if ended is None and isinstance(from_target, PID):  # an exit signal (send_exit)
-            self.write(conn, conn.codec.exit(from_target, to, reason))
-            return
-        self._terminated(conn, from_target, reason, ended)
-
-    def down(
-        self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None
-    ) -> None:
-        key = (to, from_target)
-        if key in self._checking:
-            self._checking[key] = reason
-            return
-        conn = self.connection(to.node, from_loop=self._lt.in_loop_thread())
-        self._terminated(conn, from_target, reason, ended)
-
-    def _terminated(
-        self, conn: ErgoConnection, target: RemoteTarget, reason: Any, ended: PID | None
-    ) -> None:
-        order = enp.order_of(ended.id if ended is not None else getattr(target, "id", 0))
-        self.write(conn, conn.codec.terminated(target, reason, order), self._lt.in_loop_thread())
 
     # --- inbound (loop thread) -----------------------------------------------------------
 
@@ -635,13 +542,7 @@ class ErgoWire:
         elif isinstance(event, enp.ExitSignal):
             r.route_exit(event.from_, event.to, event.reason)
         elif isinstance(event, enp.Terminated):
-            with self._holders_lock:
-                held = self._holders.pop(event.target, None)
-            if held is not None:
-                for pid in held.links:
-                    r.route_exit(event.target, pid, event.reason)
-                for ref, pid in held.monitors.items():
-                    r.route_down(event.target, pid, ref, event.reason)
+            self.watches.terminated(event)
         elif isinstance(event, enp.Control):
             self._control(link, event.message)
         elif isinstance(event, enp.Unsupported):
@@ -652,9 +553,7 @@ class ErgoWire:
         if isinstance(message, enp.Result):
             if conn is not None and self.spawns.answered(message, conn.peer):
                 return
-            answer = self._results.pop(message.ref, None)
-            if answer is not None:
-                answer(message.error)
+            self.watches.answered(message)
             return
         if isinstance(message, spawn.SpawnRequest):
             if conn is not None:
@@ -668,24 +567,8 @@ class ErgoWire:
                 type(message).__name__,
             )
             return
-        r = self._router
-        source, target = message.source, message.target
-        key = (source, target)
-        self._checking[key] = None
-        try:
-            if message.kind == "Link":
-                r.route_link(source, target)
-            elif message.kind == "Unlink":
-                r.route_unlink(source, target)
-            elif message.kind == "Monitor":
-                r.route_monitor(source, target, message.ref)
-            else:
-                r.route_demonitor(source, target, message.ref)
-        finally:
-            error = self._checking.pop(key, None)
         if conn is not None:
-            result = enp.Result(error, None, message.ref)
-            link.write_now(conn.codec.control(result, enp.order_of(source.id)))
+            self.watches.requested(conn, link, message)
 
     def _conn_of(self, link: ErgoLink) -> ErgoConnection | None:
         return next((c for c in self.conns.values() if link in c.links), None)

@@ -611,25 +611,25 @@ class TCPBackend(NetworkBackend):
 
     def link(self, from_pid: PID, target: RemoteTarget) -> None:
         if self._ergo.wants(target.node):
-            self._ergo.link(from_pid, target)
+            self._ergo.watches.link(from_pid, target)
             return
         self._send_frame(target.node, fr.Link(from_pid, target))
 
     def unlink(self, from_pid: PID, target: RemoteTarget) -> None:
         if self._ergo.wants(target.node):
-            self._ergo.unlink(from_pid, target)
+            self._ergo.watches.unlink(from_pid, target)
             return
         self._send_frame(target.node, fr.Unlink(from_pid, target))
 
     def monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
         if self._ergo.wants(target.node):
-            self._ergo.monitor(from_pid, target, ref)
+            self._ergo.watches.monitor(from_pid, target, ref)
             return
         self._send_frame(target.node, fr.Monitor(from_pid, target, ref))
 
     def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
         if self._ergo.wants(target.node):
-            self._ergo.demonitor(from_pid, target, ref)
+            self._ergo.watches.demonitor(from_pid, target, ref)
             return
         self._send_frame(target.node, fr.Demonitor(from_pid, target, ref))
 
@@ -637,7 +637,7 @@ class TCPBackend(NetworkBackend):
         self, from_target: RemoteTarget, to: PID, reason: Any, ended: PID | None = None
     ) -> None:
         if self._ergo.wants(to.node):
-            self._ergo.exit(from_target, to, reason, ended)
+            self._ergo.watches.exit(from_target, to, reason, ended)
             return
         order = fr.order_byte(ended.id) if ended is not None else None
         self._send_frame(to.node, fr.Exit(from_target, to, reason), order=order)
@@ -646,7 +646,7 @@ class TCPBackend(NetworkBackend):
         self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None = None
     ) -> None:
         if self._ergo.wants(to.node):
-            self._ergo.down(from_target, to, ref, reason, ended)
+            self._ergo.watches.down(from_target, to, ref, reason, ended)
             return
         order = fr.order_byte(ended.id) if ended is not None else None
         self._send_frame(to.node, fr.DownFrame(to, from_target, ref, reason), order=order)

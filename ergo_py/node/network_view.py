@@ -6,20 +6,20 @@ The backend behind it also carries the node's own traffic (``send``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ergo_py.gen.errors import ErrIncorrect, ErrNoConnection
 from ergo_py.gen.identifiers import PID, Atom
 from ergo_py.gen.node import AcceptorInfo, ActorFactory, Network, RemoteNode, RemoteSpawnRequest
 from ergo_py.gen.options import ProcessOptions
 from ergo_py.gen.registrar import Registrar
-from ergo_py.net.link import LinkProtocol
+from ergo_py.net.link import TLSDetails
 
 if TYPE_CHECKING:
     from ergo_py.node.network import TCPBackend
 
 # Shown per link only: the connection's own figures are their sums.
-_PER_LINK_ONLY = frozenset({"address", "messages_in", "messages_out"})
+PER_LINK_ONLY = frozenset({"address", "messages_in", "messages_out"})
 
 
 class NetworkView(Network):
@@ -56,7 +56,7 @@ class NetworkView(Network):
             "identity_verified": self._backend.identity_verified(
                 conn, first["peer_cert_fingerprint"]
             ),
-            **{k: v for k, v in first.items() if k not in _PER_LINK_ONLY},
+            **{k: v for k, v in first.items() if k not in PER_LINK_ONLY},
             "pool_links": len(conn.links),
             "links": links,
             "messages_in": sum(link["messages_in"] for link in links),
@@ -91,7 +91,16 @@ class NetworkView(Network):
         return f"<Network of {self._backend.core_pid.node}>"
 
 
-def link_info(link: LinkProtocol) -> dict[str, Any]:
+class _Link(Protocol):
+    """What ``link_info`` reads of a link (ours or an Ergo one)."""
+
+    tls: TLSDetails | None
+    peer_address: Any
+    messages_in: int
+    messages_out: int
+
+
+def link_info(link: _Link) -> dict[str, Any]:
     """One link's TLS and traffic figures, as ``Network.info`` shows them."""
     tls = link.tls
     local = tls.local_state if tls else None

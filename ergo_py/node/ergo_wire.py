@@ -192,9 +192,18 @@ class ErgoWire:
             return "name taken"
         old = self.conns.get(peer)
         if old is not None:
-            if old.info.creation == creation:
+            if old.info.creation != creation:
+                self._drop(old, ErrNoConnection(f"{peer} restarted"))
+            elif old.dialed:  # both dialled at once: ours stands
                 return f"already connected to {peer}"
-            self._drop(old, ErrNoConnection(f"{peer} restarted"))
+            else:
+                # A Go node dials only when it holds no connection to us, so the
+                # one it made before is gone on its side, whatever links of it
+                # still look open here (Go does not close a pool link it failed
+                # to join to a connection it had just ended).
+                self._drop(
+                    old, ErrNoConnection(f"{peer} dialled again: its old connection is gone")
+                )
         return None
 
     # --- dialing -------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_go_sends_an_exit_signal_to_python_processes(pair: Pair) -> None:
     while time.monotonic() < deadline:
         try:
             node.call(victim, "alive", timeout=1.0)
-        except gen.ErrProcessUnknown:
+        except (gen.ErrProcessUnknown, gen.ErrProcessTerminated):  # gone, or ending under the call
             break
         time.sleep(0.02)
     else:

@@ -176,3 +176,18 @@ def test_deep_nesting_is_refused_both_ways() -> None:
     one = b"\x82\x00\x02\x9d\x84\x9d\x00\x00\x00\x01"
     with pytest.raises(RemoteProtocolError, match="deeper"):
         edf.decode(one * (edf.MAX_DEPTH + 5) + b"\xff")
+
+
+def test_a_spawn_request_round_trips_with_go_field_order() -> None:
+    """MessageSpawn with gen.ProcessOptionsExtra: every field back, Go's names on the wire."""
+    from ergo_py.net.ergo import spawn
+
+    parent = gen.PID("py@host", 7, 3)
+    request = spawn.spawn_request(
+        "worker", parent, gen.Ref("py@host", 99, 3), (1, "two"), register="w", env={"k": 1.5}
+    )
+    data = edf.encode(request)
+    assert b"#ergo.services/ergo/net/proto/MessageSpawn" in data
+    value, end = edf.decode(data)
+    assert value == request and end == len(data)
+    assert value.options.parent_pid == parent and value.options.args == [1, "two"]

@@ -21,6 +21,7 @@ from ergo_py.net.ergo.handshake import (
     Established,
     Joined,
     JoinMachine,
+    Local,
 )
 
 FP = hashlib.sha1(b"the acceptor's leaf").digest()
@@ -28,28 +29,17 @@ FP = hashlib.sha1(b"the acceptor's leaf").digest()
 
 def acceptor(cookie: str = "c", fp: bytes | None = FP, **kw: Any) -> AcceptorMachine:
     options: dict[str, Any] = {
-        "node_name": "go@h",
-        "creation": 11,
-        "cookie": cookie,
-        "max_message_size": 0,
         "pool_size": 3,
         "pool_dsn": ("h:1",),
         "local_cert_sha1": fp,
         "admit": lambda peer, creation: None,
     }
     options.update(kw)
-    return AcceptorMachine(**options)
+    return AcceptorMachine(Local("go@h", 11, cookie), **options)
 
 
 def dialer(cookie: str = "c", fp: bytes | None = FP, peer: str = "go@h") -> DialerMachine:
-    return DialerMachine(
-        node_name="py@h",
-        creation=22,
-        cookie=cookie,
-        max_message_size=1 << 20,
-        peer_name=peer,
-        peer_cert_sha1=fp,
-    )
+    return DialerMachine(Local("py@h", 22, cookie, 1 << 20), peer_name=peer, peer_cert_sha1=fp)
 
 
 def run(
@@ -119,16 +109,12 @@ def test_admission_may_refuse_the_peer() -> None:
 def test_a_pool_link_joins_with_the_connection_id() -> None:
     seen: list[tuple[str, str]] = []
     a = acceptor(join=lambda peer, cid: seen.append((peer, cid)))
-    j = JoinMachine(
-        node_name="py@h", peer_name="go@h", connection_id="abc", cookie="c", peer_cert_sha1=FP
-    )
+    j = JoinMachine(Local("py@h", 22, "c"), Joined("go@h", "abc"), peer_cert_sha1=FP)
     mine, theirs = run(j, a)
     assert (mine, theirs) == (Joined("go@h", "abc"), Joined("py@h", "abc"))
     assert seen == [("py@h", "abc")]
     with pytest.raises(HandshakeRejected, match="no pool links"):
-        acceptor().receive_data(
-            JoinMachine(node_name="x@h", peer_name="go@h", connection_id="a", cookie="c").initiate()
-        )
+        acceptor().receive_data(JoinMachine(Local("x@h", 1, "c"), Joined("go@h", "a")).initiate())
 
 
 @given(st.binary(max_size=300))
@@ -256,3 +242,36 @@ def test_hostile_packets_raise_only_protocol_errors(body: bytes) -> None:
             go.decode(p)
     except (RemoteProtocolError, gen.ErrTooLarge):
         pass
+
+
+def test_a_parked_pool_slot_keeps_each_writers_order_across_its_release() -> None:
+    """Writers race the release of a parked slot: each one's packets arrive in order, none lost."""
+    import threading
+
+    from ergo_py.node.ergo_pool import Parked
+
+    class Link:
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.got.append(data)
+
+        write_now = write
+
+    parked, link = Parked(), Link()
+    n = 5_000
+
+    def writer(w: int) -> None:
+        for i in range(n):
+            parked.write(bytes([w]) + i.to_bytes(4, "big"))
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    parked.release(lambda _data: link)  # type: ignore[arg-type,return-value]
+    for t in threads:
+        t.join()
+    for w in range(3):
+        mine = [int.from_bytes(d[1:], "big") for d in link.got if d[0] == w]
+        assert mine == list(range(n))

@@ -12,12 +12,12 @@ dialer presents none), and the link speaks EHS, then ENP.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.options import PROTOCOL_ERGO, AcceptorOptions, NetworkOptions
-from ergo_py.net.ergo.handshake import AcceptorMachine
+from ergo_py.net.ergo.handshake import AcceptorMachine, Local
 from ergo_py.net.tls import ListenerTLS
 from ergo_py.node.acceptor import AcceptorBase, _InTLS
 from ergo_py.node.ergo_link import ErgoLink, ErgoLinkOwner
@@ -34,6 +34,14 @@ class ErgoAcceptorOwner(ErgoLinkOwner, Protocol):
 
     def join(self, peer: str, connection_id: str) -> str | None:
         """Why a pool link to ``connection_id`` of ``peer`` is refused (None: welcome)."""
+        ...
+
+    def local(self, cookie: str | None = None) -> Local:
+        """Who we are in a handshake (``cookie``: the acceptor's own, if it has one)."""
+        ...
+
+    def pool_size(self) -> int:
+        """How many links a connection's pool has (what we offer a Go dialer)."""
         ...
 
     def accepted(self, link: ErgoLink) -> None:
@@ -58,19 +66,13 @@ class ErgoAcceptor(AcceptorBase):
         self,
         owner: ErgoAcceptorOwner,
         options: AcceptorOptions,
-        *,
         node_name: str,
-        creation: int,
-        cookie: str,
+        *,
         net: NetworkOptions,
         cert_manager: CertManager | None,
-        pool_size: Callable[[], int] = lambda: 1,
     ) -> None:
         super().__init__(options, node_name=node_name, net=net, cert_manager=cert_manager)
         self._owner = owner
-        self._creation = creation
-        self._cookie = options.cookie if options.cookie is not None else cookie
-        self._pool_size = pool_size
 
     @property
     def max_message_size(self) -> int:
@@ -81,12 +83,10 @@ class ErgoAcceptor(AcceptorBase):
 
         def machine(link: ErgoLink) -> AcceptorMachine:
             self._enter_handshake(entry, link)
-            pool = max(1, min(255, self._pool_size()))
+            pool = owner.pool_size()
+            local = replace(owner.local(self.options.cookie), max_message_size=self._max_size)
             return AcceptorMachine(
-                node_name=self._node,
-                creation=self._creation,
-                cookie=self._cookie,
-                max_message_size=self._max_size,
+                local,
                 pool_size=pool,
                 pool_dsn=(_dsn(link.local_address, self.host, self.port),),
                 local_cert_sha1=link.local_cert_sha1,

@@ -230,19 +230,19 @@ class ErgoLink(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         """Queue one packet (any thread); ``ErrNoConnection`` once the link is closing."""
-        writer = self.writer
-        if writer is None:
-            raise ErrNoConnection("the link is not up")
-        writer.write(data)
+        self._up().write(data)
         self.messages_out += 1
 
     def write_now(self, data: bytes) -> None:
         """Loop thread: as :meth:`write`."""
+        self._up().write_now(data)
+        self.messages_out += 1
+
+    def _up(self) -> BatchWriter:
         writer = self.writer
         if writer is None:
             raise ErrNoConnection("the link is not up")
-        writer.write_now(data)
-        self.messages_out += 1
+        return writer
 
     # --- ending ------------------------------------------------------------------------
 

@@ -15,16 +15,18 @@ What differs from our own protocol, and why:
   was in flight may be lost; links and monitors fire as on any lost link.
 * A link or monitor is a request the peer answers (``MessageResult``); when
   a Go process ends, its node sends one "terminated" packet and we fan it out
-  to our holders (kept here), as Ergo's core does.
-* Ergo's pool: a connection has several TCP links; a packet goes on the
-  link its order byte picks (as Go sends), so each sender keeps its order.
+  to our holders, as Ergo's core does (``node/ergo_watch.py``).
+* Remote spawn is a request answered with the PID (``node/ergo_spawn.py``).
+* Ergo's pool (``node/ergo_pool.py``): a connection has several TCP links;
+  a packet goes on the link its order byte picks (as Go sends), so each
+  sender keeps its order; a lost link of a connection we dialled is re-joined
+  in its place, as Go does, and the connection stays up.
 
 Thread safety: operations come from process threads; connections, links and
 what arrives live on the node's loop thread.
 
-Over 600 lines on purpose: this is the whole dialect for the runtime (routes,
-acceptors, dials, the outbound operations and their inbound mirror), kept in
-one place so that ``node/network.py`` holds a single check per operation.
+Here: routes, acceptors, dials, messages and calls, and what arrives; the
+pool, links and monitors, and spawn are the modules named above.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import ssl
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ergo_py.gen.certmanager import CertManager
@@ -49,13 +51,25 @@ from ergo_py.gen.errors import (
 from ergo_py.gen.identifiers import PID, Atom, Ref, random_ref_id
 from ergo_py.gen.node import NodeRouter, RemoteTarget
 from ergo_py.gen.options import AcceptorOptions, NetworkOptions, NetworkRoute
-from ergo_py.net.ergo import enp
-from ergo_py.net.ergo.handshake import DialerMachine, Established, Joined, JoinMachine
+from ergo_py.net.ergo import enp, spawn
+from ergo_py.net.ergo.handshake import (
+    FLAGS_ENABLE,
+    DialerMachine,
+    Established,
+    Joined,
+    JoinMachine,
+    Local,
+)
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import client_context_for_dial
 from ergo_py.node.ergo_acceptor import ErgoAcceptor
 from ergo_py.node.ergo_link import ErgoLink
+from ergo_py.node.ergo_pool import ErgoConnection, Parked
+from ergo_py.node.ergo_spawn import ErgoSpawn
+from ergo_py.node.ergo_watch import ErgoWatches
+from ergo_py.node.network_view import PER_LINK_ONLY, link_info
+from ergo_py.node.spawn import RemoteSpawn
 
 log = logging.getLogger(__name__)
 _limited = LogLimiter(log)
@@ -77,47 +91,6 @@ class ErgoOwner(Protocol):
     def node_down(self, peer: str, reason: ErrNoConnection) -> None: ...
 
 
-@dataclass
-class ErgoConnection:
-    """A connection to one Go node: its links (Ergo's pool) and what the handshake said.
-
-    ``links`` is a tuple, replaced whole when a pool link joins, so process
-    threads read it without a lock. A packet goes on ``links[order % n]``,
-    as Go sends: a sender's packets (one order byte) all take one link, so
-    the receiver keeps them in order across the pool.
-    """
-
-    peer: str
-    info: Established
-    codec: enp.Codec
-    links: tuple[ErgoLink, ...]
-    dialed: bool
-
-    @property
-    def link(self) -> ErgoLink:
-        return self.links[0]
-
-    @property
-    def limit(self) -> int:
-        return self.info.max_message_size
-
-    def link_for(self, data: bytes) -> ErgoLink:
-        links = self.links
-        return links[data[6] % len(links)]  # the packet's order byte
-
-    def close(self) -> None:
-        for link in self.links:
-            link.close()
-
-
-@dataclass
-class _Holders:
-    """Our processes that link or monitor one process of a peer."""
-
-    links: set[PID] = field(default_factory=set)
-    monitors: dict[Ref, PID] = field(default_factory=dict)
-
-
 class ErgoWire:
     """Connections in Ergo's dialect: routes, acceptors, dials and the traffic."""
 
@@ -132,6 +105,7 @@ class ErgoWire:
         net: NetworkOptions,
         cert_manager: CertManager | None,
         lt: LoopThread,
+        offers: RemoteSpawn,
     ) -> None:
         self._owner = owner
         self._router = router
@@ -146,11 +120,10 @@ class ErgoWire:
         self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
         self._routes_lock = threading.Lock()
         self._dialing: dict[str, asyncio.Future[ErgoConnection]] = {}
-        self._holders: dict[RemoteTarget, _Holders] = {}
-        self._holders_lock = threading.Lock()
-        self._results: dict[Ref, Callable[[Any], None]] = {}
-        self._checking: dict[tuple[PID, RemoteTarget], Any] = {}
         self.acceptors: list[ErgoAcceptor] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.spawns = ErgoSpawn(self, router, offers, lt, name)
+        self.watches = ErgoWatches(self, router, lt)
 
     # --- who speaks it -------------------------------------------------------------------
 
@@ -185,16 +158,7 @@ class ErgoWire:
     # --- acceptors (loop thread) ---------------------------------------------------------
 
     async def listen(self, options: AcceptorOptions) -> ErgoAcceptor:
-        acc = ErgoAcceptor(
-            self,
-            options,
-            node_name=self._name,
-            creation=self._creation,
-            cookie=self._cookie,
-            net=self._net,
-            cert_manager=self._cm,
-            pool_size=self._pool_size,
-        )
+        acc = ErgoAcceptor(self, options, self._name, net=self._net, cert_manager=self._cm)
         await acc.bound()
         self.acceptors.append(acc)
         return acc
@@ -206,11 +170,21 @@ class ErgoWire:
         conn = self.conns.get(peer)
         if conn is None or conn.dialed or conn.info.connection_id != connection_id:
             return f"no connection {connection_id} of {peer} to join"
-        if len(conn.links) >= self._pool_size():
+        if len(conn.links) >= self.pool_size():
             return f"the pool of {peer} is full"
         return None
 
-    def _pool_size(self) -> int:
+    def local(self, cookie: str | None = None) -> Local:
+        """Who we are in a handshake (``cookie``: a route's or acceptor's own, if it has one)."""
+        return Local(
+            self._name,
+            self._creation,
+            self._cookie if cookie is None else cookie,
+            self._net.max_message_size,
+            FLAGS_ENABLE | self.spawns.flags,  # remote spawn when the node takes it
+        )
+
+    def pool_size(self) -> int:
         return max(1, min(255, self._net.pool_size))
 
     def admit(self, peer: str, creation: int) -> str | None:
@@ -218,9 +192,18 @@ class ErgoWire:
             return "name taken"
         old = self.conns.get(peer)
         if old is not None:
-            if old.info.creation == creation:
+            if old.info.creation != creation:
+                self._drop(old, ErrNoConnection(f"{peer} restarted"))
+            elif old.dialed:  # both dialled at once: ours stands
                 return f"already connected to {peer}"
-            self._drop(old, ErrNoConnection(f"{peer} restarted"))
+            else:
+                # A Go node dials only when it holds no connection to us, so the
+                # one it made before is gone on its side, whatever links of it
+                # still look open here (Go does not close a pool link it failed
+                # to join to a connection it had just ended).
+                self._drop(
+                    old, ErrNoConnection(f"{peer} dialled again: its old connection is gone")
+                )
         return None
 
     # --- dialing -------------------------------------------------------------------------
@@ -275,28 +258,11 @@ class ErgoWire:
 
         def machine(link: ErgoLink) -> DialerMachine:
             return DialerMachine(
-                node_name=self._name,
-                creation=self._creation,
-                cookie=cookie,
-                max_message_size=self._net.max_message_size,
-                peer_name=node,
-                peer_cert_sha1=link.peer_cert_sha1,
+                self.local(cookie), peer_name=node, peer_cert_sha1=link.peer_cert_sha1
             )
 
-        loop = asyncio.get_running_loop()
         try:
-            _, link = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: self._new_link(machine, dialer=True),
-                    host,
-                    route.port,
-                    ssl=ctx,
-                    server_hostname=sni if ctx is not None else None,
-                    ssl_handshake_timeout=self._net.handshake_timeout if ctx else None,
-                ),
-                self._net.connect_timeout + self._net.handshake_timeout,
-            )
-            await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+            await self._open(host, route.port, machine, ctx, sni)
         except (TimeoutError, OSError, ssl.SSLError, ErgoError) as exc:
             won = self.conns.get(node)  # the peer's own dial to us came up meanwhile: use it
             if won is not None:
@@ -305,48 +271,40 @@ class ErgoWire:
         conn = self.conns.get(node)
         if conn is None:
             raise ErrNoConnection(f"connection to {node} closed right after the handshake")
-        want = min(conn.info.pool_size, self._pool_size()) - 1
-        if want > 0 and conn.info.pool_dsn:
-            # Joined before the first packet goes out, so no sender's packets
-            # move to another link once they flow.
-            await asyncio.gather(*(self._join(conn, i, ctx, sni, cookie) for i in range(want)))
+        dsns = conn.info.pool_dsn
+        if not dsns:
+            return conn
+
+        def rejoin(dsn: str) -> Awaitable[bool]:
+            return self._join(conn, dsn, ctx, sni, cookie)
+
+        conn.rejoin = rejoin
+        want = min(conn.info.pool_size, self.pool_size()) - 1
+        # Joined before the first packet goes out, so no sender's packets
+        # move to another link once they flow.
+        await asyncio.gather(*(rejoin(dsns[(i + 1) % len(dsns)]) for i in range(want)))
         return conn
 
     async def _join(
-        self, conn: ErgoConnection, i: int, ctx: ssl.SSLContext | None, sni: str | None, cookie: str
-    ) -> None:
-        """One further link of ``conn``'s pool, to the address the acceptor named (as Go)."""
-        dsn = conn.info.pool_dsn[i % len(conn.info.pool_dsn)]
+        self,
+        conn: ErgoConnection,
+        dsn: str,
+        ctx: ssl.SSLContext | None,
+        sni: str | None,
+        cookie: str,
+    ) -> bool:
+        """One further link of ``conn``'s pool, to an address the acceptor named (as Go)."""
         host, _, port = dsn.rpartition(":")
         host = host.strip("[]")
 
         def machine(link: ErgoLink) -> JoinMachine:
-            return JoinMachine(
-                node_name=self._name,
-                peer_name=conn.peer,
-                connection_id=conn.info.connection_id,
-                cookie=cookie,
-                peer_cert_sha1=link.peer_cert_sha1,
-            )
+            to = Joined(conn.peer, conn.info.connection_id)
+            return JoinMachine(self.local(cookie), to, peer_cert_sha1=link.peer_cert_sha1)
 
-        link: ErgoLink | None = None
         try:
-            _, link = await asyncio.wait_for(
-                asyncio.get_running_loop().create_connection(
-                    lambda: self._new_link(machine, dialer=True),
-                    host,
-                    int(port),
-                    ssl=ctx,
-                    server_hostname=sni if ctx is not None else None,
-                    ssl_handshake_timeout=self._net.handshake_timeout if ctx else None,
-                ),
-                self._net.connect_timeout + self._net.handshake_timeout,
-            )
-            assert link is not None
-            await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+            await self._open(host, int(port), machine, ctx, sni)
+            return True
         except (TimeoutError, OSError, ValueError, ssl.SSLError, ErgoError) as exc:
-            if link is not None:
-                link.abort()
             _note(
                 logging.WARNING,
                 "%s: a pool link to %s (%s) failed: %s",
@@ -355,6 +313,51 @@ class ErgoWire:
                 dsn,
                 exc,
             )
+            return False
+
+    async def _rejoin(self, conn: ErgoConnection, parked: Parked) -> None:
+        """Re-join a lost link in ``parked``'s slot, trying each pool address once (as Go)."""
+        assert conn.rejoin is not None
+        dsns = list(conn.info.pool_dsn)
+        random.shuffle(dsns)
+        for dsn in dsns:
+            if conn.closing or self.conns.get(conn.peer) is not conn:
+                return
+            if await conn.rejoin(dsn):
+                log.info("%s: a lost pool link to %s re-joined", self._name, conn.peer)
+                return
+        if parked not in conn.links:
+            return
+        conn.remove(parked)
+        if not conn.live:
+            self._drop(conn, ErrNoConnection(f"connection to {conn.peer} lost: no link re-joined"))
+
+    async def _open(
+        self,
+        host: str,
+        port: int,
+        machine: Callable[[ErgoLink], Any],
+        ctx: ssl.SSLContext | None,
+        sni: str | None,
+    ) -> ErgoLink:
+        """Dial one link and run its handshake (bounded); a link that fails is aborted."""
+        _, link = await asyncio.wait_for(
+            asyncio.get_running_loop().create_connection(
+                lambda: self._new_link(machine, dialer=True),
+                host,
+                port,
+                ssl=ctx,
+                server_hostname=sni if ctx is not None else None,
+                ssl_handshake_timeout=self._net.handshake_timeout if ctx else None,
+            ),
+            self._net.connect_timeout + self._net.handshake_timeout,
+        )
+        try:
+            await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+        except BaseException:
+            link.abort()
+            raise
+        return link
 
     def _new_link(self, machine: Callable[[ErgoLink], Any], *, dialer: bool) -> ErgoLink:
         link = ErgoLink(
@@ -372,9 +375,9 @@ class ErgoWire:
     def link_up(self, link: ErgoLink, result: Established | Joined) -> enp.Codec:
         if isinstance(result, Joined):
             conn = self.conns.get(result.peer)
-            if conn is None or conn.info.connection_id != result.connection_id:
+            if conn is None or conn.closing or conn.info.connection_id != result.connection_id:
                 raise ErrNoConnection(f"a pool link to {result.peer}: its connection is gone")
-            conn.links = (*conn.links, link)
+            conn.joined(link)
             log.debug("%s: pool link %d to %s", self._name, len(conn.links), result.peer)
             return conn.codec
         if link.dialer and result.peer in self.conns:
@@ -402,17 +405,33 @@ class ErgoWire:
     def link_lost(self, link: ErgoLink, exc: BaseException | None) -> None:
         self._links.discard(link)
         for conn in list(self.conns.values()):
-            if link in conn.links:  # one link of the pool lost: the whole connection
-                why = f"connection to {conn.peer} lost: {exc or 'closed'}"
-                self._drop(conn, ErrNoConnection(why))
+            if link not in conn.links:
+                continue
+            why = ErrNoConnection(f"connection to {conn.peer} lost: {exc or 'closed'}")
+            if conn.closing or self._owner.stopped:
+                self._drop(conn, why)
+            elif conn.rejoin is not None:  # ours: re-join this one link, as Go's dialer does
+                log.info(
+                    "%s: a pool link to %s lost (%s); re-joining it", self._name, conn.peer, why
+                )
+                task = asyncio.get_running_loop().create_task(self._rejoin(conn, conn.park(link)))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:  # accepted: the link leaves the pool (the dialer re-joins it)
+                conn.remove(link)
+                if not conn.live:
+                    self._drop(conn, why)
 
     def _drop(self, conn: ErgoConnection, reason: ErrNoConnection) -> None:
         if self.conns.get(conn.peer) is conn:
             del self.conns[conn.peer]
-        conn.close()
-        with self._holders_lock:
-            for target in [t for t in self._holders if t.node == conn.peer]:
-                del self._holders[target]
+        lost = conn.close(reason)
+        if lost:
+            log.info(
+                "%s: %d packets to %s waited for a pool link: lost", self._name, lost, conn.peer
+            )
+        self.watches.connection_lost(conn.peer)
+        self.spawns.connection_lost(conn.peer)
         log.info("%s: %s", self._name, reason)
         if not self._owner.stopped:
             self._owner.node_down(conn.peer, reason)
@@ -422,7 +441,7 @@ class ErgoWire:
             conn = self.conns.get(node)
             if conn is not None:
                 conn.close()
-                gone = asyncio.gather(*(link.gone for link in conn.links))
+                gone = asyncio.gather(*(link.gone for link in conn.live))
                 await asyncio.wait_for(gone, self._net.handshake_timeout)
 
         self._lt.run(close(), timeout=self._net.handshake_timeout + 5.0)
@@ -431,9 +450,8 @@ class ErgoWire:
         conn = self.conns.get(node)
         if conn is None:
             return None
-        tls = conn.link.tls
-        local = tls.local_state if tls else None
-        peer = tls.peer if tls else None
+        live = conn.live
+        first = link_info(live[0]) if live else {}  # the first link's TLS, as for our protocol
         return {
             "peer": conn.peer,
             "protocol": PROTOCOL,
@@ -442,20 +460,21 @@ class ErgoWire:
             "connection_id": conn.info.connection_id,
             "dialed": conn.dialed,
             "identity_verified": False,  # Ergo's handshake binds no certificate to a name
-            "tls_version": tls.version if tls else None,
-            "local_cert_fingerprint": local.certificate.fingerprint if local else None,
-            "local_cert_version": local.version if local else None,
-            "peer_cert_fingerprint": peer.fingerprint if peer else None,
-            "peer_cert_subject": peer.subject if peer else None,
-            "peer_cert_not_after": peer.not_after if peer else None,
-            "pool_links": len(conn.links),
-            "messages_in": sum(link.messages_in for link in conn.links),
-            "messages_out": sum(link.messages_out for link in conn.links),
+            **{k: v for k, v in first.items() if k not in PER_LINK_ONLY},
+            "pool_links": len(live),
+            "messages_in": sum(link.messages_in for link in live),
+            "messages_out": sum(link.messages_out for link in live),
         }
 
     async def close(self) -> None:
         for acc in self.acceptors:
             acc.close()
+        for conn in list(self.conns.values()):
+            conn.closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         links = list(self._links)
         for link in links:
             link.close()
@@ -467,23 +486,20 @@ class ErgoWire:
 
     # --- outbound (process threads) ------------------------------------------------------
 
-    def _write(self, conn: ErgoConnection, data: bytes, from_loop: bool = False) -> None:
+    def write(self, conn: ErgoConnection, data: bytes, from_loop: bool = False) -> None:
         if conn.limit and len(data) > conn.limit:
             from ergo_py.net.frames import too_large
 
             raise too_large(len(data), conn.limit)
-        if from_loop:
-            conn.link_for(data).write_now(data)
-        else:
-            conn.link_for(data).write(data)
+        conn.write(data, from_loop)
 
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         conn = self.connection(to.node)
-        self._write(conn, conn.codec.send(from_pid, to, message))
+        self.write(conn, conn.codec.send(from_pid, to, message))
 
     def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         conn = self.connection(to.node)
-        self._write(conn, conn.codec.request(from_pid, to, ref, request))
+        self.write(conn, conn.codec.request(from_pid, to, ref, request))
 
     def reply(
         self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None
@@ -495,84 +511,10 @@ class ErgoWire:
             if isinstance(exc, ErrNoConnection):
                 raise
             data = conn.codec.response(from_pid, to, ref, None, exc)  # the caller learns why
-        self._write(conn, data)
+        self.write(conn, data)
 
-    def _request(self, kind: str, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
-        """A link or monitor request; a refusal comes back as an exit or a down."""
-        conn = self.connection(target.node)
-        struct = enp.LinkRequest(kind, from_pid, target, ref)
-        if kind in ("Link", "Monitor"):
-
-            def refused(error: Any) -> None:
-                if error is None:
-                    return
-                self._forget(kind, from_pid, target, ref)
-                if kind == "Link":
-                    self._router.route_exit(target, from_pid, error)
-                else:
-                    self._router.route_down(target, from_pid, ref, error)
-
-            self._results[ref] = refused
-        self._write(conn, conn.codec.control(struct, enp.order_of(from_pid.id)))
-
-    def _forget(self, kind: str, holder: PID, target: RemoteTarget, ref: Ref) -> None:
-        with self._holders_lock:
-            held = self._holders.get(target)
-            if held is not None:
-                if kind == "Link":
-                    held.links.discard(holder)
-                else:
-                    held.monitors.pop(ref, None)
-                if not held.links and not held.monitors:
-                    del self._holders[target]
-
-    def link(self, from_pid: PID, target: RemoteTarget) -> None:
-        with self._holders_lock:
-            self._holders.setdefault(target, _Holders()).links.add(from_pid)
-        self._request("Link", from_pid, target, self._ref())
-
-    def unlink(self, from_pid: PID, target: RemoteTarget) -> None:
-        self._forget("Link", from_pid, target, self._ref())
-        self._request("Unlink", from_pid, target, self._ref())
-
-    def monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
-        with self._holders_lock:
-            self._holders.setdefault(target, _Holders()).monitors[ref] = from_pid
-        self._request("Monitor", from_pid, target, ref)
-
-    def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
-        self._forget("Monitor", from_pid, target, ref)
-        self._request("Demonitor", from_pid, target, self._ref())
-
-    def _ref(self) -> Ref:
+    def new_ref(self) -> Ref:
         return Ref(self._name, random_ref_id(), self._creation)
-
-    def exit(self, from_target: RemoteTarget, to: PID, reason: Any, ended: PID | None) -> None:
-        key = (to, from_target)
-        if key in self._checking:  # a request of the peer's being answered: this is the answer
-            self._checking[key] = reason
-            return
-        conn = self.connection(to.node, from_loop=self._lt.in_loop_thread())
-        if ended is None and isinstance(from_target, PID):  # an exit signal (send_exit)
-            self._write(conn, conn.codec.exit(from_target, to, reason))
-            return
-        self._terminated(conn, from_target, reason, ended)
-
-    def down(
-        self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None
-    ) -> None:
-        key = (to, from_target)
-        if key in self._checking:
-            self._checking[key] = reason
-            return
-        conn = self.connection(to.node, from_loop=self._lt.in_loop_thread())
-        self._terminated(conn, from_target, reason, ended)
-
-    def _terminated(
-        self, conn: ErgoConnection, target: RemoteTarget, reason: Any, ended: PID | None
-    ) -> None:
-        order = enp.order_of(ended.id if ended is not None else getattr(target, "id", 0))
-        self._write(conn, conn.codec.terminated(target, reason, order), self._lt.in_loop_thread())
 
     # --- inbound (loop thread) -----------------------------------------------------------
 
@@ -609,23 +551,22 @@ class ErgoWire:
         elif isinstance(event, enp.ExitSignal):
             r.route_exit(event.from_, event.to, event.reason)
         elif isinstance(event, enp.Terminated):
-            with self._holders_lock:
-                held = self._holders.pop(event.target, None)
-            if held is not None:
-                for pid in held.links:
-                    r.route_exit(event.target, pid, event.reason)
-                for ref, pid in held.monitors.items():
-                    r.route_down(event.target, pid, ref, event.reason)
+            self.watches.terminated(event)
         elif isinstance(event, enp.Control):
             self._control(link, event.message)
         elif isinstance(event, enp.Unsupported):
             _note(logging.WARNING, "%s: %s", self._name, event.what)
 
     def _control(self, link: ErgoLink, message: Any) -> None:
+        conn = self._conn_of(link)
         if isinstance(message, enp.Result):
-            answer = self._results.pop(message.ref, None)
-            if answer is not None:
-                answer(message.error)
+            if conn is not None and self.spawns.answered(message, conn.peer):
+                return
+            self.watches.answered(message)
+            return
+        if isinstance(message, spawn.SpawnRequest):
+            if conn is not None:
+                self.spawns.requested(conn.peer, message)
             return
         if not isinstance(message, enp.LinkRequest):
             _note(
@@ -635,25 +576,8 @@ class ErgoWire:
                 type(message).__name__,
             )
             return
-        r = self._router
-        source, target = message.source, message.target
-        key = (source, target)
-        self._checking[key] = None
-        try:
-            if message.kind == "Link":
-                r.route_link(source, target)
-            elif message.kind == "Unlink":
-                r.route_unlink(source, target)
-            elif message.kind == "Monitor":
-                r.route_monitor(source, target, message.ref)
-            else:
-                r.route_demonitor(source, target, message.ref)
-        finally:
-            error = self._checking.pop(key, None)
-        codec = self._codec_of(link)
-        if codec is not None:
-            result = enp.Result(error, None, message.ref)
-            link.write_now(codec.control(result, enp.order_of(source.id)))
+        if conn is not None:
+            self.watches.requested(conn, link, message)
 
-    def _codec_of(self, link: ErgoLink) -> enp.Codec | None:
-        return next((c.codec for c in self.conns.values() if link in c.links), None)
+    def _conn_of(self, link: ErgoLink) -> ErgoConnection | None:
+        return next((c for c in self.conns.values() if link in c.links), None)

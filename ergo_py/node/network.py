@@ -76,6 +76,7 @@ from ergo_py.node.acceptor import Acceptor
 from ergo_py.node.admission import Admission
 from ergo_py.node.connections import Connection, ConnectionTable, ConnState
 from ergo_py.node.dialer import Dialer
+from ergo_py.node.ergo_pool import ErgoConnection
 from ergo_py.node.ergo_wire import ErgoWire
 from ergo_py.node.network_view import NetworkView
 from ergo_py.node.observe import Observer
@@ -166,6 +167,7 @@ class TCPBackend(NetworkBackend):
             lt=self._lt,
         )
         self._admission = Admission(self._name, net, self._table, self._dialer.pending)
+        self._spawn = RemoteSpawn(self, router, self._lt, self._name, self._creation, net)
         # Go Ergo nodes (docs/interop.md): their own table, acceptors and routes.
         self._ergo = ErgoWire(
             self,
@@ -176,9 +178,9 @@ class TCPBackend(NetworkBackend):
             net=net,
             cert_manager=self._cm,
             lt=self._lt,
+            offers=self._spawn,
         )
         self._view = NetworkView(self)
-        self._spawn = RemoteSpawn(self, router, self._lt, self._name, self._creation, net)
         self._registrar: Registrar | None = None
         self._stopped = False
         # node/observe.py: events, counters and health (None for a bare router)
@@ -638,25 +640,25 @@ class TCPBackend(NetworkBackend):
 
     def link(self, from_pid: PID, target: RemoteTarget) -> None:
         if self._ergo.wants(target.node):
-            self._ergo.link(from_pid, target)
+            self._ergo.watches.link(from_pid, target)
             return
         self._send_frame(target.node, fr.Link(from_pid, target))
 
     def unlink(self, from_pid: PID, target: RemoteTarget) -> None:
         if self._ergo.wants(target.node):
-            self._ergo.unlink(from_pid, target)
+            self._ergo.watches.unlink(from_pid, target)
             return
         self._send_frame(target.node, fr.Unlink(from_pid, target))
 
     def monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
         if self._ergo.wants(target.node):
-            self._ergo.monitor(from_pid, target, ref)
+            self._ergo.watches.monitor(from_pid, target, ref)
             return
         self._send_frame(target.node, fr.Monitor(from_pid, target, ref))
 
     def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
         if self._ergo.wants(target.node):
-            self._ergo.demonitor(from_pid, target, ref)
+            self._ergo.watches.demonitor(from_pid, target, ref)
             return
         self._send_frame(target.node, fr.Demonitor(from_pid, target, ref))
 
@@ -664,7 +666,7 @@ class TCPBackend(NetworkBackend):
         self, from_target: RemoteTarget, to: PID, reason: Any, ended: PID | None = None
     ) -> None:
         if self._ergo.wants(to.node):
-            self._ergo.exit(from_target, to, reason, ended)
+            self._ergo.watches.exit(from_target, to, reason, ended)
             return
         order = fr.order_byte(ended.id) if ended is not None else None
         self._send_frame(to.node, fr.Exit(from_target, to, reason), order=order)
@@ -673,14 +675,14 @@ class TCPBackend(NetworkBackend):
         self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None = None
     ) -> None:
         if self._ergo.wants(to.node):
-            self._ergo.down(from_target, to, ref, reason, ended)
+            self._ergo.watches.down(from_target, to, ref, reason, ended)
             return
         order = fr.order_byte(ended.id) if ended is not None else None
         self._send_frame(to.node, fr.DownFrame(to, from_target, ref, reason), order=order)
 
     def spawn(self, from_pid: PID, order: RemoteSpawnRequest) -> PID:
         if self._ergo.wants(order.node):
-            raise ErrUnsupported(f"remote spawn on Ergo node {order.node} is not supported")
+            return self._ergo.spawns.spawn(from_pid, order)
         return self._spawn.spawn(from_pid, order)
 
     def connect(self, node: str) -> None:
@@ -741,6 +743,10 @@ class TCPBackend(NetworkBackend):
             self._ergo.add_route(match, route, weight)
             return
         self._dialer.add_route(match, route, weight)
+
+    def ergo_connection(self, name: str) -> ErgoConnection | None:
+        """The connection to ``name`` if it is (to be) a Go Ergo node, dialled if need be."""
+        return self._ergo.connection(str(name)) if self._ergo.wants(str(name)) else None
 
     def ergo_info(self, name: str) -> dict[str, Any] | None:
         """``Network.info`` of a connection to a Go Ergo node (None: not one)."""

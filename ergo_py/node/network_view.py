@@ -6,21 +6,20 @@ The backend behind it also carries the node's own traffic (``send``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ergo_py.gen.errors import ErrIncorrect, ErrNoConnection
 from ergo_py.gen.identifiers import PID, Atom
 from ergo_py.gen.node import AcceptorInfo, ActorFactory, Network, RemoteNode, RemoteSpawnRequest
 from ergo_py.gen.options import ProcessOptions
 from ergo_py.gen.registrar import Registrar
-from ergo_py.net.link import LinkProtocol
+from ergo_py.net.link import TLSDetails
 
 if TYPE_CHECKING:
-    from ergo_py.node.connections import Connection
     from ergo_py.node.network import TCPBackend
 
 # Shown per link only: the connection's own figures are their sums.
-_PER_LINK_ONLY = frozenset({"address", "messages_in", "messages_out"})
+PER_LINK_ONLY = frozenset({"address", "messages_in", "messages_out"})
 
 
 class NetworkView(Network):
@@ -30,7 +29,11 @@ class NetworkView(Network):
         self._backend = backend
 
     def get_node(self, name: str) -> RemoteNode:
-        return _RemoteNode(self._backend, self._backend.connection(name))
+        ergo = self._backend.ergo_connection(name)
+        if ergo is not None:
+            return _RemoteNode(self._backend, ergo.peer, ergo.info.creation)
+        conn = self._backend.connection(name)
+        return _RemoteNode(self._backend, conn.peer, conn.handshake.peer_creation)
 
     def nodes(self) -> list[str]:
         return self._backend.peers()
@@ -53,7 +56,7 @@ class NetworkView(Network):
             "identity_verified": self._backend.identity_verified(
                 conn, first["peer_cert_fingerprint"]
             ),
-            **{k: v for k, v in first.items() if k not in _PER_LINK_ONLY},
+            **{k: v for k, v in first.items() if k not in PER_LINK_ONLY},
             "pool_links": len(conn.links),
             "links": links,
             "messages_in": sum(link["messages_in"] for link in links),
@@ -88,7 +91,16 @@ class NetworkView(Network):
         return f"<Network of {self._backend.core_pid.node}>"
 
 
-def link_info(link: LinkProtocol) -> dict[str, Any]:
+class _Link(Protocol):
+    """What ``link_info`` reads of a link (ours or an Ergo one)."""
+
+    tls: TLSDetails | None
+    peer_address: Any
+    messages_in: int
+    messages_out: int
+
+
+def link_info(link: _Link) -> dict[str, Any]:
     """One link's TLS and traffic figures, as ``Network.info`` shows them."""
     tls = link.tls
     local = tls.local_state if tls else None
@@ -117,15 +129,17 @@ def _node_spawn_options(options: ProcessOptions | None) -> ProcessOptions:
 
 
 class _RemoteNode(RemoteNode):
-    def __init__(self, backend: TCPBackend, conn: Connection) -> None:
+    """A peer as ``get_node`` found it connected (in either dialect)."""
+
+    def __init__(self, backend: TCPBackend, peer: str, creation: int) -> None:
         self._backend = backend
-        self._conn = conn
-        self._name = Atom(conn.peer)  # fixed for the connection's life
-        self._creation = conn.handshake.peer_creation
+        self._peer = peer
+        self._name = Atom(peer)  # fixed for the connection's life
+        self._creation = creation
 
     def spawn(self, name: str, *args: Any, options: ProcessOptions | None = None) -> PID:
         options = _node_spawn_options(options)
-        order = RemoteSpawnRequest(self._conn.peer, name, args, options)
+        order = RemoteSpawnRequest(self._peer, name, args, options)
         return self._backend.spawn(self._backend.core_pid, order)
 
     def spawn_register(
@@ -133,8 +147,8 @@ class _RemoteNode(RemoteNode):
     ) -> PID:
         """Spawn ``name`` on the peer and register the process there as ``register``."""
         options = _node_spawn_options(options)
-        order = RemoteSpawnRequest(self._conn.peer, name, args, options, register)
+        order = RemoteSpawnRequest(self._peer, name, args, options, register)
         return self._backend.spawn(self._backend.core_pid, order)
 
     def disconnect(self) -> None:
-        self._backend.disconnect(self._conn.peer)
+        self._backend.disconnect(self._peer)

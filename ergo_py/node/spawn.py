@@ -92,21 +92,30 @@ class RemoteSpawn:
             else:
                 self._offered[name] = _Offer(entry.factory, entry.nodes - frozenset(nodes))
 
+    @property
+    def allowed(self) -> bool:
+        """Whether this node takes remote spawn requests at all (its network flags)."""
+        return bool(self._net.flags & NetworkFlags.ENABLE_REMOTE_SPAWN)
+
+    def offer(self, peer: str, name: str) -> ActorFactory:
+        """The factory ``peer`` may spawn as ``name`` (else ErrNotAllowed, ErrNameUnknown)."""
+        entry = self._offered.get(name)
+        if not self.allowed:
+            raise ErrNotAllowed(f"remote spawn is switched off on {self._name}")
+        if entry is None:
+            raise ErrNameUnknown(f"{name!r} is not enabled for remote spawn")
+        if entry.nodes is not None and peer not in entry.nodes:
+            raise ErrNotAllowed(f"{peer} may not spawn {name!r} on {self._name}")
+        return entry.factory
+
     def requested(self, f: fr.SpawnRequest) -> None:
         """Loop thread: answer a request at once when refused, else spawn off the loop."""
-        peer = str(f.from_.node)
-        entry = self._offered.get(f.factory)
-        error: BaseException | None = None
-        if not self._net.flags & NetworkFlags.ENABLE_REMOTE_SPAWN:
-            error = ErrNotAllowed(f"remote spawn is switched off on {self._name}")
-        elif entry is None:
-            error = ErrNameUnknown(f"{f.factory!r} is not enabled for remote spawn")
-        elif entry.nodes is not None and peer not in entry.nodes:
-            error = ErrNotAllowed(f"{peer} may not spawn {f.factory!r} on {self._name}")
-        if error is not None or entry is None:
-            self._reply(f, None, error)
+        try:
+            factory = self.offer(str(f.from_.node), f.factory)
+        except ErgoError as exc:
+            self._reply(f, None, exc)
             return
-        self._lt.spawn(self._spawn_and_reply(f, entry.factory))
+        self._lt.spawn(self._spawn_and_reply(f, factory))
 
     async def _spawn_and_reply(self, f: fr.SpawnRequest, factory: ActorFactory) -> None:
         """Spawn off the loop (an actor's init may take its time), then answer."""

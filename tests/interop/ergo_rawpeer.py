@@ -12,7 +12,7 @@ import socket
 import ssl
 
 from ergo_py.net.ergo import enp
-from ergo_py.net.ergo.handshake import DialerMachine, Established
+from ergo_py.net.ergo.handshake import DialerMachine, Established, Local
 
 HOST = "127.0.0.1"
 
@@ -50,12 +50,7 @@ class RawErgoPeer:
         self.codec: enp.Codec | None = None
 
     def handshake(self) -> Established:
-        machine = DialerMachine(
-            node_name=self.name,
-            creation=self.creation,
-            cookie=self.cookie,
-            max_message_size=0,
-        )
+        machine = DialerMachine(Local(self.name, self.creation, self.cookie))
         self.sock.sendall(machine.initiate())
         result = None
         while result is None:

@@ -50,9 +50,13 @@ class Pair:
 
 
 def start_pair(
-    binary: Path, key_dir: Path, acceptor: gen.AcceptorOptions, go_args: tuple[str, ...] = ()
+    binary: Path,
+    key_dir: Path,
+    acceptor: gen.AcceptorOptions,
+    go_args: tuple[str, ...] = (),
+    flags: gen.NetworkFlags | None = None,
 ) -> Pair:
-    """The Python node (acceptor ``acceptor``) and a Go peer with a route to each other."""
+    """The Python node (acceptor ``acceptor``, network ``flags``) and a Go peer routed to it."""
     ca = CertificateAuthority.create("interop")
     cam = gen.create_cert_auth_manager(ca.issue(PY, hosts=HOSTS))
     cam.set_root_cas(ca.pool())
@@ -61,6 +65,8 @@ def start_pair(
     options.network.cookie = COOKIE
     options.network.registrar_enabled = False
     options.network.acceptors = [acceptor]
+    if flags is not None:
+        options.network.flags = flags
     node = ergo_py.start_node(PY, options)
     pair = Pair(node, None, ca, cam, key_dir, node.network().acceptors()[0].port)  # type: ignore[arg-type]
     try:

@@ -1,4 +1,4 @@
-"""Exit signals, aliases and remote spawn between a Python node and the Go peer."""
+"""Exit signals and aliases between a Python node and the Go peer."""
 
 from __future__ import annotations
 
@@ -110,11 +110,3 @@ def test_aliases_both_ways(pair: Pair) -> None:
     node.send(go_alias, "sent to a go alias")
     event = peer.event()
     assert event.startswith("driver ") and event.endswith("string sent to a go alias")
-
-
-def test_a_go_spawn_request_is_refused_at_once(pair: Pair) -> None:
-    pair.go_routes_to_python()
-    started = time.monotonic()
-    answer = pair.peer.command(f"remotespawn {PY} worker")
-    assert answer == "err not allowed"
-    assert time.monotonic() - started < 5.0  # refused, not timed out

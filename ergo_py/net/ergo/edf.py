@@ -240,9 +240,14 @@ def _error_body(out: bytearray, value: Any) -> None:
     if ident is not None:
         out += _U16.pack(ident)
         return
+    _text(out, text, 0x7FFF, "error text")
+
+
+def _text(out: bytearray, text: str, limit: int, what: str) -> None:
+    """A string body: its length (16 bits), then its UTF-8."""
     data = text.encode()
-    if len(data) > 0x7FFF:
-        raise ge.ErrTooLarge("error text longer than 32767 bytes")
+    if len(data) > limit:
+        raise ge.ErrTooLarge(f"{what} longer than {limit} bytes cannot go to Go")
     out += _U16.pack(len(data))
     out += data
 
@@ -270,11 +275,7 @@ def encode_value(out: bytearray, spec: Spec, value: Any, depth: int = 0) -> None
             if spec == "atom":
                 _atom(out, value)
                 return
-            data = value.encode()
-            if len(data) > 0xFFFF:
-                raise ge.ErrTooLarge("a string longer than 65535 bytes cannot go to Go")
-            out += _U16.pack(len(data))
-            out += data
+            _text(out, value, 0xFFFF, "a string")
         elif spec == "binary":
             out += _U32.pack(len(value))
             out += value
@@ -305,23 +306,19 @@ def encode_value(out: bytearray, spec: Spec, value: Any, depth: int = 0) -> None
             raise ErrUnsupportedType(f"cannot encode EDF {spec}")
         return
     kind = spec[0]
-    if kind == "slice":
-        if value is None:
+    if kind in ("slice", "map"):
+        if value is None:  # Go's nil slice or map
             out.append(T_NIL)
             return
-        out.append(T_SLICE)
+        out.append(T_SLICE if kind == "slice" else T_MAP)
         out += _U32.pack(len(value))
-        for item in value:
-            encode_value(out, spec[1], item, depth + 1)
-    elif kind == "map":
-        if value is None:
-            out.append(T_NIL)
-            return
-        out.append(T_MAP)
-        out += _U32.pack(len(value))
-        for k, v in value.items():
-            encode_value(out, spec[1], k, depth + 1)
-            encode_value(out, spec[2], v, depth + 1)
+        if kind == "slice":
+            for item in value:
+                encode_value(out, spec[1], item, depth + 1)
+        else:
+            for k, v in value.items():
+                encode_value(out, spec[1], k, depth + 1)
+                encode_value(out, spec[2], v, depth + 1)
     elif kind == "array":
         if len(value) != spec[1]:
             raise ErrUnsupportedType(f"a Go array of {spec[1]} needs {spec[1]} items")

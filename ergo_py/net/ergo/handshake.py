@@ -33,7 +33,8 @@ MAX_MESSAGE = 0xFFFF  # Ergo refuses longer handshake messages
 _HEADER = struct.Struct(">BBI")
 _GEN = "#ergo.services/ergo/gen/"
 _EHS = "#ergo.services/ergo/net/handshake/"
-FLAGS_ENABLE = 1  # what we offer: nothing beyond the basics (no remote spawn, no "important")
+FLAGS_ENABLE = 1  # what we offer: the basics (no "important" delivery, proxies, fragments)
+FLAG_REMOTE_SPAWN = 2  # and remote spawn, when the node enables it (Ergo's EnableRemoteSpawn)
 COOKIE_HINT = "the cookies differ (or the peer is not an Ergo node)"
 
 
@@ -157,10 +158,25 @@ def _caches(intro: Introduce) -> edf.Caches:
     )
 
 
-def _introduce(node: str, creation: int, max_message_size: int) -> Introduce:
+@dataclass(frozen=True)
+class Local:
+    """Who we are in a handshake: name, incarnation, cookie, the largest packet we take
+    (0: no limit) and the network flags we offer."""
+
+    node_name: str
+    creation: int
+    cookie: str
+    max_message_size: int = 0
+    flags: int = FLAGS_ENABLE
+
+
+def _introduce(local: Local) -> Introduce:
     """Ours: no atom or type numbers; the errors we send by number (``edf.ERROR_IDS``)."""
     errors = {ident: text for text, ident in edf.ERROR_IDS.items()}
-    return Introduce(node, Version(), FLAGS_ENABLE, creation, max_message_size, err_cache=errors)
+    flags = local.flags | FLAGS_ENABLE
+    return Introduce(
+        local.node_name, Version(), flags, local.creation, local.max_message_size, err_cache=errors
+    )
 
 
 def _established(intro: Introduce, accept: Accept) -> Established:
@@ -239,21 +255,14 @@ class DialerMachine(_Machine):
     """Our side of a dial; ``peer_cert_sha1``: SHA-1 of the TLS server's leaf (None: plain)."""
 
     def __init__(
-        self,
-        *,
-        node_name: str,
-        creation: int,
-        cookie: str,
-        max_message_size: int,
-        peer_name: str | None = None,
-        peer_cert_sha1: bytes | None = None,
+        self, local: Local, *, peer_name: str | None = None, peer_cert_sha1: bytes | None = None
     ) -> None:
-        super().__init__(cookie)
-        self._intro = _introduce(node_name, creation, max_message_size)
+        super().__init__(local.cookie)
+        self._intro = _introduce(local)
         self._peer_name = peer_name
         self._peer_fp = peer_cert_sha1
         self._hello = Hello(_salt(64), "")
-        self._hello.digest = _sha(self._hello.salt, cookie)
+        self._hello.digest = _sha(self._hello.salt, local.cookie)
         self._accept: Accept | None = None
         self._stage = "hello"
 
@@ -298,11 +307,8 @@ class AcceptorMachine(_Machine):
 
     def __init__(
         self,
+        local: Local,
         *,
-        node_name: str,
-        creation: int,
-        cookie: str,
-        max_message_size: int,
         pool_size: int,
         pool_dsn: tuple[str, ...],
         local_cert_sha1: bytes | None,
@@ -310,9 +316,9 @@ class AcceptorMachine(_Machine):
         join: Callable[[str, str], str | None] | None = None,
         max_handshake_size: int = MAX_MESSAGE,
     ) -> None:
-        super().__init__(cookie, max_handshake_size)
-        self._name = node_name
-        self._intro = _introduce(node_name, creation, max_message_size)
+        super().__init__(local.cookie, max_handshake_size)
+        self._name = local.node_name
+        self._intro = _introduce(local)
         self._pool = (pool_size, list(pool_dsn))
         self._fp = local_cert_sha1
         self._admit = admit
@@ -375,21 +381,13 @@ class AcceptorMachine(_Machine):
 
 
 class JoinMachine(_Machine):
-    """A further link of a connection we dialled (Ergo's pool)."""
+    """A further link of a connection we dialled (Ergo's pool): ``to`` names its peer and id."""
 
-    def __init__(
-        self,
-        *,
-        node_name: str,
-        peer_name: str,
-        connection_id: str,
-        cookie: str,
-        peer_cert_sha1: bytes | None = None,
-    ) -> None:
-        super().__init__(cookie)
-        salt = _salt(64)
-        self._join = Join(node_name, connection_id, salt, _sha(connection_id, salt, cookie))
-        self._peer = peer_name
+    def __init__(self, local: Local, to: Joined, *, peer_cert_sha1: bytes | None = None) -> None:
+        super().__init__(local.cookie)
+        salt, cid = _salt(64), to.connection_id
+        self._join = Join(local.node_name, cid, salt, _sha(cid, salt, local.cookie))
+        self._peer = to.peer
         self._peer_fp = peer_cert_sha1
 
     def initiate(self) -> bytes:

@@ -75,6 +75,7 @@ type echo struct {
 	next     map[gen.PID]int
 	count    int
 	disorder int
+	first    string // the first message out of order: who, what was due, what came
 }
 
 func (e *echo) Init(args ...any) error {
@@ -86,6 +87,9 @@ func (e *echo) HandleMessage(from gen.PID, message any) error {
 	e.count++
 	if i, ok := message.(int); ok {
 		if i != e.next[from] {
+			if e.disorder == 0 {
+				e.first = fmt.Sprintf("%s due %d got %d", from, e.next[from], i)
+			}
 			e.disorder++
 		}
 		e.next[from] = i + 1
@@ -99,8 +103,10 @@ func (e *echo) HandleCall(from gen.PID, ref gen.Ref, request any) (any, error) {
 		return fmt.Sprintf("count=%d disorder=%d", e.count, e.disorder), nil
 	case "reset":
 		e.next = make(map[gen.PID]int)
-		e.count, e.disorder = 0, 0
+		e.count, e.disorder, e.first = 0, 0, ""
 		return "ok", nil
+	case "disorder":
+		return e.first, nil
 	case "whoami":
 		return from, nil
 	}
@@ -384,6 +390,11 @@ func (p *peer) command(driverPID gen.PID, line string) string {
 			return "err " + err.Error()
 		}
 		return fmt.Sprintf("ok %d %d", pid.ID, pid.Creation)
+	case "enable": // enable NAME: a victim factory other nodes may spawn as NAME
+		if err := p.node.Network().EnableSpawn(gen.Atom(a[1]), func() gen.ProcessBehavior { return &victim{} }); err != nil {
+			return "err " + err.Error()
+		}
+		return "ok enabled"
 	case "remotespawn": // remotespawn NODE NAME: ask NODE to spawn NAME
 		rn, err := p.node.Network().GetNode(gen.Atom(a[1]))
 		if err != nil {
@@ -415,6 +426,7 @@ func main() {
 	certFile := flag.String("cert", "", "certificate chain (PEM); TLS when given")
 	keyFile := flag.String("key", "", "private key (PEM)")
 	insecure := flag.Bool("insecure", false, "dial without verifying the peer's certificate")
+	nospawn := flag.Bool("nospawn", false, "take no remote spawn requests (EnableRemoteSpawn off)")
 	flag.Parse()
 
 	p := &peer{certFile: *certFile, keyFile: *keyFile, tls: *certFile != ""}
@@ -424,6 +436,11 @@ func main() {
 	options.Network.Cookie = *cookie
 	options.Network.Registrar = noRegistrar{}
 	options.Network.InsecureSkipVerify = *insecure
+	if *nospawn {
+		flags := gen.DefaultNetworkFlags
+		flags.EnableRemoteSpawn = false
+		options.Network.Flags = flags
+	}
 	if p.tls {
 		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 		if err != nil {

@@ -58,7 +58,7 @@ from ergo_py.net.handshake import (
 )
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import connection_tls_info
-from ergo_py.net.writer import BatchWriter
+from ergo_py.net.writer import BatchWriter, WriterFlowControl
 
 log = logging.getLogger(__name__)
 _limited = LogLimiter(log)  # a peer can cause these lines as often as it likes
@@ -129,7 +129,7 @@ class LinkOwner(Protocol):
 MachineFactory = Callable[[TLSDetails], Machine]
 
 
-class LinkProtocol(asyncio.Protocol):
+class LinkProtocol(WriterFlowControl, asyncio.Protocol):
     """A link from TCP connect to close; ``ready`` resolves when the handshake is done."""
 
     def __init__(
@@ -393,16 +393,6 @@ class LinkProtocol(asyncio.Protocol):
     def _deliver(self, frames: list[Frame]) -> None:
         self.messages_in += len(frames)
         self._owner.link_frames(self, frames)
-
-    # --- back-pressure (asyncio calls these on the loop) ---------------------------------
-
-    def pause_writing(self) -> None:
-        if self.writer is not None:
-            self.writer.pause()
-
-    def resume_writing(self) -> None:
-        if self.writer is not None:
-            self.writer.resume()
 
     # --- ending ------------------------------------------------------------------------
 

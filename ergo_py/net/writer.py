@@ -261,3 +261,19 @@ class BatchWriter:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class WriterFlowControl:
+    """asyncio's flow control for a link protocol, passed on to its writer
+    (``self.writer``, None until the handshake made one): a full transport
+    buffer holds the writer's batches instead of growing the buffer."""
+
+    writer: BatchWriter | None
+
+    def pause_writing(self) -> None:
+        if self.writer is not None:
+            self.writer.pause()
+
+    def resume_writing(self) -> None:
+        if self.writer is not None:
+            self.writer.resume()

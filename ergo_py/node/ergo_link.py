@@ -38,7 +38,7 @@ from ergo_py.net.ergo.handshake import (
 )
 from ergo_py.net.link import TLSDetails
 from ergo_py.net.ratelog import LogLimiter
-from ergo_py.net.writer import BatchWriter
+from ergo_py.net.writer import BatchWriter, WriterFlowControl
 
 log = logging.getLogger(__name__)
 _limited = LogLimiter(log)
@@ -59,7 +59,7 @@ def sha1_der(der: bytes | None) -> bytes | None:
     return hashlib.sha1(der).digest() if der else None
 
 
-class ErgoLink(asyncio.Protocol):
+class ErgoLink(WriterFlowControl, asyncio.Protocol):
     """A link from TCP connect to close; ``ready`` resolves once the handshake is done."""
 
     def __init__(
@@ -177,14 +177,6 @@ class ErgoLink(asyncio.Protocol):
         if not self.gone.done():
             self.gone.set_result(None)
         self._owner.link_lost(self, reason)
-
-    def pause_writing(self) -> None:
-        if self.writer is not None:
-            self.writer.pause()
-
-    def resume_writing(self) -> None:
-        if self.writer is not None:
-            self.writer.resume()
 
     # --- after the handshake -----------------------------------------------------------
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from ergo_py.gen.certmanager import CertManager
+from ergo_py.gen.closing import StopOnExit
 from ergo_py.gen.errors import ErgoError, ErrUnsupported
 from ergo_py.gen.events import Health
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
@@ -172,7 +172,7 @@ class NodeIdentity:
         return self._pid
 
 
-class Node(NodeIdentity, abc.ABC):
+class Node(NodeIdentity, StopOnExit):
     """A running node: its processes, names, and the way out to other nodes.
 
     Every method is thread-safe. Methods called from outside any process act
@@ -293,17 +293,6 @@ class Node(NodeIdentity, abc.ABC):
     def observer_snapshot(self) -> dict[str, Any]:
         """What the observer page shows, as plain JSON data (``docs/observe.md``)."""
         raise ErrUnsupported(f"{type(self).__name__} has no observer snapshot")
-
-    def __enter__(self) -> Node:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True, slots=True)

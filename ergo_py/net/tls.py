@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ergo_py.gen.certmanager import CertManager, CertState, cert_state_of, verify_mode_for
+from ergo_py.gen.closing import CloseOnExit
 from ergo_py.gen.errors import ErrIncorrect
 from ergo_py.net.ratelog import LogLimiter
 
@@ -41,7 +42,7 @@ class _HasContext(Protocol):
     def getpeercert(self, binary_form: bool = ...) -> Any: ...
 
 
-class ListenerTLS:
+class ListenerTLS(CloseOnExit):
     """The TLS side of one listener, following ``manager`` live.
 
     Wrap accepted sockets with :attr:`context` (``server_side=True``). A
@@ -85,12 +86,6 @@ class ListenerTLS:
         with self._lock:
             self._closed = True
         self._unsubscribe()
-
-    def __enter__(self) -> ListenerTLS:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _sni(self, ssl_obj: Any, server_name: str | None, listener: ssl.SSLContext) -> None:
         # Runs inside the ClientHello on the handshaking thread; never raise.

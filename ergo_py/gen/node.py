@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from ergo_py.gen.certmanager import CertManager
-from ergo_py.gen.closing import StopOnExit
 from ergo_py.gen.errors import ErgoError, ErrUnsupported
 from ergo_py.gen.events import Health
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
@@ -172,7 +172,7 @@ class NodeIdentity:
         return self._pid
 
 
-class Node(NodeIdentity, StopOnExit):
+class Node(NodeIdentity, AbstractContextManager["Node"]):
     """A running node: its processes, names, and the way out to other nodes.
 
     Every method is thread-safe. Methods called from outside any process act
@@ -236,6 +236,9 @@ class Node(NodeIdentity, StopOnExit):
 
         Bounded by ``NodeOptions.shutdown_timeout``; idempotent; thread-safe.
         """
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     @abc.abstractmethod
     def wait(self, timeout: float | None = None) -> bool:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Self
 
 from ergo_py.gen.certmanager import CertAuthManager, CertManager, CertState
-from ergo_py.gen.closing import StopOnExit
 from ergo_py.gen.errors import ErrIncorrect
 
 __all__ = ["FileFeed"]
@@ -23,7 +23,7 @@ __all__ = ["FileFeed"]
 log = logging.getLogger(__name__)
 
 
-class FileFeed(StopOnExit):
+class FileFeed(AbstractContextManager["FileFeed"]):
     """Base of a feeder: subclasses set ``_manager`` in ``__init__`` and write ``_run``.
 
     ``start`` runs ``_run`` on one daemon thread; ``stop`` sets ``_stop``
@@ -96,4 +96,7 @@ class FileFeed(StopOnExit):
 
     def __enter__(self) -> Self:
         self.start()
-        return super().__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import contextlib
 import logging
 import ssl
 import threading
@@ -20,7 +21,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ergo_py.gen.certmanager import CertManager, CertState, cert_state_of, verify_mode_for
-from ergo_py.gen.closing import CloseOnExit
 from ergo_py.gen.errors import ErrIncorrect
 from ergo_py.net.ratelog import LogLimiter
 
@@ -42,7 +42,7 @@ class _HasContext(Protocol):
     def getpeercert(self, binary_form: bool = ...) -> Any: ...
 
 
-class ListenerTLS(CloseOnExit):
+class ListenerTLS(contextlib.AbstractContextManager["ListenerTLS"]):
     """The TLS side of one listener, following ``manager`` live.
 
     Wrap accepted sockets with :attr:`context` (``server_side=True``). A
@@ -86,6 +86,9 @@ class ListenerTLS(CloseOnExit):
         with self._lock:
             self._closed = True
         self._unsubscribe()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _sni(self, ssl_obj: Any, server_name: str | None, listener: ssl.SSLContext) -> None:
         # Runs inside the ClientHello on the handshaking thread; never raise.

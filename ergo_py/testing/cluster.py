@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterable
 
 from ergo_py.gen.cert import Certificate, CertPool, ClientAuth
 from ergo_py.gen.certmanager import CertAuthManager, create_cert_auth_manager
-from ergo_py.gen.closing import CloseOnExit
 from ergo_py.gen.errors import (
     ErrIncorrect,
     ErrNoConnection,
@@ -67,7 +66,7 @@ def free_port(host: str = HOST) -> int:
         return port
 
 
-class Cluster(CloseOnExit):
+class Cluster(contextlib.AbstractContextManager["Cluster"]):
     """Nodes ``n1@127.0.0.1`` ... (or ``names``), started on construction.
 
     ``processes``: start each node in a child process of its own (the default
@@ -520,6 +519,9 @@ class Cluster(CloseOnExit):
                 t.join(p.stop_bound)
                 if t.is_alive():  # cannot happen unless stop() itself hangs: be sure anyway
                     p.kill()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         netns = ", netns=True" if self.fabric is not None else ""

@@ -26,8 +26,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import datetime
-from enum import Enum
 from types import FrameType
 from typing import Any
 
@@ -45,6 +43,7 @@ from ergo_py.cli.config import (
 from ergo_py.gen.certmanager import CertState
 from ergo_py.lib.logs import configure_logging
 from ergo_py.lib.reload import CertReloader
+from ergo_py.node.observer_page import plain
 
 __all__ = [
     "INSPECT_PROCESS",
@@ -64,25 +63,6 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------
 # inspection
-
-
-def plain(value: Any) -> Any:
-    """``value`` as plain msgpack/JSON data: dicts with str keys, lists, str, numbers, None."""
-    if isinstance(value, Enum):  # before int: IntEnum is an int
-        return value.name
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        return str(value)  # Atom -> str
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [plain(v) for v in value]
-    return str(value)
 
 
 def cert_report(state: CertState) -> dict[str, Any]:

@@ -114,16 +114,9 @@ from ergo_py.gen.node import (
 # --- end node ---
 
 # isort: split
-# --- events (gen/events.py) ---
-from ergo_py.gen.events import Event as Event
-from ergo_py.gen.events import EventCertExpiring as EventCertExpiring
-from ergo_py.gen.events import EventCertRejected as EventCertRejected
-from ergo_py.gen.events import EventCertUpdated as EventCertUpdated
-from ergo_py.gen.events import EventConnectionDown as EventConnectionDown
-from ergo_py.gen.events import EventConnectionDrained as EventConnectionDrained
-from ergo_py.gen.events import EventConnectionUp as EventConnectionUp
-from ergo_py.gen.events import EventTrustChanged as EventTrustChanged
-from ergo_py.gen.events import Health as Health
+# --- events (gen/events.py): the whole module, so its __all__ is ours ---
+from ergo_py.gen import events
+from ergo_py.gen.events import *  # noqa: F403
 
 # --- end events ---
 
@@ -168,16 +161,7 @@ __all__ = [
     "ErrTooLarge",
     "ErrUnsupported",
     "ErrUnsupportedType",
-    "Event",
-    "EventCertExpiring",
-    "EventCertRejected",
-    "EventCertUpdated",
-    "EventConnectionDown",
-    "EventConnectionDrained",
-    "EventConnectionUp",
-    "EventTrustChanged",
     "HandshakeRejected",
-    "Health",
     "IncorrectValueError",
     "LocalProtocolError",
     "MessageDown",
@@ -233,4 +217,5 @@ __all__ = [
     "create_cert_auth_manager",
     "create_cert_manager",
     "register_type",
+    *events.__all__,
 ]

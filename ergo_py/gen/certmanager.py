@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ergo_py.gen import validate
 from ergo_py.gen.cert import Certificate, CertPool, ClientAuth
@@ -335,6 +335,48 @@ def _probe(built: _Built) -> validate.Probe:
 # managers
 
 
+_T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., None])
+
+
+class _Added(Generic[_T]):
+    """Items in a copy-on-write tuple: adding and removing take a lock, reading
+    ``items`` (on a changing or handshaking thread) does not."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: tuple[_T, ...] = ()
+
+    def add(self, item: _T) -> Callable[[], None]:
+        """Add ``item``; returns the callable that removes it again."""
+        with self._lock:
+            self.items = (*self.items, item)
+
+        def remove() -> None:
+            with self._lock:
+                items = list(self.items)
+                with contextlib.suppress(ValueError):
+                    items.remove(item)
+                self.items = tuple(items)
+
+        return remove
+
+
+class _Callbacks(_Added[_F]):
+    """Added callbacks, called in order; one that raises is logged and skipped."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self._what = what
+
+    def call(self, *args: Any) -> None:
+        for callback in self.items:
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("%s %r failed", self._what, callback)
+
+
 class CertManager:
     """Holds the node's current certificate; rotated live with :meth:`update`.
 
@@ -347,14 +389,13 @@ class CertManager:
     def __init__(self, cert: Certificate) -> None:
         cert = _check_usable(cert)
         self._write_lock = threading.Lock()
-        self._subscribers: tuple[Subscriber, ...] = ()
-        self._listeners: tuple[Listener, ...] = ()
-        self._sub_lock = threading.Lock()
+        self._subscribers = _Callbacks[Subscriber]("certificate manager subscriber")
+        self._listeners = _Callbacks[Listener]("certificate manager listener")
         self._built = _Built(CertState(generation=1, version=1, certificate=cert))
         # Nodes this manager serves: a new certificate must keep naming them.
-        self._node_names: tuple[str, ...] = ()
+        self._node_names = _Added[str]()
         self._retired: tuple[RetiredPolicy, float] = (RetiredPolicy.KEEP, DEFAULT_GRACE)
-        self._policy_listeners: tuple[Callable[[], None], ...] = ()
+        self._policy_listeners = _Callbacks[Callable[[], None]]("retired-policy listener")
         self._renewer: Renewer | None = None
 
     # -- reading (lock-free: one reference read)
@@ -436,17 +477,7 @@ class CertManager:
 
         A node calls this for its own name when it starts with this manager.
         """
-        with self._sub_lock:
-            self._node_names = (*self._node_names, str(name))
-
-        def forget() -> None:
-            with self._sub_lock:
-                names = list(self._node_names)
-                with contextlib.suppress(ValueError):
-                    names.remove(str(name))
-                self._node_names = tuple(names)
-
-        return forget
+        return self._node_names.add(str(name))
 
     def set_retired_policy(self, policy: RetiredPolicy, grace: float = DEFAULT_GRACE) -> None:
         """What happens to a connection whose authenticating material was retired.
@@ -467,11 +498,7 @@ class CertManager:
             raise ErrIncorrect(f"grace must be a number of seconds >= 0, not {grace!r}")
         self._retired = (policy, float(grace))
         log.info("retired-material policy: %s (grace %.1f s)", policy.name, grace)
-        for listener in self._policy_listeners:
-            try:
-                listener()
-            except Exception:
-                log.exception("retired-policy listener %r failed", listener)
+        self._policy_listeners.call()
 
     def retired_policy(self) -> tuple[RetiredPolicy, float]:
         """(policy, grace seconds) set by :meth:`set_retired_policy`."""
@@ -479,17 +506,7 @@ class CertManager:
 
     def add_policy_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` after each :meth:`set_retired_policy`; returns a remover."""
-        with self._sub_lock:
-            self._policy_listeners = (*self._policy_listeners, listener)
-
-        def remove() -> None:
-            with self._sub_lock:
-                items = list(self._policy_listeners)
-                with contextlib.suppress(ValueError):
-                    items.remove(listener)
-                self._policy_listeners = tuple(items)
-
-        return remove
+        return self._policy_listeners.add(listener)
 
     def set_renew(
         self,
@@ -537,17 +554,7 @@ class CertManager:
         """
         if not callable(callback):
             raise ErrIncorrect("subscribe needs a callable")
-        with self._sub_lock:
-            self._subscribers = (*self._subscribers, callback)
-
-        def unsubscribe() -> None:
-            with self._sub_lock:
-                subs = list(self._subscribers)
-                with contextlib.suppress(ValueError):
-                    subs.remove(callback)
-                self._subscribers = tuple(subs)
-
-        return unsubscribe
+        return self._subscribers.add(callback)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(old, new, error)`` after every change attempt; returns a remover.
@@ -560,26 +567,7 @@ class CertManager:
         """
         if not callable(listener):
             raise ErrIncorrect("add_listener needs a callable")
-        with self._sub_lock:
-            self._listeners = (*self._listeners, listener)
-
-        def remove() -> None:
-            with self._sub_lock:
-                items = list(self._listeners)
-                with contextlib.suppress(ValueError):
-                    items.remove(listener)
-                self._listeners = tuple(items)
-
-        return remove
-
-    def _tell_listeners(
-        self, old: CertState, new: CertState | None, error: CertificateError | None
-    ) -> None:
-        for listener in self._listeners:
-            try:
-                listener(old, new, error)
-            except Exception:
-                log.exception("certificate manager listener %r failed", listener)
+        return self._listeners.add(listener)
 
     def _change(self, change: Callable[[CertState], CertState]) -> CertState:
         refused: CertificateError | None = None
@@ -594,7 +582,7 @@ class CertManager:
                     _pools(old),
                     new.certificate,
                     _pools(new),
-                    self._node_names,
+                    self._node_names.items,
                 )
                 built = _Built(new)
                 old_built = self._built
@@ -604,15 +592,11 @@ class CertManager:
             else:
                 self._built = built
         if refused is not None:
-            self._tell_listeners(old, None, refused)
+            self._listeners.call(old, None, refused)
             raise refused
         log.debug("certificate manager generation %d (version %d)", new.generation, new.version)
-        for callback in self._subscribers:
-            try:
-                callback(new)
-            except Exception:
-                log.exception("certificate manager subscriber %r failed", callback)
-        self._tell_listeners(old, new, None)
+        self._subscribers.call(new)
+        self._listeners.call(old, new, None)
         return new
 
     def __repr__(self) -> str:

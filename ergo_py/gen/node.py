@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from ergo_py.gen.certmanager import CertManager
@@ -208,7 +208,7 @@ class NodeIdentity(NamedNode):
         return self._pid
 
 
-class Node(NodeIdentity, Spawning, abc.ABC):
+class Node(NodeIdentity, Spawning, AbstractContextManager["Node"]):
     """A running node: its processes, names, and the way out to other nodes.
 
     Every method is thread-safe. Methods called from outside any process act
@@ -256,6 +256,9 @@ class Node(NodeIdentity, Spawning, abc.ABC):
 
         Bounded by ``NodeOptions.shutdown_timeout``; idempotent; thread-safe.
         """
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     @abc.abstractmethod
     def wait(self, timeout: float | None = None) -> bool:
@@ -313,17 +316,6 @@ class Node(NodeIdentity, Spawning, abc.ABC):
     def observer_snapshot(self) -> dict[str, Any]:
         """What the observer page shows, as plain JSON data (``docs/observe.md``)."""
         raise ErrUnsupported(f"{type(self).__name__} has no observer snapshot")
-
-    def __enter__(self) -> Node:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True, slots=True)

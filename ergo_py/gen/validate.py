@@ -263,34 +263,44 @@ def handshake_in_memory(probe: Probe, max_rounds: int = 16) -> str | None:
     )
     server = probe.server.wrap_bio(s_in, s_out, server_side=True)
     done = {"client": False, "server": False}
-    for _ in range(max_rounds):
-        for side, obj in (("client", client), ("server", server)):
-            if done[side]:
-                continue
+
+    def exchange(
+        step: Callable[[str, ssl.SSLObject], object],
+        sides: tuple[tuple[str, ssl.SSLObject], ...],
+        not_yet: tuple[type[ssl.SSLError], ...],
+    ) -> str | None:
+        """``step`` on each side (a ``not_yet`` error: it waits for bytes), then
+        carry the bytes across; the first side's error, if any."""
+        for side, obj in sides:
             try:
-                obj.do_handshake()
-                done[side] = True
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                step(side, obj)
+            except not_yet:
                 pass
             except ssl.SSLError as exc:
                 return f"{side}: {exc.reason or exc}"
         s_in.write(c_out.read())
         c_in.write(s_out.read())
+        return None
+
+    def handshake(side: str, obj: ssl.SSLObject) -> None:
+        if not done[side]:
+            obj.do_handshake()
+            done[side] = True
+
+    for _ in range(max_rounds):
+        sides = (("client", client), ("server", server))
+        if error := exchange(handshake, sides, (ssl.SSLWantReadError, ssl.SSLWantWriteError)):
+            return error
         if all(done.values()) and not c_out.pending and not s_out.pending:
             break
     if not all(done.values()):
         return "the handshake did not finish"
     # Post-handshake messages (TLS 1.3 tickets, a deferred client-cert alert).
     for _ in range(2):
-        for side, obj in (("server", server), ("client", client)):
-            try:
-                obj.read(1)
-            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-                pass
-            except ssl.SSLError as exc:
-                return f"{side}: {exc.reason or exc}"
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
+        sides = (("server", server), ("client", client))
+        read = (ssl.SSLWantReadError, ssl.SSLZeroReturnError)
+        if error := exchange(lambda _side, obj: obj.read(1), sides, read):
+            return error
     return None
 
 

@@ -30,17 +30,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Unpack
 
-from ergo_py.gen.cert import Certificate, CertPool, Password
+from ergo_py.gen.cert import Certificate, CertPool
 from ergo_py.gen.certmanager import (
     CertAuthManager,
     CertManager,
-    CertState,
     create_cert_auth_manager,
 )
 from ergo_py.gen.errors import CertificateError, ErgoError, ErrIncorrect
 from ergo_py.lib.cert import load_x509_key_pair
-from ergo_py.lib.feed import FileFeed
+from ergo_py.lib.feed import FeedArgs, FileFeed
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "MAX_POLL_INTERVAL", "CertFileWatcher"]
 
@@ -101,50 +101,30 @@ class CertFileWatcher(FileFeed):
         cert_file: str | os.PathLike[str],
         key_file: str | os.PathLike[str],
         *,
-        client_ca_file: str | os.PathLike[str] | None = None,
-        root_ca_file: str | os.PathLike[str] | None = None,
-        manager: CertManager | None = None,
-        password: Password = None,
         interval: float = DEFAULT_POLL_INTERVAL,
         retry_after: float = DEFAULT_RETRY_AFTER,
-        on_reload: Callable[[CertState], None] | None = None,
+        **args: Unpack[FeedArgs],
     ) -> None:
         if not isinstance(interval, int | float) or not 0 < interval <= MAX_POLL_INTERVAL:
             raise ErrIncorrect(f"poll interval must be in (0, {MAX_POLL_INTERVAL}] s: {interval!r}")
         if not isinstance(retry_after, int | float) or retry_after <= 0:
             raise ErrIncorrect(f"retry_after must be > 0 s: {retry_after!r}")
-        super().__init__(manager, client_ca_file is not None or root_ca_file is not None, on_reload)
+        super().__init__(cert_file, key_file, **args)
         self.interval = float(interval)
         self.retry_after = float(retry_after)
-        self._password = password
-        self._pair = _Group("certificate", (Path(cert_file), Path(key_file)))
-        self._client_cas = (
-            _Group("client CAs", (Path(client_ca_file),)) if client_ca_file is not None else None
-        )
-        self._root_cas = (
-            _Group("root CAs", (Path(root_ca_file),)) if root_ca_file is not None else None
-        )
-        self._manager = self._initial_load(manager)
-
-    # -- public state ------------------------------------------------------
-
-    @property
-    def files(self) -> dict[str, str | None]:
-        """The watched paths (``None`` for a CA file that is not watched)."""
-        return {
-            "cert_file": str(self._pair.paths[0]),
-            "key_file": str(self._pair.paths[1]),
-            "client_ca_file": str(self._client_cas.paths[0]) if self._client_cas else None,
-            "root_ca_file": str(self._root_cas.paths[0]) if self._root_cas else None,
-        }
+        client_ca, root_ca = self._paths["client_ca_file"], self._paths["root_ca_file"]
+        self._cert_group = _Group("certificate", self._pair)
+        self._client_cas = _Group("client CAs", (client_ca,)) if client_ca is not None else None
+        self._root_cas = _Group("root CAs", (root_ca,)) if root_ca is not None else None
+        self._manager = self._initial_load(args.get("manager"))
 
     # -- loading -----------------------------------------------------------
 
     def _groups(self) -> list[_Group]:
-        return [g for g in (self._pair, self._client_cas, self._root_cas) if g is not None]
+        return [g for g in (self._cert_group, self._client_cas, self._root_cas) if g is not None]
 
     def _load_pair(self) -> Certificate:
-        cert_file, key_file = self._pair.paths
+        cert_file, key_file = self._pair
         return load_x509_key_pair(cert_file, key_file, self._password)
 
     @staticmethod
@@ -159,7 +139,7 @@ class CertFileWatcher(FileFeed):
         try:
             cert = self._load_pair()
         except CertificateError as exc:
-            raise CertificateError(f"{self._pair.names()}: {exc}") from exc
+            raise CertificateError(f"{self._cert_group.names()}: {exc}") from exc
         if manager is None:
             manager = create_cert_auth_manager(cert)
         elif manager.get_certificate().fingerprint != cert.fingerprint:
@@ -187,7 +167,7 @@ class CertFileWatcher(FileFeed):
     def _apply(self, group: _Group) -> bool:
         """Load and apply ``group``; True if the manager changed. Raises CertificateError."""
         m = self._manager
-        if group is self._pair:
+        if group is self._cert_group:
             cert = self._load_pair()
             if cert.fingerprint == m.get_certificate().fingerprint:
                 return False  # rewritten with the same content
@@ -254,10 +234,10 @@ class CertFileWatcher(FileFeed):
                 log.exception("certificate file watcher poll failed")
 
     def _thread_name(self) -> str:
-        return f"cert-watch {self._pair.paths[0].name}"
+        return f"cert-watch {self._pair[0].name}"
 
     def __repr__(self) -> str:
         return (
-            f"CertFileWatcher({self._pair.names()}, interval={self.interval}, "
+            f"CertFileWatcher({self._cert_group.names()}, interval={self.interval}, "
             f"running={self.running}, reloads={self.reloads})"
         )

@@ -3,51 +3,84 @@
 ``lib.reload.CertReloader`` (file-system events, the whole set applied as one
 change) and the older ``lib.certfiles.CertFileWatcher`` (stat polling, each
 group of files on its own) differ in *when* they read and *what* they apply
-together; the rest (which managers they accept, the one thread a feeder owns
-from ``start`` to ``stop``, the callback after a reload) is this class.
+together; the rest (the files and keywords they take, which managers they accept,
+the one thread a feeder owns from ``start`` to ``stop``, the callback after
+a reload) is this class.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Self, TypedDict, Unpack
 
+from ergo_py.gen.cert import Password
 from ergo_py.gen.certmanager import CertAuthManager, CertManager, CertState
 from ergo_py.gen.errors import ErrIncorrect
 
-__all__ = ["FileFeed"]
+__all__ = ["FeedArgs", "FileFeed"]
 
 log = logging.getLogger(__name__)
 
 
-class FileFeed:
+class FeedArgs(TypedDict, total=False):
+    """The keywords every feeder takes after ``cert_file, key_file`` (all default None):
+    the CA bundles to watch too, the manager to feed (None: one is made from the
+    files), the key's password, and ``on_reload(state)``."""
+
+    client_ca_file: str | os.PathLike[str] | None
+    root_ca_file: str | os.PathLike[str] | None
+    manager: CertManager | None
+    password: Password
+    on_reload: Callable[[CertState], None] | None
+
+
+class FileFeed(AbstractContextManager["FileFeed"]):
     """Base of a feeder: subclasses set ``_manager`` in ``__init__`` and write ``_run``.
 
     ``start`` runs ``_run`` on one daemon thread; ``stop`` sets ``_stop``
     (which ``_run`` must watch), calls ``_stopping`` and joins the thread.
+    ``_paths`` holds the four files by keyword (None: a CA file not watched).
     """
 
     _manager: CertManager
 
     def __init__(
         self,
-        manager: CertManager | None,
-        has_cas: bool,
-        on_reload: Callable[[CertState], None] | None,
+        cert_file: str | os.PathLike[str],
+        key_file: str | os.PathLike[str],
+        **args: Unpack[FeedArgs],
     ) -> None:
+        manager = args.get("manager")
+        client_ca_file, root_ca_file = args.get("client_ca_file"), args.get("root_ca_file")
         if manager is not None and not isinstance(manager, CertManager):
             raise ErrIncorrect(f"manager must be a gen.CertManager, not {type(manager).__name__}")
+        has_cas = client_ca_file is not None or root_ca_file is not None
         if has_cas and manager is not None and not isinstance(manager, CertAuthManager):
             raise ErrIncorrect("CA files need a gen.CertAuthManager")
-        self._on_reload = on_reload
+        self._paths: dict[str, Path | None] = {
+            "cert_file": Path(cert_file),
+            "key_file": Path(key_file),
+            "client_ca_file": Path(client_ca_file) if client_ca_file is not None else None,
+            "root_ca_file": Path(root_ca_file) if root_ca_file is not None else None,
+        }
+        self._pair = (Path(cert_file), Path(key_file))
+        self._password = args.get("password")
+        self._on_reload = args.get("on_reload")
         self._lock = threading.Lock()  # one reload at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.reloads = 0
+
+    @property
+    def files(self) -> dict[str, str | None]:
+        """The watched paths (``None`` for a CA file that is not watched)."""
+        return {k: str(p) if p is not None else None for k, p in self._paths.items()}
 
     @property
     def manager(self) -> CertManager:
@@ -98,10 +131,5 @@ class FileFeed:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

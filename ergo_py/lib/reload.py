@@ -39,14 +39,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Unpack
 
 import watchfiles
 
-from ergo_py.gen.cert import Certificate, CertPool, Password
-from ergo_py.gen.certmanager import CertAuthManager, CertManager, CertState
+from ergo_py.gen.cert import Certificate, CertPool
+from ergo_py.gen.certmanager import CertAuthManager
 from ergo_py.gen.errors import CertificateError, ErgoError, ErrIncorrect
 from ergo_py.lib.cert import load_x509_key_pair
-from ergo_py.lib.feed import FileFeed
+from ergo_py.lib.feed import FeedArgs, FileFeed
 
 __all__ = ["CertReloader"]
 
@@ -71,24 +72,13 @@ class CertReloader(FileFeed):
         cert_file: str | os.PathLike[str],
         key_file: str | os.PathLike[str],
         *,
-        client_ca_file: str | os.PathLike[str] | None = None,
-        root_ca_file: str | os.PathLike[str] | None = None,
-        manager: CertManager | None = None,
-        password: Password = None,
         retry: float = DEFAULT_RETRY,
-        on_reload: Callable[[CertState], None] | None = None,
+        **args: Unpack[FeedArgs],
     ) -> None:
         if isinstance(retry, bool) or not isinstance(retry, int | float) or retry <= 0:
             raise ErrIncorrect(f"retry must be > 0 s: {retry!r}")
-        super().__init__(manager, client_ca_file is not None or root_ca_file is not None, on_reload)
-        self._paths = {
-            "cert_file": Path(cert_file),
-            "key_file": Path(key_file),
-            "client_ca_file": Path(client_ca_file) if client_ca_file is not None else None,
-            "root_ca_file": Path(root_ca_file) if root_ca_file is not None else None,
-        }
-        self._pair = (Path(cert_file), Path(key_file))
-        self._password = password
+        super().__init__(cert_file, key_file, **args)
+        manager = args.get("manager")
         self.retry = float(retry)
         self._force = threading.Event()
         self._restore_sighup: Callable[[], None] | None = None
@@ -99,12 +89,6 @@ class CertReloader(FileFeed):
         self._manager = manager
         self._apply(cert, client_cas, root_cas)
         self._applied = digest
-
-    # -- public state ------------------------------------------------------
-
-    @property
-    def files(self) -> dict[str, str | None]:
-        return {k: str(p) if p is not None else None for k, p in self._paths.items()}
 
     # -- loading -----------------------------------------------------------
 

@@ -77,6 +77,24 @@ async def wait_until(awaitable: Awaitable[Any], timeout: float) -> bool:
     return True
 
 
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel ``tasks`` (None ones skipped) and wait until each has ended.
+
+    For a ``close()`` that owns them: an error a task ends with is logged
+    here rather than raised into the closer, which has its own work to finish.
+    """
+    live = [t for t in tasks if t is not None]
+    for task in live:
+        task.cancel()
+    for task in live:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("task %s ended with an error while closing", task.get_name())
+
+
 class LoopThread:
     """An asyncio loop running in a daemon thread of its own.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import contextlib
 import logging
 import ssl
 import threading
@@ -41,7 +42,7 @@ class _HasContext(Protocol):
     def getpeercert(self, binary_form: bool = ...) -> Any: ...
 
 
-class ListenerTLS:
+class ListenerTLS(contextlib.AbstractContextManager["ListenerTLS"]):
     """The TLS side of one listener, following ``manager`` live.
 
     Wrap accepted sockets with :attr:`context` (``server_side=True``). A
@@ -85,9 +86,6 @@ class ListenerTLS:
         with self._lock:
             self._closed = True
         self._unsubscribe()
-
-    def __enter__(self) -> ListenerTLS:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -167,23 +165,22 @@ class _ReportingServerTLS:
     microseconds less per read and write on every frame after the handshake).
     """
 
-    def __init__(
+    _ergo_waiter: asyncio.Future[None]
+    _ergo_on_failure: Callable[[Any, BaseException | None], None] | None
+    _ergo_on_start: Callable[[Any, asyncio.BaseTransport], None] | None
+    _ergo_peer: Any = None
+
+    def _ergo_bind(
         self,
-        loop: asyncio.AbstractEventLoop,
-        app: asyncio.BaseProtocol,
-        context: ssl.SSLContext,
-        handshake_timeout: float,
+        waiter: asyncio.Future[None],
         on_failure: Callable[[Any, BaseException | None], None],
-        on_start: Callable[[Any, asyncio.BaseTransport], None] | None = None,
+        on_start: Callable[[Any, asyncio.BaseTransport], None] | None,
     ) -> None:
-        waiter = loop.create_future()
-        super().__init__(  # type: ignore[call-arg]
-            loop, app, context, waiter, server_side=True, ssl_handshake_timeout=handshake_timeout
-        )
-        self._ergo_waiter: asyncio.Future[None] = waiter
-        self._ergo_on_failure: Callable[[Any, BaseException | None], None] | None = on_failure
+        """Attach the hooks, right after construction (the SSL protocol's own
+        ``__init__``, given ``waiter``) and before the loop connects it."""
+        self._ergo_waiter = waiter
+        self._ergo_on_failure = on_failure
         self._ergo_on_start = on_start
-        self._ergo_peer: Any = None
         waiter.add_done_callback(self._ergo_settled)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -247,10 +244,13 @@ def server_tls_protocol(
             base: type = uvloop.loop.SSLProtocol  # type: ignore[attr-defined]  # not in its stubs
             cls = type("_UvloopServerTLS", (_ReportingServerTLS, base), {})
         _server_tls_classes[type(loop)] = cls
-    protocol: asyncio.BaseProtocol = cls(
-        loop, app, context, handshake_timeout, on_failure, on_start
+    waiter = loop.create_future()
+    protocol = cls(
+        loop, app, context, waiter, server_side=True, ssl_handshake_timeout=handshake_timeout
     )
-    return protocol
+    protocol._ergo_bind(waiter, on_failure, on_start)
+    made: asyncio.BaseProtocol = protocol  # cls is chosen at run time: typed here
+    return made
 
 
 def log_refused_handshake(

@@ -404,7 +404,7 @@ def _certificate_verdict(exc: ssl.SSLError) -> bool:
 
 
 class Acceptor(AcceptorBase):
-    """An acceptor for our own protocol: build it with :meth:`listen`."""
+    """An acceptor for our own protocol; ``await Acceptor(...).bound()`` listens."""
 
     def __init__(
         self,
@@ -421,30 +421,6 @@ class Acceptor(AcceptorBase):
         self._owner = owner
         self._creation = creation
         self._cookie = options.cookie if options.cookie is not None else cookie
-
-    @classmethod
-    async def listen(
-        cls,
-        owner: AcceptorOwner,
-        options: AcceptorOptions,
-        *,
-        node_name: str,
-        creation: int,
-        cookie: str,
-        net: NetworkOptions,
-        cert_manager: CertManager | None,
-    ) -> Acceptor:
-        """An acceptor listening on the first free port of its range (``NodeError`` if none)."""
-        acc = cls(
-            owner,
-            options,
-            node_name=node_name,
-            creation=creation,
-            cookie=cookie,
-            net=net,
-            cert_manager=cert_manager,
-        )
-        return await acc.bound()
 
     def _link(self, entry: _InTLS | None) -> LinkProtocol:
         """The link protocol for one accepted connection; ``entry``: its TLS stage."""

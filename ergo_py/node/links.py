@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
 
@@ -31,8 +32,55 @@ def key_node(key: Key) -> Atom:
     return key.node
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _drop(index: dict[_K, set[_V]] | dict[_K, dict[_V, Any]], key: _K, member: _V) -> None:
+    """Take ``member`` out of ``index[key]``, and ``key`` out of ``index`` once it is empty."""
+    members = index.get(key)
+    if members is None:
+        return
+    if isinstance(members, set):
+        members.discard(member)
+    else:
+        members.pop(member, None)
+    if not members:
+        del index[key]
+
+
+def _take_links(index: dict[_K, set[_V]], reverse: dict[_V, set[_K]], key: _K) -> list[_V]:
+    """Pop ``key``'s links from ``index`` and their mirror entries from ``reverse``."""
+    others = list(index.pop(key, ()))
+    for other in others:
+        _drop(reverse, other, key)
+    return others
+
+
+def _take_monitors(
+    index: dict[_K, dict[Ref, _V]], reverse: dict[_V, dict[Ref, _K]], key: _K
+) -> list[tuple[Ref, _V]]:
+    """Pop ``key``'s monitors (by ref) from ``index`` and their mirror entries from ``reverse``."""
+    by_ref = list(index.pop(key, {}).items())
+    for ref, other in by_ref:
+        _drop(reverse, other, ref)
+    return by_ref
+
+
+def _take_monitor(
+    index: dict[_K, dict[Ref, _V]], reverse: dict[_V, dict[Ref, _K]], key: _K, ref: Ref
+) -> _V | None:
+    """Pop monitor ``ref`` of ``key`` from ``index`` and its mirror from ``reverse``."""
+    other = index.get(key, {}).get(ref)
+    if other is not None:
+        _drop(index, key, ref)
+        _drop(reverse, other, ref)
+    return other
+
+
 class LinkTable:
-    """Links (one-way, as in Ergo) and monitors, indexed both ways."""
+    """Links (one-way, as in Ergo) and monitors, indexed both ways: by key
+    (``_links``, ``_monitors``) and by holder (``_held_links``, ``_held_mons``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -54,21 +102,11 @@ class LinkTable:
     def remove_link(self, holder: PID, key: Key) -> bool:
         """Forget one link; False if there was none."""
         with self._lock:
-            return self._remove_link(holder, key)
-
-    def _remove_link(self, holder: PID, key: Key) -> bool:
-        holders = self._links.get(key)
-        if holders is None or holder not in holders:
-            return False
-        holders.discard(holder)
-        if not holders:
-            del self._links[key]
-        held = self._held_links.get(holder)
-        if held is not None:
-            held.discard(key)
-            if not held:
-                del self._held_links[holder]
-        return True
+            if holder not in self._links.get(key, ()):
+                return False
+            _drop(self._links, key, holder)
+            _drop(self._held_links, holder, key)
+            return True
 
     def add_monitor(self, holder: PID, key: Key, ref: Ref) -> None:
         """Record monitor ``ref`` of ``holder`` on ``key``."""
@@ -79,69 +117,28 @@ class LinkTable:
     def remove_monitor(self, holder: PID, ref: Ref) -> Key | None:
         """Forget monitor ``ref``; returns its key, or None if ``holder`` had no such monitor."""
         with self._lock:
-            held = self._held_mons.get(holder)
-            if held is None or ref not in held:
-                return None
-            key = held.pop(ref)
-            if not held:
-                del self._held_mons[holder]
-            self._drop_monitor_entry(key, ref)
-            return key
-
-    def _drop_monitor_entry(self, key: Key, ref: Ref) -> None:
-        mons = self._monitors.get(key)
-        if mons is not None:
-            mons.pop(ref, None)
-            if not mons:
-                del self._monitors[key]
+            return _take_monitor(self._held_mons, self._monitors, holder, ref)
 
     def take_target(self, key: Key) -> tuple[list[PID], list[tuple[Ref, PID]]]:
         """Remove and return everything on ``key``: its linkers and its monitors."""
         with self._lock:
-            linkers = list(self._links.pop(key, ()))
-            for holder in linkers:
-                held = self._held_links.get(holder)
-                if held is not None:
-                    held.discard(key)
-                    if not held:
-                        del self._held_links[holder]
-            monitors = list(self._monitors.pop(key, {}).items())
-            for ref, holder in monitors:
-                hm = self._held_mons.get(holder)
-                if hm is not None:
-                    hm.pop(ref, None)
-                    if not hm:
-                        del self._held_mons[holder]
-            return linkers, monitors
+            return (
+                _take_links(self._links, self._held_links, key),
+                _take_monitors(self._monitors, self._held_mons, key),
+            )
 
     def take_monitor(self, key: Key, ref: Ref) -> PID | None:
         """Remove one monitor on ``key`` by ref; returns its holder."""
         with self._lock:
-            holder = self._monitors.get(key, {}).get(ref)
-            if holder is None:
-                return None
-            self._drop_monitor_entry(key, ref)
-            hm = self._held_mons.get(holder)
-            if hm is not None:
-                hm.pop(ref, None)
-                if not hm:
-                    del self._held_mons[holder]
-            return holder
+            return _take_monitor(self._monitors, self._held_mons, key, ref)
 
     def take_holder(self, holder: PID) -> tuple[list[Key], list[tuple[Ref, Key]]]:
         """Remove and return everything ``holder`` linked and monitored (it ended)."""
         with self._lock:
-            keys = list(self._held_links.pop(holder, ()))
-            for key in keys:
-                holders = self._links.get(key)
-                if holders is not None:
-                    holders.discard(holder)
-                    if not holders:
-                        del self._links[key]
-            mons = list(self._held_mons.pop(holder, {}).items())
-            for ref, key in mons:
-                self._drop_monitor_entry(key, ref)
-            return keys, mons
+            return (
+                _take_links(self._held_links, self._links, holder),
+                _take_monitors(self._held_mons, self._monitors, holder),
+            )
 
     def keys_on_node(self, name: Atom) -> list[Key]:
         """Every linked or monitored key that lives on node ``name``."""

@@ -220,7 +220,7 @@ class TCPBackend(NetworkBackend):
                 if opts.protocol == PROTOCOL_ERGO:
                     await self._ergo.listen(opts)
                     continue
-                acc = await Acceptor.listen(
+                acc = await Acceptor(
                     self,
                     opts,
                     node_name=self._name,
@@ -228,7 +228,7 @@ class TCPBackend(NetworkBackend):
                     cookie=self._cookie,
                     net=self._net,
                     cert_manager=self._cm,
-                )
+                ).bound()
                 self._acceptors.append(acc)
             if self._net.registrar_enabled:
                 await self._start_registrar()

@@ -48,23 +48,26 @@ def _event(event: Any) -> dict[str, Any]:
         info = fields.pop("info")
         fields["cert_version"] = info.get("cert_version")
         fields["tls"] = info.get("tls")
-    text = ", ".join(f"{k}={_plain(v)}" for k, v in fields.items())
+    text = ", ".join(f"{k}={plain(v)}" for k, v in fields.items())
     return {"at": event.at.isoformat(), "kind": type(event).__name__, "text": text}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Enum):
+def plain(value: Any) -> Any:
+    """``value`` as plain msgpack/JSON data: dicts with str keys, lists, str, numbers, None."""
+    if isinstance(value, Enum):  # before int: IntEnum is an int
         return value.name
-    if value is None or isinstance(value, bool | int | float | str):
-        return value if not isinstance(value, str) else str(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return str(value)  # Atom -> str
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return str(value)
 
 
@@ -120,7 +123,7 @@ def snapshot(core: Core) -> dict[str, Any]:
     except ErgoError:
         pass  # no network
     recent = list(obs.recent) if obs.recent is not None else []
-    snap: dict[str, Any] = _plain(
+    snap: dict[str, Any] = plain(
         {
             "node": core.node_of().name,
             "creation": core.node_of().creation,

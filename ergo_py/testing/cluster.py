@@ -34,7 +34,6 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from types import TracebackType
 
 from ergo_py.gen.cert import Certificate, CertPool, ClientAuth
 from ergo_py.gen.certmanager import CertAuthManager, create_cert_auth_manager
@@ -67,7 +66,7 @@ def free_port(host: str = HOST) -> int:
         return port
 
 
-class Cluster:
+class Cluster(contextlib.AbstractContextManager["Cluster"]):
     """Nodes ``n1@127.0.0.1`` ... (or ``names``), started on construction.
 
     ``processes``: start each node in a child process of its own (the default
@@ -521,15 +520,7 @@ class Cluster:
                 if t.is_alive():  # cannot happen unless stop() itself hangs: be sure anyway
                     p.kill()
 
-    def __enter__(self) -> Cluster:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

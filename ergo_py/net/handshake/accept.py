@@ -89,11 +89,8 @@ class AcceptorHandshake(IntroMachine):
                 return self._on_join(msg)
             raise wire.unexpected(msg, "waiting for Hello or Join")
         if self._expect == _INTRODUCE:
-            if msg[0] != MSG_INTRODUCE:
-                raise wire.unexpected(msg, "waiting for Introduce")
-            return self._on_introduce(msg)
-        if msg[0] != MSG_ACCEPT:
-            raise wire.unexpected(msg, "waiting for the final Accept")
+            return self._on_introduce(wire.expect(msg, MSG_INTRODUCE, "Introduce"))
+        wire.expect(msg, MSG_ACCEPT, "the final Accept")
         (digest,) = wire.fields(msg, "Accept", (bytes,))
         if self._expect == _FINAL:
             assert self._peer_intro is not None

@@ -79,16 +79,10 @@ class DialerHandshake(IntroMachine):
 
     def _handle(self, msg: list[Any]) -> Event | None:
         if self._expect == _HELLO:
-            if msg[0] != MSG_HELLO:
-                raise wire.unexpected(msg, "waiting for Hello")
-            return self._on_hello(msg)
+            return self._on_hello(wire.expect(msg, MSG_HELLO, "Hello"))
         if self._expect == _INTRODUCE:
-            if msg[0] != MSG_INTRODUCE:
-                raise wire.unexpected(msg, "waiting for Introduce")
-            return self._on_introduce(msg)
-        if msg[0] != MSG_ACCEPT:
-            raise wire.unexpected(msg, "waiting for Accept")
-        return self._on_accept(msg)
+            return self._on_introduce(wire.expect(msg, MSG_INTRODUCE, "Introduce"))
+        return self._on_accept(wire.expect(msg, MSG_ACCEPT, "Accept"))
 
     def _on_hello(self, msg: list[Any]) -> Event | None:
         server = self._server_fp

@@ -54,8 +54,7 @@ class JoinHandshake(BaseMachine):
         return wire.pack(MSG_JOIN, self._name, self._cid, self._s1, d)
 
     def _handle(self, msg: list[Any]) -> Event | None:
-        if msg[0] != MSG_ACCEPT:
-            raise wire.unexpected(msg, "waiting for the join Accept")
+        wire.expect(msg, MSG_ACCEPT, "the join Accept")
         s2, client_fp, digest = wire.fields(msg, "Accept", (bytes, bytes, bytes))
         self._s2 = wire.check_bytes(s2, SALT_SIZE, "salt")
         wire.check_bytes(client_fp, FINGERPRINT_SIZE, "client fingerprint", allow_empty=True)

@@ -114,6 +114,13 @@ def unexpected(msg: list[Any], step: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"unexpected handshake message type {msg[0]} while {step}")
 
 
+def expect(msg: list[Any], kind: int, what: str) -> list[Any]:
+    """``msg`` if it is of type ``kind``; else the error for a peer that sent another."""
+    if msg[0] != kind:
+        raise unexpected(msg, f"waiting for {what}")
+    return msg
+
+
 def introduce_fields(msg: list[Any]) -> tuple[Intro, bytes]:
     """An Introduce message's fields, range-checked, and its digest."""
     name, version, flags, creation, max_size, replace, digest = fields(

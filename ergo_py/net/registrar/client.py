@@ -41,6 +41,7 @@ from ergo_py.gen.errors import (
 )
 from ergo_py.gen.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REGISTRAR_PORT
 from ergo_py.gen.registrar import Route
+from ergo_py.net.loop import cancel_and_wait
 from ergo_py.net.registrar.proto import (
     DEFAULT_MAX_FRAME_SIZE,
     Message,
@@ -339,10 +340,7 @@ class EmbeddedRegistrar:
             return
         self._stopped = True
         supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
+        await cancel_and_wait(supervisor)
         await self._drop_lease(unregister=True)
         server, self._server = self._server, None
         if server is not None:

@@ -50,6 +50,7 @@ from ergo_py.gen.errors import (
     NodeError,
 )
 from ergo_py.gen.registrar import Route
+from ergo_py.net.loop import cancel_and_wait
 from ergo_py.net.retry import Backoff
 
 if TYPE_CHECKING:
@@ -418,12 +419,7 @@ class EtcdRegistrar(EtcdClient):
         self._closed = True
         if self._trust is not None:
             await self._trust.close()
-        tasks = [t for t in (self._keepalive_task, self._watch_task) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._keepalive_task, self._watch_task)
         lease, self._lease = self._lease, None
         if lease is not None:
             with contextlib.suppress(ErgoError):

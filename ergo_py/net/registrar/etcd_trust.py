@@ -32,6 +32,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from ergo_py.gen.cert import Certificate, CertPool
 from ergo_py.gen.certmanager import CertAuthManager
 from ergo_py.gen.errors import CertificateError, ErgoError, ErrIncorrect
+from ergo_py.net.loop import cancel_and_wait
 from ergo_py.net.registrar.etcd import (
     _MAX_BACKOFF,
     DEFAULT_ENDPOINTS,
@@ -193,10 +194,7 @@ class EtcdTrust(EtcdClient):
             return
         self._closed = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(task)
         await self._close_client()
 
     async def _load(self) -> None:

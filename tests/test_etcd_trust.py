@@ -16,24 +16,18 @@ import pickle
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from etcd_fixture import EtcdServer, etcd_binary
 
-from ergo_py import act, gen, net
+from ergo_py import gen, net
 from ergo_py.lib import CertificateAuthority
 from ergo_py.net.registrar.etcd_trust import check_trust_bundle
-from ergo_py.testing import Cluster
+from ergo_py.testing import Cluster, Pong
 
 TTL = 3
 WAIT = 15.0  # seconds any expected event may take (children share 2 cores)
 HOST = "127.0.0.1"
-
-
-class Echo(act.Actor):
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        return ("echo", request)
 
 
 def eventually(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
@@ -97,11 +91,11 @@ def start_nodes(
         options.network.registrar = net.EtcdRegistrar(
             [endpoint], cluster=name, lease_ttl=TTL, trust=options.cert_manager
         )
-        cluster.start(node_name, options, process=process).spawn_register("echo", Echo)
+        cluster.start(node_name, options, process=process).spawn_register("echo", Pong)
     for a in names:
         for b in names:
             if a != b:
-                assert cluster[a].call(gen.ProcessID("echo", b), 0) == ("echo", 0)
+                assert cluster[a].call(gen.ProcessID("echo", b), 0) == ("pong", 0)
 
 
 # --- without etcd ---------------------------------------------------------------------------
@@ -230,7 +224,7 @@ def test_a_ca_rotation_for_the_whole_cluster_is_one_put_per_step(etcd: EtcdServe
         start_nodes(cluster, [late], etcd.endpoint, name, process=False)
         assert cluster.managers[late].root_cas() == both(old, new)  # read at its start
         for peer in names:
-            assert cluster[late].call(gen.ProcessID("echo", peer), 2) == ("echo", 2)
+            assert cluster[late].call(gen.ProcessID("echo", peer), 2) == ("pong", 2)
 
         # step 3: one put drops the old CA; the late node refuses it (it would strand it)
         net.publish_trust([etcd.endpoint], name, new.pool())
@@ -241,4 +235,4 @@ def test_a_ca_rotation_for_the_whole_cluster_is_one_put_per_step(etcd: EtcdServe
             for b in names:
                 if a != b:
                     assert reconnects(cluster, a, b), f"{a} -> {b}"
-                    assert cluster[a].call(gen.ProcessID("echo", b), 1) == ("echo", 1)
+                    assert cluster[a].call(gen.ProcessID("echo", b), 1) == ("pong", 1)

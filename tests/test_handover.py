@@ -26,7 +26,7 @@ def cluster() -> Iterator[Cluster]:
     assert wait_threads_gone(before) == []
 
 
-class Echo(act.Actor):
+class SleepyEcho(act.Actor):
     """Replies to calls (after ``("sleep", s, v)`` sleeps first); sends bursts on request."""
 
     def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
@@ -60,7 +60,7 @@ def test_disconnect_delivers_what_both_sides_had_in_flight(cluster: Cluster) -> 
     on_a: queue.Queue[Any] = queue.Queue()
     sink_b = b.spawn(Sink, on_b)
     sink_a = a.spawn(Sink, on_a)
-    echo = b.spawn(Echo)
+    echo = b.spawn(SleepyEcho)
     a.send(echo, ("burst", sink_a, 3000))
     for i in range(3000):
         a.send(sink_b, i)
@@ -71,7 +71,7 @@ def test_disconnect_delivers_what_both_sides_had_in_flight(cluster: Cluster) -> 
 
 def test_disconnect_fires_links_and_monitors_after_the_drain(cluster: Cluster) -> None:
     a, b = cluster[A], cluster[B]
-    target = b.spawn(Echo)
+    target = b.spawn(SleepyEcho)
     out: queue.Queue[Any] = queue.Queue()
     a.spawn(Watcher, target, out, "link", "monitor")
     assert a.call(target, "ready") == "ready"  # link and monitor have crossed
@@ -83,7 +83,7 @@ def test_disconnect_fires_links_and_monitors_after_the_drain(cluster: Cluster) -
 
 def test_a_reply_in_flight_during_disconnect_still_arrives(cluster: Cluster) -> None:
     a, b = cluster[A], cluster[B]
-    echo = b.spawn(Echo)
+    echo = b.spawn(SleepyEcho)
     results: queue.Queue[Any] = queue.Queue()
 
     def call() -> None:
@@ -105,7 +105,7 @@ def test_a_reply_in_flight_during_disconnect_still_arrives(cluster: Cluster) -> 
 
 def test_reconnect_is_invisible_to_links_monitors_and_pending_calls(cluster: Cluster) -> None:
     a, b = cluster[A], cluster[B]
-    target = b.spawn(Echo)
+    target = b.spawn(SleepyEcho)
     signals: queue.Queue[Any] = queue.Queue()
     a.spawn(Watcher, target, signals, "link", "monitor")
     assert a.call(target, "ready") == "ready"
@@ -137,7 +137,7 @@ def test_reconnect_under_load_loses_and_reorders_nothing(cluster: Cluster, side:
     sink_b = b.spawn(Sink, on_b)
     on_a: queue.Queue[Any] = queue.Queue()
     sink_a = a.spawn(Sink, on_a)
-    echo = b.spawn(Echo)
+    echo = b.spawn(SleepyEcho)
     a.send(sink_b, -1)
     assert on_b.get(timeout=WAIT) == -1
     renewer = a if side == "dialer" else b
@@ -166,7 +166,7 @@ def test_reconnect_under_load_loses_and_reorders_nothing(cluster: Cluster, side:
 
 def test_reconnect_moves_the_connection_onto_the_rotated_certificate(cluster: Cluster) -> None:
     a, b = cluster[A], cluster[B]
-    echo = b.spawn(Echo)
+    echo = b.spawn(SleepyEcho)
     assert a.call(echo, 1) == 1
     before = a.network().info(B)
     cert = cluster.rotate(A)
@@ -188,7 +188,7 @@ def test_reconnect_when_not_connected_connects(cluster: Cluster) -> None:
 
 def test_reconnect_from_both_sides_at_once_ends_with_one_connection(cluster: Cluster) -> None:
     a, b = cluster[A], cluster[B]
-    echo = b.spawn(Echo)
+    echo = b.spawn(SleepyEcho)
     assert a.call(echo, 0) == 0
     errors: list[BaseException] = []
 
@@ -245,7 +245,7 @@ def test_frames_on_the_new_connection_wait_for_the_old_one(cluster: Cluster) -> 
 
 def test_a_refused_reconnect_leaves_the_working_connection_up(cluster: Cluster) -> None:
     a, b = cluster[A], cluster[B]
-    echo = b.spawn(Echo)
+    echo = b.spawn(SleepyEcho)
     assert a.call(echo, 1) == 1
     fingerprint = a.network().info(B)["local_cert_fingerprint"]
     # B moves to another CA altogether: it no longer trusts A's issuer (nor A B's).
@@ -299,7 +299,7 @@ def test_closed_connections_leave_the_draining_queue(cluster: Cluster) -> None:
     connection); closed ones must not stay in it, or each cycle gets slower.
     """
     a, b = cluster[A], cluster[B]
-    b.spawn_register("echo", Echo)
+    b.spawn_register("echo", SleepyEcho)
     target = gen.ProcessID("echo", B)
     for i in range(10):
         assert a.call(target, i, timeout=WAIT) == i

@@ -20,7 +20,7 @@ from ergo_py import act, gen, meta
 from ergo_py.lib import CertificateAuthority
 
 
-class Echo(act.Actor):
+class TCPEcho(act.Actor):
     """A pool process: writes back what it reads; reports every message on ``out``."""
 
     def init(self, out: queue.Queue[Any], gate: threading.Event | None = None) -> None:
@@ -60,7 +60,7 @@ def tls_node(
 def echo_server(
     node: gen.Node, out: queue.Queue[Any], **kw: Any
 ) -> tuple[meta.TCPServer, gen.Alias]:
-    pid = node.spawn(Echo, out)
+    pid = node.spawn(TCPEcho, out)
     server = meta.TCPServer(meta.TCPServerOptions(host=HOST, port=0, process_pool=[pid], **kw))
     return server, node.spawn_meta(server)
 
@@ -119,7 +119,7 @@ def test_a_pool_process_sees_connect_data_and_disconnect_with_the_peer_certifica
 def test_connections_go_round_robin_over_the_pool(tls_node):
     node, _, client = tls_node
     outs = [queue.Queue[Any]() for _ in range(2)]
-    pids = [node.spawn(Echo, q) for q in outs]
+    pids = [node.spawn(TCPEcho, q) for q in outs]
     server = meta.TCPServer(meta.TCPServerOptions(host=HOST, port=0, process_pool=pids))
     node.spawn_meta(server)
     conns = [dial(client, server.port) for _ in range(4)]
@@ -193,7 +193,7 @@ def test_plain_tcp_only_when_asked(node):
 def test_a_slow_pool_process_pauses_reading_instead_of_buffering(node):
     out: queue.Queue[Any] = queue.Queue()
     gate = threading.Event()
-    pid = node.spawn(Echo, out, gate)
+    pid = node.spawn(TCPEcho, out, gate)
     opts = meta.TCPServerOptions(
         host=HOST, port=0, process_pool=[pid], tls=False, buffer_size=4096, max_queued=8
     )
@@ -222,7 +222,7 @@ def test_a_tcp_connection_presents_the_node_certificate_and_carries_data(tls_nod
     server_out: queue.Queue[Any] = queue.Queue()
     server, _ = echo_server(node, server_out)
     client_out: queue.Queue[Any] = queue.Queue()
-    pid = node.spawn(Echo, client_out)
+    pid = node.spawn(TCPEcho, client_out)
     # the node dials itself: its own certificate as the client's, its root CAs
     conn = meta.TCPConnection(
         meta.TCPConnectionOptions(host=HOST, port=server.port, process=pid, server_name=HOST)
@@ -245,7 +245,7 @@ def test_a_tcp_connection_refuses_a_server_certificate_for_another_name(tls_node
     node, server_cm, _ = tls_node
     server_cm.set_root_cas(ca.pool())
     server, _ = echo_server(node, queue.Queue())
-    pid = node.spawn(Echo, queue.Queue())
+    pid = node.spawn(TCPEcho, queue.Queue())
     conn = meta.TCPConnection(
         meta.TCPConnectionOptions(
             host=HOST, port=server.port, process=pid, server_name="example.org"
@@ -260,7 +260,7 @@ def test_a_tcp_connection_ends_when_the_server_closes_it(tls_node, ca):
     server_cm.set_root_cas(ca.pool())
     server, server_alias = echo_server(node, queue.Queue())
     out: queue.Queue[Any] = queue.Queue()
-    pid = node.spawn(Echo, out)
+    pid = node.spawn(TCPEcho, out)
     alias = node.spawn_meta(
         meta.TCPConnection(meta.TCPConnectionOptions(host=HOST, port=server.port, process=pid))
     )

@@ -25,7 +25,7 @@ def nodes() -> Iterator[Cluster]:
     assert wait_threads_gone(before) == []
 
 
-class Pong(act.Actor):
+class SlowPong(act.Actor):
     """``ergo_py.testing.Pong``, except that a ``"slow"`` call takes 3 s."""
 
     def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
@@ -37,7 +37,7 @@ class Pong(act.Actor):
 def test_call_to_a_registered_name_on_another_node(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     assert a.call(gen.ProcessID("pong", "b@127.0.0.1"), 42) == ("pong", 42)
 
 
@@ -96,7 +96,7 @@ def test_node_down_fails_pending_calls_at_once_and_fires_monitors(nodes: Cluster
     options = nodes.node_options("b@127.0.0.1")
     options.network.handshake_timeout = 2.0
     b = nodes.start("b@127.0.0.1", options)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     pong = gen.ProcessID("pong", "b@127.0.0.1")
     assert a.call(pong, 1) == ("pong", 1)
     out: queue.Queue[Any] = queue.Queue()
@@ -126,7 +126,7 @@ def test_node_down_fails_pending_calls_at_once_and_fires_monitors(nodes: Cluster
 def test_next_send_after_disconnect_reconnects(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     pong = gen.ProcessID("pong", "b@127.0.0.1")
     assert a.call(pong, 1) == ("pong", 1)
     a.network().disconnect("b@127.0.0.1")
@@ -136,7 +136,7 @@ def test_next_send_after_disconnect_reconnects(nodes: Cluster) -> None:
 def test_new_connections_present_the_rotated_certificate(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     pong = gen.ProcessID("pong", "b@127.0.0.1")
     a.call(pong, 1)
     first = a.network().info("b@127.0.0.1")
@@ -158,7 +158,7 @@ def test_static_route_without_registrar(nodes: Cluster) -> None:
     b_opts = nodes.node_options("b@127.0.0.1", tls=False)
     b_opts.network.registrar_enabled = False
     b = nodes.start("b@127.0.0.1", b_opts)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     a_opts = nodes.node_options("a@127.0.0.1", tls=False)
     a_opts.network.registrar_enabled = False
     a = nodes.start("a@127.0.0.1", a_opts)
@@ -171,7 +171,7 @@ def test_a_removed_static_route_is_no_longer_dialled(nodes: Cluster) -> None:
     b_opts = nodes.node_options("b@127.0.0.1", tls=False)
     b_opts.network.registrar_enabled = False
     b = nodes.start("b@127.0.0.1", b_opts)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     a_opts = nodes.node_options("a@127.0.0.1", tls=False)
     a_opts.network.registrar_enabled = False
     a = nodes.start("a@127.0.0.1", a_opts)
@@ -190,7 +190,7 @@ def test_a_removed_static_route_is_no_longer_dialled(nodes: Cluster) -> None:
 
 def test_bad_cookie_is_refused_and_the_acceptor_keeps_serving(nodes: Cluster) -> None:
     b = nodes.start("b@127.0.0.1")
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     a = nodes.start("a@127.0.0.1")
     intruder = nodes.start("x@127.0.0.1", cookie="wrong")
     with pytest.raises(gen.ErrNoConnection, match="bad cookie"):
@@ -200,7 +200,7 @@ def test_bad_cookie_is_refused_and_the_acceptor_keeps_serving(nodes: Cluster) ->
 
 def test_unknown_ca_is_refused(nodes: Cluster) -> None:
     b = nodes.start("b@127.0.0.1")
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     stranger_ca = lib.CertificateAuthority.create("stranger")
     options = nodes.node_options("s@127.0.0.1")
     cam = gen.create_cert_auth_manager(stranger_ca.issue("s@127.0.0.1", hosts=("127.0.0.1",)))
@@ -215,7 +215,7 @@ def test_stalled_handshake_times_out_and_the_acceptor_keeps_serving(nodes: Clust
     opts = nodes.node_options("b@127.0.0.1", tls=False)
     opts.network.acceptors[0].handshake_timeout = 0.3
     b = nodes.start("b@127.0.0.1", opts)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     port = opts.network.acceptors[0].port
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw:
         raw.settimeout(WAIT)
@@ -230,7 +230,7 @@ def test_stalled_handshake_times_out_and_the_acceptor_keeps_serving(nodes: Clust
 def test_garbage_instead_of_a_handshake_is_refused(nodes: Cluster) -> None:
     opts = nodes.node_options("b@127.0.0.1", tls=False)
     b = nodes.start("b@127.0.0.1", opts)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     with socket.create_connection(("127.0.0.1", opts.network.acceptors[0].port)) as raw:
         raw.settimeout(WAIT)
         raw.sendall(b"GET / HTTP/1.1\r\n\r\n")
@@ -258,7 +258,7 @@ def test_three_nodes_call_each_other(nodes: Cluster) -> None:
     names = ["a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1"]
     started = [nodes.start(n) for n in names]
     for node in started:
-        node.spawn_register("pong", Pong)
+        node.spawn_register("pong", SlowPong)
     for node in started:
         for other in names:
             if other != node.name:
@@ -285,7 +285,7 @@ def _eager_pool(nodes: Cluster, name: str) -> gen.Node:
 def test_a_connection_is_a_pool_of_three_links_on_both_sides(nodes: Cluster) -> None:
     a = _eager_pool(nodes, "a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
     assert _wait_for(lambda: a.network().info("b@127.0.0.1")["pool_links"] == 3)
     assert _wait_for(lambda: b.network().info("a@127.0.0.1")["pool_links"] == 3)
@@ -338,7 +338,7 @@ def test_many_senders_keep_their_own_order_across_the_pool(nodes: Cluster) -> No
 def test_reconnected_pool_links_all_present_the_rotated_certificate(nodes: Cluster) -> None:
     a = _eager_pool(nodes, "a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     pong = gen.ProcessID("pong", "b@127.0.0.1")
     a.call(pong, 1)
     cam = nodes.managers["a@127.0.0.1"]
@@ -355,7 +355,7 @@ def test_reconnected_pool_links_all_present_the_rotated_certificate(nodes: Clust
 
 def test_hidden_node_dials_out_but_does_not_listen(nodes: Cluster) -> None:
     b = nodes.start("b@127.0.0.1")
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     opts = nodes.node_options("h@127.0.0.1")
     opts.network.mode = gen.NetworkMode.HIDDEN
     hidden = nodes.start("h@127.0.0.1", opts)
@@ -368,8 +368,8 @@ def test_hidden_node_dials_out_but_does_not_listen(nodes: Cluster) -> None:
 def test_simultaneous_connect_ends_with_one_connection(nodes: Cluster) -> None:
     a = nodes.start("a@127.0.0.1")
     b = nodes.start("b@127.0.0.1")
-    a.spawn_register("pong", Pong)
-    b.spawn_register("pong", Pong)
+    a.spawn_register("pong", SlowPong)
+    b.spawn_register("pong", SlowPong)
     results: list[Any] = []
 
     def call(src: gen.Node, dst: str) -> None:
@@ -490,7 +490,7 @@ def test_handshakes_beyond_max_handshakes_are_refused_busy(nodes: Cluster) -> No
     opts.network.acceptors[0].max_handshakes = 2
     opts.network.acceptors[0].handshake_timeout = 2.0
     b = nodes.start("b@127.0.0.1", opts)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     port = opts.network.acceptors[0].port
     stalled = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
     try:
@@ -526,7 +526,7 @@ def test_stopping_a_node_fires_remote_links_and_monitors(nodes: Cluster) -> None
 
 def test_a_node_cannot_pose_as_another_with_a_valid_cluster_certificate(nodes: Cluster) -> None:
     b = nodes.start("b@127.0.0.1")
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     options = nodes.node_options("m@127.0.0.1")
     cam = gen.create_cert_auth_manager(nodes.ca.issue("c@127.0.0.1", hosts=("127.0.0.1",)))
     cam.set_root_cas(nodes.ca.pool())
@@ -545,7 +545,7 @@ def test_a_dialer_refuses_a_server_whose_certificate_names_another_node(nodes: C
     options.cert_manager = cam
     options.network.verify_node_identity = False  # b itself does not check its peers
     b = nodes.start("b@127.0.0.1", options)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     a = nodes.start("a@127.0.0.1")
     with pytest.raises(gen.ErrNoConnection, match="identity"):
         a.call(gen.ProcessID("pong", "b@127.0.0.1"), 1)
@@ -555,7 +555,7 @@ def test_a_certificate_that_expired_while_running_is_refused(nodes: Cluster) -> 
     from datetime import timedelta
 
     b = nodes.start("b@127.0.0.1")
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     options = nodes.node_options("s@127.0.0.1")
     short = nodes.ca.issue("s@127.0.0.1", hosts=("127.0.0.1",), valid_for=timedelta(seconds=2))
     cam = gen.create_cert_auth_manager(short)
@@ -572,7 +572,7 @@ def test_a_client_without_a_certificate_is_refused_when_required(nodes: Cluster)
 
     opts = nodes.node_options("b@127.0.0.1")
     b = nodes.start("b@127.0.0.1", opts)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     ctx = ssl.create_default_context(cadata=nodes.ca.pool().to_pem())
     ctx.check_hostname = False
     port = opts.network.acceptors[0].port
@@ -595,7 +595,7 @@ def test_a_plain_acceptor_can_sit_beside_a_tls_one(nodes: Cluster) -> None:
     opts.network.acceptors.append(gen.AcceptorOptions(host="127.0.0.1", port=plain_port, tls=False))
     opts.network.registrar_enabled = False
     b = nodes.start("b@127.0.0.1", opts)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     plain_opts = nodes.node_options("p@127.0.0.1", tls=False)
     plain_opts.network.registrar_enabled = False
     p = nodes.start("p@127.0.0.1", plain_opts)
@@ -620,7 +620,7 @@ def test_acceptors_report_the_ports_they_bound(nodes: Cluster) -> None:
     ]
     opts.network.registrar_enabled = False
     b = nodes.start("b@127.0.0.1", opts)
-    b.spawn_register("pong", Pong)
+    b.spawn_register("pong", SlowPong)
     first, second = b.network().acceptors()
     assert first.port != 0 and second.port != 0 and first.port != second.port
     assert (first.tls, first.max_handshakes) == (True, 7)

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from conftest import wait_threads_gone
 
-from ergo_py import act, gen
+from ergo_py import gen
 from ergo_py.gen import Route
 from ergo_py.net.registrar import EmbeddedRegistrar
 from ergo_py.net.registrar.client import is_local_host
-from ergo_py.testing import Cluster, free_port
+from ergo_py.testing import Cluster, Pong, free_port
 
 OTHER_HOST = "127.0.0.2"  # stands in for another machine: loopback, but not "this host"
 
@@ -68,11 +67,6 @@ def test_a_host_without_a_registrar_times_out_with_a_clear_error() -> None:
 
     with pytest.raises(gen.ErrTimeout, match=r"no registrar on 127\.0\.0\.3"):
         asyncio.run(scenario())
-
-
-class Pong(act.Actor):
-    def handle_call(self, sender: gen.PID, ref: gen.Ref, request: Any) -> Any:
-        return ("pong", request)
 
 
 @pytest.fixture

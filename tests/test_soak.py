@@ -1,7 +1,7 @@
 """Soak: three process nodes under sequenced traffic through rotations, cuts and a crash.
 
 Three nodes, each in an OS process of its own (``Cluster(processes=True)``).
-On every node a ``Sink`` (registered as ``"sink"``) records, per stream, the
+On every node a ``StreamRecorder`` (registered as ``"sink"``) records, per stream, the
 sequence numbers it receives in arrival order; a ``Driver`` per (node, peer)
 pair sends bursts of messages and a call to the peer's sink, each carrying
 the stream's next sequence number, so all traffic crosses the node-to-node
@@ -55,7 +55,7 @@ EVENT_GAP = 3.0  # seconds between events (about)
 # actors (module level: the child processes import them by name)
 
 
-class Sink(act.Actor):
+class StreamRecorder(act.Actor):
     """Records every ``("op", stream, seq)`` message or call, in arrival order, by stream.
 
     A call is answered with its sequence number; ``"report"`` returns the records.
@@ -199,7 +199,7 @@ class Soak:
     # -- actors
 
     def start_sink(self, name: str) -> None:
-        self.cluster[name].spawn_register("sink", Sink)
+        self.cluster[name].spawn_register("sink", StreamRecorder)
 
     def start_driver(self, src: str, dst: str) -> None:
         stream = Stream(src, dst, self.inc(src), self.inc(dst))

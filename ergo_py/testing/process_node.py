@@ -432,17 +432,27 @@ class _Child:
                 raise ErrUnsupported("this node runs without a cert manager")
             if snap.generation <= old.generation:
                 return old.generation
+            cert = None
             if (snap.cert_pem, snap.key_pem) != (old.cert_pem, old.key_pem):
-                cam.update(Certificate.from_pem(snap.cert_pem, snap.key_pem))
+                cert = Certificate.from_pem(snap.cert_pem, snap.key_pem)
             if isinstance(cam, CertAuthManager):
+                # Certificate and pools in one validated step, as the parent
+                # made them: a new certificate checked against the child's
+                # pools alone would be refused whenever they had not yet
+                # caught up (say, an etcd put still on its way here).
+                pools: dict[str, CertPool | None] = {}
                 if snap.client_cas != old.client_cas:
-                    cam.set_client_cas(_pool_from(snap.client_cas))
+                    pools["client_cas"] = _pool_from(snap.client_cas)
                 if snap.root_cas != old.root_cas:
-                    cam.set_root_cas(_pool_from(snap.root_cas))
+                    pools["root_cas"] = _pool_from(snap.root_cas)
+                if cert is not None or pools:
+                    cam.update_all(cert, **pools)
                 if snap.client_auth != old.client_auth:
                     cam.set_client_auth(ClientAuth(snap.client_auth))
                 if snap.server_name != old.server_name:
                     cam.set_server_name(snap.server_name)
+            elif cert is not None:
+                cam.update(cert)
             self.certs = snap
             return snap.generation
 

@@ -82,7 +82,7 @@ def start_pair(
     return pair
 
 
-class Sink(act.Actor):
+class SenderSink(act.Actor):
     """Records integer messages per sender (in order?) and answers calls with the request."""
 
     def init(self, out: queue.Queue[Any]) -> None:

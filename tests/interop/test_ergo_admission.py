@@ -25,7 +25,7 @@ from interop_pair import (  # noqa: F401  (fixtures)
     PY,
     WAIT,
     Pair,
-    Sink,
+    SenderSink,
     binary_fixture,
     go_args_fixture,
     go_echo,
@@ -67,7 +67,7 @@ def unlimited_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def sink(pair: Pair) -> queue.Queue[Any]:
     out: queue.Queue[Any] = queue.Queue()
-    pair.node.spawn_register("sink", Sink, out)
+    pair.node.spawn_register("sink", SenderSink, out)
     pair.go_routes_to_python()
     return out
 

@@ -20,7 +20,7 @@ from interop_pair import (  # noqa: F401  (fixtures, by their names)
     PY,
     WAIT,
     Pair,
-    Sink,
+    SenderSink,
     binary_fixture,
     ergo_acceptor_fixture,
     go_args_fixture,
@@ -45,7 +45,7 @@ def test_calls_both_ways_over_tls(pair: Pair) -> None:
     info = node.network().info(GO)
     assert info["protocol"] == "ergo" and info["tls_version"] == "TLSv1.3"
 
-    node.spawn_register("sink", Sink, queue.Queue())
+    node.spawn_register("sink", SenderSink, queue.Queue())
     pair.go_routes_to_python()
     assert peer.command(f"call {PY} sink 1000") == "ok calls 1000"
     assert peer.command(f"callone {PY} sink hello there") == "ok string hello there"
@@ -59,7 +59,7 @@ def test_ten_thousand_ordered_messages_each_way(pair: Pair) -> None:
     assert go_stats(node, 10_000) == "count=10000 disorder=0"
 
     out: queue.Queue[Any] = queue.Queue()
-    node.spawn_register("sink", Sink, out)
+    node.spawn_register("sink", SenderSink, out)
     pair.go_routes_to_python()
     assert peer.command(f"send {PY} sink 10000") == "ok sent 10000"
     got = [out.get(timeout=WAIT) for _ in range(10_000)]
@@ -186,7 +186,7 @@ def test_go_certificate_rotated_while_calls_run(pair: Pair) -> None:
 
 def test_python_certificate_rotated_next_go_dial_succeeds(pair: Pair) -> None:
     node, peer, cam = pair.node, pair.peer, pair.cam
-    node.spawn_register("sink", Sink, queue.Queue())
+    node.spawn_register("sink", SenderSink, queue.Queue())
     pair.go_routes_to_python()
     assert peer.command(f"callone {PY} sink one") == "ok string one"
     old = node.network().info(GO)["local_cert_fingerprint"]
@@ -213,7 +213,7 @@ def test_wrong_cookie_refused_on_both_sides(pair: Pair, caplog: pytest.LogCaptur
     with pytest.raises(gen.ErrNoConnection, match="cookie"):
         node.call(gen.ProcessID("echo", "gowrong@localhost"), "x")
     # Go dials Python with a cookie Python does not share.
-    node.spawn_register("sink", Sink, queue.Queue())
+    node.spawn_register("sink", SenderSink, queue.Queue())
     pair.go_routes_to_python(cookie="wrong")
     with caplog.at_level(logging.INFO, logger="ergo_py.node.ergo_link"):
         answer = peer.command(f"callone {PY} sink x")

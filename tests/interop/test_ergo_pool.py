@@ -13,7 +13,7 @@ from interop_pair import (  # noqa: F401  (fixtures, by their names)
     PY,
     WAIT,
     Pair,
-    Sink,
+    SenderSink,
     binary_fixture,
     ergo_acceptor_fixture,
     go_args_fixture,
@@ -75,7 +75,7 @@ def test_python_dials_the_pool_go_offers(pair: Pair) -> None:
     assert info["dialed"] is True and info["pool_links"] == 3  # Go's default, and ours
     ordered_from_python(node)
     out: queue.Queue[Any] = queue.Queue()
-    node.spawn_register("sink", Sink, out)
+    node.spawn_register("sink", SenderSink, out)
     pair.go_routes_to_python()
     ordered_from_go(pair, out)
     after = node.network().info(GO)
@@ -85,7 +85,7 @@ def test_python_dials_the_pool_go_offers(pair: Pair) -> None:
 def test_go_joins_the_pool_we_offer(pair: Pair) -> None:
     node = pair.node
     out: queue.Queue[Any] = queue.Queue()
-    node.spawn_register("sink", Sink, out)
+    node.spawn_register("sink", SenderSink, out)
     pair.go_routes_to_python()
     assert pair.peer.command(f"callone {PY} sink first") == "ok string first"
     assert out.empty()
@@ -175,7 +175,7 @@ def test_a_lost_pool_link_is_rejoined_and_the_connection_stays(pair: Pair) -> No
     assert isinstance(exited, gen.MessageExitProcessID)
     # Go's traffic takes the re-joined pool too, each sender's order kept.
     sink: queue.Queue[Any] = queue.Queue()
-    node.spawn_register("sink", Sink, sink)
+    node.spawn_register("sink", SenderSink, sink)
     pair.go_routes_to_python()
     ordered_from_go(pair, sink)
 
@@ -183,7 +183,7 @@ def test_a_lost_pool_link_is_rejoined_and_the_connection_stays(pair: Pair) -> No
 def test_a_lost_link_of_a_pool_we_accepted_leaves_it_and_go_rejoins(pair: Pair) -> None:
     node, peer = pair.node, pair.peer
     sink: queue.Queue[Any] = queue.Queue()
-    node.spawn_register("sink", Sink, sink)
+    node.spawn_register("sink", SenderSink, sink)
     pair.go_routes_to_python()
     assert peer.command(f"callone {PY} sink first") == "ok string first"
     assert pool_links(node, 3) == 3

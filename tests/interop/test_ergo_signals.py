@@ -12,7 +12,7 @@ from interop_pair import (  # noqa: F401  (fixtures, by their names)
     PY,
     WAIT,
     Pair,
-    Sink,
+    SenderSink,
     binary_fixture,
     ergo_acceptor_fixture,
     go_args_fixture,
@@ -61,7 +61,7 @@ def test_go_sends_an_exit_signal_to_python_processes(pair: Pair) -> None:
     assert message.pid.node == GO and message.pid.id == int(answer.split()[-1])
     assert message.reason == gen.Atom("shutdown")
     # A process that does not trap exits ends with the reason.
-    victim = node.spawn(Sink, queue.Queue())
+    victim = node.spawn(SenderSink, queue.Queue())
     assert node.call(victim, "alive") == "alive"
     answer = peer.command(f"exit {PY} {victim.id} {victim.creation} go says stop")
     assert answer.startswith("ok ")

@@ -29,61 +29,43 @@ fresh, unstarted registrar (so process nodes can be given one).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Sequence
+from typing import Any
 
 from ergo_py.gen.certmanager import CertAuthManager
 from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
     ErrNoConnection,
-    ErrNodeTerminated,
     ErrNoRoute,
     ErrTaken,
-    ErrUnsupported,
     NodeError,
 )
 from ergo_py.gen.registrar import Route
 from ergo_py.net.loop import cancel_and_wait
+from ergo_py.net.registrar.etcd_client import (
+    DEFAULT_ENDPOINTS,
+    DEFAULT_REQUEST_TIMEOUT,
+    FIRST_BACKOFF,
+    MAX_BACKOFF,
+    EtcdClient,
+    EtcdError,
+    b64,
+    check_cluster,
+    prefix_end,
+    unb64,
+)
+from ergo_py.net.registrar.etcd_trust import EtcdTrust
 from ergo_py.net.retry import Backoff
-
-if TYPE_CHECKING:
-    import httpx
-
-    from ergo_py.net.registrar.etcd_trust import EtcdTrust
 
 __all__ = ["DEFAULT_ENDPOINTS", "EtcdError", "EtcdRegistrar"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_ENDPOINTS: Final = ("http://127.0.0.1:2379",)
-DEFAULT_REQUEST_TIMEOUT: Final = 2.0
-_FIRST_BACKOFF: Final = 0.1
-_MAX_BACKOFF: Final = 5.0
-
-
-class EtcdError(ErgoError):
-    """Etcd answered with an error (not a lost connection: that is ``gen.ErrNoConnection``)."""
-
-
-def _b64(data: str) -> str:
-    return base64.b64encode(data.encode("utf-8")).decode("ascii")
-
-
-def _unb64(data: str) -> str:
-    return base64.b64decode(data).decode("utf-8")
-
-
-def _prefix_end(prefix: str) -> str:
-    """The range end covering every key that starts with ``prefix``."""
-    raw = prefix.encode("utf-8")
-    return base64.b64encode(raw[:-1] + bytes([raw[-1] + 1])).decode("ascii")
 
 
 def _encode_routes(routes: Sequence[Route], instance: str) -> str:
@@ -107,167 +89,15 @@ def _encode_routes(routes: Sequence[Route], instance: str) -> str:
 def _decode_value(value_b64: str) -> tuple[list[Route], str]:
     """A key's routes and instance; ``EtcdError`` if it is not ours to read."""
     try:
-        value = json.loads(_unb64(value_b64))
+        value = json.loads(unb64(value_b64))
         routes = [Route(**r) for r in value["routes"]]
         return routes, str(value.get("instance", ""))
     except (ValueError, KeyError, TypeError, ErgoError) as exc:
         raise EtcdError(f"unreadable registration in etcd: {exc}") from exc
 
 
-def _httpx() -> Any:
-    try:
-        import httpx
-    except ImportError:
-        raise ErrUnsupported("net.EtcdRegistrar needs httpx: pip install 'ergo-py[etcd]'") from None
-    return httpx
-
-
 def _restore(settings: dict[str, Any]) -> EtcdRegistrar:
     return EtcdRegistrar(**settings)
-
-
-def _check_endpoints(endpoints: Sequence[str] | str) -> list[str]:
-    if isinstance(endpoints, str):
-        endpoints = [endpoints]
-    endpoints = [e.rstrip("/") for e in endpoints]
-    if not endpoints or not all(e.startswith(("http://", "https://")) for e in endpoints):
-        raise ErrIncorrect(f"etcd endpoints must be http(s) URLs, got {endpoints!r}")
-    return endpoints
-
-
-def _check_cluster(cluster: str) -> str:
-    if not cluster or "/" in cluster:
-        raise ErrIncorrect(f"etcd cluster name must be non-empty without '/': {cluster!r}")
-    return cluster
-
-
-class EtcdClient:
-    """What every etcd user here shares: the endpoints, one ``httpx`` client, requests, watches.
-
-    ``_post`` fails over between the endpoints; ``_watch_events`` streams one
-    key range's events; ``_follow`` keeps a local view of a range fresh (load,
-    then watch, again with backoff after any interruption). Not public API:
-    ``EtcdRegistrar`` and ``EtcdTrust`` are built on it.
-    """
-
-    def __init__(self, endpoints: Sequence[str] | str, request_timeout: float) -> None:
-        endpoints = _check_endpoints(endpoints)
-        if not request_timeout > 0:
-            raise ErrIncorrect(f"request_timeout must be > 0, got {request_timeout!r}")
-        _httpx()  # fail here, not in the node, when the extra is missing
-        self.endpoints: list[str] = endpoints
-        self.request_timeout = request_timeout
-        self._endpoint = 0  # the one that answered last
-        self._client: httpx.AsyncClient | None = None
-        self._closed = False
-
-    async def _follow(
-        self,
-        what: str,
-        load: Callable[[], Awaitable[None]],
-        key: str,
-        range_end: str | None,
-        revision: Callable[[], int],
-        apply: Callable[[dict[str, Any]], None],
-        backoff_cap: float,
-    ) -> None:
-        """Forever: ``load()`` the range, then ``apply`` each watched event after ``revision()``.
-
-        Any interruption (etcd lost, the watch canceled or compacted) is
-        logged at DEBUG and retried with backoff (0.1 s doubling up to
-        ``backoff_cap``), starting again with ``load``.
-        """
-        backoff = Backoff(_FIRST_BACKOFF, backoff_cap)
-        while True:
-            try:
-                await load()
-                backoff.reset()
-                async for event in self._watch_events(key, range_end, revision() + 1):
-                    apply(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("etcd: watch of %s interrupted: %s", what, exc)
-            await asyncio.sleep(backoff.next())
-
-    async def _watch_events(
-        self, key: str, range_end: str | None, start_revision: int
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Events of ``key`` (base64; up to ``range_end`` if given) from ``start_revision`` on.
-
-        Runs until the stream ends; ``EtcdError`` when etcd cancels it.
-        """
-        httpx = _httpx()
-        create: dict[str, Any] = {"key": key, "start_revision": str(start_revision)}
-        if range_end is not None:
-            create["range_end"] = range_end
-        client = self._get_client()
-        url = self.endpoints[self._endpoint] + "/v3/watch"
-        timeout = httpx.Timeout(self.request_timeout, read=None)
-        async with client.stream(
-            "POST", url, json={"create_request": create}, timeout=timeout
-        ) as response:
-            if response.status_code != 200:
-                raise EtcdError(f"watch refused: HTTP {response.status_code}")
-            async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                message = json.loads(line)
-                result = message.get("result")
-                if result is None:
-                    raise EtcdError(f"watch ended: {message.get('error', message)}")
-                if result.get("canceled") or result.get("compact_revision"):
-                    raise EtcdError(f"watch canceled: {result.get('cancel_reason', 'compacted')}")
-                for event in result.get("events") or []:
-                    yield event
-
-    # --- HTTP -----------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ErrNodeTerminated(f"{type(self).__name__} is closed")
-
-    def _get_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            httpx = _httpx()
-            self._client = httpx.AsyncClient(timeout=self.request_timeout)
-        return self._client
-
-    async def _close_client(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-    async def _post(self, path: str, body: dict[str, Any], *, closing: bool = False) -> Any:
-        """POST ``body`` to the first endpoint that answers, starting with the last good one.
-
-        ``gen.ErrNoConnection`` if none answered within ``request_timeout`` each;
-        ``EtcdError`` for an error reply.
-        """
-        if self._closed and not closing:
-            raise ErrNodeTerminated(f"{type(self).__name__} is closed")
-        httpx = _httpx()
-        client = self._get_client()
-        errors: list[str] = []
-        for i in range(len(self.endpoints)):
-            index = (self._endpoint + i) % len(self.endpoints)
-            url = self.endpoints[index] + path
-            try:
-                response = await client.post(url, json=body)
-            except httpx.HTTPError as exc:
-                errors.append(f"{self.endpoints[index]}: {type(exc).__name__} {exc}".strip())
-                continue
-            self._endpoint = index
-            try:
-                reply = response.json()
-            except ValueError:
-                raise EtcdError(f"{path}: HTTP {response.status_code}, not JSON") from None
-            if response.status_code != 200:
-                message = reply.get("error") or reply.get("message") or reply
-                raise EtcdError(f"{path}: HTTP {response.status_code}: {message}")
-            return reply
-        raise ErrNoConnection("; ".join(errors))
 
 
 class EtcdRegistrar(EtcdClient):
@@ -296,7 +126,7 @@ class EtcdRegistrar(EtcdClient):
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         trust: CertAuthManager | bool = False,
     ) -> None:
-        _check_cluster(cluster)
+        check_cluster(cluster)
         if not isinstance(trust, bool | CertAuthManager):
             raise ErrIncorrect(f"trust must be a gen.CertAuthManager or a bool, got {trust!r}")
         if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int) or lease_ttl < 1:
@@ -376,8 +206,6 @@ class EtcdRegistrar(EtcdClient):
         )
         self._ensure_watch()
         if self._trust_cam is not None:
-            from ergo_py.net.registrar.etcd_trust import EtcdTrust
-
             self._trust = EtcdTrust(
                 self.endpoints, self.cluster, request_timeout=self.request_timeout
             )
@@ -388,7 +216,7 @@ class EtcdRegistrar(EtcdClient):
         self._check_open()
         self._ensure_watch()
         try:
-            reply = await self._post("/v3/kv/range", {"key": _b64(self.prefix + node_name)})
+            reply = await self._post("/v3/kv/range", {"key": b64(self.prefix + node_name)})
         except ErrNoConnection:
             with self._lock:
                 cached = self._cache.get(node_name)
@@ -438,8 +266,8 @@ class EtcdRegistrar(EtcdClient):
         if grant.get("error"):
             raise EtcdError(f"lease grant refused: {grant['error']}")
         lease = int(grant["ID"])
-        key = _b64(self.prefix + name)
-        value = _b64(_encode_routes(routes, self._instance))
+        key = b64(self.prefix + name)
+        value = b64(_encode_routes(routes, self._instance))
         put = {"request_put": {"key": key, "value": value, "lease": str(lease)}}
         reply = await self._post(
             "/v3/kv/txn",
@@ -468,7 +296,7 @@ class EtcdRegistrar(EtcdClient):
         """Refresh the lease every TTL/3; when etcd is lost, retry with backoff and re-register."""
         assert self._name is not None
         interval = self.lease_ttl / 3
-        backoff = Backoff(_FIRST_BACKOFF, self._backoff_cap())
+        backoff = Backoff(FIRST_BACKOFF, self._backoff_cap())
         lost_since: float | None = None
         loop = asyncio.get_running_loop()
         delay = interval
@@ -521,24 +349,24 @@ class EtcdRegistrar(EtcdClient):
         await self._follow(
             self.prefix,
             self._load_prefix,
-            _b64(self.prefix),
-            _prefix_end(self.prefix),
+            b64(self.prefix),
+            prefix_end(self.prefix),
             lambda: self._revision,
             self._apply,
             self._backoff_cap(),
         )
 
     def _backoff_cap(self) -> float:
-        """Retry at least twice within a lease's TTL, at most every ``_MAX_BACKOFF`` s."""
-        return min(_MAX_BACKOFF, max(0.5, self.lease_ttl / 2))
+        """Retry at least twice within a lease's TTL, at most every ``MAX_BACKOFF`` s."""
+        return min(MAX_BACKOFF, max(0.5, self.lease_ttl / 2))
 
     async def _load_prefix(self) -> None:
         reply = await self._post(
-            "/v3/kv/range", {"key": _b64(self.prefix), "range_end": _prefix_end(self.prefix)}
+            "/v3/kv/range", {"key": b64(self.prefix), "range_end": prefix_end(self.prefix)}
         )
         cache: dict[str, list[Route]] = {}
         for kv in reply.get("kvs") or []:
-            name = _unb64(kv["key"])[len(self.prefix) :]
+            name = unb64(kv["key"])[len(self.prefix) :]
             with contextlib.suppress(EtcdError):
                 cache[name] = _decode_value(kv["value"])[0]
         with self._lock:
@@ -547,7 +375,7 @@ class EtcdRegistrar(EtcdClient):
 
     def _apply(self, event: dict[str, Any]) -> None:
         kv = event.get("kv", {})
-        name = _unb64(kv.get("key", ""))[len(self.prefix) :]
+        name = unb64(kv.get("key", ""))[len(self.prefix) :]
         revision = int(kv.get("mod_revision", 0))
         routes: list[Route] | None = None
         if event.get("type", "PUT") == "PUT":

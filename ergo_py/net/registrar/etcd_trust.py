@@ -33,21 +33,21 @@ from ergo_py.gen.cert import Certificate, CertPool
 from ergo_py.gen.certmanager import CertAuthManager
 from ergo_py.gen.errors import CertificateError, ErgoError, ErrIncorrect
 from ergo_py.net.loop import cancel_and_wait
-from ergo_py.net.registrar.etcd import (
-    _MAX_BACKOFF,
+from ergo_py.net.registrar.etcd_client import (
     DEFAULT_ENDPOINTS,
     DEFAULT_REQUEST_TIMEOUT,
+    MAX_BACKOFF,
     EtcdClient,
-    _b64,
-    _check_cluster,
-    _unb64,
+    b64,
+    check_cluster,
+    unb64,
 )
 
 __all__ = ["EtcdTrust", "check_trust_bundle", "publish_trust"]
 
 log = logging.getLogger(__name__)
 
-_BACKOFF_CAP: Final = _MAX_BACKOFF
+_BACKOFF_CAP: Final = MAX_BACKOFF
 
 
 def _anchored(cert: Certificate, pool: CertPool) -> bool:
@@ -122,7 +122,7 @@ class EtcdTrust(EtcdClient):
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         super().__init__(endpoints, request_timeout)
-        self.cluster = _check_cluster(cluster)
+        self.cluster = check_cluster(cluster)
         self.key = f"/ergo/{cluster}/trust"
         self._cam: CertAuthManager | None = None
         self._revision = 0  # the etcd revision of the key's value last looked at
@@ -141,15 +141,15 @@ class EtcdTrust(EtcdClient):
         """
         self._check_open()
         pem = _pem_of(pool)
-        reply = await self._post("/v3/kv/put", {"key": _b64(self.key), "value": _b64(pem)})
+        reply = await self._post("/v3/kv/put", {"key": b64(self.key), "value": b64(pem)})
         return int(reply.get("header", {}).get("revision", 0))
 
     async def read(self) -> CertPool | None:
         """The published pool (None if nothing is); ``CertificateError`` if unreadable."""
         self._check_open()
-        reply = await self._post("/v3/kv/range", {"key": _b64(self.key)})
+        reply = await self._post("/v3/kv/range", {"key": b64(self.key)})
         kvs = reply.get("kvs") or []
-        return check_trust_bundle(_unb64(kvs[0].get("value", ""))) if kvs else None
+        return check_trust_bundle(unb64(kvs[0].get("value", ""))) if kvs else None
 
     # --- following ------------------------------------------------------------------------
 
@@ -179,7 +179,7 @@ class EtcdTrust(EtcdClient):
             self._follow(
                 self.key,
                 self._load,
-                _b64(self.key),
+                b64(self.key),
                 None,
                 lambda: self._revision,
                 self._on_event,
@@ -198,7 +198,7 @@ class EtcdTrust(EtcdClient):
         await self._close_client()
 
     async def _load(self) -> None:
-        reply = await self._post("/v3/kv/range", {"key": _b64(self.key)})
+        reply = await self._post("/v3/kv/range", {"key": b64(self.key)})
         kvs = reply.get("kvs") or []
         if kvs:
             revision = int(kvs[0].get("mod_revision", 0))
@@ -222,7 +222,7 @@ class EtcdTrust(EtcdClient):
         cam = self._cam
         assert cam is not None
         try:
-            pem = _unb64(value_b64)
+            pem = unb64(value_b64)
         except ValueError:
             pem = "\0"  # not text: does not parse
         try:

@@ -57,6 +57,7 @@ from ergo_py.gen.node import (
 )
 from ergo_py.gen.options import NetworkMode, NodeOptions, ProcessOptions
 from ergo_py.net import codec
+from ergo_py.node import web_services
 from ergo_py.node.calls import CallTable
 from ergo_py.node.links import Key, LinkTable, NodeKey
 from ergo_py.node.observe import Observer
@@ -174,63 +175,13 @@ class Core:
         needs_acceptor = self._options.network.mode == NetworkMode.ENABLED
         return self.observer.health(self.is_alive(), needs_acceptor)
 
-    def _cert_managers(self) -> dict[str, CertManager]:
-        managers: dict[str, CertManager] = {}
-        if self._options.cert_manager is not None:
-            managers["node"] = self._options.cert_manager
-        for i, acc in enumerate(self._options.network.acceptors):
-            cm = acc.cert_manager
-            if cm is not None and cm is not self._options.cert_manager:
-                managers[f"acceptor{i}"] = cm
-        return managers
-
     def start_metrics(self) -> None:
-        """Serve ``options.metrics`` (``/metrics``, ``/healthz``, ``/readyz``) if asked for."""
-        opts = self._options.metrics
-        if opts is None:
-            return
-        try:
-            from ergo_py import meta
-            from ergo_py.node import metrics
-        except ImportError as exc:
-            raise NodeError(
-                f"options.metrics needs the metrics extra (pip install 'ergo-py[metrics]'): {exc}"
-            ) from exc
-        collector = metrics.NodeCollector(self.observer, self._calls.__len__, self._cert_managers)
-        self.registry = metrics.make_registry(collector)
-        app = metrics.make_app(self.registry, self.health, self.is_alive)
-        tls = opts.tls if opts.tls is not None else self._options.cert_manager is not None
-        web = meta.WebServer(
-            meta.WebServerOptions(host=opts.host, port=opts.port, app=app, tls=tls)
-        )
-        self.spawn_meta(web)
-        self.metrics_port = web.port
+        """Serve ``options.metrics`` if asked for (``node/web_services.py``)."""
+        self.metrics_port = web_services.serve_metrics(self, self._options, self._calls.__len__)
 
     def start_observer(self) -> None:
-        """Serve ``options.observer`` (the page at ``/``, ``/observer.json``) if asked for."""
-        opts = self._options.observer
-        if opts is None:
-            return
-        try:
-            from ergo_py import meta
-            from ergo_py.node import observer_page
-        except ImportError as exc:
-            raise NodeError(
-                f"options.observer needs the metrics extra (pip install 'ergo-py[metrics]'): {exc}"
-            ) from exc
-        app = observer_page.make_app(lambda: observer_page.snapshot(self))
-        has_cm = opts.cert_manager is not None or self._options.cert_manager is not None
-        web = meta.WebServer(
-            meta.WebServerOptions(
-                host=opts.host,
-                port=opts.port,
-                app=app,
-                tls=opts.tls if opts.tls is not None else has_cm,
-                cert_manager=opts.cert_manager,
-            )
-        )
-        self.spawn_meta(web)
-        self.observer_port = web.port
+        """Serve ``options.observer`` if asked for (``node/web_services.py``)."""
+        self.observer_port = web_services.serve_observer(self, self._options)
 
     def processes_info(self, limit: int) -> list[dict[str, Any]]:
         """The first ``limit`` processes: pid, names and mailbox size (the observer page)."""

@@ -30,8 +30,9 @@ import secrets
 import ssl
 import string
 import threading
-from typing import Any
+from typing import Any, TypedDict
 
+from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
@@ -54,6 +55,7 @@ from ergo_py.gen.options import (
     PROTOCOLS,
     AcceptorOptions,
     NetworkMode,
+    NetworkOptions,
     NodeOptions,
 )
 from ergo_py.gen.registrar import Registrar, Route
@@ -111,6 +113,17 @@ def _random_cookie() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(16))
 
 
+class _Wiring(TypedDict):
+    """The node's settings the dialer and the Ergo wire are made with (as keywords)."""
+
+    name: str
+    creation: int
+    cookie: str
+    net: NetworkOptions
+    cert_manager: CertManager | None
+    lt: LoopThread
+
+
 class TCPBackend(WritePath):
     """Connections to other nodes over TCP, with TLS when a cert manager is set."""
 
@@ -131,33 +144,16 @@ class TCPBackend(WritePath):
         table = ConnectionTable(self, name, net, lt)
         self._acceptors: list[Acceptor] = []
         self._registrar_lock = threading.Lock()
-        dialer = Dialer(
-            self,
-            table,
-            name=name,
-            creation=creation,
-            cookie=cookie,
-            net=net,
-            cert_manager=cm,
-            registrar=self.registrar,
-            lt=lt,
+        wiring = _Wiring(
+            name=name, creation=creation, cookie=cookie, net=net, cert_manager=cm, lt=lt
         )
+        dialer = Dialer(self, table, registrar=self.registrar, **wiring)
         self._admission = Admission(name, net, table, dialer.pending)
         self._spawn = RemoteSpawn(self, router, lt, name, creation, net)
         self._dispatcher = Dispatcher(name, router, self._spawn)
         self._dispatch_all = self._dispatcher.dispatch_all
         # Go Ergo nodes (docs/interop.md): their own table, acceptors and routes.
-        ergo = ErgoWire(
-            self,
-            router,
-            name=name,
-            creation=creation,
-            cookie=cookie,
-            net=net,
-            cert_manager=cm,
-            lt=lt,
-            offers=self._spawn,
-        )
+        ergo = ErgoWire(self, router, offers=self._spawn, **wiring)
         # The write path's parts are this backend's too (_lt, _table, _dialer, _ergo, _net).
         super().__init__(
             lt=lt, table=table, dialer=dialer, ergo=ergo, net=net, owed=self._dispatcher.owed

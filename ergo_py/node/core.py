@@ -57,6 +57,7 @@ from ergo_py.gen.node import (
 )
 from ergo_py.gen.options import NetworkMode, NodeOptions, ProcessOptions
 from ergo_py.net import codec
+from ergo_py.node import web_services
 from ergo_py.node.calls import CallTable
 from ergo_py.node.links import Key, LinkTable, NodeKey
 from ergo_py.node.observe import Observer
@@ -83,6 +84,33 @@ BackendFactory = Callable[[NodeRouter, NodeOptions], NetworkBackend]
 
 _live_lock = threading.Lock()
 _live_names: set[Atom] = set()
+
+
+def _mailbox_size(state: ProcessState) -> int:
+    ref = state.actor_ref
+    inbox: Any = ref.actor_inbox if ref is not None else None  # our SimpleQueue
+    return int(inbox.qsize()) if inbox is not None else 0
+
+
+class _Undo:
+    """``with _Undo(undo, *args):`` calls ``undo(*args)`` if the block raises, and re-raises.
+
+    For what a failed step must not leave behind (a registered call, a
+    link, a monitor, a half-made process), whatever the exception.
+    """
+
+    __slots__ = ("_args", "_undo")
+
+    def __init__(self, undo: Callable[..., object], *args: Any) -> None:
+        self._undo = undo
+        self._args = args
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None:
+            self._undo(*self._args)
 
 
 class Core:
@@ -174,80 +202,22 @@ class Core:
         needs_acceptor = self._options.network.mode == NetworkMode.ENABLED
         return self.observer.health(self.is_alive(), needs_acceptor)
 
-    def _cert_managers(self) -> dict[str, CertManager]:
-        managers: dict[str, CertManager] = {}
-        if self._options.cert_manager is not None:
-            managers["node"] = self._options.cert_manager
-        for i, acc in enumerate(self._options.network.acceptors):
-            cm = acc.cert_manager
-            if cm is not None and cm is not self._options.cert_manager:
-                managers[f"acceptor{i}"] = cm
-        return managers
-
     def start_metrics(self) -> None:
-        """Serve ``options.metrics`` (``/metrics``, ``/healthz``, ``/readyz``) if asked for."""
-        opts = self._options.metrics
-        if opts is None:
-            return
-        try:
-            from ergo_py import meta
-            from ergo_py.node import metrics
-        except ImportError as exc:
-            raise NodeError(
-                f"options.metrics needs the metrics extra (pip install 'ergo-py[metrics]'): {exc}"
-            ) from exc
-        collector = metrics.NodeCollector(self.observer, self._calls.__len__, self._cert_managers)
-        self.registry = metrics.make_registry(collector)
-        app = metrics.make_app(self.registry, self.health, self.is_alive)
-        tls = opts.tls if opts.tls is not None else self._options.cert_manager is not None
-        web = meta.WebServer(
-            meta.WebServerOptions(host=opts.host, port=opts.port, app=app, tls=tls)
-        )
-        self.spawn_meta(web)
-        self.metrics_port = web.port
+        """Serve ``options.metrics`` if asked for (``node/web_services.py``)."""
+        self.metrics_port = web_services.serve_metrics(self, self._options, self._calls.__len__)
 
     def start_observer(self) -> None:
-        """Serve ``options.observer`` (the page at ``/``, ``/observer.json``) if asked for."""
-        opts = self._options.observer
-        if opts is None:
-            return
-        try:
-            from ergo_py import meta
-            from ergo_py.node import observer_page
-        except ImportError as exc:
-            raise NodeError(
-                f"options.observer needs the metrics extra (pip install 'ergo-py[metrics]'): {exc}"
-            ) from exc
-        app = observer_page.make_app(lambda: observer_page.snapshot(self))
-        has_cm = opts.cert_manager is not None or self._options.cert_manager is not None
-        web = meta.WebServer(
-            meta.WebServerOptions(
-                host=opts.host,
-                port=opts.port,
-                app=app,
-                tls=opts.tls if opts.tls is not None else has_cm,
-                cert_manager=opts.cert_manager,
-            )
-        )
-        self.spawn_meta(web)
-        self.observer_port = web.port
+        """Serve ``options.observer`` if asked for (``node/web_services.py``)."""
+        self.observer_port = web_services.serve_observer(self, self._options)
 
     def processes_info(self, limit: int) -> list[dict[str, Any]]:
         """The first ``limit`` processes: pid, names and mailbox size (the observer page)."""
         with self._lock:
             states = sorted(self._procs.items())[:limit]
-        out: list[dict[str, Any]] = []
-        for _, state in states:
-            ref = state.actor_ref
-            inbox: Any = ref.actor_inbox if ref is not None else None
-            out.append(
-                {
-                    "pid": str(state.pid),
-                    "names": sorted(str(n) for n in state.names),
-                    "mailbox": int(inbox.qsize()) if inbox is not None else 0,
-                }
-            )
-        return out
+        return [
+            {"pid": str(s.pid), "names": sorted(map(str, s.names)), "mailbox": _mailbox_size(s)}
+            for _, s in states
+        ]
 
     # -- identity ----------------------------------------------------------
 
@@ -297,15 +267,12 @@ class Core:
             if name is not None:
                 self._names[Atom(name)] = pid
                 state.names.add(Atom(name))
-        try:
+        with _Undo(self._forget, state):
             actor = factory()
             if not isinstance(actor, Actor):
                 raise ErrIncorrect(f"the factory made {actor!r}, not an act.Actor")
             actor._bind(pid, self, parent, {**self._options.env, **options.env})
             state.attach(ProcessActor.start(self, state, actor, tuple(args)))
-        except BaseException:
-            self._forget(state)
-            raise
         state.started.wait()
         if state.init_error is not None:
             raise state.init_error
@@ -401,9 +368,7 @@ class Core:
                 state = self._lookup(target)
         except ErgoError:
             return 0
-        ref = state.actor_ref
-        inbox: Any = ref.actor_inbox if ref is not None else None  # our SimpleQueue
-        return int(inbox.qsize()) if inbox is not None else 0
+        return _mailbox_size(state)
 
     def send_exit_meta(self, alias: Alias, reason: Any) -> None:
         """See ``gen.Node.send_exit_meta``."""
@@ -445,23 +410,16 @@ class Core:
         ref = self.make_ref()
         if target.node != self._name:
             slot = self._calls.register(ref, target.node)
-            try:
+            with _Undo(self._calls.cancel, ref):
                 self._backend.call(sender, target, ref, request)
-            except BaseException:
-                self._calls.cancel(ref)
-                raise
             return self._calls.wait(ref, slot, timeout)
         copied = codec.copy(request)
         slot = self._calls.register(ref)
-        try:
-            with self._lock:
-                state = self._lookup(target)
-                if state.pid == sender:
-                    raise ErrNotAllowed(f"{sender!r} cannot call itself")
-                self._inflight.setdefault(state.pid, {})[ref] = sender
-        except BaseException:
-            self._calls.cancel(ref)
-            raise
+        with _Undo(self._calls.cancel, ref), self._lock:
+            state = self._lookup(target)
+            if state.pid == sender:
+                raise ErrNotAllowed(f"{sender!r} cannot call itself")
+            self._inflight.setdefault(state.pid, {})[ref] = sender
         state.tell(Request(sender, ref, copied))
         return self._calls.wait(ref, slot, timeout)
 
@@ -518,11 +476,8 @@ class Core:
             self._signals.link_local(holder, key)
             return
         if self._links.add_link(holder, key):
-            try:
+            with _Undo(self._links.remove_link, holder, key):
                 self._backend.link(holder, key)
-            except BaseException:
-                self._links.remove_link(holder, key)
-                raise
 
     def unlink_from(self, holder: PID, target: Target) -> None:
         """See ``act.Actor.unlink``."""
@@ -538,11 +493,8 @@ class Core:
             self._signals.monitor_local(holder, key, ref)
             return ref
         self._links.add_monitor(holder, key, ref)
-        try:
+        with _Undo(self._links.remove_monitor, holder, ref):
             self._backend.monitor(holder, key, ref)
-        except BaseException:
-            self._links.remove_monitor(holder, ref)
-            raise
         return ref
 
     def demonitor_from(self, holder: PID, ref: Ref) -> bool:
@@ -563,11 +515,8 @@ class Core:
         """See ``act.Actor.link_node``."""
         key = self._node_key(name)
         if self._links.add_link(holder, key):
-            try:
+            with _Undo(self._links.remove_link, holder, key):
                 self._backend.connect(key.name)
-            except BaseException:
-                self._links.remove_link(holder, key)
-                raise
 
     def unlink_node_from(self, holder: PID, name: str) -> None:
         """See ``act.Actor.unlink_node``."""
@@ -578,11 +527,8 @@ class Core:
         key = self._node_key(name)
         ref = self.make_ref()
         self._links.add_monitor(holder, key, ref)
-        try:
+        with _Undo(self._links.remove_monitor, holder, ref):
             self._backend.connect(key.name)
-        except BaseException:
-            self._links.remove_monitor(holder, ref)
-            raise
         return ref
 
     def process_ended(self, state: ProcessState, reason: Any) -> None:

@@ -1,24 +1,20 @@
-"""The TCP/TLS network backend: wires the parts together and carries the traffic.
+"""The TCP/TLS network backend: makes the parts and wires them together.
 
 The parts, one job each: ``node/acceptor.py`` listens and admits,
 ``node/admission.py`` decides who may connect (both ways),
 ``node/dialer.py`` finds and dials peers (routes, pools, reconnects),
 ``node/connections.py`` keeps the connection table (closing, hand-over),
-``node/spawn.py`` does remote spawn, ``node/network_view.py`` is the user's
-``gen.Network``. What stays here is the frame traffic itself: the write path
-from process threads and the dispatch of what arrives.
+``node/write_path.py`` carries what processes send (``TCPBackend`` is a
+``WritePath``), ``node/dispatch.py`` routes the frames that arrive,
+``node/spawn.py`` does remote spawn, ``node/trust.py`` applies the cert
+manager's policy to connections on retired material, ``node/ergo_wire.py``
+speaks to Go Ergo nodes, and ``node/network_view.py`` is the user's
+``gen.Network``. What stays here: starting and stopping them (the loop
+thread, acceptors, registrar), and the callbacks links and the connection
+table make (``LinkOwner``, ``ConnectionOwner``), passed on to the part
+whose job they are.
 
 All network I/O runs on the node's loop thread (``net.loop.LoopThread``).
-Process threads call the ``NetworkBackend`` methods: they encode the frame on
-their own thread (so ``ErrTooLarge`` / ``ErrUnsupportedType`` reach the
-sender), find or make the connection (waiting at most the connect plus
-handshake timeouts), and queue the bytes on a link's batched writer. Frames
-that arrive are turned into ``NodeRouter`` calls on the loop thread; those only
-queue work for processes.
-
-Ordering: every frame for one (sender, recipient) pair travels on the same
-link, chosen by the sender's order byte, so it arrives in order.
-
 Lifetimes: the backend owns the loop thread, the acceptors and every link;
 ``stop()`` closes them all. Losing a link ends its connection: exits and
 downs fire for the peer's processes and pending calls fail at once with
@@ -34,7 +30,7 @@ import secrets
 import ssl
 import string
 import threading
-from typing import Any
+from typing import Any, TypedDict
 
 from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import (
@@ -43,25 +39,23 @@ from ergo_py.gen.errors import (
     ErrNoConnection,
     ErrTaken,
     ErrTimeout,
-    ErrUnsupported,
     HandshakeRejected,
     NodeError,
 )
-from ergo_py.gen.identifiers import PID, Alias, ProcessID, Ref
+from ergo_py.gen.identifiers import PID
 from ergo_py.gen.node import (
     AcceptorInfo,
     Network,
     NetworkBackend,
     NodeRouter,
     RemoteSpawnRequest,
-    RemoteTarget,
 )
 from ergo_py.gen.options import (
-    POOL_GROW_AFTER,
     PROTOCOL_ERGO,
     PROTOCOLS,
     AcceptorOptions,
     NetworkMode,
+    NetworkOptions,
     NodeOptions,
 )
 from ergo_py.gen.registrar import Registrar, Route
@@ -69,30 +63,21 @@ from ergo_py.net import frames as fr
 from ergo_py.net.handshake import AdmissionEvent, HandshakeComplete, JoinComplete
 from ergo_py.net.link import LinkProtocol
 from ergo_py.net.loop import LoopThread, wait_until
-from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.registrar import EmbeddedRegistrar
-from ergo_py.net.writer import BatchWriter
 from ergo_py.node.acceptor import Acceptor
 from ergo_py.node.admission import Admission
-from ergo_py.node.connections import Connection, ConnectionTable, ConnState
+from ergo_py.node.connections import Connection, ConnectionTable
 from ergo_py.node.dialer import Dialer
+from ergo_py.node.dispatch import Dispatcher
 from ergo_py.node.ergo_pool import ErgoConnection
 from ergo_py.node.ergo_wire import ErgoWire
 from ergo_py.node.network_view import NetworkView
 from ergo_py.node.observe import Observer
 from ergo_py.node.spawn import RemoteSpawn
 from ergo_py.node.trust import TrustKeeper
+from ergo_py.node.write_path import WritePath
 
 log = logging.getLogger(__name__)
-# Lines a peer can cause (undeliverable frames, refusals, failed dials): per
-# kind, a few pass and the rest are counted (see net.ratelog).
-_limited = LogLimiter(log)
-
-_CURRENT = ConnState.CURRENT  # the write path's check, without the class attribute look-up
-_send_run = fr.send_run
-
-# The call frame type for each kind of callee.
-_CALL_CODES = {PID: fr.TYPE_CALL_PID, ProcessID: fr.TYPE_CALL_NAME, Alias: fr.TYPE_CALL_ALIAS}
 
 
 def create_backend(router: NodeRouter, options: NodeOptions) -> NetworkBackend:
@@ -128,57 +113,50 @@ def _random_cookie() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(16))
 
 
-class TCPBackend(NetworkBackend):
+class _Wiring(TypedDict):
+    """The node's settings the dialer and the Ergo wire are made with (as keywords)."""
+
+    name: str
+    creation: int
+    cookie: str
+    net: NetworkOptions
+    cert_manager: CertManager | None
+    lt: LoopThread
+
+
+class TCPBackend(WritePath):
     """Connections to other nodes over TCP, with TLS when a cert manager is set."""
 
     def __init__(self, router: NodeRouter, options: NodeOptions) -> None:
         self._router = router
-        self._name = str(router.name)
-        self._creation = router.creation
+        name = self._name = str(router.name)
+        creation = self._creation = router.creation
         self._options = options
         net = options.network
-        self._net = net
         if not net.cookie:
             net.cookie = _random_cookie()
-            log.warning("%s: no cookie set; using a random one", self._name)
-        self._cookie = net.cookie
-        self._cm: CertManager | None = options.cert_manager
+            log.warning("%s: no cookie set; using a random one", name)
+        cookie = self._cookie = net.cookie
+        cm = self._cm = options.cert_manager
         if net.insecure_skip_verify:
-            log.warning("%s: insecure_skip_verify is on: peers are not verified", self._name)
-        self._lt = LoopThread(self._name)
-        self._table = ConnectionTable(self, self._name, net, self._lt)
-        self._conns = self._table.conns  # the write path's look-up, one attribute away
-        self._owing = self._table.owing
-        self._encoder = fr.FrameEncoder()  # this node's identifier caches: shared with no other
-        # Refs of calls each peer made that are not answered yet (sets: one
-        # add or discard is atomic, from the loop or any process thread).
-        self._owed: dict[str, set[Ref]] = {}
+            log.warning("%s: insecure_skip_verify is on: peers are not verified", name)
+        lt = LoopThread(name)
+        table = ConnectionTable(self, name, net, lt)
         self._acceptors: list[Acceptor] = []
         self._registrar_lock = threading.Lock()
-        self._dialer = Dialer(
-            self,
-            self._table,
-            name=self._name,
-            creation=self._creation,
-            cookie=self._cookie,
-            net=net,
-            cert_manager=self._cm,
-            registrar=self.registrar,
-            lt=self._lt,
+        wiring = _Wiring(
+            name=name, creation=creation, cookie=cookie, net=net, cert_manager=cm, lt=lt
         )
-        self._admission = Admission(self._name, net, self._table, self._dialer.pending)
-        self._spawn = RemoteSpawn(self, router, self._lt, self._name, self._creation, net)
+        dialer = Dialer(self, table, registrar=self.registrar, **wiring)
+        self._admission = Admission(name, net, table, dialer.pending)
+        self._spawn = RemoteSpawn(self, router, lt, name, creation, net)
+        self._dispatcher = Dispatcher(name, router, self._spawn)
+        self._dispatch_all = self._dispatcher.dispatch_all
         # Go Ergo nodes (docs/interop.md): their own table, acceptors and routes.
-        self._ergo = ErgoWire(
-            self,
-            router,
-            name=self._name,
-            creation=self._creation,
-            cookie=self._cookie,
-            net=net,
-            cert_manager=self._cm,
-            lt=self._lt,
-            offers=self._spawn,
+        ergo = ErgoWire(self, router, offers=self._spawn, **wiring)
+        # The write path's parts are this backend's too (_lt, _table, _dialer, _ergo, _net).
+        super().__init__(
+            lt=lt, table=table, dialer=dialer, ergo=ergo, net=net, owed=self._dispatcher.owed
         )
         self._view = NetworkView(self)
         self._registrar: Registrar | None = None
@@ -189,15 +167,15 @@ class TCPBackend(NetworkBackend):
             self._observer.network = self
         # node/trust.py: the cert manager's policy for connections on retired material
         self._trust: TrustKeeper | None = None
-        if self._cm is not None:
+        if cm is not None:
             self._trust = TrustKeeper(
-                self._cm,
-                self._lt,
-                self._name,
+                cm,
+                lt,
+                name,
                 insecure_dial=net.insecure_skip_verify,
                 connections=self.current_connections,
-                replace=self._dialer.reconnect,
-                close=lambda conn, why: self._table.start_drain(conn, replaced=False, why=why),
+                replace=dialer.reconnect,
+                close=lambda conn, why: table.start_drain(conn, replaced=False, why=why),
             )
             if self._observer is not None:
                 self._observer.trust = self._trust
@@ -318,7 +296,7 @@ class TCPBackend(NetworkBackend):
 
     def link_frames(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
         if not self._table.hold_frames(link, frames):
-            self.dispatch_all(link, frames)
+            self._dispatch_all(link, frames)
 
     def link_peer_closed(self, link: LinkProtocol, replaced: bool) -> None:
         self._table.link_peer_closed(link, replaced)
@@ -364,84 +342,17 @@ class TCPBackend(NetworkBackend):
             self._observer.connection_drained(peer, reason)
 
     def dispatch_all(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
-        """Route ``frames`` in order; a run of plain messages goes to the router at once.
-
-        The run is handed over before any other frame (a call, an exit, a
-        down) is routed, so those still queue behind the messages before them.
-        """
-        run: list[tuple[PID, RemoteTarget, Any]] = []
-        for frame in frames:
-            if isinstance(frame, tuple):  # a send frame: (from_, to, message)
-                run.append(frame)
-                continue
-            if run:
-                self._route_sends(link, run)
-                run = []
-            try:
-                assert link.result is not None  # frames come only after the handshake
-                self._dispatch(frame, link.result.peer_name)
-            except ErgoError as exc:
-                self._not_delivered(link, type(frame).__name__, exc)
-        if run:
-            self._route_sends(link, run)
-
-    def _route_sends(self, link: LinkProtocol, run: list[tuple[PID, RemoteTarget, Any]]) -> None:
-        for _, error in self._router.route_sends(run):
-            self._not_delivered(link, "message", error)
-
-    def _not_delivered(self, link: LinkProtocol, what: str, exc: ErgoError) -> None:
-        peer = link.result.peer_name if link.result is not None else link.peer_address
-        _limited.log(
-            logging.INFO,
-            (self._name, peer, what, type(exc)),
-            "%s: frame %s from %s not delivered: %s",
-            self._name,
-            what,
-            peer,
-            exc,
-        )
-
-    # --- inbound frames (loop thread) ---------------------------------------------------
+        self._dispatch_all(link, frames)
 
     def owes_replies(self, peer: str) -> bool:
-        return bool(self._owed.get(peer))
+        return self._dispatcher.owes_replies(peer)
 
     def node_down(self, peer: str, reason: ErrNoConnection) -> None:
-        self._owed.pop(peer, None)  # the router forgets those calls: nobody will answer
-        self._router.route_node_down(peer, reason)
+        self._dispatcher.node_down(peer, reason)
         if self._observer is not None:
             self._observer.connection_down(peer, reason)
 
-    def _dispatch(self, f: fr.Frame, peer: str) -> None:
-        """Route one frame from ``peer`` other than a plain message (those go by runs)."""
-        r = self._router
-        if isinstance(f, (fr.CallPID, fr.CallName, fr.CallAlias)):
-            owed = self._owed.get(f.from_.node)
-            if owed is None:
-                owed = self._owed[f.from_.node] = set()
-            owed.add(f.ref)
-            r.route_call(f.from_, f.to, f.ref, f.message)
-        elif isinstance(f, fr.CallResponse):
-            r.route_reply(f.from_, f.ref, f.result, None)
-        elif isinstance(f, fr.CallError):
-            err = f.error if isinstance(f.error, BaseException) else ErrNoConnection(str(f.error))
-            r.route_reply(f.from_, f.ref, None, err)
-        elif isinstance(f, fr.Exit):
-            r.route_exit(f.from_, f.to, f.reason)
-        elif isinstance(f, fr.Link):
-            r.route_link(f.from_, f.target)
-        elif isinstance(f, fr.Unlink):
-            r.route_unlink(f.from_, f.target)
-        elif isinstance(f, fr.Monitor):
-            r.route_monitor(f.from_, f.target, f.ref)
-        elif isinstance(f, fr.Demonitor):
-            r.route_demonitor(f.from_, f.target, f.ref)
-        elif isinstance(f, fr.DownFrame):
-            r.route_down(f.target, f.to, f.ref, f.reason)
-        elif isinstance(f, fr.SpawnRequest):
-            self._spawn.requested(f)
-        elif isinstance(f, fr.SpawnResult):
-            self._spawn.result(f, peer)
+    # --- remote spawn (node/spawn.py) -----------------------------------------------------
 
     def enable_spawn(self, name: str, factory: Any, *nodes: str) -> None:
         self._spawn.enable(name, factory, *nodes)
@@ -449,247 +360,14 @@ class TCPBackend(NetworkBackend):
     def disable_spawn(self, name: str, *nodes: str) -> None:
         self._spawn.disable(name, *nodes)
 
-    # SpawnOwner
-
-    def send_frame_from_loop(self, node: str, frame: fr.Frame) -> None:
-        self._send_frame(node, frame, from_loop=True)
-
-    async def connect_from_loop(self, node: str) -> Connection:
-        return await self._dialer.connect(node)
-
-    # --- outbound (process threads) -----------------------------------------------------
-
-    @property
-    def _dial_budget(self) -> float:
-        """How long a caller waits for a dial: connect, TLS and handshake, with margin."""
-        return self._net.connect_timeout + 2 * self._net.handshake_timeout + 5.0
-
-    def _connection(self, node: str) -> Connection:
-        conn = self._conns.get(node)
-        if conn is not None and conn.state is _CURRENT:
-            return conn
-        try:
-            return self._lt.run(self._dialer.connect(node), timeout=self._dial_budget)
-        except ErrTimeout as exc:
-            raise ErrNoConnection(f"cannot connect to {node}: {exc}") from exc
-
-    def _send_frame(
-        self, node: str, frame: fr.Frame, from_loop: bool = False, order: int | None = None
-    ) -> None:
-        if self._ergo.wants(node):
-            raise ErrUnsupported(
-                f"{type(frame).__name__} is not supported towards Ergo node {node}"
-            )
-        if order is None:
-            order = fr.frame_order(frame)
-        self._send_data(str(node), self._encoder.encode_frame(frame, order=order), order, from_loop)
-
-    def _ready(self, node: str, order: int) -> tuple[Connection, LinkProtocol, BatchWriter] | None:
-        """The write path's common case: the connection is current and ``order`` has its link."""
-        conn = self._conns.get(node)
-        if conn is None or conn.state is not _CURRENT:
-            return None
-        link = conn.sticky.get(order)
-        if link is None or link.writer is None:
-            return None
-        return conn, link, link.writer
-
-    def _send_data(self, node: str, data: bytes, order: int, from_loop: bool = False) -> None:
-        """Write one encoded frame to ``node`` on the link for ``order``."""
-        # The common case first; anything else goes the general way below, as
-        # does a write refused because the link closed meanwhile (nothing was
-        # written then).
-        ready = None if from_loop else self._ready(node, order)
-        if ready is not None:
-            up, up_link, up_writer = ready
-            limit = up.handshake.peer_max_message_size
-            if limit and len(data) > limit:
-                raise fr.too_large(len(data), limit)
-            try:
-                up_writer.write(data)
-            except ErrNoConnection:
-                pass
-            else:
-                self._wrote(up, up_link)
-                return
-        for _ in range(3):
-            conn = self._owing.get(node)  # a reply owed on a connection that is closing
-            if conn is None:
-                conn = self._conns.get(node)
-                if not from_loop and (conn is None or conn.state is not _CURRENT):
-                    self._dial_and_send(node, data, order)
-                    return
-            if conn is None:
-                raise ErrNoConnection(f"not connected to {node}")
-            limit = conn.handshake.peer_max_message_size
-            if limit and len(data) > limit:
-                raise fr.too_large(len(data), limit)
-            link = conn.pick(order)
-            writer = link.writer
-            if writer is None:
-                raise ErrNoConnection(f"link to {node} is not ready")
-            try:
-                if from_loop:
-                    writer.write_now(data)
-                else:
-                    writer.write(data)
-            except ErrNoConnection:
-                if conn.closing:
-                    continue  # closed or handed over meanwhile: the next one takes it
-                raise
-            self._wrote(conn, link)
-            return
-        raise ErrNoConnection(f"connection to {node} keeps closing")
-
-    def _dial_and_send(self, node: str, data: bytes, order: int) -> None:
-        """Process thread: dial ``node``, and write ``data`` from the loop once it is up.
-
-        The write follows the handshake on the loop, instead of after a
-        hand-over back to this thread and another one to the loop (about a
-        fifth of a millisecond per set-up here).
-        """
-
-        async def dial_and_send() -> None:
-            await self._dialer.connect(node)
-            self._send_data(node, data, order, from_loop=True)
-
-        try:
-            self._lt.run(dial_and_send(), timeout=self._dial_budget)
-        except ErrTimeout as exc:
-            raise ErrNoConnection(f"cannot connect to {node}: {exc}") from exc
-
-    def _wrote(self, conn: Connection, link: LinkProtocol) -> None:
-        """Count a frame out; a busy connection opens the rest of its pool."""
-        link.messages_out += 1
-        if conn.grow is not None and link.messages_out >= POOL_GROW_AFTER:
-            self._wrote_grow(conn)
-
-    def _wrote_grow(self, conn: Connection) -> None:
-        if not conn.growing:
-            conn.growing = True
-            with contextlib.suppress(ErgoError):  # stopping: no pool to grow
-                self._lt.call_soon(self._dialer.grow, conn)
-
-    def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
-        order = 1 + from_pid.id % 255  # fr.order_byte, inline: this runs per message
-        node = to.node  # an Atom is a str: it finds the connection without a copy
-        # The common case (as _ready and _wrote, inline): the sender's link is
-        # up. The message goes to its writer as an item, so that a burst from
-        # one process to one recipient leaves as one batch frame.
-        conn = self._conns.get(node)
-        if conn is not None and conn.state is _CURRENT:
-            link = conn.sticky.get(order)
-            writer = link.writer if link is not None else None
-            if link is not None and writer is not None:
-                limit = conn.handshake.peer_max_message_size
-                entry, item = self._encoder.send_item(from_pid, to, message, order, limit)
-                try:
-                    writer.write_item(entry, order, item, _send_run, len(entry[3]) + 16)
-                except ErrNoConnection:
-                    pass  # closed meanwhile: nothing was written, go the general way
-                else:
-                    link.messages_out += 1
-                    if conn.grow is not None and link.messages_out >= POOL_GROW_AFTER:
-                        self._wrote_grow(conn)
-                    return
-        if self._ergo.wants(node):
-            self._ergo.send(from_pid, to, message)
-            return
-        self._send_data(node, self._encoder.encode_send(from_pid, to, message, order), order)
-
-    def call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
-        code = _CALL_CODES.get(type(to))
-        if code is None:
-            raise ErrIncorrect(f"cannot call {to!r}")
-        if self._ergo.wants(to.node):
-            self._ergo.call(from_pid, to, ref, request)
-            return
-        order = fr.order_byte(from_pid.id)
-        data = self._encoder.encode_call(code, from_pid, to, ref, request, order)
-        self._send_data(to.node, data, order)
-
-    def reply(
-        self, from_pid: PID, to: PID, ref: Ref, value: Any, error: BaseException | None
-    ) -> None:
-        if self._ergo.wants(to.node):
-            self._ergo.reply(from_pid, to, ref, value, error)
-            return
-        try:
-            if error is not None:
-                self._send_frame(to.node, fr.CallError(from_pid, to, ref, error))
-                return
-            order = fr.order_byte(from_pid.id)
-            try:
-                data = self._encoder.encode_call(
-                    fr.TYPE_CALL_RESPONSE, from_pid, to, ref, value, order
-                )
-                self._send_data(to.node, data, order)
-            except ErgoError as exc:
-                if isinstance(exc, ErrNoConnection):
-                    raise
-                # The value cannot travel (too large, unencodable): the caller learns why.
-                self._send_frame(to.node, fr.CallError(from_pid, to, ref, exc))
-        finally:
-            owed = self._owed.get(to.node)
-            if owed is not None:
-                owed.discard(ref)
-                if not owed and to.node in self._owing:
-                    # Written (queued on the link) before this: the Close goes behind it.
-                    with contextlib.suppress(ErgoError):
-                        self._lt.call_soon(self._table.replies_written, to.node)
-
-    def link(self, from_pid: PID, target: RemoteTarget) -> None:
-        if self._ergo.wants(target.node):
-            self._ergo.watches.link(from_pid, target)
-            return
-        self._send_frame(target.node, fr.Link(from_pid, target))
-
-    def unlink(self, from_pid: PID, target: RemoteTarget) -> None:
-        if self._ergo.wants(target.node):
-            self._ergo.watches.unlink(from_pid, target)
-            return
-        self._send_frame(target.node, fr.Unlink(from_pid, target))
-
-    def monitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
-        if self._ergo.wants(target.node):
-            self._ergo.watches.monitor(from_pid, target, ref)
-            return
-        self._send_frame(target.node, fr.Monitor(from_pid, target, ref))
-
-    def demonitor(self, from_pid: PID, target: RemoteTarget, ref: Ref) -> None:
-        if self._ergo.wants(target.node):
-            self._ergo.watches.demonitor(from_pid, target, ref)
-            return
-        self._send_frame(target.node, fr.Demonitor(from_pid, target, ref))
-
-    def exit(
-        self, from_target: RemoteTarget, to: PID, reason: Any, ended: PID | None = None
-    ) -> None:
-        if self._ergo.wants(to.node):
-            self._ergo.watches.exit(from_target, to, reason, ended)
-            return
-        order = fr.order_byte(ended.id) if ended is not None else None
-        self._send_frame(to.node, fr.Exit(from_target, to, reason), order=order)
-
-    def down(
-        self, from_target: RemoteTarget, to: PID, ref: Ref, reason: Any, ended: PID | None = None
-    ) -> None:
-        if self._ergo.wants(to.node):
-            self._ergo.watches.down(from_target, to, ref, reason, ended)
-            return
-        order = fr.order_byte(ended.id) if ended is not None else None
-        self._send_frame(to.node, fr.DownFrame(to, from_target, ref, reason), order=order)
-
     def spawn(self, from_pid: PID, order: RemoteSpawnRequest) -> PID:
         if self._ergo.wants(order.node):
             return self._ergo.spawns.spawn(from_pid, order)
         return self._spawn.spawn(from_pid, order)
 
-    def connect(self, node: str) -> None:
-        if self._ergo.wants(node):
-            self._ergo.connection(node)
-            return
-        self._connection(node)
+    async def connect_from_loop(self, node: str) -> Connection:
+        """SpawnOwner: the connection to ``node``, dialled if need be (loop thread)."""
+        return await self._dialer.connect(node)
 
     @property
     def core_pid(self) -> PID:

@@ -218,11 +218,7 @@ def _type_of_value(value: Any) -> StructType | None:
 
 
 def _atom(out: bytearray, value: str) -> None:
-    data = value.encode()
-    if len(data) > 255:
-        raise ge.ErrTooLarge(f"atom longer than 255 bytes: {value[:32]!r}...")
-    out += _U16.pack(len(data))
-    out += data
+    _text(out, value, 255, "atom")
 
 
 def _ident(out: bytearray, value: Ref) -> None:
@@ -247,7 +243,7 @@ def _text(out: bytearray, text: str, limit: int, what: str) -> None:
     """A string body: its length (16 bits), then its UTF-8."""
     data = text.encode()
     if len(data) > limit:
-        raise ge.ErrTooLarge(f"{what} longer than {limit} bytes cannot go to Go")
+        raise ge.ErrTooLarge(f"{what} longer than {limit} bytes cannot go to Go: {text[:32]!r}...")
     out += _U16.pack(len(data))
     out += data
 
@@ -460,14 +456,18 @@ class Decoder:
     def _u32(self) -> int:
         return int(_U32.unpack(self._take(4))[0])
 
+    def _text(self, n: int, cached: bool, cache: Mapping[int, str], what: str) -> str:
+        """A length-prefixed text, or (``cached``) the one the peer's handshake numbered ``n``."""
+        if not cached:
+            return self._take(n).decode()
+        text = cache.get(n)
+        if text is None:
+            raise RemoteProtocolError(f"EDF: unknown {what} cache id {n}")
+        return text
+
     def _atom(self) -> Atom:
         n = self._u16()
-        if n > 255:
-            text = self.caches.atoms.get(n)
-            if text is None:
-                raise RemoteProtocolError(f"EDF: unknown atom cache id {n}")
-            return Atom(text)
-        return Atom(self._take(n).decode())
+        return Atom(self._text(n, n > 255, self.caches.atoms, "atom"))
 
     def _ident(self, cls: type[Ref]) -> Ref:
         node = self._atom()
@@ -478,21 +478,11 @@ class Decoder:
         n = self._u16()
         if n == 0xFFFF:
             return None
-        if n > 0x7FFF:
-            text = self.caches.errors.get(n)
-            if text is None:
-                raise RemoteProtocolError(f"EDF: unknown error cache id {n}")
-            return error_value(text)
-        return error_value(self._take(n).decode())
+        return error_value(self._text(n, n > 0x7FFF, self.caches.errors, "error"))
 
     def _reg_name(self) -> str:
         n = self._u16()
-        if n > 4095:
-            name = self.caches.types.get(n)
-            if name is None:
-                raise RemoteProtocolError(f"EDF: unknown type cache id {n}")
-            return name
-        return self._take(n).decode()
+        return self._text(n, n > 4095, self.caches.types, "type")
 
     def _time(self) -> dt.datetime:
         body = self._take(self._byte())

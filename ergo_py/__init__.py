@@ -22,6 +22,7 @@ def start_node(name: str, options: NodeOptions | None = None) -> Node:
     network: anything addressed to another node fails with
     ``gen.ErrNoConnection``.
     """
+    from ergo_py.meta.web import serve_app
     from ergo_py.node import start_node as _start
 
-    return _start(name, options)
+    return _start(name, options, app_server=serve_app)

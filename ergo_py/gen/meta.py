@@ -9,11 +9,14 @@ it, and this interface is all it imports for that (the arrows stay downward).
 from __future__ import annotations
 
 import abc
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ergo_py.gen.identifiers import Alias
 
-__all__ = ["MetaBehavior", "MetaHost"]
+if TYPE_CHECKING:
+    from ergo_py.gen.certmanager import CertManager
+
+__all__ = ["AppServer", "AppServerFactory", "MetaBehavior", "MetaHost"]
 
 
 class MetaHost(Protocol):
@@ -46,3 +49,22 @@ class MetaBehavior(abc.ABC):
     @abc.abstractmethod
     def meta_alias(self) -> Alias:
         """The alias the actor's ``init`` made for itself: the meta-process's address."""
+
+
+class AppServer(MetaBehavior):
+    """A meta-process serving an ASGI app; ``port`` is the bound port once it is spawned."""
+
+    port: int
+
+
+class AppServerFactory(Protocol):
+    """Makes the ``AppServer`` for an ASGI app.
+
+    How the node serves its own ``/metrics`` and observer page without
+    importing ``ergo_py.meta``, which stands above it: ``ergo_py.start_node``
+    hands the node ``meta.serve_app``.
+    """
+
+    def __call__(
+        self, *, host: str, port: int, app: Any, tls: bool, cert_manager: CertManager | None
+    ) -> AppServer: ...

@@ -25,6 +25,7 @@ from typing import Any, cast
 
 from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import ErgoError, ErrTimeout, NodeError
+from ergo_py.gen.meta import AppServer
 from ergo_py.gen.node import Node, Target
 from ergo_py.gen.types import register_type
 from ergo_py.meta._host import MetaProcess
@@ -39,6 +40,7 @@ __all__ = [
     "WebResponse",
     "WebServer",
     "WebServerOptions",
+    "serve_app",
 ]
 
 log = logging.getLogger(__name__)
@@ -187,7 +189,7 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class WebServer(MetaProcess):
+class WebServer(MetaProcess, AppServer):
     """An HTTP(S) server meta-process for ``options.app``; ``port``: the bound port."""
 
     def __init__(self, options: WebServerOptions) -> None:
@@ -421,3 +423,12 @@ class WebHandler:
             headers.append((b"content-length", str(len(response.body)).encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": bytes(response.body)})
+
+
+def serve_app(
+    *, host: str, port: int, app: Any, tls: bool, cert_manager: CertManager | None
+) -> WebServer:
+    """A ``WebServer`` for ``app``: the ``gen.meta.AppServerFactory`` nodes are started with."""
+    return WebServer(
+        WebServerOptions(host=host, port=port, app=app, tls=tls, cert_manager=cert_manager)
+    )

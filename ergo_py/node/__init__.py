@@ -5,6 +5,7 @@ Use ``ergo_py.start_node``; the modules here are internal.
 
 from __future__ import annotations
 
+from ergo_py.gen.meta import AppServerFactory
 from ergo_py.gen.node import Node
 from ergo_py.gen.options import NodeOptions
 from ergo_py.node.backend import DisabledBackend, default_backend
@@ -20,12 +21,17 @@ def start_node(
     options: NodeOptions | None = None,
     *,
     backend_factory: BackendFactory | None = None,
+    app_server: AppServerFactory | None = None,
 ) -> Node:
-    """Start a node called ``name`` (``name@host``); see ``ergo_py.start_node``."""
+    """Start a node called ``name`` (``name@host``); see ``ergo_py.start_node``.
+
+    ``app_server`` makes the web servers of ``options.metrics`` and
+    ``options.observer`` (``ergo_py.start_node`` passes ``meta.serve_app``).
+    """
     atom = validate_node_name(name)
     options = options if options is not None else NodeOptions()
     if not isinstance(options, NodeOptions):
         from ergo_py.gen.errors import NodeError
 
         raise NodeError(f"options must be gen.NodeOptions, got {type(options).__name__}")
-    return LocalNode(atom, next_creation(), options, backend_factory or default_backend)
+    return LocalNode(atom, next_creation(), options, backend_factory or default_backend, app_server)

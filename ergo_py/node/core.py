@@ -44,7 +44,7 @@ from ergo_py.gen.messages import (
     TERMINATE_REASON_SHUTDOWN,
     MessageExitPID,
 )
-from ergo_py.gen.meta import MetaBehavior
+from ergo_py.gen.meta import AppServerFactory, MetaBehavior
 from ergo_py.gen.node import (
     Network,
     NetworkBackend,
@@ -202,13 +202,11 @@ class Core:
         needs_acceptor = self._options.network.mode == NetworkMode.ENABLED
         return self.observer.health(self.is_alive(), needs_acceptor)
 
-    def start_metrics(self) -> None:
-        """Serve ``options.metrics`` if asked for (``node/web_services.py``)."""
-        self.metrics_port = web_services.serve_metrics(self, self._options, self._calls.__len__)
-
-    def start_observer(self) -> None:
-        """Serve ``options.observer`` if asked for (``node/web_services.py``)."""
-        self.observer_port = web_services.serve_observer(self, self._options)
+    def start_web_services(self, app_server: AppServerFactory | None) -> None:
+        """Serve ``options.metrics`` and ``options.observer`` if asked (``web_services.py``)."""
+        opts = self._options
+        self.metrics_port = web_services.serve_metrics(self, opts, self._calls.__len__, app_server)
+        self.observer_port = web_services.serve_observer(self, opts, app_server)
 
     def processes_info(self, limit: int) -> list[dict[str, Any]]:
         """The first ``limit`` processes: pid, names and mailbox size (the observer page)."""

@@ -11,7 +11,7 @@ from typing import Any
 from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.events import Health
 from ergo_py.gen.identifiers import PID, Alias, Atom
-from ergo_py.gen.meta import MetaBehavior
+from ergo_py.gen.meta import AppServerFactory, MetaBehavior
 from ergo_py.gen.node import Network, Node, SpawnSpec, Target
 from ergo_py.gen.options import DEFAULT_REQUEST_TIMEOUT, NodeOptions
 from ergo_py.node.core import BackendFactory, Core
@@ -21,7 +21,12 @@ class LocalNode(Node):
     """A node running in this process; see ``gen.Node``."""
 
     def __init__(
-        self, name: Atom, creation: int, options: NodeOptions, backend_factory: BackendFactory
+        self,
+        name: Atom,
+        creation: int,
+        options: NodeOptions,
+        backend_factory: BackendFactory,
+        app_server: AppServerFactory | None = None,
     ) -> None:
         core = Core(self, name, creation, options, backend_factory)
         self._core = core
@@ -29,8 +34,7 @@ class LocalNode(Node):
         self._creation = creation
         self._pid = core.pid
         try:
-            core.start_metrics()
-            core.start_observer()
+            core.start_web_services(app_server)
         except BaseException:
             core.stop()
             raise

@@ -1,10 +1,12 @@
 """The node's own web services: ``/metrics`` and the observer page, each a meta-process.
 
-Both are served only when their options ask for them, by a
-``meta.WebServer`` the node spawns as one of its meta-processes, and both
-need the ``metrics`` extra; without it the node refuses to start
-(``gen.NodeError``) rather than run without what was asked for. ``meta`` is
-imported here only then: the runtime needs nothing of it otherwise.
+Both are served only when their options ask for them, by an app server
+(``gen.meta.AppServer``) the node spawns as one of its meta-processes, and
+both need the ``metrics`` extra; without it the node refuses to start
+(``gen.NodeError``) rather than run without what was asked for. The app
+server is made by the factory the node was started with
+(``ergo_py.start_node`` passes ``meta.serve_app``): ``node`` never imports
+``meta``, which stands above it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import NodeError
+from ergo_py.gen.meta import AppServerFactory
 from ergo_py.gen.options import MetricsOptions, NodeOptions, ObserverOptions
 
 if TYPE_CHECKING:
     from ergo_py.node.core import Core
 
 
-def serve_metrics(core: Core, options: NodeOptions, pending_calls: Callable[[], int]) -> int | None:
+def serve_metrics(
+    core: Core,
+    options: NodeOptions,
+    pending_calls: Callable[[], int],
+    app_server: AppServerFactory | None,
+) -> int | None:
     """Serve ``options.metrics`` (``/metrics``, ``/healthz``, ``/readyz``); its port, or None."""
     opts = options.metrics
     if opts is None:
@@ -35,10 +43,12 @@ def serve_metrics(core: Core, options: NodeOptions, pending_calls: Callable[[], 
         return metrics.make_app(metrics.make_registry(collector), core.health, core.is_alive)
 
     tls = opts.tls if opts.tls is not None else options.cert_manager is not None
-    return _serve(core, "metrics", opts, make_app, tls, None)
+    return _serve(core, "metrics", opts, make_app, tls, None, app_server)
 
 
-def serve_observer(core: Core, options: NodeOptions) -> int | None:
+def serve_observer(
+    core: Core, options: NodeOptions, app_server: AppServerFactory | None
+) -> int | None:
     """Serve ``options.observer`` (the page at ``/``, ``/observer.json``); its port, or None."""
     opts = options.observer
     if opts is None:
@@ -51,7 +61,7 @@ def serve_observer(core: Core, options: NodeOptions) -> int | None:
 
     has_cm = opts.cert_manager is not None or options.cert_manager is not None
     tls = opts.tls if opts.tls is not None else has_cm
-    return _serve(core, "observer", opts, make_app, tls, opts.cert_manager)
+    return _serve(core, "observer", opts, make_app, tls, opts.cert_manager, app_server)
 
 
 def cert_managers(options: NodeOptions) -> dict[str, CertManager]:
@@ -73,19 +83,19 @@ def _serve(
     make_app: Callable[[], Any],
     tls: bool,
     cert_manager: CertManager | None,
+    app_server: AppServerFactory | None,
 ) -> int:
+    if app_server is None:
+        raise NodeError(
+            f"options.{what} needs a web server to serve it: start the node with "
+            "ergo_py.start_node (ergo_py.node.start_node was given no app_server)"
+        )
     try:
-        from ergo_py import meta
-
         app = make_app()
     except ImportError as exc:
         raise NodeError(
             f"options.{what} needs the metrics extra (pip install 'ergo-py[metrics]'): {exc}"
         ) from exc
-    web = meta.WebServer(
-        meta.WebServerOptions(
-            host=opts.host, port=opts.port, app=app, tls=tls, cert_manager=cert_manager
-        )
-    )
+    web = app_server(host=opts.host, port=opts.port, app=app, tls=tls, cert_manager=cert_manager)
     core.spawn_meta(web)
     return web.port

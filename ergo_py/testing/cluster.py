@@ -346,7 +346,7 @@ class Cluster(contextlib.AbstractContextManager["Cluster"]):
         is a process node, and ``name`` may be bare (``"x"``: ``@IP`` is
         appended; the node's ``name`` is the full one).
         """
-        from ergo_py.node import start_node
+        from ergo_py import start_node
 
         if self.fabric is not None:
             if process is False:

@@ -369,7 +369,7 @@ class _Child:
             node.stop()
 
     def start(self, spec: _StartSpec) -> Node:
-        from ergo_py.node import start_node
+        from ergo_py import start_node
 
         if spec.log_json:
             configure_logging("json", spec.log_level)

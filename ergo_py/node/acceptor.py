@@ -42,7 +42,8 @@ from ergo_py.gen.node import AcceptorInfo
 from ergo_py.gen.options import PROTOCOL_ERGO_PY, AcceptorOptions, NetworkOptions
 from ergo_py.lib.logs import fields
 from ergo_py.net.handshake import REASON_BUSY, AcceptorHandshake
-from ergo_py.net.link import LinkOwner, LinkProtocol, TLSDetails
+from ergo_py.net.link import LinkOwner, LinkProtocol
+from ergo_py.net.linkbase import TLSDetails
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import ListenerTLS, server_tls_protocol
 

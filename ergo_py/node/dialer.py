@@ -41,7 +41,8 @@ from ergo_py.net.handshake import (
     JoinComplete,
     JoinHandshake,
 )
-from ergo_py.net.link import LinkOwner, LinkProtocol, TLSDetails
+from ergo_py.net.link import LinkOwner, LinkProtocol
+from ergo_py.net.linkbase import TLSDetails
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.retry import Backoff, retry_until_async

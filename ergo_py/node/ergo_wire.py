@@ -158,7 +158,15 @@ class ErgoWire:
     # --- acceptors (loop thread) ---------------------------------------------------------
 
     async def listen(self, options: AcceptorOptions) -> ErgoAcceptor:
-        acc = ErgoAcceptor(self, options, self._name, net=self._net, cert_manager=self._cm)
+        acc = ErgoAcceptor(
+            self,
+            options,
+            node_name=self._name,
+            creation=self._creation,
+            cookie=self._cookie,
+            net=self._net,
+            cert_manager=self._cm,
+        )
         await acc.bound()
         self.acceptors.append(acc)
         return acc

@@ -57,6 +57,7 @@ import ergo_py
 from ergo_py import act, gen, meta
 from ergo_py.lib import CertificateAuthority
 from ergo_py.net.loop import new_event_loop
+from ergo_py.node.asgi import answer_lifespan, respond
 
 HOST = scenarios.HOST
 CONNS = 4
@@ -81,25 +82,9 @@ logging.getLogger("hypercorn").setLevel(logging.WARNING)
 async def app(scope: Any, receive: Any, send: Any) -> None:
     """The ASGI app both web servers serve: a fixed small body (lifespan acknowledged)."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            kind = message["type"].rsplit(".", 1)[-1]
-            await send({"type": f"lifespan.{kind}.complete"})
-            if kind == "shutdown":
-                return
-    if scope["type"] != "http":
-        return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"text/plain"),
-                (b"content-length", str(len(BODY)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": BODY})
+        await answer_lifespan(receive, send)
+    elif scope["type"] == "http":
+        await respond(send, 200, BODY)
 
 
 class EchoActor(act.Actor):

@@ -32,6 +32,7 @@ from ergo_py.meta._host import MetaProcess
 from ergo_py.net.loop import wait_until
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import ListenerTLS, log_refused_handshake, server_tls_protocol
+from ergo_py.node.asgi import answer_lifespan, respond
 
 __all__ = [
     "WebHandler",
@@ -128,7 +129,7 @@ class _Limits:
                 with contextlib.suppress(ValueError):
                     if int(value) > self.limit:
                         await _discard_body(receive, _DRAIN_MAX)
-                        await _respond(send, 413, b"request body too large\n")
+                        await respond(send, 413, b"request body too large\n")
                         return
         started = False
         seen = 0
@@ -153,7 +154,7 @@ class _Limits:
         except _BodyTooLarge:
             if not started:
                 await _discard_body(receive, _DRAIN_MAX)
-                await _respond(send, 413, b"request body too large\n")
+                await respond(send, 413, b"request body too large\n")
 
 
 # A refused body is read and dropped, up to this much, before the 413 goes
@@ -173,20 +174,6 @@ async def _discard_body(receive: Receive, budget: int) -> None:
         budget -= len(message.get("body", b""))
         if not message.get("more_body", False):
             return
-
-
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class WebServer(MetaProcess, AppServer):
@@ -363,18 +350,14 @@ class WebHandler:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].rsplit(".", 1)[-1]
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         extensions = scope.get("extensions") or {}
         node = self.options.node or (extensions.get("ergo_py") or {}).get("node")
         if node is None:
-            await _respond(send, 500, b"no node to hand the request to\n")
+            await respond(send, 500, b"no node to hand the request to\n")
             return
         body = bytearray()
         while True:
@@ -400,7 +383,7 @@ class WebHandler:
                 None, node.call, self.options.worker, request, timeout
             )
         except ErrTimeout:
-            await _respond(send, 504, b"the worker did not answer in time\n")
+            await respond(send, 504, b"the worker did not answer in time\n")
             return
         except Exception as exc:
             log.info(
@@ -410,11 +393,11 @@ class WebHandler:
                 self.options.worker,
                 exc,
             )
-            await _respond(send, 500, b"the worker failed\n")
+            await respond(send, 500, b"the worker failed\n")
             return
         if not isinstance(response, WebResponse):
             log.info("worker %r answered %r, not a WebResponse", self.options.worker, response)
-            await _respond(send, 500, b"the worker gave no response\n")
+            await respond(send, 500, b"the worker gave no response\n")
             return
         headers = [
             (str(k).encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers

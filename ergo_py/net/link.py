@@ -6,7 +6,8 @@ thread; when a machine asks who may come in, the owner's ``link_admit``
 answers and the link feeds the verdict back. It knows nothing about
 processes. One owner per link: the protocol closes its transport itself only
 on a protocol error or timeout, and tells the owner exactly once that it is
-gone (``link_lost``).
+gone (``link_lost``). What it shares with Ergo's dialect
+(``node/ergo_link.py``) is in :class:`~ergo_py.net.linkbase.LinkBase`.
 
 A link counts as up only after the peer's first handshake message arrived
 and the handshake completed: under TLS 1.3 a refused client certificate shows
@@ -23,15 +24,11 @@ the owner that nothing in flight either way was lost.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from ergo_py.gen.cert import PeerCertificate
-from ergo_py.gen.certmanager import CertState
 from ergo_py.gen.errors import (
-    ErgoError,
     ErrNoConnection,
     ErrTimeout,
     ErrTooLarge,
@@ -56,12 +53,10 @@ from ergo_py.net.handshake import (
     Rejected,
     reject_message,
 )
+from ergo_py.net.linkbase import LinkBase, TLSDetails
 from ergo_py.net.ratelog import LogLimiter
-from ergo_py.net.tls import connection_tls_info
-from ergo_py.net.writer import BatchWriter, WriterFlowControl
 
 log = logging.getLogger(__name__)
-_limited = LogLimiter(log)  # a peer can cause these lines as often as it likes
 
 Machine = DialerHandshake | AcceptorHandshake | JoinHandshake
 
@@ -74,38 +69,6 @@ _CLOSE = {replaced: FrameEncoder().encode_frame(Close(replaced)) for replaced in
 # go on once it is below the low mark: bounded memory, few stalls.
 WRITE_HIGH_WATER = 4 << 20
 WRITE_LOW_WATER = 1 << 20
-
-
-class TLSDetails:
-    """What TLS said about one link: our cert state, the peer's certificate."""
-
-    __slots__ = ("cipher", "local_state", "peer", "peer_der", "version")
-
-    def __init__(self, transport: asyncio.BaseTransport) -> None:
-        self.local_state: CertState | None = None
-        self.peer_der: bytes | None = None
-        self.peer: PeerCertificate | None = None
-        self.version: str | None = None
-        self.cipher: str | None = None
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is None:
-            return
-        self.local_state, self.peer_der = connection_tls_info(ssl_object)
-        if self.peer_der:
-            self.peer = PeerCertificate.from_der(self.peer_der)
-        self.version = ssl_object.version()
-        cipher = ssl_object.cipher()
-        self.cipher = cipher[0] if cipher else None
-
-    @property
-    def local_fp(self) -> bytes | None:
-        if self.local_state is None:
-            return None
-        return bytes.fromhex(self.local_state.certificate.fingerprint)
-
-    @property
-    def peer_fp(self) -> bytes | None:
-        return hashlib.sha256(self.peer_der).digest() if self.peer_der else None
 
 
 class LinkOwner(Protocol):
@@ -129,8 +92,11 @@ class LinkOwner(Protocol):
 MachineFactory = Callable[[TLSDetails], Machine]
 
 
-class LinkProtocol(WriterFlowControl, asyncio.Protocol):
+class LinkProtocol(LinkBase[LinkOwner, HandshakeComplete | JoinComplete]):
     """A link from TCP connect to close; ``ready`` resolves when the handshake is done."""
+
+    _LOG_NAME = "link"
+    _limited = LogLimiter(log)
 
     def __init__(
         self,
@@ -143,30 +109,13 @@ class LinkProtocol(WriterFlowControl, asyncio.Protocol):
         settled: Callable[[LinkProtocol], None] | None = None,
         keepalive: float = 0.0,
     ) -> None:
-        self._owner = owner
+        super().__init__(owner, dialer=dialer, handshake_timeout=handshake_timeout, settled=settled)
         self._make_machine = make_machine
-        self._handshake_timeout = handshake_timeout
         self._max_message_size = max_message_size
-        self.dialer = dialer
-        self._settled = settled
-        self._loop = asyncio.get_running_loop()
-        self.ready: asyncio.Future[HandshakeComplete | JoinComplete] = self._loop.create_future()
-        self.gone: asyncio.Future[None] = self._loop.create_future()  # the transport is closed
         self._machine: Machine | None = None
         self._decoder: FrameDecoder | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._transport: asyncio.Transport | None = None
-        self.writer: BatchWriter | None = None
-        self.tls: TLSDetails | None = None
-        self.result: HandshakeComplete | JoinComplete | None = None
-        self.peer_address: Any = None
-        self.messages_in = 0
-        self.messages_out = 0
-        self._reported = False
-        self._error: BaseException | None = None
         self.sent_close = False
         self.peer_closed = False
-        self._machine_heard = False
         self._keepalive = keepalive
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._bytes_in = 0
@@ -188,43 +137,26 @@ class LinkProtocol(WriterFlowControl, asyncio.Protocol):
 
     # --- asyncio callbacks -------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass asyncio's
-        self._transport = transport
-        self.peer_address = transport.get_extra_info("peername")
-        self._timer = self._loop.call_later(self._handshake_timeout, self._timed_out)
+    def _begin(self) -> bytes:
+        assert self.tls is not None
         try:
-            self.tls = TLSDetails(transport)
             self._machine = self._make_machine(self.tls)
-            if not isinstance(self._machine, AcceptorHandshake):
-                transport.write(self._machine.initiate())
         except HandshakeRejected as exc:  # refused before any message, e.g. "busy"
-            transport.write(reject_message(exc.reason))
+            self._write_quietly(reject_message(exc.reason))
             self._fail(exc, refused_by_us=True)
-        except Exception as exc:
-            self._fail(exc)
-
-    def handshake_failed(self, exc: BaseException | None) -> None:
-        """The transport's own (TLS) handshake failed: this link never came up."""
-        self._settle()
-        if not self.ready.done():
-            self.ready.set_exception(ErrNoConnection(f"TLS handshake failed: {exc or 'closed'}"))
-            self.ready.exception()
-
-    def _settle(self) -> None:
-        """The handshake is over, one way or the other (called once)."""
-        settled, self._settled = self._settled, None
-        if settled is not None:
-            settled(self)
+            return b""
+        if isinstance(self._machine, AcceptorHandshake):
+            return b""
+        return self._machine.initiate()
 
     def data_received(self, data: bytes) -> None:
         self._bytes_in += len(data)
         if self._decoder is not None:
-            self._frames(data)
+            self._receive(data)
             return
         if self._machine is None:
             return
-        self._machine_heard = True
+        self._heard = True
         try:
             self._machine.receive_data(data)
             self._drive()
@@ -233,33 +165,21 @@ class LinkProtocol(WriterFlowControl, asyncio.Protocol):
             self._fail(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._settle()
-        if self._timer is not None:
-            self._timer.cancel()
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
-        if self.writer is not None:
-            self.writer.close()
-        reason = self._error or exc
+        super().connection_lost(exc)
+
+    def _unexplained_end(self) -> BaseException | None:
         tls_up = self.tls is not None and self.tls.version is not None
-        if reason is None and self.dialer and tls_up and not self._machine_heard:
+        if self.dialer and tls_up and not self._heard:
             # TLS 1.3 finishes the client's side before the server has
             # checked the client certificate; a refusal is this EOF.
-            reason = ErrNoConnection(
+            return ErrNoConnection(
                 "the peer closed the connection before its first handshake message: "
                 "it refused our TLS client certificate (unknown CA, expired, or not "
                 "presented while required) or it is not an ergo_py node; its log says which"
             )
-        if not self.ready.done():
-            self.ready.set_exception(
-                reason if reason is not None else ErrNoConnection("closed during handshake")
-            )
-            self.ready.exception()  # mark retrieved: the owner may not be waiting
-        if not self.gone.done():
-            self.gone.set_result(None)
-        if not self._reported:
-            self._reported = True
-            self._owner.link_lost(self, reason)
+        return None
 
     # --- handshake ---------------------------------------------------------------------
 
@@ -290,28 +210,15 @@ class LinkProtocol(WriterFlowControl, asyncio.Protocol):
                 self._fail(HandshakeRejected(event.reason))
                 return
 
-    def _complete(self, done: HandshakeComplete | JoinComplete, trailing: bytes) -> None:
+    def _handshake_done(self, done: HandshakeComplete | JoinComplete) -> None:
         assert self._transport is not None
-        if self._timer is not None:
-            self._timer.cancel()
-        self._settle()
-        self.result = done
         self._decoder = FrameDecoder(self._max_message_size, peer=done.peer_name)
-        self.writer = BatchWriter(self._loop, self._transport)
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         if self._keepalive > 0:
             self._keepalive_timer = self._loop.call_later(self._keepalive, self._tick)
-        try:
-            self._owner.link_up(self, done)
-        except ErgoError as exc:  # the owner refuses it (and logs why, if it matters)
-            self._fail(exc, refused_by_us=True)
-            return
-        if not self.ready.done():
-            self.ready.set_result(done)
-        if trailing:
-            self._frames(trailing)
+        self._owner.link_up(self, done)
 
-    def _frames(self, data: bytes) -> None:
+    def _receive(self, data: bytes) -> None:
         decoder = self._decoder
         assert decoder is not None
         if self.peer_closed:
@@ -329,7 +236,7 @@ class LinkProtocol(WriterFlowControl, asyncio.Protocol):
                 self._peer_close(close, decoder.buffered > 0)
                 return
         except (ProtocolError, ErrTooLarge) as exc:
-            _limited.log(
+            self._limited.log(
                 logging.WARNING,
                 (self._source, type(exc)),
                 "link %s: %s; closing",
@@ -402,39 +309,6 @@ class LinkProtocol(WriterFlowControl, asyncio.Protocol):
                 self._write_quietly(self._machine.reject("timeout"))
             self._fail(ErrTimeout(f"handshake did not finish in {self._handshake_timeout} s"))
 
-    @property
-    def _source(self) -> Any:
-        """The peer's host without its port: what log lines are rate-limited by."""
-        address = self.peer_address
-        return address[0] if isinstance(address, tuple) and address else address
-
     def _write_quietly(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
-
-    def _fail(self, exc: BaseException, refused_by_us: bool = False, abort: bool = False) -> None:
-        if self._error is None:
-            self._error = exc
-            quiet = refused_by_us or isinstance(exc, HandshakeRejected)
-            level = logging.INFO if quiet else logging.WARNING
-            who = "refused" if refused_by_us else "failed"
-            key = (self._source, who, type(exc))
-            _limited.log(level, key, "link %s %s: %s", self.peer_address, who, exc)
-        if abort:
-            self.abort()
-        else:
-            self.close()
-
-    def close(self) -> None:
-        """Close the link gracefully (idempotent); ``link_lost`` follows.
-
-        Frames already accepted by the writer are sent before the close.
-        """
-        if self.writer is not None:
-            self.writer.close(flush=True)
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()

@@ -21,13 +21,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ergo_py.gen.certmanager import CertManager, CertState, cert_state_of, verify_mode_for
-from ergo_py.gen.errors import ErrIncorrect
+from ergo_py.gen.errors import ErrIncorrect, ErrNoConnection
 from ergo_py.net.ratelog import LogLimiter
 
 __all__ = [
     "ListenerTLS",
     "client_context_for_dial",
     "connection_tls_info",
+    "dial_tls",
     "log_refused_handshake",
     "server_tls_protocol",
 ]
@@ -124,6 +125,27 @@ def client_context_for_dial(
     state = cert_state_of(ctx)
     name = state.server_name if state is not None else ""
     return ctx, (name or None)
+
+
+def dial_tls(
+    manager: CertManager | None,
+    insecure_skip_verify: bool,
+    use_tls: bool,
+    server_hostname: str,
+    peer: str,
+) -> tuple[ssl.SSLContext | None, str | None]:
+    """What a node's dial to ``peer`` passes as ``ssl`` and ``server_hostname``.
+
+    (None, None) for plain TCP; else the manager's current client context and
+    its server name, or ``server_hostname`` when it has none.
+    ``ErrNoConnection`` when TLS is wanted but the node has no cert manager.
+    """
+    if not use_tls:
+        return None, None
+    if manager is None:
+        raise ErrNoConnection(f"{peer} speaks TLS but this node has no cert manager")
+    ctx, name = client_context_for_dial(manager, insecure_skip_verify)
+    return ctx, name or server_hostname
 
 
 def connection_tls_info(ssl_object: _HasContext | Any) -> tuple[CertState | None, bytes | None]:

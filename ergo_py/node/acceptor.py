@@ -42,7 +42,8 @@ from ergo_py.gen.node import AcceptorInfo
 from ergo_py.gen.options import PROTOCOL_ERGO_PY, AcceptorOptions, NetworkOptions
 from ergo_py.lib.logs import fields
 from ergo_py.net.handshake import REASON_BUSY, AcceptorHandshake
-from ergo_py.net.link import LinkOwner, LinkProtocol, TLSDetails
+from ergo_py.net.link import LinkOwner, LinkProtocol
+from ergo_py.net.linkbase import TLSDetails
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import ListenerTLS, server_tls_protocol
 
@@ -51,6 +52,7 @@ __all__ = ["Acceptor", "AcceptorBase", "AcceptorOwner", "PreTLSBudget", "source_
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
+OwnerT = TypeVar("OwnerT")
 
 
 class AcceptorOwner(LinkOwner, Protocol):
@@ -177,7 +179,7 @@ def _cert_manager(options: AcceptorOptions, node_cm: CertManager | None) -> Cert
     return cm
 
 
-class AcceptorBase:
+class AcceptorBase(Generic[OwnerT]):
     """One listening socket and the connections it is admitting (loop thread).
 
     The two budgets and deadlines above, whatever the handshake after TLS:
@@ -192,16 +194,22 @@ class AcceptorBase:
 
     def __init__(
         self,
+        owner: OwnerT,
         options: AcceptorOptions,
         *,
         node_name: str,
+        creation: int,
+        cookie: str,
         net: NetworkOptions,
         cert_manager: CertManager | None,
     ) -> None:
         if options.tls_handshake_timeout <= 0:
             raise ErrIncorrect("tls_handshake_timeout must be positive")
+        self._owner = owner  # who its links report to
         self.options = options
         self._node = node_name
+        self._creation = creation
+        self._cookie = options.cookie if options.cookie is not None else cookie
         self._net = net
         self._max_size = (
             options.max_message_size
@@ -403,24 +411,8 @@ def _certificate_verdict(exc: ssl.SSLError) -> bool:
     return "CERTIFICATE" in reason or "UNKNOWN_CA" in reason
 
 
-class Acceptor(AcceptorBase):
+class Acceptor(AcceptorBase[AcceptorOwner]):
     """An acceptor for our own protocol; ``await Acceptor(...).bound()`` listens."""
-
-    def __init__(
-        self,
-        owner: AcceptorOwner,
-        options: AcceptorOptions,
-        *,
-        node_name: str,
-        creation: int,
-        cookie: str,
-        net: NetworkOptions,
-        cert_manager: CertManager | None,
-    ) -> None:
-        super().__init__(options, node_name=node_name, net=net, cert_manager=cert_manager)
-        self._owner = owner
-        self._creation = creation
-        self._cookie = options.cookie if options.cookie is not None else cookie
 
     def _link(self, entry: _InTLS | None) -> LinkProtocol:
         """The link protocol for one accepted connection; ``entry``: its TLS stage."""

@@ -45,7 +45,7 @@ from ergo_py.net.handshake import (
     AdmissionEvent,
     JoinRequested,
 )
-from ergo_py.net.link import TLSDetails
+from ergo_py.net.linkbase import TLSDetails
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.node.connections import ConnectionTable
 

@@ -41,11 +41,12 @@ from ergo_py.net.handshake import (
     JoinComplete,
     JoinHandshake,
 )
-from ergo_py.net.link import LinkOwner, LinkProtocol, TLSDetails
+from ergo_py.net.link import LinkOwner, LinkProtocol
+from ergo_py.net.linkbase import TLSDetails
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.retry import Backoff, retry_until_async
-from ergo_py.net.tls import client_context_for_dial
+from ergo_py.net.tls import dial_tls
 from ergo_py.node.connections import Connection, ConnectionOwner, ConnectionTable, ConnState
 
 log = logging.getLogger(__name__)
@@ -224,13 +225,9 @@ class Dialer:
         machine: Callable[[TLSDetails], DialerHandshake | JoinHandshake],
     ) -> HandshakeComplete | JoinComplete:
         """Dial one link and run its handshake; the TLS context is the manager's current one."""
-        ctx: ssl.SSLContext | None = None
-        sni: str | None = None
-        if use_tls:
-            if self._cm is None:
-                raise ErrNoConnection(f"{host}:{port} speaks TLS but this node has no cert manager")
-            ctx, name = client_context_for_dial(self._cm, self._net.insecure_skip_verify)
-            sni = name or server_hostname
+        ctx, sni = dial_tls(
+            self._cm, self._net.insecure_skip_verify, use_tls, server_hostname, f"{host}:{port}"
+        )
 
         def factory() -> LinkProtocol:
             return LinkProtocol(

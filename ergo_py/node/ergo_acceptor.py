@@ -15,8 +15,7 @@ import ssl
 from dataclasses import replace
 from typing import Any, Protocol
 
-from ergo_py.gen.certmanager import CertManager
-from ergo_py.gen.options import PROTOCOL_ERGO, AcceptorOptions, NetworkOptions
+from ergo_py.gen.options import PROTOCOL_ERGO
 from ergo_py.net.ergo.handshake import AcceptorMachine, Local
 from ergo_py.net.tls import ListenerTLS
 from ergo_py.node.acceptor import AcceptorBase, _InTLS
@@ -56,23 +55,11 @@ class NoClientCertTLS(ListenerTLS):
         self.context.verify_mode = ssl.CERT_NONE
 
 
-class ErgoAcceptor(AcceptorBase):
+class ErgoAcceptor(AcceptorBase[ErgoAcceptorOwner]):
     """One listening socket for Go nodes; ``await ErgoAcceptor(...).bound()`` listens."""
 
     protocol = PROTOCOL_ERGO
     tls_class = NoClientCertTLS
-
-    def __init__(
-        self,
-        owner: ErgoAcceptorOwner,
-        options: AcceptorOptions,
-        node_name: str,
-        *,
-        net: NetworkOptions,
-        cert_manager: CertManager | None,
-    ) -> None:
-        super().__init__(options, node_name=node_name, net=net, cert_manager=cert_manager)
-        self._owner = owner
 
     @property
     def max_message_size(self) -> int:
@@ -84,7 +71,7 @@ class ErgoAcceptor(AcceptorBase):
         def machine(link: ErgoLink) -> AcceptorMachine:
             self._enter_handshake(entry, link)
             pool = owner.pool_size()
-            local = replace(owner.local(self.options.cookie), max_message_size=self._max_size)
+            local = replace(owner.local(self._cookie), max_message_size=self._max_size)
             return AcceptorMachine(
                 local,
                 pool_size=pool,

@@ -5,16 +5,16 @@ yields a result, hands that to its owner (``link_up``), then cuts what
 arrives into packets and hands each, decoded, to the owner (``link_event``).
 A packet whose body cannot be decoded is logged and skipped (its framing is
 intact, as Ergo does); broken framing closes the link. Writes come from any
-thread through a :class:`~ergo_py.net.writer.BatchWriter`.
+thread through a :class:`~ergo_py.net.writer.BatchWriter`; what it shares
+with our own link is in :class:`~ergo_py.net.linkbase.LinkBase`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
 
@@ -23,7 +23,6 @@ from ergo_py.gen.errors import (
     ErrNoConnection,
     ErrTimeout,
     ErrTooLarge,
-    HandshakeRejected,
     ProtocolError,
     RemoteProtocolError,
 )
@@ -36,9 +35,9 @@ from ergo_py.net.ergo.handshake import (
     Joined,
     JoinMachine,
 )
-from ergo_py.net.link import TLSDetails
+from ergo_py.net.linkbase import LinkBase
 from ergo_py.net.ratelog import LogLimiter
-from ergo_py.net.writer import BatchWriter, WriterFlowControl
+from ergo_py.net.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 _limited = LogLimiter(log)
@@ -59,8 +58,11 @@ def sha1_der(der: bytes | None) -> bytes | None:
     return hashlib.sha1(der).digest() if der else None
 
 
-class ErgoLink(WriterFlowControl, asyncio.Protocol):
+class ErgoLink(LinkBase[ErgoLinkOwner, Established | Joined]):
     """A link from TCP connect to close; ``ready`` resolves once the handshake is done."""
+
+    _LOG_NAME = "ergo link"
+    _limited = _limited
 
     def __init__(
         self,
@@ -72,28 +74,12 @@ class ErgoLink(WriterFlowControl, asyncio.Protocol):
         max_message_size: int,
         settled: Callable[[ErgoLink], None] | None = None,
     ) -> None:
-        self._owner = owner
-        self._settled = settled
+        super().__init__(owner, dialer=dialer, handshake_timeout=handshake_timeout, settled=settled)
         self._make_machine = make_machine
-        self.dialer = dialer
-        self._timeout = handshake_timeout
-        self._loop = asyncio.get_running_loop()
-        self.ready: asyncio.Future[Established | Joined] = self._loop.create_future()
-        self.gone: asyncio.Future[None] = self._loop.create_future()
-        self._transport: asyncio.Transport | None = None
         self._machine: Machine | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self.max_message_size = max_message_size
         self._reader = enp.PacketReader(max_message_size)
         self._codec: enp.Codec | None = None
-        self._error: BaseException | None = None
-        self._heard = False
-        self.tls: TLSDetails | None = None
-        self.writer: BatchWriter | None = None
-        self.peer_address: Any = None
-        self.local_address: Any = None
-        self.messages_in = 0
-        self.messages_out = 0
 
     # --- what the TLS layer said -------------------------------------------------------
 
@@ -109,24 +95,17 @@ class ErgoLink(WriterFlowControl, asyncio.Protocol):
             return None
         return sha1_der(state.certificate.leaf.public_bytes(serialization.Encoding.DER))
 
-    # --- asyncio callbacks -------------------------------------------------------------
+    # --- the handshake -----------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self.peer_address = transport.get_extra_info("peername")
-        self.local_address = transport.get_extra_info("sockname")
-        self._timer = self._loop.call_later(self._timeout, self._timed_out)
-        try:
-            self.tls = TLSDetails(transport)
-            self._machine = self._make_machine(self)
-            if not isinstance(self._machine, AcceptorMachine):
-                self._transport.write(self._machine.initiate())
-        except Exception as exc:
-            self._fail(exc)
+    def _begin(self) -> bytes:
+        self._machine = self._make_machine(self)
+        if isinstance(self._machine, AcceptorMachine):
+            return b""
+        return self._machine.initiate()
 
     def data_received(self, data: bytes) -> None:
         if self._codec is not None:
-            self._packets(data)
+            self._receive(data)
             return
         machine = self._machine
         if machine is None or self._transport is None:
@@ -144,59 +123,23 @@ class ErgoLink(WriterFlowControl, asyncio.Protocol):
             self._complete(result, machine.trailing)
 
     def handshake_failed(self, exc: BaseException | None) -> None:
-        """The TLS handshake before ours failed (or was cut): this link never came up."""
-        self._settle()
-        if not self.ready.done():
-            self.ready.set_exception(ErrNoConnection(f"TLS handshake failed: {exc or 'closed'}"))
-            self.ready.exception()
-        if not self.gone.done():
-            self.gone.set_result(None)
-        self._owner.link_lost(self, exc)
+        super().handshake_failed(exc)
+        self._gone(exc)
 
-    def _settle(self) -> None:
-        """The handshake is over, one way or the other (the acceptor's count; once)."""
-        settled, self._settled = self._settled, None
-        if settled is not None:
-            settled(self)
+    def _unexplained_end(self) -> BaseException | None:
+        if self._codec is not None:
+            return None
+        return ErrNoConnection(
+            "the Ergo peer closed the connection during the handshake: "
+            + ("it refused us; " + COOKIE_HINT if self._heard or self.dialer else "closed")
+        )
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._settle()
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.writer is not None:
-            self.writer.close()
-        reason = self._error or exc
-        if reason is None and self._codec is None:
-            reason = ErrNoConnection(
-                "the Ergo peer closed the connection during the handshake: "
-                + ("it refused us; " + COOKIE_HINT if self._heard or self.dialer else "closed")
-            )
-        if not self.ready.done():
-            self.ready.set_exception(reason or ErrNoConnection("closed during the handshake"))
-            self.ready.exception()
-        if not self.gone.done():
-            self.gone.set_result(None)
-        self._owner.link_lost(self, reason)
+    def _handshake_done(self, result: Established | Joined) -> None:
+        self._codec = self._owner.link_up(self, result)
 
     # --- after the handshake -----------------------------------------------------------
 
-    def _complete(self, result: Established | Joined, trailing: bytes) -> None:
-        assert self._transport is not None
-        self._settle()
-        if self._timer is not None:
-            self._timer.cancel()
-        self.writer = BatchWriter(self._loop, self._transport)
-        try:
-            self._codec = self._owner.link_up(self, result)
-        except ErgoError as exc:
-            self._fail(exc)
-            return
-        if not self.ready.done():
-            self.ready.set_result(result)
-        if trailing:
-            self._packets(trailing)
-
-    def _packets(self, data: bytes) -> None:
+    def _receive(self, data: bytes) -> None:
         codec = self._codec
         assert codec is not None
         try:
@@ -240,27 +183,11 @@ class ErgoLink(WriterFlowControl, asyncio.Protocol):
 
     def _timed_out(self) -> None:
         if self._codec is None:
-            self._fail(ErrTimeout(f"the Ergo handshake did not finish in {self._timeout} s"))
+            self._fail(
+                ErrTimeout(f"the Ergo handshake did not finish in {self._handshake_timeout} s")
+            )
 
-    def _fail(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
-            level = logging.INFO if isinstance(exc, HandshakeRejected) else logging.WARNING
-            source = self.peer_address[0] if isinstance(self.peer_address, tuple) else None
-            _limited.log(level, (source, type(exc)), "ergo link %s: %s", self.peer_address, exc)
-        self._settle()
+    def _fail(self, exc: BaseException, refused_by_us: bool = False, abort: bool = True) -> None:
         # A peer that broke the protocol gets no TLS goodbye to wait for (a
         # graceful close would keep the link, and its peer, up until it answers).
-        if self.writer is not None:
-            self.writer.close()
-        self.abort()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close(flush=True)
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
+        super()._fail(exc, refused_by_us, abort=True)

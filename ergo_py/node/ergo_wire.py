@@ -62,7 +62,7 @@ from ergo_py.net.ergo.handshake import (
 )
 from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
-from ergo_py.net.tls import client_context_for_dial
+from ergo_py.net.tls import dial_tls
 from ergo_py.node.ergo_acceptor import ErgoAcceptor
 from ergo_py.node.ergo_link import ErgoLink
 from ergo_py.node.ergo_pool import ErgoConnection, Parked
@@ -158,7 +158,15 @@ class ErgoWire:
     # --- acceptors (loop thread) ---------------------------------------------------------
 
     async def listen(self, options: AcceptorOptions) -> ErgoAcceptor:
-        acc = ErgoAcceptor(self, options, self._name, net=self._net, cert_manager=self._cm)
+        acc = ErgoAcceptor(
+            self,
+            options,
+            node_name=self._name,
+            creation=self._creation,
+            cookie=self._cookie,
+            net=self._net,
+            cert_manager=self._cm,
+        )
         await acc.bound()
         self.acceptors.append(acc)
         return acc
@@ -248,13 +256,7 @@ class ErgoWire:
         host = route.host or Atom(node).host
         use_tls = route.tls if route.tls is not None else self._cm is not None
         cookie = route.cookie if route.cookie is not None else self._cookie
-        ctx: ssl.SSLContext | None = None
-        sni: str | None = None
-        if use_tls:
-            if self._cm is None:
-                raise ErrNoConnection(f"{node} speaks TLS but this node has no cert manager")
-            ctx, name = client_context_for_dial(self._cm, self._net.insecure_skip_verify)
-            sni = name or host
+        ctx, sni = dial_tls(self._cm, self._net.insecure_skip_verify, use_tls, host, node)
 
         def machine(link: ErgoLink) -> DialerMachine:
             return DialerMachine(

@@ -13,7 +13,7 @@ from ergo_py.gen.identifiers import PID, Atom
 from ergo_py.gen.node import AcceptorInfo, ActorFactory, Network, RemoteNode, RemoteSpawnRequest
 from ergo_py.gen.options import ProcessOptions
 from ergo_py.gen.registrar import Registrar
-from ergo_py.net.link import TLSDetails
+from ergo_py.net.linkbase import TLSDetails
 
 if TYPE_CHECKING:
     from ergo_py.node.network import TCPBackend

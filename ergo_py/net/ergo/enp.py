@@ -41,6 +41,11 @@ RESPONSE, RESPONSE_ERROR = 129, 130
 TERMINATE_PID, TERMINATE_NAME, TERMINATE_NAME_CACHE, TERMINATE_ALIAS = 181, 182, 183, 184
 TERMINATE_EVENT, TERMINATE_EVENT_CACHE = 185, 186
 ANY, COMPRESSED = 199, 200
+# Both message families number their four types in the same order of how the
+# recipient is addressed: by PID, by name, by cached name, by alias.
+_BY_PID, _BY_NAME, _BY_CACHED_NAME, _BY_ALIAS = range(4)
+_SEND_TYPES = range(SEND_PID, SEND_ALIAS + 1)
+_REQUEST_TYPES = range(REQUEST_PID, REQUEST_ALIAS + 1)
 _ZIP = {100: "lzw", 101: "zlib", 102: "gzip"}  # gen.CompressionType ids
 
 # Response errors with a code of their own (the rest travel as EDF errors).
@@ -263,6 +268,15 @@ class Codec:
         n = packet[pos]
         return Atom(packet[pos + 1 : pos + 1 + n].decode()), pos + 1 + n
 
+    def _recipient(self, p: bytes, pos: int, by: int) -> tuple[PID | ProcessID | Alias, int]:
+        """A local recipient at ``pos``, addressed ``by`` (``_BY_*``), and where it ends."""
+        if by == _BY_PID:
+            return self._local(_Q.unpack_from(p, pos)[0]), pos + 8
+        if by == _BY_ALIAS:
+            return self._alias(p, pos), pos + 24
+        name, end = self._name(p, pos, by == _BY_CACHED_NAME)
+        return ProcessID(name, self.local), end
+
     def decode(self, packet: bytes) -> Event:
         """One packet (from :class:`PacketReader`) as an event."""
         try:
@@ -272,27 +286,14 @@ class Codec:
 
     def _decode(self, p: bytes) -> Event:
         kind = p[7]
-        if kind in (SEND_PID, SEND_NAME, SEND_NAME_CACHE, SEND_ALIAS):
+        if kind in _SEND_TYPES:
             from_ = self._pid(_Q.unpack_from(p, 8)[0])
-            to: PID | ProcessID | Alias
-            if kind == SEND_PID:
-                to, pos = self._local(_Q.unpack_from(p, 25)[0]), 33
-            elif kind == SEND_ALIAS:
-                to, pos = self._alias(p, 25), 49
-            else:
-                name, pos = self._name(p, 25, kind == SEND_NAME_CACHE)
-                to = ProcessID(name, self.local)
+            to, pos = self._recipient(p, 25, kind - SEND_PID)
             return Send(from_, to, self._edf(p, pos))
-        if kind in (REQUEST_PID, REQUEST_NAME, REQUEST_NAME_CACHE, REQUEST_ALIAS):
+        if kind in _REQUEST_TYPES:
             from_ = self._pid(_Q.unpack_from(p, 8)[0])
             ref = Ref(self.peer, edf.words_ref(*_QQQ.unpack_from(p, 17)), self.peer_creation)
-            if kind == REQUEST_PID:
-                to, pos = self._local(_Q.unpack_from(p, 41)[0]), 49
-            elif kind == REQUEST_ALIAS:
-                to, pos = self._alias(p, 41), 65
-            else:
-                name, pos = self._name(p, 41, kind == REQUEST_NAME_CACHE)
-                to = ProcessID(name, self.local)
+            to, pos = self._recipient(p, 41, kind - REQUEST_PID)
             return Request(from_, to, ref, self._edf(p, pos))
         if kind in (RESPONSE, RESPONSE_ERROR):
             from_ = self._pid(_Q.unpack_from(p, 8)[0])

@@ -59,18 +59,25 @@ NEED_DATA: Final = NeedData()
 
 
 @dataclass(frozen=True, slots=True)
-class HandshakeComplete:
-    """Both sides agreed; the link carries frames from now on.
-
-    ``pool_size``/``pool_dsn`` are what the acceptor offered (a dialer opens
-    ``pool_size - 1`` more links with :class:`JoinHandshake`).
-    """
+class _PeerFacts:
+    """Who the peer said it is: what both :class:`PeerIntroduced` and
+    :class:`HandshakeComplete` carry."""
 
     peer_name: str
     peer_creation: int
     peer_version: str
     peer_flags: NetworkFlags
     peer_max_message_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete(_PeerFacts):
+    """Both sides agreed; the link carries frames from now on.
+
+    ``pool_size``/``pool_dsn`` are what the acceptor offered (a dialer opens
+    ``pool_size - 1`` more links with :class:`JoinHandshake`).
+    """
+
     connection_id: str
     pool_size: int
     pool_dsn: tuple[str, ...]
@@ -78,11 +85,16 @@ class HandshakeComplete:
 
 
 @dataclass(frozen=True, slots=True)
-class JoinComplete:
-    """An extra pool link joined connection ``connection_id`` to ``peer_name``."""
+class _JoinFacts:
+    """A pool link and the connection it joins."""
 
     peer_name: str
     connection_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinComplete(_JoinFacts):
+    """An extra pool link joined connection ``connection_id`` to ``peer_name``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +112,7 @@ class Refused:
 
 
 @dataclass(frozen=True, slots=True)
-class PeerIntroduced:
+class PeerIntroduced(_PeerFacts):
     """The peer of a new connection said who it is; the machine waits for a verdict.
 
     Answer with ``admit()`` (the handshake goes on) or ``refuse(reason)``
@@ -112,24 +124,16 @@ class PeerIntroduced:
     its own request.
     """
 
-    peer_name: str
-    peer_creation: int
-    peer_version: str
-    peer_flags: NetworkFlags
-    peer_max_message_size: int
     replace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class JoinRequested:
+class JoinRequested(_JoinFacts):
     """A link is to join connection ``connection_id`` to ``peer_name``; awaiting a verdict.
 
     Answer as :class:`PeerIntroduced`. An acceptor asks once the Join's
     digest checked out, a joining dialer once the acceptor's Accept did.
     """
-
-    peer_name: str
-    connection_id: str
 
 
 AdmissionEvent = PeerIntroduced | JoinRequested

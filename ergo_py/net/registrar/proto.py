@@ -13,7 +13,8 @@ arrives) with ``gen.RemoteProtocolError``.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Final, Self
 
 import msgpack
@@ -106,18 +107,56 @@ def _routes_from_wire(raw: object) -> tuple[Route, ...]:
     return tuple(_route_from_wire(r) for r in raw)
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+def _routes_to_wire(routes: tuple[Route, ...]) -> list[Any]:
+    return [_route_to_wire(r) for r in routes]
+
+
+@dataclass(frozen=True, slots=True)
+class _Wire:
+    """How one field of a message is checked, and how it goes onto the wire and back."""
+
+    check: Callable[[Any], object]
+    out: Callable[[Any], Any] = _same
+    back: Callable[[Any], Any] = _same
+
+
+def _wire(how: _Wire, **kw: Any) -> Any:
+    """A message field that travels ``how``."""
+    return field(metadata={"wire": how}, **kw)
+
+
+_NODE = _Wire(_check_node)
+_ERROR = _Wire(_check_error_code)
+_ROUTES = _Wire(_check_routes, _routes_to_wire, _routes_from_wire)
+
+
 class Message:
-    """Base of the registrar's messages; ``TYPE`` is the frame's type byte."""
+    """Base of the registrar's messages; ``TYPE`` is the frame's type byte.
+
+    A message is a dataclass whose fields each say how they travel
+    (``_wire``); the body is their wire forms in the order declared.
+    """
 
     __slots__ = ()
     TYPE: ClassVar[int]
 
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            f.metadata["wire"].check(getattr(self, f.name))
+
     def _fields(self) -> list[Any]:
-        raise NotImplementedError
+        return [f.metadata["wire"].out(getattr(self, f.name)) for f in fields(self)]  # type: ignore[arg-type]
 
     @classmethod
-    def _from_fields(cls, fields: list[Any]) -> Message:
-        raise NotImplementedError
+    def _from_fields(cls, raw: list[Any]) -> Self:
+        declared = fields(cls)  # type: ignore[arg-type]
+        if len(raw) != len(declared):
+            raise ErrIncorrect(f"{cls.__name__} has {len(declared)} fields, got {len(raw)}")
+        return cls(*(f.metadata["wire"].back(v) for f, v in zip(declared, raw, strict=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,20 +168,8 @@ class Register(Message):
     """
 
     TYPE: ClassVar[int] = 44
-    node: str
-    routes: tuple[Route, ...]
-
-    def __post_init__(self) -> None:
-        _check_node(self.node)
-        _check_routes(self.routes)
-
-    def _fields(self) -> list[Any]:
-        return [self.node, [_route_to_wire(r) for r in self.routes]]
-
-    @classmethod
-    def _from_fields(cls, fields: list[Any]) -> Register:
-        node, routes = _unpack_fields(cls, fields, 2)
-        return cls(node, _routes_from_wire(routes))
+    node: str = _wire(_NODE)
+    routes: tuple[Route, ...] = _wire(_ROUTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,53 +177,26 @@ class RegisterReply(Message):
     """Server → client: ``error`` is None on success, else an error code."""
 
     TYPE: ClassVar[int] = 45
-    error: str | None = None
-
-    def __post_init__(self) -> None:
-        _check_error_code(self.error)
-
-    def _fields(self) -> list[Any]:
-        return [self.error]
-
-    @classmethod
-    def _from_fields(cls, fields: list[Any]) -> RegisterReply:
-        (error,) = _unpack_fields(cls, fields, 1)
-        return cls(error)
+    error: str | None = _wire(_ERROR, default=None)
 
 
 @dataclass(frozen=True, slots=True)
-class _NodeMessage(Message):
-    """A message whose one field is a node name."""
-
-    node: str
-
-    def __post_init__(self) -> None:
-        _check_node(self.node)
-
-    def _fields(self) -> list[Any]:
-        return [self.node]
-
-    @classmethod
-    def _from_fields(cls, fields: list[Any]) -> Self:
-        (node,) = _unpack_fields(cls, fields, 1)
-        return cls(node)
-
-
-@dataclass(frozen=True, slots=True)
-class Unregister(_NodeMessage):
+class Unregister(Message):
     """Client → server: drop the registration of ``node`` made on this connection.
 
     The server closes the connection afterwards; it sends no reply.
     """
 
     TYPE: ClassVar[int] = 48
+    node: str = _wire(_NODE)
 
 
 @dataclass(frozen=True, slots=True)
-class Resolve(_NodeMessage):
+class Resolve(Message):
     """Client → server: where does ``node`` accept connections?"""
 
     TYPE: ClassVar[int] = 46
+    node: str = _wire(_NODE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,33 +204,18 @@ class ResolveReply(Message):
     """Server → client: the node's routes, or an error code (then no routes)."""
 
     TYPE: ClassVar[int] = 47
-    routes: tuple[Route, ...] = ()
-    error: str | None = None
+    routes: tuple[Route, ...] = _wire(_ROUTES, default=())
+    error: str | None = _wire(_ERROR, default=None)
 
     def __post_init__(self) -> None:
-        _check_routes(self.routes)
-        _check_error_code(self.error)
+        Message.__post_init__(self)
         if self.error is not None and self.routes:
             raise ErrIncorrect("a ResolveReply carries routes or an error, not both")
-
-    def _fields(self) -> list[Any]:
-        return [[_route_to_wire(r) for r in self.routes], self.error]
-
-    @classmethod
-    def _from_fields(cls, fields: list[Any]) -> ResolveReply:
-        routes, error = _unpack_fields(cls, fields, 2)
-        return cls(_routes_from_wire(routes), error)
 
 
 _MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
     cls.TYPE: cls for cls in (Register, RegisterReply, Unregister, Resolve, ResolveReply)
 }
-
-
-def _unpack_fields(cls: type[Message], fields: list[Any], count: int) -> list[Any]:
-    if len(fields) != count:
-        raise ErrIncorrect(f"{cls.__name__} has {count} fields, got {len(fields)}")
-    return fields
 
 
 def encode(message: Message, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from conftest import WAIT, Recorder, get, wait_threads_gone
-from test_network import Pong, Sink
 
 from ergo_py import gen
 from ergo_py.net.loop import LOOP_ENV, LoopThread, loop_kind
 from ergo_py.testing import Cluster
+from ergo_py.testing.actors import Pong, Sink
 
 uvloop = pytest.importorskip("uvloop")
 

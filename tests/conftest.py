@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,16 @@ class Recorder(act.Actor):
 
     def terminate(self, reason: Any) -> None:
         self.out.put(("terminate", reason))
+
+
+def eventually(check: Callable[[], bool], timeout: float = WAIT, what: str = "") -> float:
+    """Wait until ``check()``; returns the seconds it took; fails after ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    pytest.fail(f"not within {timeout} s: {what}")
 
 
 def get(q: queue.Queue[Any], timeout: float = WAIT) -> Any:

@@ -487,12 +487,16 @@ class FrameEncoder:
     an order byte out of range.
     """
 
-    __slots__ = ("_calls", "_ids", "_sends")
+    __slots__ = ("_calls", "_ids", "_last", "_sends")
 
     def __init__(self) -> None:
         self._ids = IdEncoder()
         # (id(from_), id(to)) -> SendEntry
         self._sends: dict[tuple[int, int], SendEntry] = {}
+        # The entry send_item used last: a burst repeats it, and two identity
+        # checks are cheaper than the key tuple, its hash and the look-up.
+        # (Read and replaced whole, so any thread may use it.)
+        self._last: SendEntry = (None, None, 0, b"")
         # (id(from_), id(to), type byte) -> (from_, to, body prefix up to the ref)
         self._calls: dict[tuple[int, int, int], tuple[Any, Any, bytes]] = {}
 
@@ -555,9 +559,12 @@ class FrameEncoder:
         (see "send batches"), :func:`send_run` makes the frame. The size is
         checked for the send on its own.
         """
-        hit = self._sends.get((id(from_pid), id(to)))
-        if hit is None or hit[0] is not from_pid or hit[1] is not to:
-            hit = self._send_prefix(from_pid, to)
+        hit = self._last
+        if hit[0] is not from_pid or hit[1] is not to:
+            cached = self._sends.get((id(from_pid), id(to)))
+            if cached is None or cached[0] is not from_pid or cached[1] is not to:
+                cached = self._send_prefix(from_pid, to)
+            hit = self._last = cached
         if not 0 <= order <= 255:
             raise ErrIncorrect(f"order byte out of range: {order}")
         item = codec.encode_item(message)  # a tuple's items follow as an array

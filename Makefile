@@ -31,7 +31,7 @@ UVLOOP_TESTS := tests/test_network.py tests/test_tls_refusals.py tests/test_tls_
 	tests/test_acceptor_budget.py tests/test_meta_tcp.py tests/test_meta_web.py \
 	tests/interop/test_ergo_interop.py \
 	tests/test_observe.py tests/test_observer_page.py tests/test_process_observe.py \
-	tests/test_link_faults.py tests/test_netns.py
+	tests/test_link_faults.py tests/test_netns.py tests/test_send_batches.py
 
 pytest: $(STAMP)
 	$(PY) -m pytest -q

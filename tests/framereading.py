@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ergo_py import gen
 from ergo_py.gen import PID, Alias, ProcessID
 from ergo_py.net import frames as fr
 
@@ -15,6 +16,18 @@ def drained(data: bytes, dec: fr.FrameDecoder | None = None) -> list[fr.Frame]:
     dec.receive_data(data)
     out: list[fr.Frame] = []
     dec.drain(out)
+    return out
+
+
+def flat(frames: list[fr.Frame]) -> list[fr.Frame]:
+    """``frames`` with each send batch (``gen.SendBatch``) as the plain send tuples of
+    its messages, in order: what the batch stands for."""
+    out: list[fr.Frame] = []
+    for f in frames:
+        if type(f) is gen.SendBatch:
+            out.extend((f.sender, f.to, m) for m in f.messages)
+        else:
+            out.append(f)
     return out
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from framereading import as_drained, read
+from framereading import as_drained, flat, read
 
 from ergo_py import gen
 from ergo_py.gen import PID, Alias, Atom, ProcessID, Ref
@@ -445,6 +445,7 @@ def test_drain_consumes_keepalives_and_stops_after_a_close() -> None:
     dec.drain(out)
     assert out == [fr.SendPID(A, B, 1), fr.Link(A, B), fr.Close(replaced=False)]
     assert dec.buffered == len(after)
+    assert dec.messages == 2  # keepalives and the Close carry nothing for the node
 
 
 def test_drain_keeps_the_frames_before_a_bad_one_and_breaks() -> None:
@@ -581,8 +582,10 @@ def test_a_run_of_sends_is_one_batch_frame_that_reads_back_as_the_sends(
     dec.receive_data(data + encode_frame(fr.Keepalive()))
     out: list[fr.Frame] = []
     dec.drain(out)
-    assert out == [(A, to, m) for m in messages]
-    sent: list[Any] = [f[2] for f in out if isinstance(f, tuple)]
+    assert [type(f) for f in out] == [gen.SendBatch]  # one event for the burst
+    assert dec.messages == len(messages)
+    assert flat(out) == [(A, to, m) for m in messages]
+    sent: list[Any] = [f[2] for f in flat(out) if isinstance(f, tuple)]
     assert [type(m) for m in sent] == [type(m) for m in messages]
 
 

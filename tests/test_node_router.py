@@ -225,6 +225,53 @@ def test_an_exit_after_a_burst_comes_after_every_message_in_it(
     assert sender == REMOTE and isinstance(message, gen.MessageExitPID)
 
 
+def test_a_batch_is_delivered_in_order_behind_what_came_before_it(fake: Fake) -> None:
+    node, router, _ = fake
+    out: queue.Queue[Any] = queue.Queue()
+    pid = node.spawn(Recorder, out, True)
+    router.route_send(REMOTE, pid, "first")
+    router.route_batch(gen.SendBatch(REMOTE, pid, list(range(20))))
+    router.route_exit(REMOTE, pid, "bye")
+    assert [get(out) for _ in range(21)] == [(REMOTE, m) for m in ["first", *range(20)]]
+    sender, message = get(out)
+    assert sender == REMOTE and isinstance(message, gen.MessageExitPID)
+
+
+def test_a_batch_to_an_unknown_recipient_raises_and_delivers_nothing(fake: Fake) -> None:
+    node, router, _ = fake
+    out: queue.Queue[Any] = queue.Queue()
+    pid = node.spawn(Recorder, out)
+    gone = gen.PID(node.name, 999_999, node.creation)
+    with pytest.raises(gen.ErrProcessUnknown):
+        router.route_batch(gen.SendBatch(REMOTE, gone, [1, 2]))
+    with pytest.raises(gen.ErrProcessUnknown):
+        router.route_batch(gen.SendBatch(REMOTE, gen.ProcessID("nobody", node.name), [3]))
+    router.route_batch(gen.SendBatch(REMOTE, pid, [4]))
+    assert get(out) == (REMOTE, 4)
+    assert out.empty()
+
+
+def test_a_process_that_stops_mid_batch_gets_nothing_after(fake: Fake) -> None:
+    node, router, _ = fake
+    out: queue.Queue[Any] = queue.Queue()
+    pid = node.spawn(Recorder, out)
+    router.route_batch(gen.SendBatch(REMOTE, pid, [1, "stop", 2]))
+    assert get(out) == (REMOTE, 1)
+    assert get(out) == ("terminate", gen.TERMINATE_REASON_NORMAL)
+    assert out.empty()
+
+
+def test_a_process_that_crashes_mid_batch_gets_nothing_after(fake: Fake) -> None:
+    node, router, _ = fake
+    out: queue.Queue[Any] = queue.Queue()
+    pid = node.spawn(Recorder, out)
+    router.route_batch(gen.SendBatch(REMOTE, pid, [1, "crash", 2]))
+    assert get(out) == (REMOTE, 1)
+    reason = get(out)
+    assert reason[0] == "terminate" and isinstance(reason[1], RuntimeError)
+    assert out.empty()
+
+
 def test_remote_call_is_answered_by_route_reply(fake: Fake) -> None:
     node, router, backend = fake
     result: queue.Queue[Any] = queue.Queue()

@@ -331,6 +331,29 @@ class RemoteSpawnRequest:
     register: str = ""
 
 
+class SendBatch:
+    """Messages from one remote process to one recipient that arrived together.
+
+    What a link's decoder makes of a send batch frame (a burst the sender's
+    writer merged, see ``net/frames/layouts.py``), and what goes into the
+    recipient's mailbox as it is: one object and one put for the burst,
+    instead of a ``(sender, to, message)`` tuple and a routing step per
+    message. ``messages`` are in the order they were sent; the process
+    hands them to ``handle_message`` one by one, so an actor cannot tell a
+    batch from single sends. (A plain slotted class: this is the hot path.)
+    """
+
+    __slots__ = ("messages", "sender", "to")
+
+    def __init__(self, sender: PID, to: RemoteTarget, messages: list[Any]) -> None:
+        self.sender = sender
+        self.to = to
+        self.messages = messages
+
+    def __repr__(self) -> str:
+        return f"SendBatch({self.sender!r}, {self.to!r}, {self.messages!r})"
+
+
 class NetworkBackend(abc.ABC):
     """What the node calls for every operation whose target is on another node.
 
@@ -444,6 +467,17 @@ class NodeRouter(NodeIdentity, abc.ABC):
             except ErgoError as exc:
                 failed.append((i, exc))
         return failed
+
+    def route_batch(self, batch: SendBatch) -> None:
+        """Deliver ``batch.messages`` from ``batch.sender`` to ``batch.to``, in order.
+
+        Same as ``route_send`` for each (a node may queue the batch in the
+        recipient's mailbox as one envelope). Raises as ``route_send`` when
+        there is no such local process: then none of them is delivered.
+        """
+        sender, to = batch.sender, batch.to
+        for message in batch.messages:
+            self.route_send(sender, to, message)
 
     @abc.abstractmethod
     def route_call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:

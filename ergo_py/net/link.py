@@ -298,7 +298,9 @@ class LinkProtocol(LinkBase[LinkOwner, HandshakeComplete | JoinComplete]):
         return self.sent_close and self.peer_closed and self._error is None
 
     def _deliver(self, frames: list[Frame]) -> None:
-        self.messages_in += len(frames)
+        assert self._decoder is not None
+        # Not len(frames): a send batch is one of them and counts as its messages.
+        self.messages_in = self._decoder.messages
         self._owner.link_frames(self, frames)
 
     # --- ending ------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Runs on the loop thread, behind ``ConnectionTable.hold_frames`` (frames of a
 new connection wait while an older one still has frames on the way). A run
-of plain messages goes to ``NodeRouter.route_sends`` at once; every other
+of plain messages goes to ``NodeRouter.route_sends`` at once, a send batch
+(``gen.SendBatch``) to ``NodeRouter.route_batch`` as one; every other
 frame is one router call, and the remote spawn frames go to
 ``node/spawn.py``. A frame that cannot be delivered is logged (rate-limited:
 a peer can cause it) and the link serves on.
@@ -15,7 +16,7 @@ from typing import Any
 
 from ergo_py.gen.errors import ErgoError, ErrNoConnection
 from ergo_py.gen.identifiers import PID, Ref
-from ergo_py.gen.node import NodeRouter, RemoteTarget
+from ergo_py.gen.node import NodeRouter, RemoteTarget, SendBatch
 from ergo_py.net import frames as fr
 from ergo_py.net.link import LinkProtocol
 from ergo_py.net.ratelog import LogLimiter
@@ -49,9 +50,11 @@ class Dispatcher:
     def dispatch_all(self, link: LinkProtocol, frames: list[fr.Frame]) -> None:
         """Route ``frames`` in order; a run of plain messages goes to the router at once.
 
-        The run is handed over before any other frame (a call, an exit, a
-        down) is routed, so those still queue behind the messages before them.
+        The run is handed over before any other frame (a send batch, a call,
+        an exit, a down) is routed, so those still queue behind the messages
+        before them. A send batch is routed as one (``route_batch``).
         """
+        route_batch = self._router.route_batch
         run: list[tuple[PID, RemoteTarget, Any]] = []
         for frame in frames:
             if isinstance(frame, tuple):  # a send frame: (from_, to, message)
@@ -60,6 +63,12 @@ class Dispatcher:
             if run:
                 self._route_sends(link, run)
                 run = []
+            if type(frame) is SendBatch:  # a burst from one sender to one recipient
+                try:
+                    route_batch(frame)
+                except ErgoError as exc:
+                    self._not_delivered(link, "message", exc)
+                continue
             try:
                 assert link.result is not None  # frames come only after the handshake
                 self._dispatch(frame, link.result.peer_name)

@@ -1,10 +1,11 @@
 """The pykka actor that hosts one ``act.Actor``: one thread, one mailbox.
 
-Everything a process receives is one of the envelopes below, queued in its
-pykka inbox in arrival order (so one sender's messages, and the exit or down
-that follows them, keep their order). Callbacks run one at a time. Once the
-process ends, anything still queued is dropped; calls still pending on it were
-failed by the core.
+Everything a process receives is one of the envelopes below (or a
+``gen.SendBatch``: a burst from one remote sender, as its link read it),
+queued in its pykka inbox in arrival order (so one sender's messages, and
+the exit or down that follows them, keep their order). Callbacks run one at
+a time. Once the process ends, anything still queued is dropped; calls still
+pending on it were failed by the core.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pykka
 from ergo_py.act.actor import _NO_STOP, Actor
 from ergo_py.gen.identifiers import PID, Ref
 from ergo_py.gen.messages import TERMINATE_REASON_NORMAL
+from ergo_py.gen.node import SendBatch
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +195,9 @@ class ProcessActor(pykka.ThreadingActor):
         self._check_stop()
 
     def on_receive(self, message: Any) -> Any:
-        if type(message) is Sends:
+        if type(message) is SendBatch:
+            self._handle_batch(message.sender, message.messages)
+        elif type(message) is Sends:
             self._handle_sends(message.items)
         elif not self._dead:
             self._handle(message)
@@ -232,6 +236,20 @@ class ProcessActor(pykka.ThreadingActor):
         """``handle_message`` for each, as ``_handle`` does for a ``Deliver``."""
         handle = self._actor.handle_message
         for sender, _, message in items:
+            if self._dead:
+                return
+            try:
+                handle(sender, message)
+            except Exception as exc:
+                self._crashed(exc)
+                return
+            if self._actor._stop_reason is not _NO_STOP:  # _check_stop, without a call per message
+                self._check_stop()
+
+    def _handle_batch(self, sender: PID, messages: list[Any]) -> None:
+        """``handle_message(sender, m)`` for each of a ``gen.SendBatch``'s, in order."""
+        handle = self._actor.handle_message
+        for message in messages:
             if self._dead:
                 return
             try:

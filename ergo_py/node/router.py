@@ -20,7 +20,7 @@ from ergo_py.gen.errors import (
 )
 from ergo_py.gen.identifiers import PID, Atom, Ref
 from ergo_py.gen.messages import TERMINATE_REASON_KILL
-from ergo_py.gen.node import NodeRouter, RemoteTarget, SpawnSpec
+from ergo_py.gen.node import NodeRouter, RemoteTarget, SendBatch, SpawnSpec
 from ergo_py.node.calls import CallTable, Reply
 from ergo_py.node.links import LinkTable
 from ergo_py.node.process import Deliver, Down, ExitSignal, ProcessState, Request, Sends
@@ -115,6 +115,13 @@ class Router(NodeRouter):
         for state, envelopes in batches.values():
             state.tell(Sends(envelopes))
         return failed
+
+    def route_batch(self, batch: SendBatch) -> None:
+        """One table look-up; the batch itself goes into the mailbox (``ProcessActor``)."""
+        to = self._norm(batch.to)
+        with self._lock:
+            state = self._lookup(to)
+        state.tell(batch)
 
     def route_call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         to = self._norm(to)

@@ -27,6 +27,7 @@ from typing import Any, TypeAlias
 
 from ergo_py.gen.errors import ErrIncorrect, ErrTooLarge, ImpersonationError, RemoteProtocolError
 from ergo_py.gen.identifiers import PID, Alias, ProcessID, Ref, make_ref
+from ergo_py.gen.node import SendBatch
 from ergo_py.net import codec
 from ergo_py.net.frames.ids import (
     CACHE_MAX,
@@ -353,10 +354,10 @@ def _decode_call(code: int, body: bytes | bytearray, ids: IdDecoder) -> Any:
 # after the other, travels as one frame of the matching batch type: body
 # [pair: bin, is_tuple_1, message_1, is_tuple_2, message_2, ...], each pair
 # of items as in a send frame. The receiver unpacks the burst at once
-# instead of a header, an unpack and a pair look-up per message. The sender
-# encodes each message once (FrameEncoder.send_item); the writer keeps the
-# items of the open burst and send_run turns them into bytes when the burst
-# ends.
+# instead of a header, an unpack and a pair look-up per message, and hands
+# it on as one ``gen.SendBatch``. The sender encodes each message once
+# (FrameEncoder.send_item); the writer keeps the items of the open burst and
+# send_run turns them into bytes when the burst ends.
 
 _BATCH_OF: dict[int, int] = {
     TYPE_SEND_PID: TYPE_SENDS_PID,
@@ -392,32 +393,29 @@ def send_run(entry: SendEntry, order: int, items: list[bytes]) -> bytes:
     return b"".join((header, head, body))
 
 
-def batch_sends(code: int, values: Any, out: list[Any], ids: IdDecoder) -> None:
-    """Append the sends of a batch frame of type ``code`` (its body decoded) to ``out``.
+def read_batch(code: int, values: Any, ids: IdDecoder) -> SendBatch:
+    """The sends of a batch frame of type ``code`` (its body decoded), as one event.
 
-    All or nothing: a malformed batch leaves ``out`` as it was. (The sends go
-    to ``out`` as they are read and are taken back on a bad one: the
-    receiver's per-message path, no second list and loop.)
+    All or nothing: a malformed batch raises ``gen.RemoteProtocolError``.
     """
     send_code = BATCHES[code]
     if type(values) is list and len(values) >= 3 and len(values) % 2 == 1:
         pair = values[0]
         if type(pair) is bytes:
             from_, to = _known_pair(send_code, pair, ids)[1:]
-            start = len(out)
-            append = out.append
+            messages: list[Any] = []
+            append = messages.append
             it = iter(values)
             next(it)  # the pair
             for is_tuple, message in zip(it, it, strict=True):
                 if is_tuple is True and type(message) is list:
-                    append((from_, to, tuple(message)))
+                    append(tuple(message))
                 elif is_tuple is False:
-                    append((from_, to, message))
+                    append(message)
                 else:
-                    del out[start:]
                     break
             else:
-                return
+                return SendBatch(from_, to, messages)
     raise RemoteProtocolError(
         f"{SENDS[send_code][0].__name__} batch: expected [pair, is_tuple, message, ...]"
     )
@@ -489,12 +487,16 @@ class FrameEncoder:
     an order byte out of range.
     """
 
-    __slots__ = ("_calls", "_ids", "_sends")
+    __slots__ = ("_calls", "_ids", "_last", "_sends")
 
     def __init__(self) -> None:
         self._ids = IdEncoder()
         # (id(from_), id(to)) -> SendEntry
         self._sends: dict[tuple[int, int], SendEntry] = {}
+        # The entry send_item used last: a burst repeats it, and two identity
+        # checks are cheaper than the key tuple, its hash and the look-up.
+        # (Read and replaced whole, so any thread may use it.)
+        self._last: SendEntry = (None, None, 0, b"")
         # (id(from_), id(to), type byte) -> (from_, to, body prefix up to the ref)
         self._calls: dict[tuple[int, int, int], tuple[Any, Any, bytes]] = {}
 
@@ -557,9 +559,12 @@ class FrameEncoder:
         (see "send batches"), :func:`send_run` makes the frame. The size is
         checked for the send on its own.
         """
-        hit = self._sends.get((id(from_pid), id(to)))
-        if hit is None or hit[0] is not from_pid or hit[1] is not to:
-            hit = self._send_prefix(from_pid, to)
+        hit = self._last
+        if hit[0] is not from_pid or hit[1] is not to:
+            cached = self._sends.get((id(from_pid), id(to)))
+            if cached is None or cached[0] is not from_pid or cached[1] is not to:
+                cached = self._send_prefix(from_pid, to)
+            hit = self._last = cached
         if not 0 <= order <= 255:
             raise ErrIncorrect(f"order byte out of range: {order}")
         item = codec.encode_item(message)  # a tuple's items follow as an array

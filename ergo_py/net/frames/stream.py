@@ -16,8 +16,8 @@ from ergo_py.net.frames.layouts import (
     BATCHES,
     KNOWN_TYPES,
     SENDS,
-    batch_sends,
     decode_frame,
+    read_batch,
     read_pair,
 )
 from ergo_py.net.frames.types import (
@@ -53,7 +53,7 @@ class FrameDecoder:
     sender/recipient pairs are only those that passed that check.
     """
 
-    __slots__ = ("_buf", "_error", "_ids", "_max_size", "_pos")
+    __slots__ = ("_buf", "_error", "_ids", "_max_size", "_pos", "messages")
 
     def __init__(self, max_size: int = 0, peer: str | None = None) -> None:
         if max_size < 0:
@@ -63,6 +63,10 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0
         self._error: Exception | None = None
+        # Frames drained that carry something for the node, each message of
+        # a batch counted (keepalives and the Close are not): what a link
+        # reports as its messages in.
+        self.messages = 0
 
     def receive_data(self, data: bytes) -> None:
         """Append bytes read from the link.
@@ -88,9 +92,11 @@ class FrameDecoder:
     def drain(self, out: list[Frame]) -> None:
         """Append every whole frame buffered so far to ``out``, in order.
 
-        One call per read. Send frames (and the sends of a batch) come out as
-        plain ``(from_, to, message)`` tuples (:data:`Send`), the others as
-        their classes. Keepalives are consumed, not appended: they carry
+        One call per read. Send frames come out as plain ``(from_, to,
+        message)`` tuples (:data:`Send`), a send batch as one
+        ``gen.SendBatch`` (its messages in order), the others as their
+        classes; :attr:`messages` counts what came out, a batch as its
+        messages. Keepalives are consumed, not appended: they carry
         nothing. It stops after a :class:`Close` (the last one appended;
         anything after it stays buffered, see :attr:`buffered`). On an error
         ``out`` holds the frames before the bad one, and the decoder is
@@ -110,6 +116,8 @@ class FrameDecoder:
         pairs = ids.pairs
         decode = codec.decode
         append = out.append
+        start = len(out)
+        extra = 0  # a batch's messages beyond the one event it is
         try:
             while end - pos >= HEADER_SIZE:
                 magic_version, total, _, code = unpack(buf, pos)
@@ -142,18 +150,22 @@ class FrameDecoder:
                         f"{sends[code][0].__name__} frame: expected [pair, is_tuple, message]"
                     )
                 if code in batches:
-                    batch_sends(code, decode(body), out, ids)
+                    batch = read_batch(code, decode(body), ids)
+                    append(batch)
+                    extra += len(batch.messages) - 1
                     continue
                 frame = decode_frame(code, body, ids)
                 if type(frame) is Keepalive:
                     continue
                 append(frame)
                 if type(frame) is Close:
+                    extra -= 1  # not a message
                     break
         except RemoteProtocolError as exc:
             self._error = exc
             raise
         finally:
+            self.messages += len(out) - start + extra
             if pos == end and pos:
                 buf.clear()
                 pos = 0

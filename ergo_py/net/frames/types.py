@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
 
 from ergo_py.gen.identifiers import PID, Alias, ProcessID, Ref
+from ergo_py.gen.node import SendBatch
 
 __all__ = [
     "HEADER_SIZE",
@@ -295,10 +296,12 @@ Send: TypeAlias = tuple[PID, Target, Any]
 """A send frame as :meth:`FrameDecoder.drain` yields it: a plain ``(from_, to,
 message)`` tuple (building a named tuple costs about six times as much); the
 type of ``to`` says which of the three it is. The classes above are the same
-tuples with names."""
+tuples with names. A send batch frame comes out as one ``gen.SendBatch``
+(the sender, the recipient and the list of messages)."""
 
 Frame: TypeAlias = (
     Send
+    | SendBatch
     | SendPID
     | SendName
     | SendAlias

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 
@@ -354,6 +354,20 @@ def _remote_lists_too_deep() -> RemoteProtocolError:
     )
 
 
+def _raise_malformed(exc: Exception, what: str) -> NoReturn:
+    """Raise what a failure to unpack a peer's ``what`` is: a ``RemoteProtocolError``.
+
+    Called in an ``except Exception`` block: one already typed is raised
+    again as it is, msgpack's depth limit says so, anything else is ``what``
+    malformed.
+    """
+    if isinstance(exc, RemoteProtocolError):
+        raise exc
+    if isinstance(exc, msgpack.StackError):
+        raise _remote_lists_too_deep() from None
+    raise RemoteProtocolError(f"malformed {what}: {exc}") from exc
+
+
 def _no_ext(code: int, data: bytes) -> Any:
     """The ``ext_hook`` for identifiers' and exceptions' payloads: plain fields only."""
     raise RemoteProtocolError(f"extension type {code} inside an identifier or an error")
@@ -391,12 +405,8 @@ def _make_hook(depth: int, inner_hook: Callable[[int, bytes], Any]) -> Callable[
             if code == EXT_ERROR:
                 name, message = inner_value
                 return decode_error(str(name), str(message))
-        except RemoteProtocolError:
-            raise
-        except msgpack.StackError:
-            raise _remote_lists_too_deep() from None
         except Exception as exc:
-            raise RemoteProtocolError(f"malformed extension type {code}: {exc}") from exc
+            _raise_malformed(exc, f"extension type {code}")
         raise RemoteProtocolError(f"unknown extension type {code}")
 
     return hook
@@ -489,12 +499,8 @@ def decode(data: bytes | bytearray) -> Any:
     ``RemoteProtocolError``."""
     try:
         return _unpackb(data, ext_hook=_hook, strict_map_key=False)
-    except RemoteProtocolError:
-        raise
-    except msgpack.StackError:
-        raise _remote_lists_too_deep() from None
     except Exception as exc:
-        raise RemoteProtocolError(f"malformed term: {exc}") from exc
+        _raise_malformed(exc, "term")
 
 
 def copy(obj: Any) -> Any:

@@ -142,14 +142,7 @@ class Core(TableShortcuts):
         self._stopping = False
         self._stopped = threading.Event()
         self._ended = False  # _stopped.is_set(), as a plain attribute for the per-message paths
-        enabled = options.network.mode != NetworkMode.DISABLED
-        self.observer = Observer(
-            name,
-            self._deliver_event,
-            options.cert_manager,
-            options.cert_expiry_margin,
-            options.cert_check_interval if enabled else 0.0,
-        )
+        self.observer = Observer(name, self._deliver_event, options)
         self.router.observer = self.observer  # the network backend reports to it
         # The last node events for the observer page and ``ergo-py inspect``
         # (they are rare: certificate changes, connections up and down).

@@ -53,12 +53,7 @@ class _Request(NamedTuple):
 class RemoteSpawn:
     """The spawn requests this node made and the factories it offers."""
 
-    def __init__(
-        self,
-        owner: SpawnOwner,
-        router: NodeRouter,
-        ctx: NodeContext,
-    ) -> None:
+    def __init__(self, owner: SpawnOwner, router: NodeRouter, ctx: NodeContext) -> None:
         self._owner = owner
         self._router = router
         self._ctx = ctx

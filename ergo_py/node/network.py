@@ -9,7 +9,9 @@ The parts, one job each: ``node/acceptor.py`` listens and admits,
 ``node/spawn.py`` does remote spawn, ``node/trust.py`` applies the cert
 manager's policy to connections on retired material, ``node/ergo_wire.py``
 speaks to Go Ergo nodes, and ``node/network_view.py`` is the user's
-``gen.Network``. What stays here: starting and stopping them (the loop
+``gen.Network``. Every part is made with the one ``node/context.py``
+``NodeContext`` built here (name, creation, cookie, options, cert
+manager, loop thread). What stays here: starting and stopping them (the loop
 thread, acceptors, registrar), and the callbacks links and the connection
 table make (``LinkOwner``, ``ConnectionOwner``), passed on to the part
 whose job they are.

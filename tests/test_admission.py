@@ -23,6 +23,7 @@ from ergo_py.net.handshake import (
 )
 from ergo_py.node.admission import Admission
 from ergo_py.node.connections import Connection, ConnectionTable
+from ergo_py.node.context import NodeContext
 
 US = "alpha@localhost"
 PEER = "beta@localhost"
@@ -39,9 +40,11 @@ class Node:
 
     def __init__(self, name: str = US, **network: Any) -> None:
         self.net = gen.NetworkOptions(flags=SIM, **network)
-        self.table = ConnectionTable(None, name, self.net, None)  # type: ignore[arg-type]
+        # owner and loop thread: unused
+        ctx = NodeContext(name, 1, "", self.net, None, None)  # type: ignore[arg-type]
+        self.table = ConnectionTable(None, ctx)  # type: ignore[arg-type]
         self.dialing: set[str] = set()
-        self.admission = Admission(name, self.net, self.table, self.dialing.__contains__)
+        self.admission = Admission(ctx, self.table, self.dialing.__contains__)
 
     def connected(self, peer: str, creation: int, cid: str, dialed: bool) -> None:
         done = HandshakeComplete(peer, creation, "", SIM, 0, cid, 1, ())

@@ -220,7 +220,7 @@ def _on_loop(node: gen.Node, fn: Any) -> None:
     async def run() -> None:
         fn()
 
-    backend._lt.run(run(), timeout=WAIT)
+    backend._ctx.lt.run(run(), timeout=WAIT)
 
 
 def test_frames_on_the_new_connection_wait_for_the_old_one(cluster: Cluster) -> None:

@@ -33,6 +33,7 @@ from ergo_py.net.handshake import (
 )
 from ergo_py.node.admission import Admission
 from ergo_py.node.connections import Connection, ConnectionTable
+from ergo_py.node.context import NodeContext
 
 COOKIE = "secret-cookie"
 SERVER_FP = hashlib.sha256(b"server leaf DER").digest()
@@ -59,11 +60,12 @@ def node_admission(
     connections up (other fields made up).
     """
     net = gen.NetworkOptions()
-    table = ConnectionTable(None, name, net, None)  # type: ignore[arg-type]  # owner, loop: unused
+    ctx = NodeContext(name, 1, "", net, None, None)  # type: ignore[arg-type]  # loop: unused
+    table = ConnectionTable(None, ctx)  # type: ignore[arg-type]  # owner: unused
     for cid, peer in (connections or {}).items():
         done = HandshakeComplete(peer, 1, "", gen.NetworkFlags.ENABLE, 0, cid, 1, ())
         table.conns[peer] = Connection(peer, done)
-    admission = Admission(name, net, table, lambda peer: peer in dialing)
+    admission = Admission(ctx, table, lambda peer: peer in dialing)
     return lambda event: admission.admit(event, None, dialer=False)
 
 

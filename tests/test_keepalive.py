@@ -63,7 +63,7 @@ def test_a_peer_that_goes_silent_is_declared_gone(cluster: Cluster) -> None:
                 link._keepalive_timer.cancel()
             link._transport.pause_reading()
 
-    backend._lt.run(silence(), timeout=WAIT)
+    backend._ctx.lt.run(silence(), timeout=WAIT)
     started = time.monotonic()
     down = get(out)
     assert isinstance(down, gen.MessageDownPID)

@@ -354,13 +354,18 @@ def _remote_lists_too_deep() -> RemoteProtocolError:
     )
 
 
-def _raise_remote(exc: Exception, what: str) -> NoReturn:
-    """What unpacking a peer's bytes raised, as the ``RemoteProtocolError`` it means."""
+def _raise_malformed(exc: Exception, what: str) -> NoReturn:
+    """Raise what a failure to unpack a peer's ``what`` is: a ``RemoteProtocolError``.
+
+    Called in an ``except Exception`` block: one already typed is raised
+    again as it is, msgpack's depth limit says so, anything else is ``what``
+    malformed.
+    """
     if isinstance(exc, RemoteProtocolError):
         raise exc
     if isinstance(exc, msgpack.StackError):
         raise _remote_lists_too_deep() from None
-    raise RemoteProtocolError(f"{what}: {exc}") from exc
+    raise RemoteProtocolError(f"malformed {what}: {exc}") from exc
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -401,7 +406,7 @@ def _make_hook(depth: int, inner_hook: Callable[[int, bytes], Any]) -> Callable[
                 name, message = inner_value
                 return decode_error(str(name), str(message))
         except Exception as exc:
-            _raise_remote(exc, f"malformed extension type {code}")
+            _raise_malformed(exc, f"extension type {code}")
         raise RemoteProtocolError(f"unknown extension type {code}")
 
     return hook
@@ -495,7 +500,7 @@ def decode(data: bytes | bytearray) -> Any:
     try:
         return _unpackb(data, ext_hook=_hook, strict_map_key=False)
     except Exception as exc:
-        _raise_remote(exc, "malformed term")
+        _raise_malformed(exc, "term")
 
 
 def copy(obj: Any) -> Any:

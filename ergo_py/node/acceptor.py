@@ -39,13 +39,14 @@ from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import ErrIncorrect, HandshakeRejected, NodeError
 from ergo_py.gen.identifiers import Atom
 from ergo_py.gen.node import AcceptorInfo
-from ergo_py.gen.options import PROTOCOL_ERGO_PY, AcceptorOptions, NetworkOptions
+from ergo_py.gen.options import PROTOCOL_ERGO_PY, AcceptorOptions
 from ergo_py.lib.logs import fields
 from ergo_py.net.handshake import REASON_BUSY, AcceptorHandshake
 from ergo_py.net.link import LinkOwner, LinkProtocol
 from ergo_py.net.linkbase import TLSDetails
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import ListenerTLS, server_tls_protocol
+from ergo_py.node.context import NodeContext
 
 __all__ = ["Acceptor", "AcceptorBase", "AcceptorOwner", "PreTLSBudget", "source_of"]
 
@@ -196,25 +197,18 @@ class AcceptorBase(Generic[OwnerT]):
         self,
         owner: OwnerT,
         options: AcceptorOptions,
-        *,
-        node_name: str,
-        creation: int,
-        cookie: str,
-        net: NetworkOptions,
-        cert_manager: CertManager | None,
+        ctx: NodeContext,
     ) -> None:
         if options.tls_handshake_timeout <= 0:
             raise ErrIncorrect("tls_handshake_timeout must be positive")
         self._owner = owner  # who its links report to
         self.options = options
-        self._node = node_name
-        self._creation = creation
-        self._cookie = options.cookie if options.cookie is not None else cookie
-        self._net = net
+        self._ctx = ctx
+        self._cookie = options.cookie if options.cookie is not None else ctx.cookie
         self._max_size = (
             options.max_message_size
             if options.max_message_size is not None
-            else net.max_message_size
+            else ctx.net.max_message_size
         )
         self._pre_tls: PreTLSBudget[_InTLS] = PreTLSBudget(
             options.max_pre_tls, options.max_pre_tls_per_source
@@ -224,11 +218,11 @@ class AcceptorBase(Generic[OwnerT]):
         # own budget (per kind and source), so one listener's flood, or an
         # earlier node of the same name, does not silence another's.
         self._limited = LogLimiter(log)
-        self.host = options.host or Atom(node_name).host
+        self.host = options.host or Atom(ctx.name).host
         self.port = 0
         self._server: asyncio.Server | None = None
         self._closing = False
-        cm = _cert_manager(options, cert_manager)
+        cm = _cert_manager(options, ctx.cert_manager)
         self.tls = self.tls_class(cm) if cm is not None else None
 
     async def bound(self) -> Self:
@@ -248,11 +242,11 @@ class AcceptorBase(Generic[OwnerT]):
             level,
             (what, source),
             "%s: %s from %s: %s",
-            self._node,
+            self._ctx.name,
             what,
             peer,
             why,
-            extra=fields(self._node, peer),
+            extra=fields(self._ctx.name, peer),
         )
 
     def _link(self, entry: _InTLS | None) -> _Admitting:
@@ -289,7 +283,7 @@ class AcceptorBase(Generic[OwnerT]):
             self.port = self._server.sockets[0].getsockname()[1]
             log.info(
                 "%s: accepting on %s:%d (%s, %s)",
-                self._node,
+                self._ctx.name,
                 self.host,
                 self.port,
                 "TLS" if self.tls is not None else "plain TCP",
@@ -418,14 +412,14 @@ class Acceptor(AcceptorBase[AcceptorOwner]):
         """The link protocol for one accepted connection; ``entry``: its TLS stage."""
         opts = self.options
         owner = self._owner
-        net = self._net
+        net = self._ctx.net
         link: LinkProtocol
 
         def machine(tls: TLSDetails) -> AcceptorHandshake:
             self._enter_handshake(entry, link)
             return AcceptorHandshake(
-                node_name=self._node,
-                creation=self._creation,
+                node_name=self._ctx.name,
+                creation=self._ctx.creation,
                 cookie=self._cookie,
                 flags=int(net.flags),
                 max_message_size=self._max_size,

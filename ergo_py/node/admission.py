@@ -37,7 +37,7 @@ import logging
 from collections.abc import Callable
 
 from ergo_py.gen.identifiers import Atom
-from ergo_py.gen.options import NetworkFlags, NetworkOptions
+from ergo_py.gen.options import NetworkFlags
 from ergo_py.lib.logs import fields
 from ergo_py.net.handshake import (
     REASON_SIMULTANEOUS,
@@ -48,6 +48,7 @@ from ergo_py.net.handshake import (
 from ergo_py.net.linkbase import TLSDetails
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.node.connections import ConnectionTable
+from ergo_py.node.context import NodeContext
 
 __all__ = ["Admission"]
 
@@ -61,15 +62,10 @@ class Admission:
     """The node's verdict on each peer a handshake introduces (loop thread)."""
 
     def __init__(
-        self,
-        name: str,
-        net: NetworkOptions,
-        table: ConnectionTable,
-        dialing: Callable[[str], bool],
+        self, ctx: NodeContext, table: ConnectionTable, dialing: Callable[[str], bool]
     ) -> None:
         """``dialing(peer)``: a dial of ours to ``peer`` is under way."""
-        self._name = name
-        self._net = net
+        self._ctx = ctx
         self._table = table
         self._dialing = dialing
 
@@ -87,8 +83,8 @@ class Admission:
         else:
             if (
                 not dialer
-                and int(self._net.flags) & int(event.peer_flags) & _SIMULTANEOUS
-                and self._name < peer
+                and int(self._ctx.net.flags) & int(event.peer_flags) & _SIMULTANEOUS
+                and self._ctx.name < peer
                 and self._dialing(peer)
             ):
                 return REASON_SIMULTANEOUS
@@ -99,23 +95,23 @@ class Admission:
                 return reason
         reason = self._identity_refusal(tls, peer, dialer)
         if reason is not None:
-            key = (self._name, "identity", peer)
+            key = (self._ctx.name, "identity", peer)
             _limited.log(
                 logging.WARNING,
                 key,
                 "%s: refused %s: %s",
-                self._name,
+                self._ctx.name,
                 peer,
                 reason,
-                extra=fields(self._name, peer),
+                extra=fields(self._ctx.name, peer),
             )
         return reason
 
     def _identity_refusal(self, tls: TLSDetails | None, peer_name: str, dialer: bool) -> str | None:
         """Why a peer's verified certificate does not prove it is ``peer_name`` (or None)."""
-        if not self._net.verify_node_identity or tls is None or tls.peer is None:
+        if not self._ctx.net.verify_node_identity or tls is None or tls.peer is None:
             return None
-        if dialer and self._net.insecure_skip_verify:
+        if dialer and self._ctx.net.insecure_skip_verify:
             return None
         peer = tls.peer
         if peer.has_node_name(peer_name):
@@ -123,7 +119,7 @@ class Admission:
         host = Atom(peer_name).host
         if (
             not peer.node_names
-            and self._net.identity_host_fallback
+            and self._ctx.net.identity_host_fallback
             and (host in peer.dns_names or host in peer.ip_addresses)
         ):
             return None

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ergo_py.gen.errors import ErrNoConnection, ErrTaken
-from ergo_py.gen.options import NetworkOptions
 from ergo_py.lib.logs import fields
 from ergo_py.net import frames as fr
 from ergo_py.net.handshake import HandshakeComplete, JoinComplete
 from ergo_py.net.link import LinkProtocol
-from ergo_py.net.loop import LoopThread, wait_until
+from ergo_py.net.loop import wait_until
+from ergo_py.node.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +144,9 @@ class ConnectionOwner(Protocol):
 class ConnectionTable:
     """The connections of one node, current and draining, and their links."""
 
-    def __init__(
-        self, owner: ConnectionOwner, name: str, net: NetworkOptions, lt: LoopThread
-    ) -> None:
+    def __init__(self, owner: ConnectionOwner, ctx: NodeContext) -> None:
         self._owner = owner
-        self._name = name
-        self._net = net
-        self._lt = lt
+        self._ctx = ctx
         # Never rebound: the write path holds on to the dicts themselves.
         self.conns: dict[str, Connection] = {}
         self.draining: dict[str, list[Connection]] = {}
@@ -178,7 +174,7 @@ class ConnectionTable:
         ``"name taken"`` when a connection to the same incarnation of ``peer``
         is up and the new one (``dialer``: dialled by us) does not replace it.
         """
-        if peer == self._name:
+        if peer == self._ctx.name:
             return "name taken"
         existing = self.conns.get(peer)
         if (
@@ -245,7 +241,7 @@ class ConnectionTable:
         self._hold_behind_draining(conn)
         tls = link.tls
         args = (
-            self._name,
+            self._ctx.name,
             "connection handed over to" if replacing is not None else "connected to",
             done.peer_name,
             tls.version if tls and tls.version else "plain TCP",
@@ -253,7 +249,7 @@ class ConnectionTable:
             tls.peer.fingerprint[:16] if tls and tls.peer else "-",
         )
         extra = fields(
-            self._name, done.peer_name, tls.peer.fingerprint if tls and tls.peer else None
+            self._ctx.name, done.peer_name, tls.peer.fingerprint if tls and tls.peer else None
         )
         text = "%s: %s %s (%s, cert version %s, peer cert %s)"
         if link.dialer or replacing is not None:
@@ -263,7 +259,7 @@ class ConnectionTable:
             # coming and going is DEBUG; a peer still here a moment later is news.
             log.debug(text, *args, extra=extra)
             conn.quiet = True
-            self._lt.loop.call_later(QUIET_CONNECTION, self._announce, conn, text, args, extra)
+            self._ctx.lt.loop.call_later(QUIET_CONNECTION, self._announce, conn, text, args, extra)
         self._owner.connection_up(conn, replacing is not None)
         ev = self.arrived.pop(done.peer_name, None)
         if ev is not None:
@@ -306,7 +302,7 @@ class ConnectionTable:
         for link in conn.links:
             link.close()
         self._owner.connection_dropped(conn.peer)
-        log.log(logging.DEBUG if conn.quiet else logging.INFO, "%s: %s", self._name, reason)
+        log.log(logging.DEBUG if conn.quiet else logging.INFO, "%s: %s", self._ctx.name, reason)
         self._owner.node_down(conn.peer, reason)
 
     def _announce(
@@ -325,7 +321,7 @@ class ConnectionTable:
         if conn is not None and conn is not replacing:
             return conn
         ev = self.arrived.setdefault(node, asyncio.Event())
-        await wait_until(ev.wait(), self._net.handshake_timeout)
+        await wait_until(ev.wait(), self._ctx.net.handshake_timeout)
         conn = self.conns.get(node)
         return conn if conn is not replacing else None
 
@@ -344,10 +340,10 @@ class ConnectionTable:
         self.draining.setdefault(conn.peer, []).append(conn)
         log.info(
             "%s: closing connection to %s: %s",
-            self._name,
+            self._ctx.name,
             conn.peer,
             why,
-            extra=fields(self._name, conn.peer),
+            extra=fields(self._ctx.name, conn.peer),
         )
         if conn.timer is not None:  # waiting for the peer's replacement: it came
             conn.timer.cancel()
@@ -359,7 +355,7 @@ class ConnectionTable:
             # peer's own drain timer does not run out first.
             conn.state = ConnState.OWING
             self.owing[conn.peer] = conn
-            conn.timer = self._lt.loop.call_later(self.reply_wait, self._close_links, conn)
+            conn.timer = self._ctx.lt.loop.call_later(self.reply_wait, self._close_links, conn)
             return
         self._close_links(conn)
 
@@ -372,14 +368,14 @@ class ConnectionTable:
                 log.warning(
                     "%s: closing the connection to %s with calls of its still running here "
                     "after %.1f s; their callers get gen.ErrNoConnection",
-                    self._name,
+                    self._ctx.name,
                     conn.peer,
                     self.reply_wait,
                 )
         conn.state = ConnState.DRAINING
         if conn.timer is not None:
             conn.timer.cancel()
-        conn.timer = self._lt.loop.call_later(self.drain_timeout, self._drain_expired, conn)
+        conn.timer = self._ctx.lt.loop.call_later(self.drain_timeout, self._drain_expired, conn)
         for link in list(conn.links):
             link.send_close(conn.replaced)
         self.drain_progress(conn)
@@ -392,7 +388,7 @@ class ConnectionTable:
 
     @property
     def drain_timeout(self) -> float:
-        return self._net.handshake_timeout
+        return self._ctx.net.handshake_timeout
 
     @property
     def reply_wait(self) -> float:
@@ -412,8 +408,8 @@ class ConnectionTable:
         # The peer is handing over to a connection we have not seen come up
         # yet; it still reads this one, so keep sending here until it does.
         if conn.timer is None:
-            conn.timer = self._lt.loop.call_later(
-                self._net.connect_timeout + self._net.handshake_timeout,
+            conn.timer = self._ctx.lt.loop.call_later(
+                self._ctx.net.connect_timeout + self._ctx.net.handshake_timeout,
                 self._replacement_missing,
                 conn,
             )
@@ -458,10 +454,10 @@ class ConnectionTable:
         if conn.held is None:
             self._unqueue(conn)
         self.drained[conn.handshake.connection_id] = conn
-        self._lt.loop.call_later(self.drain_timeout, self._forget_drained, conn)
+        self._ctx.lt.loop.call_later(self.drain_timeout, self._forget_drained, conn)
         conn.drained.set()
         self._release_behind(conn)
-        log.info("%s: previous connection to %s closed cleanly", self._name, conn.peer)
+        log.info("%s: previous connection to %s closed cleanly", self._ctx.name, conn.peer)
         why = "handed over to a new connection" if conn.replaced else "closed"
         self._owner.connection_drained(conn.peer, why)
 
@@ -497,7 +493,7 @@ class ConnectionTable:
         for link in links:
             link.abort()
         self._drain_finished(conn)
-        log.warning("%s: %s", self._name, reason)
+        log.warning("%s: %s", self._ctx.name, reason)
         if fire and not self._owner.stopped:
             self._owner.node_down(conn.peer, reason)
 

@@ -71,7 +71,7 @@ from ergo_py.node.process import (
 )
 from ergo_py.node.router import Router
 from ergo_py.node.signals import Signals, quiet
-from ergo_py.node.table import ProcessTable
+from ergo_py.node.table import ProcessTable, TableShortcuts
 
 RECENT_EVENTS = 50  # node events kept for the observer page and inspect
 
@@ -113,7 +113,7 @@ class _Undo:
             self._undo(*self._args)
 
 
-class Core:
+class Core(TableShortcuts):
     """A running node's runtime (see the module docstring); one per node."""
 
     def __init__(
@@ -129,21 +129,10 @@ class Core:
                 raise NodeError(f"a node named {name!r} is already running in this process")
             _live_names.add(name)
         self._node = node
-        self._name = name
-        self._creation = creation
         self._options = options
         self._pid = PID(name, CORE_PROCESS_ID, creation)
         table = ProcessTable(name, creation)
-        # The table's lock, dicts and look-ups under short names: send_from,
-        # call_from and finish_call use them per message.
-        self._lock = table.lock
-        self._procs = table.procs
-        self._names = table.names
-        self._aliases = table.aliases
-        self._inflight = table.inflight
-        self._norm = table.norm
-        self._lookup = table.lookup
-        self._is_local = table.is_local
+        self._use_table(table)  # _name, _creation, _lock, _procs, ... (node/table.py)
         self._next_id = FIRST_PROCESS_ID
         self._links = LinkTable()
         self._calls = CallTable()
@@ -153,14 +142,7 @@ class Core:
         self._stopping = False
         self._stopped = threading.Event()
         self._ended = False  # _stopped.is_set(), as a plain attribute for the per-message paths
-        enabled = options.network.mode != NetworkMode.DISABLED
-        self.observer = Observer(
-            name,
-            self._deliver_event,
-            options.cert_manager,
-            options.cert_expiry_margin,
-            options.cert_check_interval if enabled else 0.0,
-        )
+        self.observer = Observer(name, self._deliver_event, options)
         self.router.observer = self.observer  # the network backend reports to it
         # The last node events for the observer page and ``ergo-py inspect``
         # (they are rare: certificate changes, connections up and down).

@@ -22,7 +22,6 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
@@ -32,7 +31,7 @@ from ergo_py.gen.errors import (
     HandshakeRejected,
 )
 from ergo_py.gen.identifiers import Atom
-from ergo_py.gen.options import NetworkOptions, NetworkRoute
+from ergo_py.gen.options import NetworkRoute
 from ergo_py.gen.registrar import Registrar, Route
 from ergo_py.lib.logs import fields
 from ergo_py.net.handshake import (
@@ -43,11 +42,11 @@ from ergo_py.net.handshake import (
 )
 from ergo_py.net.link import LinkOwner, LinkProtocol
 from ergo_py.net.linkbase import TLSDetails
-from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.retry import Backoff, retry_until_async
 from ergo_py.net.tls import dial_tls
 from ergo_py.node.connections import Connection, ConnectionOwner, ConnectionTable, ConnState
+from ergo_py.node.context import NodeContext
 
 log = logging.getLogger(__name__)
 _limited = LogLimiter(log)  # a peer that keeps refusing us could flood the log
@@ -93,23 +92,13 @@ class Dialer:
         self,
         owner: DialerOwner,
         table: ConnectionTable,
+        ctx: NodeContext,
         *,
-        name: str,
-        creation: int,
-        cookie: str,
-        net: NetworkOptions,
-        cert_manager: CertManager | None,
         registrar: Callable[[], Registrar | None],
-        lt: LoopThread,
     ) -> None:
-        self._lt = lt
         self._owner = owner
         self._table = table
-        self._name = name
-        self._creation = creation
-        self._cookie = cookie
-        self._net = net
-        self._cm = cert_manager
+        self._ctx = ctx
         self._registrar = registrar
         self._routes: list[_StaticRoute] = []
         self._routes_lock = threading.Lock()  # add_route comes from any thread
@@ -177,7 +166,7 @@ class Dialer:
         conn = self._table.conns.get(node)
         if conn is not None:
             return conn
-        if node == self._name:
+        if node == self._ctx.name:
             raise ErrIncorrect("a node cannot connect to itself")
         return await _single_flight(self._dialing, node, lambda: self._dial_any(node))
 
@@ -201,18 +190,19 @@ class Dialer:
             except (TimeoutError, OSError, ssl.SSLError, ErgoError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
         why = "; ".join(errors) or "no routes"
-        mine = self._cm.state() if self._cm is not None else None
+        cm = self._ctx.cert_manager
+        mine = cm.state() if cm is not None else None
         _limited.log(
             logging.WARNING,
-            (self._name, "dial", node),
+            (self._ctx.name, "dial", node),
             "%s: cannot connect to %s: %s%s",
-            self._name,
+            self._ctx.name,
             node,
             why,
             f" (our certificate {mine.certificate.fingerprint[:16]}, version {mine.version})"
             if mine is not None
             else "",
-            extra=fields(self._name, node, mine.certificate.fingerprint if mine else None),
+            extra=fields(self._ctx.name, node, mine.certificate.fingerprint if mine else None),
         )
         raise ErrNoConnection(f"cannot connect to {node}: {why}")
 
@@ -225,18 +215,23 @@ class Dialer:
         machine: Callable[[TLSDetails], DialerHandshake | JoinHandshake],
     ) -> HandshakeComplete | JoinComplete:
         """Dial one link and run its handshake; the TLS context is the manager's current one."""
-        ctx, sni = dial_tls(
-            self._cm, self._net.insecure_skip_verify, use_tls, server_hostname, f"{host}:{port}"
+        net = self._ctx.net
+        ssl_ctx, sni = dial_tls(
+            self._ctx.cert_manager,
+            net.insecure_skip_verify,
+            use_tls,
+            server_hostname,
+            f"{host}:{port}",
         )
 
         def factory() -> LinkProtocol:
             return LinkProtocol(
                 self._owner,
                 machine,
-                handshake_timeout=self._net.handshake_timeout,
-                max_message_size=self._net.max_message_size,
+                handshake_timeout=net.handshake_timeout,
+                max_message_size=net.max_message_size,
                 dialer=True,
-                keepalive=self._net.keepalive_period,
+                keepalive=net.keepalive_period,
             )
 
         loop = asyncio.get_running_loop()
@@ -247,11 +242,11 @@ class Dialer:
                     factory,
                     host,
                     port,
-                    ssl=ctx,
+                    ssl=ssl_ctx,
                     server_hostname=sni,
-                    ssl_handshake_timeout=self._net.handshake_timeout if ctx is not None else None,
+                    ssl_handshake_timeout=net.handshake_timeout if ssl_ctx is not None else None,
                 ),
-                self._net.connect_timeout + self._net.handshake_timeout,
+                net.connect_timeout + net.handshake_timeout,
             )
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             # No link was made: the TCP connect or the TLS handshake failed.
@@ -259,21 +254,21 @@ class Dialer:
             if report is not None:
                 report(exc, loop.time() - started)
             raise
-        return await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+        return await asyncio.wait_for(link.ready, net.handshake_timeout + 1.0)
 
     async def _dial(self, node: str, route: NetworkRoute, replace: bool = False) -> Connection:
         host = route.host or Atom(node).host
-        use_tls = route.tls if route.tls is not None else self._cm is not None
-        cookie = route.cookie if route.cookie is not None else self._cookie
+        use_tls = route.tls if route.tls is not None else self._ctx.cert_manager is not None
+        cookie = route.cookie if route.cookie is not None else self._ctx.cookie
 
         def machine(tls: TLSDetails) -> DialerHandshake:
             return DialerHandshake(
-                node_name=self._name,
-                creation=self._creation,
+                node_name=self._ctx.name,
+                creation=self._ctx.creation,
                 peer_name=node,
                 cookie=cookie,
-                flags=int(self._net.flags),
-                max_message_size=self._net.max_message_size,
+                flags=int(self._ctx.net.flags),
+                max_message_size=self._ctx.net.max_message_size,
                 local_cert_fp=tls.local_fp,
                 peer_cert_fp=tls.peer_fp,
                 replace=replace,
@@ -296,12 +291,14 @@ class Dialer:
             def grow() -> None:
                 for _ in range(done.pool_size - 1):
                     join = self._join_machine(node, cookie, done)
-                    task = self._lt.spawn(self._open_link(host, route.port, use_tls, host, join))
+                    task = self._ctx.lt.spawn(
+                        self._open_link(host, route.port, use_tls, host, join)
+                    )
                     self._joins[task] = node
                     conn.joining += 1
                     task.add_done_callback(self._join_done(conn))
 
-            if self._net.pool_on_demand:
+            if self._ctx.net.pool_on_demand:
                 conn.grow = grow
             else:
                 grow()
@@ -311,7 +308,7 @@ class Dialer:
         """Loop thread: the connection got busy; open its other pool links."""
         grow, conn.grow = conn.grow, None
         if grow is not None and conn.state is ConnState.CURRENT and not self._owner.stopped:
-            log.info("%s: connection to %s is busy; growing its pool", self._name, conn.peer)
+            log.info("%s: connection to %s is busy; growing its pool", self._ctx.name, conn.peer)
             grow()
 
     def _join_done(self, conn: Connection) -> Callable[[asyncio.Future[Any]], None]:
@@ -327,7 +324,7 @@ class Dialer:
             log.log(
                 logging.INFO if gone else logging.WARNING,
                 "%s: pool link to %s failed: %s",
-                self._name,
+                self._ctx.name,
                 conn.peer,
                 task.exception(),
             )
@@ -339,7 +336,7 @@ class Dialer:
     ) -> Callable[[TLSDetails], JoinHandshake]:
         def machine(tls: TLSDetails) -> JoinHandshake:
             return JoinHandshake(
-                node_name=self._name,
+                node_name=self._ctx.name,
                 peer_name=node,
                 connection_id=done.connection_id,
                 cookie=cookie,

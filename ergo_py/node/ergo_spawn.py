@@ -28,7 +28,7 @@ from ergo_py.net.ergo import enp
 from ergo_py.net.ergo.edf import RemoteError
 from ergo_py.net.ergo.handshake import FLAG_REMOTE_SPAWN
 from ergo_py.net.ergo.spawn import SpawnRequest, spawn_request
-from ergo_py.net.loop import LoopThread
+from ergo_py.node.context import NodeContext
 from ergo_py.node.ergo_pool import Wire
 from ergo_py.node.spawn import RemoteSpawn
 
@@ -41,13 +41,12 @@ class ErgoSpawn:
     """Spawn requests to and from Go nodes: ours waiting for answers, theirs being served."""
 
     def __init__(
-        self, wire: Wire, router: NodeRouter, offers: RemoteSpawn, lt: LoopThread, name: str
+        self, wire: Wire, router: NodeRouter, offers: RemoteSpawn, ctx: NodeContext
     ) -> None:
         self._wire = wire
         self._router = router
         self._offers = offers
-        self._lt = lt
-        self._name = name
+        self._ctx = ctx
         self._lock = threading.Lock()
         self._pending: dict[Ref, tuple[str, concurrent.futures.Future[enp.Result]]] = {}
 
@@ -118,7 +117,7 @@ class ErgoSpawn:
         except ErgoError as exc:
             self._answer(peer, request, None, exc)
             return
-        self._lt.spawn(self._spawn_and_answer(peer, request, factory))
+        self._ctx.lt.spawn(self._spawn_and_answer(peer, request, factory))
 
     async def _spawn_and_answer(
         self, peer: str, request: SpawnRequest, factory: ActorFactory
@@ -156,4 +155,4 @@ class ErgoSpawn:
                 )
             self._wire.write(conn, data, from_loop=True)
         except ErgoError as exc:
-            log.info("%s: spawn answer to %s not sent: %s", self._name, peer, exc)
+            log.info("%s: spawn answer to %s not sent: %s", self._ctx.name, peer, exc)

@@ -41,7 +41,6 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
@@ -50,7 +49,7 @@ from ergo_py.gen.errors import (
 )
 from ergo_py.gen.identifiers import PID, Atom, Ref, random_ref_id
 from ergo_py.gen.node import NodeRouter, RemoteTarget
-from ergo_py.gen.options import AcceptorOptions, NetworkOptions, NetworkRoute
+from ergo_py.gen.options import AcceptorOptions, NetworkRoute
 from ergo_py.net.ergo import enp, spawn
 from ergo_py.net.ergo.handshake import (
     FLAGS_ENABLE,
@@ -60,9 +59,9 @@ from ergo_py.net.ergo.handshake import (
     JoinMachine,
     Local,
 )
-from ergo_py.net.loop import LoopThread
 from ergo_py.net.ratelog import LogLimiter
 from ergo_py.net.tls import dial_tls
+from ergo_py.node.context import NodeContext
 from ergo_py.node.ergo_acceptor import ErgoAcceptor
 from ergo_py.node.ergo_link import ErgoLink
 from ergo_py.node.ergo_pool import ErgoConnection, Parked
@@ -98,23 +97,13 @@ class ErgoWire:
         self,
         owner: ErgoOwner,
         router: NodeRouter,
+        ctx: NodeContext,
         *,
-        name: str,
-        creation: int,
-        cookie: str,
-        net: NetworkOptions,
-        cert_manager: CertManager | None,
-        lt: LoopThread,
         offers: RemoteSpawn,
     ) -> None:
         self._owner = owner
         self._router = router
-        self._name = name
-        self._creation = creation
-        self._cookie = cookie
-        self._net = net
-        self._cm = cert_manager
-        self._lt = lt
+        self._ctx = ctx
         self.conns: dict[str, ErgoConnection] = {}
         self._links: set[ErgoLink] = set()
         self._routes: list[tuple[re.Pattern[str], NetworkRoute, int]] = []
@@ -122,8 +111,8 @@ class ErgoWire:
         self._dialing: dict[str, asyncio.Future[ErgoConnection]] = {}
         self.acceptors: list[ErgoAcceptor] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self.spawns = ErgoSpawn(self, router, offers, lt, name)
-        self.watches = ErgoWatches(self, router, lt)
+        self.spawns = ErgoSpawn(self, router, offers, ctx)
+        self.watches = ErgoWatches(self, router, ctx.lt)
 
     # --- who speaks it -------------------------------------------------------------------
 
@@ -161,11 +150,7 @@ class ErgoWire:
         acc = ErgoAcceptor(
             self,
             options,
-            node_name=self._name,
-            creation=self._creation,
-            cookie=self._cookie,
-            net=self._net,
-            cert_manager=self._cm,
+            self._ctx,
         )
         await acc.bound()
         self.acceptors.append(acc)
@@ -185,18 +170,18 @@ class ErgoWire:
     def local(self, cookie: str | None = None) -> Local:
         """Who we are in a handshake (``cookie``: a route's or acceptor's own, if it has one)."""
         return Local(
-            self._name,
-            self._creation,
-            self._cookie if cookie is None else cookie,
-            self._net.max_message_size,
+            self._ctx.name,
+            self._ctx.creation,
+            self._ctx.cookie if cookie is None else cookie,
+            self._ctx.net.max_message_size,
             FLAGS_ENABLE | self.spawns.flags,  # remote spawn when the node takes it
         )
 
     def pool_size(self) -> int:
-        return max(1, min(255, self._net.pool_size))
+        return max(1, min(255, self._ctx.net.pool_size))
 
     def admit(self, peer: str, creation: int) -> str | None:
-        if peer == self._name:
+        if peer == self._ctx.name:
             return "name taken"
         old = self.conns.get(peer)
         if old is not None:
@@ -223,9 +208,8 @@ class ErgoWire:
             return conn
         if from_loop:
             raise ErrNoConnection(f"not connected to {node}")
-        budget = self._net.connect_timeout + 2 * self._net.handshake_timeout + 5.0
         try:
-            return self._lt.run(self._connect(node), timeout=budget)
+            return self._ctx.lt.run(self._connect(node), timeout=self._ctx.dial_budget)
         except ErrTimeout as exc:
             raise ErrNoConnection(f"cannot connect to {node}: {exc}") from exc
 
@@ -254,9 +238,11 @@ class ErgoWire:
         if route is None:
             raise ErrNoConnection(f"no ergo route to {node}")
         host = route.host or Atom(node).host
-        use_tls = route.tls if route.tls is not None else self._cm is not None
-        cookie = route.cookie if route.cookie is not None else self._cookie
-        ctx, sni = dial_tls(self._cm, self._net.insecure_skip_verify, use_tls, host, node)
+        use_tls = route.tls if route.tls is not None else self._ctx.cert_manager is not None
+        cookie = route.cookie if route.cookie is not None else self._ctx.cookie
+        ssl_ctx, sni = dial_tls(
+            self._ctx.cert_manager, self._ctx.net.insecure_skip_verify, use_tls, host, node
+        )
 
         def machine(link: ErgoLink) -> DialerMachine:
             return DialerMachine(
@@ -264,7 +250,7 @@ class ErgoWire:
             )
 
         try:
-            await self._open(host, route.port, machine, ctx, sni)
+            await self._open(host, route.port, machine, ssl_ctx, sni)
         except (TimeoutError, OSError, ssl.SSLError, ErgoError) as exc:
             won = self.conns.get(node)  # the peer's own dial to us came up meanwhile: use it
             if won is not None:
@@ -278,7 +264,7 @@ class ErgoWire:
             return conn
 
         def rejoin(dsn: str) -> Awaitable[bool]:
-            return self._join(conn, dsn, ctx, sni, cookie)
+            return self._join(conn, dsn, ssl_ctx, sni, cookie)
 
         conn.rejoin = rejoin
         want = min(conn.info.pool_size, self.pool_size()) - 1
@@ -291,7 +277,7 @@ class ErgoWire:
         self,
         conn: ErgoConnection,
         dsn: str,
-        ctx: ssl.SSLContext | None,
+        ssl_ctx: ssl.SSLContext | None,
         sni: str | None,
         cookie: str,
     ) -> bool:
@@ -304,13 +290,13 @@ class ErgoWire:
             return JoinMachine(self.local(cookie), to, peer_cert_sha1=link.peer_cert_sha1)
 
         try:
-            await self._open(host, int(port), machine, ctx, sni)
+            await self._open(host, int(port), machine, ssl_ctx, sni)
             return True
         except (TimeoutError, OSError, ValueError, ssl.SSLError, ErgoError) as exc:
             _note(
                 logging.WARNING,
                 "%s: a pool link to %s (%s) failed: %s",
-                self._name,
+                self._ctx.name,
                 conn.peer,
                 dsn,
                 exc,
@@ -326,7 +312,7 @@ class ErgoWire:
             if conn.closing or self.conns.get(conn.peer) is not conn:
                 return
             if await conn.rejoin(dsn):
-                log.info("%s: a lost pool link to %s re-joined", self._name, conn.peer)
+                log.info("%s: a lost pool link to %s re-joined", self._ctx.name, conn.peer)
                 return
         if parked not in conn.links:
             return
@@ -339,7 +325,7 @@ class ErgoWire:
         host: str,
         port: int,
         machine: Callable[[ErgoLink], Any],
-        ctx: ssl.SSLContext | None,
+        ssl_ctx: ssl.SSLContext | None,
         sni: str | None,
     ) -> ErgoLink:
         """Dial one link and run its handshake (bounded); a link that fails is aborted."""
@@ -348,14 +334,14 @@ class ErgoWire:
                 lambda: self._new_link(machine, dialer=True),
                 host,
                 port,
-                ssl=ctx,
-                server_hostname=sni if ctx is not None else None,
-                ssl_handshake_timeout=self._net.handshake_timeout if ctx else None,
+                ssl=ssl_ctx,
+                server_hostname=sni if ssl_ctx is not None else None,
+                ssl_handshake_timeout=self._ctx.net.handshake_timeout if ssl_ctx else None,
             ),
-            self._net.connect_timeout + self._net.handshake_timeout,
+            self._ctx.net.connect_timeout + self._ctx.net.handshake_timeout,
         )
         try:
-            await asyncio.wait_for(link.ready, self._net.handshake_timeout + 1.0)
+            await asyncio.wait_for(link.ready, self._ctx.net.handshake_timeout + 1.0)
         except BaseException:
             link.abort()
             raise
@@ -366,8 +352,8 @@ class ErgoWire:
             self,
             machine,
             dialer=dialer,
-            handshake_timeout=self._net.handshake_timeout,
-            max_message_size=self._net.max_message_size,
+            handshake_timeout=self._ctx.net.handshake_timeout,
+            max_message_size=self._ctx.net.max_message_size,
         )
         self._links.add(link)
         return link
@@ -380,13 +366,13 @@ class ErgoWire:
             if conn is None or conn.closing or conn.info.connection_id != result.connection_id:
                 raise ErrNoConnection(f"a pool link to {result.peer}: its connection is gone")
             conn.joined(link)
-            log.debug("%s: pool link %d to %s", self._name, len(conn.links), result.peer)
+            log.debug("%s: pool link %d to %s", self._ctx.name, len(conn.links), result.peer)
             return conn.codec
         if link.dialer and result.peer in self.conns:
             raise ErrNoConnection(f"already connected to {result.peer}")
         codec = enp.Codec(
-            self._name,
-            self._creation,
+            self._ctx.name,
+            self._ctx.creation,
             result.peer,
             result.creation,
             result.caches,
@@ -396,7 +382,7 @@ class ErgoWire:
         tls = link.tls
         log.info(
             "%s: connected to Ergo node %s (%s, %s, peer cert %s)",
-            self._name,
+            self._ctx.name,
             result.peer,
             result.peer_version,
             tls.version if tls and tls.version else "plain TCP",
@@ -414,7 +400,7 @@ class ErgoWire:
                 self._drop(conn, why)
             elif conn.rejoin is not None:  # ours: re-join this one link, as Go's dialer does
                 log.info(
-                    "%s: a pool link to %s lost (%s); re-joining it", self._name, conn.peer, why
+                    "%s: a pool link to %s lost (%s); re-joining it", self._ctx.name, conn.peer, why
                 )
                 task = asyncio.get_running_loop().create_task(self._rejoin(conn, conn.park(link)))
                 self._tasks.add(task)
@@ -430,11 +416,11 @@ class ErgoWire:
         lost = conn.close(reason)
         if lost:
             log.info(
-                "%s: %d packets to %s waited for a pool link: lost", self._name, lost, conn.peer
+                "%s: %d packets to %s waited for a pool link: lost", self._ctx.name, lost, conn.peer
             )
         self.watches.connection_lost(conn.peer)
         self.spawns.connection_lost(conn.peer)
-        log.info("%s: %s", self._name, reason)
+        log.info("%s: %s", self._ctx.name, reason)
         if not self._owner.stopped:
             self._owner.node_down(conn.peer, reason)
 
@@ -444,9 +430,9 @@ class ErgoWire:
             if conn is not None:
                 conn.close()
                 gone = asyncio.gather(*(link.gone for link in conn.live))
-                await asyncio.wait_for(gone, self._net.handshake_timeout)
+                await asyncio.wait_for(gone, self._ctx.net.handshake_timeout)
 
-        self._lt.run(close(), timeout=self._net.handshake_timeout + 5.0)
+        self._ctx.lt.run(close(), timeout=self._ctx.net.handshake_timeout + 5.0)
 
     def info(self, node: str) -> dict[str, Any] | None:
         conn = self.conns.get(node)
@@ -516,7 +502,7 @@ class ErgoWire:
         self.write(conn, data)
 
     def new_ref(self) -> Ref:
-        return Ref(self._name, random_ref_id(), self._creation)
+        return Ref(self._ctx.name, random_ref_id(), self._ctx.creation)
 
     # --- inbound (loop thread) -----------------------------------------------------------
 
@@ -533,7 +519,11 @@ class ErgoWire:
                 self._dispatch(link, event)
             except ErgoError as exc:
                 _note(
-                    logging.INFO, "%s: %s not delivered: %s", self._name, type(event).__name__, exc
+                    logging.INFO,
+                    "%s: %s not delivered: %s",
+                    self._ctx.name,
+                    type(event).__name__,
+                    exc,
                 )
         if run:
             self._route_sends(run)
@@ -541,7 +531,10 @@ class ErgoWire:
     def _route_sends(self, run: list[tuple[PID, RemoteTarget, Any]]) -> None:
         for _, error in self._router.route_sends(run):
             _note(
-                logging.INFO, "%s: a message from an Ergo node not delivered: %s", self._name, error
+                logging.INFO,
+                "%s: a message from an Ergo node not delivered: %s",
+                self._ctx.name,
+                error,
             )
 
     def _dispatch(self, link: ErgoLink, event: enp.Event) -> None:
@@ -557,7 +550,7 @@ class ErgoWire:
         elif isinstance(event, enp.Control):
             self._control(link, event.message)
         elif isinstance(event, enp.Unsupported):
-            _note(logging.WARNING, "%s: %s", self._name, event.what)
+            _note(logging.WARNING, "%s: %s", self._ctx.name, event.what)
 
     def _control(self, link: ErgoLink, message: Any) -> None:
         conn = self._conn_of(link)
@@ -574,7 +567,7 @@ class ErgoWire:
             _note(
                 logging.WARNING,
                 "%s: an Ergo request we do not serve: %s",
-                self._name,
+                self._ctx.name,
                 type(message).__name__,
             )
             return

@@ -9,7 +9,9 @@ The parts, one job each: ``node/acceptor.py`` listens and admits,
 ``node/spawn.py`` does remote spawn, ``node/trust.py`` applies the cert
 manager's policy to connections on retired material, ``node/ergo_wire.py``
 speaks to Go Ergo nodes, and ``node/network_view.py`` is the user's
-``gen.Network``. What stays here: starting and stopping them (the loop
+``gen.Network``. Every part is made with the one ``node/context.py``
+``NodeContext`` built here (name, creation, cookie, options, cert
+manager, loop thread). What stays here: starting and stopping them (the loop
 thread, acceptors, registrar), and the callbacks links and the connection
 table make (``LinkOwner``, ``ConnectionOwner``), passed on to the part
 whose job they are.
@@ -30,9 +32,8 @@ import secrets
 import ssl
 import string
 import threading
-from typing import Any, TypedDict
+from typing import Any
 
-from ergo_py.gen.certmanager import CertManager
 from ergo_py.gen.errors import (
     ErgoError,
     ErrIncorrect,
@@ -55,7 +56,6 @@ from ergo_py.gen.options import (
     PROTOCOLS,
     AcceptorOptions,
     NetworkMode,
-    NetworkOptions,
     NodeOptions,
 )
 from ergo_py.gen.registrar import Registrar, Route
@@ -67,6 +67,7 @@ from ergo_py.net.registrar import EmbeddedRegistrar
 from ergo_py.node.acceptor import Acceptor
 from ergo_py.node.admission import Admission
 from ergo_py.node.connections import Connection, ConnectionTable
+from ergo_py.node.context import NodeContext
 from ergo_py.node.dialer import Dialer
 from ergo_py.node.dispatch import Dispatcher
 from ergo_py.node.ergo_pool import ErgoConnection
@@ -113,51 +114,40 @@ def _random_cookie() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(16))
 
 
-class _Wiring(TypedDict):
-    """The node's settings the dialer and the Ergo wire are made with (as keywords)."""
-
-    name: str
-    creation: int
-    cookie: str
-    net: NetworkOptions
-    cert_manager: CertManager | None
-    lt: LoopThread
-
-
 class TCPBackend(WritePath):
     """Connections to other nodes over TCP, with TLS when a cert manager is set."""
 
     def __init__(self, router: NodeRouter, options: NodeOptions) -> None:
         self._router = router
-        name = self._name = str(router.name)
-        creation = self._creation = router.creation
+        name = str(router.name)
         self._options = options
         net = options.network
         if not net.cookie:
             net.cookie = _random_cookie()
             log.warning("%s: no cookie set; using a random one", name)
-        cookie = self._cookie = net.cookie
-        cm = self._cm = options.cert_manager
         if net.insecure_skip_verify:
             log.warning("%s: insecure_skip_verify is on: peers are not verified", name)
-        lt = LoopThread(name)
-        table = ConnectionTable(self, name, net, lt)
+        # What every part below is made with (node/context.py).
+        ctx = NodeContext(
+            name=name,
+            creation=router.creation,
+            cookie=net.cookie,
+            net=net,
+            cert_manager=options.cert_manager,
+            lt=LoopThread(name),
+        )
+        table = ConnectionTable(self, ctx)
         self._acceptors: list[Acceptor] = []
         self._registrar_lock = threading.Lock()
-        wiring = _Wiring(
-            name=name, creation=creation, cookie=cookie, net=net, cert_manager=cm, lt=lt
-        )
-        dialer = Dialer(self, table, registrar=self.registrar, **wiring)
-        self._admission = Admission(name, net, table, dialer.pending)
-        self._spawn = RemoteSpawn(self, router, lt, name, creation, net)
+        dialer = Dialer(self, table, ctx, registrar=self.registrar)
+        self._admission = Admission(ctx, table, dialer.pending)
+        self._spawn = RemoteSpawn(self, router, ctx)
         self._dispatcher = Dispatcher(name, router, self._spawn)
         self._dispatch_all = self._dispatcher.dispatch_all
         # Go Ergo nodes (docs/interop.md): their own table, acceptors and routes.
-        ergo = ErgoWire(self, router, offers=self._spawn, **wiring)
-        # The write path's parts are this backend's too (_lt, _table, _dialer, _ergo, _net).
-        super().__init__(
-            lt=lt, table=table, dialer=dialer, ergo=ergo, net=net, owed=self._dispatcher.owed
-        )
+        ergo = ErgoWire(self, router, ctx, offers=self._spawn)
+        # The write path's parts are this backend's too (_ctx, _table, _dialer, _ergo).
+        super().__init__(ctx=ctx, table=table, dialer=dialer, ergo=ergo, owed=self._dispatcher.owed)
         self._view = NetworkView(self)
         self._registrar: Registrar | None = None
         self._stopped = False
@@ -167,12 +157,9 @@ class TCPBackend(WritePath):
             self._observer.network = self
         # node/trust.py: the cert manager's policy for connections on retired material
         self._trust: TrustKeeper | None = None
-        if cm is not None:
+        if ctx.cert_manager is not None:
             self._trust = TrustKeeper(
-                cm,
-                lt,
-                name,
-                insecure_dial=net.insecure_skip_verify,
+                ctx,
                 connections=self.current_connections,
                 replace=dialer.reconnect,
                 close=lambda conn, why: table.start_drain(conn, replaced=False, why=why),
@@ -184,36 +171,28 @@ class TCPBackend(WritePath):
 
     def start(self) -> None:
         try:
-            self._lt.run(self._start(), timeout=30.0)
+            self._ctx.lt.run(self._start(), timeout=30.0)
         except BaseException:
             self.stop()
             raise
 
     async def _start(self) -> None:
-        if self._net.mode == NetworkMode.ENABLED:
-            acceptors = self._net.acceptors or [AcceptorOptions()]
+        if self._ctx.net.mode == NetworkMode.ENABLED:
+            acceptors = self._ctx.net.acceptors or [AcceptorOptions()]
             for opts in acceptors:
                 if opts.protocol not in PROTOCOLS:
                     raise NodeError(f"unknown acceptor protocol {opts.protocol!r}")
                 if opts.protocol == PROTOCOL_ERGO:
                     await self._ergo.listen(opts)
                     continue
-                acc = await Acceptor(
-                    self,
-                    opts,
-                    node_name=self._name,
-                    creation=self._creation,
-                    cookie=self._cookie,
-                    net=self._net,
-                    cert_manager=self._cm,
-                ).bound()
+                acc = await Acceptor(self, opts, self._ctx).bound()
                 self._acceptors.append(acc)
-            if self._net.registrar_enabled:
+            if self._ctx.net.registrar_enabled:
                 await self._start_registrar()
         if self._observer is not None and self._observer.check_interval > 0:
-            self._lt.spawn(self._observer.expiry_loop())
+            self._ctx.lt.spawn(self._observer.expiry_loop())
         if self._trust is not None:
-            self._lt.spawn(self._trust.run())
+            self._ctx.lt.spawn(self._trust.run())
 
     async def _start_registrar(self) -> None:
         routes = [
@@ -228,25 +207,27 @@ class TCPBackend(WritePath):
         if reg is None:
             return
         try:
-            await reg.start(self._name, routes)
+            await reg.start(self._ctx.name, routes)
         except ErrTaken as exc:
-            raise NodeError(f"node name {self._name} is taken: {exc}") from exc
+            raise NodeError(f"node name {self._ctx.name} is taken: {exc}") from exc
         except NodeError:
             raise  # the registrar refuses to let the node run (etcd unreachable at start, say)
         except ErgoError as exc:
             # Resolving through it may still work; only our registration is missing.
-            log.warning("%s: not registered (%s); reachable by static routes only", self._name, exc)
+            log.warning(
+                "%s: not registered (%s); reachable by static routes only", self._ctx.name, exc
+            )
 
     def _new_registrar(self) -> Registrar | None:
         """The registrar the options ask for: theirs, else the embedded one (None: off)."""
-        if not self._net.registrar_enabled:
+        if not self._ctx.net.registrar_enabled:
             return None
-        reg = self._net.registrar
+        reg = self._ctx.net.registrar
         if reg is None:
-            resolve_host = self._net.registrar_resolve_host
+            resolve_host = self._ctx.net.registrar_resolve_host
             if resolve_host == "":
                 resolve_host = self._acceptors[0].host if self._acceptors else None
-            return EmbeddedRegistrar(port=self._net.registrar_port, resolve_host=resolve_host)
+            return EmbeddedRegistrar(port=self._ctx.net.registrar_port, resolve_host=resolve_host)
         if not isinstance(reg, Registrar):
             raise NodeError(f"network.registrar is not a net.Registrar: {type(reg).__name__}")
         return reg
@@ -257,11 +238,11 @@ class TCPBackend(WritePath):
         self._stopped = True
         if self._trust is not None:
             self._trust.close()
-        self._lt.stop(self._close_all)
+        self._ctx.lt.stop(self._close_all)
 
     async def _close_all(self) -> None:
         self._dialer.cancel_joins()
-        reg = self._registrar if self._registrar is not None else self._net.registrar
+        reg = self._registrar if self._registrar is not None else self._ctx.net.registrar
         if reg is not None:
             with contextlib.suppress(Exception):
                 await reg.close()
@@ -310,7 +291,7 @@ class TCPBackend(WritePath):
         """The link's handshake is over (``exc`` None: it came up); counted for metrics."""
         if self._observer is not None:
             side = "dialer" if link.dialer else "acceptor"
-            seconds = self._lt.loop.time() - link.started
+            seconds = self._ctx.lt.loop.time() - link.started
             if exc is None:
                 self._observer.handshake_done(side, "ok", "", seconds)
             else:
@@ -402,8 +383,8 @@ class TCPBackend(WritePath):
         """Whether ``conn``'s peer proved its name with a verified certificate."""
         return bool(
             peer_cert_fingerprint is not None
-            and self._net.verify_node_identity
-            and not (conn.dialed and self._net.insecure_skip_verify)
+            and self._ctx.net.verify_node_identity
+            and not (conn.dialed and self._ctx.net.insecure_skip_verify)
         )
 
     def registrar(self) -> Registrar | None:
@@ -455,7 +436,7 @@ class TCPBackend(WritePath):
             for old in list(self._table.draining.get(name, ())):
                 await self._table.await_drained(old)
 
-        self._lt.run(close(), timeout=self._table.drain_timeout + 5.0)
+        self._ctx.lt.run(close(), timeout=self._table.drain_timeout + 5.0)
 
     def reconnect(self, name: str) -> None:
         """Replace the connection to ``name`` with a new one, without a gap.
@@ -474,6 +455,6 @@ class TCPBackend(WritePath):
             self._ergo.connection(name)
             return
         try:
-            self._lt.run(self._dialer.reconnect(name), timeout=self._dial_budget)
+            self._ctx.lt.run(self._dialer.reconnect(name), timeout=self._ctx.dial_budget)
         except ErrTimeout as exc:
             raise ErrNoConnection(f"cannot reconnect to {name}: {exc}") from exc

@@ -34,6 +34,7 @@ from ergo_py.gen.events import (
     Health,
 )
 from ergo_py.gen.identifiers import PID
+from ergo_py.gen.options import NetworkMode, NodeOptions
 
 if TYPE_CHECKING:
     from ergo_py.net.link import LinkProtocol
@@ -60,19 +61,15 @@ def _trust(state: CertState) -> set[str]:
 class Observer:
     """A node's events, counters and health (see the module docstring)."""
 
-    def __init__(
-        self,
-        name: str,
-        deliver: Deliver,
-        cert_manager: CertManager | None,
-        margin: timedelta,
-        check_interval: float,
-    ) -> None:
+    def __init__(self, name: str, deliver: Deliver, options: NodeOptions) -> None:
         self.name = name
         self._deliver = deliver
-        self.cert_manager = cert_manager
-        self.margin = margin
-        self.check_interval = check_interval
+        self.cert_manager: CertManager | None = options.cert_manager
+        self.margin: timedelta = options.cert_expiry_margin
+        # The expiry check runs on the network's loop thread: none without a network.
+        self.check_interval = (
+            options.cert_check_interval if options.network.mode != NetworkMode.DISABLED else 0.0
+        )
         self._lock = threading.Lock()
         # pid -> the event types it wants (empty: all); replaced, never mutated
         self._subs: dict[PID, frozenset[type]] = {}
@@ -92,8 +89,8 @@ class Observer:
         # The last node events, kept once someone asked (the observer page).
         self.recent: deque[Event] | None = None
         self._remove_listener: Callable[[], None] | None = None
-        if cert_manager is not None:
-            self._remove_listener = cert_manager.add_listener(self._cert_changed)
+        if self.cert_manager is not None:
+            self._remove_listener = self.cert_manager.add_listener(self._cert_changed)
 
     # --- subscribers --------------------------------------------------------------------
 

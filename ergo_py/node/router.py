@@ -25,7 +25,7 @@ from ergo_py.node.calls import CallTable, Reply
 from ergo_py.node.links import LinkTable
 from ergo_py.node.process import Deliver, Down, ExitSignal, ProcessState, Request, Sends
 from ergo_py.node.signals import Signals, down_message, exit_message
-from ergo_py.node.table import ProcessTable
+from ergo_py.node.table import ProcessTable, TableShortcuts
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class RouterOwner(Protocol):
         """Answer ``caller``'s call ``ref`` to ``callee``."""
 
 
-class Router(NodeRouter):
+class Router(TableShortcuts, NodeRouter):
     """The ``gen.NodeRouter`` the network backend calls; see there for each method."""
 
     def __init__(
@@ -60,15 +60,7 @@ class Router(NodeRouter):
         self._owner = owner
         self._pid = owner.pid
         self.observer: Any = None  # node/observe.py's Observer, set by the core
-        self._name = table.name
-        self._creation = table.creation
-        # The table's lock, dict and look-ups under short names: route_sends
-        # and route_call use them per message.
-        self._lock = table.lock
-        self._inflight = table.inflight
-        self._norm = table.norm
-        self._lookup = table.lookup
-        self._local_state = table.local_state
+        self._use_table(table)
         self._links = links
         self._calls = calls
         self._signals = signals

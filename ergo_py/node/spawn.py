@@ -23,9 +23,9 @@ from ergo_py.gen.errors import (
 )
 from ergo_py.gen.identifiers import PID, Ref, random_ref_id
 from ergo_py.gen.node import ActorFactory, NodeRouter, RemoteSpawnRequest, SpawnSpec
-from ergo_py.gen.options import NetworkFlags, NetworkOptions, ProcessOptions
+from ergo_py.gen.options import NetworkFlags, ProcessOptions
 from ergo_py.net import frames as fr
-from ergo_py.net.loop import LoopThread
+from ergo_py.node.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +53,10 @@ class _Request(NamedTuple):
 class RemoteSpawn:
     """The spawn requests this node made and the factories it offers."""
 
-    def __init__(
-        self,
-        owner: SpawnOwner,
-        router: NodeRouter,
-        lt: LoopThread,
-        name: str,
-        creation: int,
-        net: NetworkOptions,
-    ) -> None:
+    def __init__(self, owner: SpawnOwner, router: NodeRouter, ctx: NodeContext) -> None:
         self._owner = owner
         self._router = router
-        self._lt = lt
-        self._name = name
-        self._creation = creation
-        self._net = net
+        self._ctx = ctx
         self._lock = threading.Lock()
         self._pending: dict[Ref, _Request] = {}
         self._offered: dict[str, _Offer] = {}
@@ -95,17 +84,17 @@ class RemoteSpawn:
     @property
     def allowed(self) -> bool:
         """Whether this node takes remote spawn requests at all (its network flags)."""
-        return bool(self._net.flags & NetworkFlags.ENABLE_REMOTE_SPAWN)
+        return bool(self._ctx.net.flags & NetworkFlags.ENABLE_REMOTE_SPAWN)
 
     def offer(self, peer: str, name: str) -> ActorFactory:
         """The factory ``peer`` may spawn as ``name`` (else ErrNotAllowed, ErrNameUnknown)."""
         entry = self._offered.get(name)
         if not self.allowed:
-            raise ErrNotAllowed(f"remote spawn is switched off on {self._name}")
+            raise ErrNotAllowed(f"remote spawn is switched off on {self._ctx.name}")
         if entry is None:
             raise ErrNameUnknown(f"{name!r} is not enabled for remote spawn")
         if entry.nodes is not None and peer not in entry.nodes:
-            raise ErrNotAllowed(f"{peer} may not spawn {name!r} on {self._name}")
+            raise ErrNotAllowed(f"{peer} may not spawn {name!r} on {self._ctx.name}")
         return entry.factory
 
     def requested(self, f: fr.SpawnRequest) -> None:
@@ -115,7 +104,7 @@ class RemoteSpawn:
         except ErgoError as exc:
             self._reply(f, None, exc)
             return
-        self._lt.spawn(self._spawn_and_reply(f, factory))
+        self._ctx.lt.spawn(self._spawn_and_reply(f, factory))
 
     async def _spawn_and_reply(self, f: fr.SpawnRequest, factory: ActorFactory) -> None:
         """Spawn off the loop (an actor's init may take its time), then answer."""
@@ -137,14 +126,14 @@ class RemoteSpawn:
                 f.from_.node, fr.SpawnResult(f.from_, f.ref, pid, error)
             )
         except ErgoError as exc:
-            log.info("%s: spawn result for %s not sent: %s", self._name, f.from_, exc)
+            log.info("%s: spawn result for %s not sent: %s", self._ctx.name, f.from_, exc)
 
     # --- what this node asks for ------------------------------------------------------
 
     def spawn(self, from_pid: PID, order: RemoteSpawnRequest) -> PID:
         """Any thread: ask ``order.node`` to spawn ``order.name``; its PID or the peer's refusal."""
         node = order.node
-        ref = Ref(self._name, random_ref_id(), self._creation)
+        ref = Ref(self._ctx.name, random_ref_id(), self._ctx.creation)
 
         async def request() -> PID:
             fut: asyncio.Future[PID] = asyncio.get_running_loop().create_future()
@@ -165,7 +154,7 @@ class RemoteSpawn:
             finally:
                 self._pending.pop(ref, None)
 
-        return self._lt.run(request(), timeout=self._net.connect_timeout + 15.0)
+        return self._ctx.lt.run(request(), timeout=self._ctx.net.connect_timeout + 15.0)
 
     def result(self, f: fr.SpawnResult, peer: str) -> None:
         """Loop thread: the answer to one of our requests (only ``peer``, who was asked, may)."""

@@ -14,6 +14,7 @@ backend) while holding it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from ergo_py.gen.errors import ErrIncorrect, ErrProcessIncarnation, ErrProcessUnknown
 from ergo_py.gen.identifiers import PID, Alias, Atom, ProcessID, Ref
@@ -83,3 +84,37 @@ class ProcessTable:
             if pid.creation != self.creation or pid.node != self.name:
                 return None
             return self.procs.get(pid.id)
+
+
+class TableShortcuts:
+    """The table's name, lock, dicts and look-ups as attributes of the object using them.
+
+    The core and the router read them per message (``send_from``, ``call_from``,
+    ``route_sends``, ``route_call``): one attribute away instead of two. Both
+    call :meth:`_use_table` once, in their constructor.
+    """
+
+    _name: Atom
+    _creation: int
+    _lock: threading.RLock
+    _procs: dict[int, ProcessState]
+    _names: dict[Atom, PID]
+    _aliases: dict[Alias, PID]
+    _inflight: dict[PID, dict[Ref, PID]]
+    _norm: Callable[[Target], RemoteTarget]
+    _lookup: Callable[[RemoteTarget], ProcessState]
+    _is_local: Callable[[RemoteTarget], bool]
+    _local_state: Callable[[PID], ProcessState | None]
+
+    def _use_table(self, table: ProcessTable) -> None:
+        self._name = table.name
+        self._creation = table.creation
+        self._lock = table.lock
+        self._procs = table.procs
+        self._names = table.names
+        self._aliases = table.aliases
+        self._inflight = table.inflight
+        self._norm = table.norm
+        self._lookup = table.lookup
+        self._is_local = table.is_local
+        self._local_state = table.local_state

@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from ergo_py.gen.cert import CertPool
-from ergo_py.gen.certmanager import CertManager, CertState, RetiredPolicy
-from ergo_py.gen.errors import ErgoError
+from ergo_py.gen.certmanager import CertState, RetiredPolicy
+from ergo_py.gen.errors import ErgoError, ErrIncorrect
 from ergo_py.gen.validate import anchor_of
-from ergo_py.net.loop import LoopThread
+from ergo_py.node.context import NodeContext
 
 if TYPE_CHECKING:
     from ergo_py.node.connections import Connection
@@ -160,20 +160,18 @@ class TrustKeeper:
 
     def __init__(
         self,
-        manager: CertManager,
-        lt: LoopThread,
-        name: str,
+        ctx: NodeContext,
         *,
-        insecure_dial: bool,
         connections: Callable[[], dict[str, Connection]],
         replace: Callable[[str], Awaitable[None]],
         close: Callable[[Connection, str], None],
         rand: random.Random | None = None,
     ) -> None:
+        manager = ctx.cert_manager
+        if manager is None:
+            raise ErrIncorrect("a trust keeper needs the node's cert manager")
         self._cm = manager
-        self._lt = lt
-        self._name = name
-        self._insecure_dial = insecure_dial
+        self._ctx = ctx
         self._connections = connections
         self._replace = replace
         self._close = close
@@ -184,7 +182,7 @@ class TrustKeeper:
         # (action, kind) -> count: action replaced/closed/kept, kind cert/ca/expiry
         self.counts: Counter[tuple[str, str]] = Counter()
         self._undo = [
-            manager.expect_node_name(name),
+            manager.expect_node_name(ctx.name),
             manager.add_listener(lambda _old, new, _err: self.poke() if new else None),
             manager.add_policy_listener(self.poke),
         ]
@@ -196,11 +194,11 @@ class TrustKeeper:
         wake = self._wake
         if wake is not None:
             with contextlib.suppress(ErgoError):
-                self._lt.call_soon(wake.set)
+                self._ctx.lt.call_soon(wake.set)
 
     def connection_up(self, conn: Connection) -> None:
         """Loop thread: record the epoch of a new current connection."""
-        conn.epoch = epoch_of(conn, self._insecure_dial)
+        conn.epoch = epoch_of(conn, self._ctx.net.insecure_skip_verify)
         if self._wake is not None:
             self._wake.set()
 
@@ -239,7 +237,7 @@ class TrustKeeper:
         for key in [k for k in self._plans if k not in live]:
             gone = self._plans.pop(key)
             if gone.task is None:
-                log.debug("%s: retired connection to %s is gone", self._name, gone.conn.peer)
+                log.debug("%s: retired connection to %s is gone", self._ctx.name, gone.conn.peer)
         self._kept &= live
         next_at: float | None = None
 
@@ -264,7 +262,7 @@ class TrustKeeper:
                     self.counts[("kept", kind)] += 1
                     log.info(  # the default, as in Ergo: not worth a warning
                         "%s: connection to %s keeps retired material (%s; policy KEEP)",
-                        self._name,
+                        self._ctx.name,
                         conn.peer,
                         why,
                     )
@@ -279,7 +277,7 @@ class TrustKeeper:
                 self._plans[id(conn)] = plan
                 log.info(
                     "%s: connection to %s is retired (%s); replacing it in %.1f s",
-                    self._name,
+                    self._ctx.name,
                     conn.peer,
                     why,
                     delay,
@@ -292,14 +290,14 @@ class TrustKeeper:
                 continue
             if now >= plan.start:
                 plan.attempts += 1
-                plan.task = self._lt.spawn(self._replace_one(plan, kind))
+                plan.task = self._ctx.lt.spawn(self._replace_one(plan, kind))
             else:
                 soon(plan.start)
         return next_at
 
     def _end(self, conn: Connection, why: str, kind: str) -> None:
         self.counts[("closed", kind)] += 1
-        log.warning("%s: closing the connection to %s: %s", self._name, conn.peer, why)
+        log.warning("%s: closing the connection to %s: %s", self._ctx.name, conn.peer, why)
         self._close(conn, f"retired material: {why}")
 
     async def _replace_one(self, plan: _Plan, kind: str) -> None:
@@ -309,13 +307,13 @@ class TrustKeeper:
             if self._connections().get(conn.peer) is conn:
                 await self._replace(conn.peer)
             self.counts[("replaced", kind)] += 1
-            log.info("%s: retired connection to %s replaced", self._name, conn.peer)
+            log.info("%s: retired connection to %s replaced", self._ctx.name, conn.peer)
         except ErgoError as exc:
             left = plan.deadline - loop.time()
             plan.start = loop.time() + max(0.0, min(_RETRY, left))
             log.warning(
                 "%s: could not replace the retired connection to %s (%s); %s",
-                self._name,
+                self._ctx.name,
                 conn.peer,
                 exc,
                 f"trying again, closing it in {left:.1f} s" if left > 0 else "closing it",

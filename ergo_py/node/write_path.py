@@ -24,12 +24,12 @@ from typing import Any
 from ergo_py.gen.errors import ErgoError, ErrIncorrect, ErrNoConnection, ErrTimeout, ErrUnsupported
 from ergo_py.gen.identifiers import PID, Alias, ProcessID, Ref
 from ergo_py.gen.node import NetworkBackend, RemoteTarget
-from ergo_py.gen.options import POOL_GROW_AFTER, NetworkOptions
+from ergo_py.gen.options import POOL_GROW_AFTER
 from ergo_py.net import frames as fr
 from ergo_py.net.link import LinkProtocol
-from ergo_py.net.loop import LoopThread
 from ergo_py.net.writer import BatchWriter
 from ergo_py.node.connections import Connection, ConnectionTable, ConnState
+from ergo_py.node.context import NodeContext
 from ergo_py.node.dialer import Dialer
 from ergo_py.node.ergo_wire import ErgoWire
 
@@ -46,20 +46,18 @@ class WritePath(NetworkBackend):
     def __init__(
         self,
         *,
-        lt: LoopThread,
+        ctx: NodeContext,
         table: ConnectionTable,
         dialer: Dialer,
         ergo: ErgoWire,
-        net: NetworkOptions,
         owed: dict[str, set[Ref]],
     ) -> None:
-        self._lt = lt
+        self._ctx = ctx
         self._table = table
         self._conns = table.conns  # the write path's look-up, one attribute away
         self._owing = table.owing
         self._dialer = dialer
         self._ergo = ergo
-        self._net = net
         self._encoder = fr.FrameEncoder()  # this node's identifier caches: shared with no other
         # Refs of calls each peer made that are not answered yet (node/dispatch.py
         # adds them; sets: one add or discard is atomic, from the loop or any thread).
@@ -69,17 +67,12 @@ class WritePath(NetworkBackend):
         """Loop thread: write ``frame`` on a connection that is up (SpawnOwner)."""
         self._send_frame(node, frame, from_loop=True)
 
-    @property
-    def _dial_budget(self) -> float:
-        """How long a caller waits for a dial: connect, TLS and handshake, with margin."""
-        return self._net.connect_timeout + 2 * self._net.handshake_timeout + 5.0
-
     def _connection(self, node: str) -> Connection:
         conn = self._conns.get(node)
         if conn is not None and conn.state is _CURRENT:
             return conn
         try:
-            return self._lt.run(self._dialer.connect(node), timeout=self._dial_budget)
+            return self._ctx.lt.run(self._dialer.connect(node), timeout=self._ctx.dial_budget)
         except ErrTimeout as exc:
             raise ErrNoConnection(f"cannot connect to {node}: {exc}") from exc
 
@@ -164,7 +157,7 @@ class WritePath(NetworkBackend):
             self._send_data(node, data, order, from_loop=True)
 
         try:
-            self._lt.run(dial_and_send(), timeout=self._dial_budget)
+            self._ctx.lt.run(dial_and_send(), timeout=self._ctx.dial_budget)
         except ErrTimeout as exc:
             raise ErrNoConnection(f"cannot connect to {node}: {exc}") from exc
 
@@ -178,7 +171,7 @@ class WritePath(NetworkBackend):
         if not conn.growing:
             conn.growing = True
             with contextlib.suppress(ErgoError):  # stopping: no pool to grow
-                self._lt.call_soon(self._dialer.grow, conn)
+                self._ctx.lt.call_soon(self._dialer.grow, conn)
 
     def send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
         order = 1 + from_pid.id % 255  # fr.order_byte, inline: this runs per message
@@ -246,7 +239,7 @@ class WritePath(NetworkBackend):
                 if not owed and to.node in self._owing:
                     # Written (queued on the link) before this: the Close goes behind it.
                     with contextlib.suppress(ErgoError):
-                        self._lt.call_soon(self._table.replies_written, to.node)
+                        self._ctx.lt.call_soon(self._table.replies_written, to.node)
 
     def link(self, from_pid: PID, target: RemoteTarget) -> None:
         if self._ergo.wants(target.node):

@@ -132,7 +132,7 @@ def kill_link(wire: Any, slot: int) -> None:
         link.abort()
         await link.gone
 
-    wire._lt.run(abort(), timeout=WAIT)
+    wire._ctx.lt.run(abort(), timeout=WAIT)
 
 
 def test_a_lost_pool_link_is_rejoined_and_the_connection_stays(pair: Pair) -> None:

@@ -56,7 +56,7 @@ from ergo_py.net.registrar.proto import (
     one_message,
     valid_node_name,
 )
-from ergo_py.net.registrar.server import CLOSE_TIMEOUT, _Server
+from ergo_py.net.registrar.server import CLOSE_TIMEOUT, Limits, _Server
 from ergo_py.net.retry import Backoff, retry_until_async
 
 __all__ = [
@@ -180,10 +180,7 @@ class EmbeddedRegistrar:
         self._resolve_timeout = resolve_timeout
         self._connect_timeout = connect_timeout
         self._retry_interval = retry_interval
-        self._frame_timeout = frame_timeout
-        self._idle_timeout = idle_timeout
-        self._max_frame_size = max_frame_size
-        self._max_connections = max_connections
+        self._limits = Limits(max_frame_size, frame_timeout, idle_timeout, max_connections)
         self._node = ""
         self._routes: tuple[Route, ...] = ()
         self._hidden = False
@@ -301,7 +298,7 @@ class EmbeddedRegistrar:
             )
         except OSError as exc:
             raise ErrNoConnection(f"cannot resolve {name} on {host}: {exc}") from exc
-        query = encode(Resolve(name), self._max_frame_size)
+        query = encode(Resolve(name), self._limits.max_frame_size)
         deadline = loop.time() + self._resolve_timeout
         try:
             while not reply.done() and loop.time() < deadline:
@@ -313,7 +310,7 @@ class EmbeddedRegistrar:
             transport.close()
         if not reply.done():
             raise ErrTimeout(f"no registrar on {host}:{self._port} answered for {name}")
-        message = one_message(reply.result(), self._max_frame_size)
+        message = one_message(reply.result(), self._limits.max_frame_size)
         if not isinstance(message, ResolveReply):
             raise RemoteProtocolError(f"expected ResolveReply, got {type(message).__name__}")
         if message.error is not None:
@@ -353,10 +350,7 @@ class EmbeddedRegistrar:
         server = _Server(
             self._host,
             self._port,
-            max_frame_size=self._max_frame_size,
-            frame_timeout=self._frame_timeout,
-            idle_timeout=self._idle_timeout,
-            max_connections=self._max_connections,
+            self._limits,
             resolve_host=self._resolve_host,
         )
         try:
@@ -376,13 +370,13 @@ class EmbeddedRegistrar:
             return None
         reader, writer = await self._connect()
         try:
-            decoder = MessageDecoder(self._max_frame_size)
-            writer.write(encode(Register(self._node, self._routes), self._max_frame_size))
+            decoder = MessageDecoder(self._limits.max_frame_size)
+            writer.write(encode(Register(self._node, self._routes), self._limits.max_frame_size))
             reply = await _read_message(
                 reader,
                 decoder,
                 idle_timeout=self._resolve_timeout,
-                frame_timeout=self._frame_timeout,
+                frame_timeout=self._limits.frame_timeout,
             )
             if reply is None:
                 raise ErrNoConnection("registrar closed the connection before replying")
@@ -421,13 +415,13 @@ class EmbeddedRegistrar:
         deadline = loop.time() + timeout
         reader, writer = await self._connect(min(self._connect_timeout, timeout))
         try:
-            writer.write(encode(message, self._max_frame_size))
+            writer.write(encode(message, self._limits.max_frame_size))
             remaining = max(0.0, deadline - loop.time())
             reply = await _read_message(
                 reader,
-                MessageDecoder(self._max_frame_size),
+                MessageDecoder(self._limits.max_frame_size),
                 idle_timeout=remaining,
-                frame_timeout=min(self._frame_timeout, remaining),
+                frame_timeout=min(self._limits.frame_timeout, remaining),
             )
         finally:
             await _close_writer(writer)
@@ -462,10 +456,10 @@ class EmbeddedRegistrar:
 
     async def _hold(self, reader: asyncio.StreamReader) -> None:
         """Return when the lease breaks (server gone, or it broke the protocol)."""
-        decoder = MessageDecoder(self._max_frame_size)
+        decoder = MessageDecoder(self._limits.max_frame_size)
         try:
             message = await _read_message(
-                reader, decoder, idle_timeout=None, frame_timeout=self._frame_timeout
+                reader, decoder, idle_timeout=None, frame_timeout=self._limits.frame_timeout
             )
         except ConnectionError as exc:
             log.info("registrar: server went away (%s); %s fails over", exc, self._node)
@@ -488,5 +482,5 @@ class EmbeddedRegistrar:
         writer = lease[1]
         if unregister:
             with contextlib.suppress(Exception):
-                writer.write(encode(Unregister(self._node), self._max_frame_size))
+                writer.write(encode(Unregister(self._node), self._limits.max_frame_size))
         await _close_writer(writer)

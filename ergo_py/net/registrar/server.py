@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from ergo_py.gen.errors import ErgoError, ErrTimeout, ErrTooLarge, RemoteProtocolError
@@ -43,6 +44,17 @@ CLOSE_TIMEOUT: Final = 1.0
 """How long closing waits for connections to go before it stops waiting."""
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The bounds a registrar serves by: the client (``EmbeddedRegistrar``) is made
+    with them and hands them to the ``_Server`` it becomes when it wins the port."""
+
+    max_frame_size: int
+    frame_timeout: float  # a begun frame must be complete within it (seconds)
+    idle_timeout: float  # a connection without a registration may idle this long
+    max_connections: int
+
+
 class _ServerConnection(asyncio.Protocol):
     """One accepted client: a thin shell moving bytes between socket and decoder.
 
@@ -53,7 +65,7 @@ class _ServerConnection(asyncio.Protocol):
     def __init__(self, server: _Server) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = None
-        self._decoder = MessageDecoder(server.max_frame_size)
+        self._decoder = MessageDecoder(server.limits.max_frame_size)
         self._registered: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
@@ -125,8 +137,8 @@ class _ServerConnection(asyncio.Protocol):
 
     def _send(self, message: Message) -> None:
         assert self._transport is not None
-        self._transport.write(encode(message, self._server.max_frame_size))
-        if self._transport.get_write_buffer_size() > 4 * self._server.max_frame_size:
+        self._transport.write(encode(message, self._server.limits.max_frame_size))
+        if self._transport.get_write_buffer_size() > 4 * self._server.limits.max_frame_size:
             raise RemoteProtocolError("client does not read its replies")
 
     def fail(self, exc: ErgoError) -> None:
@@ -159,9 +171,9 @@ class _ServerConnection(asyncio.Protocol):
     def _rearm(self) -> None:
         if self._decoder.buffered:
             if self._timer_kind != "frame":
-                self._set_timer("frame", self._server.frame_timeout, self._on_stall)
+                self._set_timer("frame", self._server.limits.frame_timeout, self._on_stall)
         elif self._registered is None:
-            self._set_timer("idle", self._server.idle_timeout, self._on_idle)
+            self._set_timer("idle", self._server.limits.idle_timeout, self._on_idle)
         else:
             self._cancel_timer()
 
@@ -178,7 +190,7 @@ class _ServerConnection(asyncio.Protocol):
 
     def _on_stall(self) -> None:
         self._timer = None
-        self.fail(ErrTimeout(f"client stalled mid-frame for {self._server.frame_timeout} s"))
+        self.fail(ErrTimeout(f"client stalled mid-frame for {self._server.limits.frame_timeout} s"))
 
     def _on_idle(self) -> None:
         self._timer = None
@@ -198,21 +210,15 @@ class _Server:
         self,
         host: str,
         port: int,
+        limits: Limits,
         *,
-        max_frame_size: int,
-        frame_timeout: float,
-        idle_timeout: float,
-        max_connections: int,
         resolve_host: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.limits = limits
         self.resolve_host = resolve_host
         self._udp: asyncio.DatagramTransport | None = None
-        self.max_frame_size = max_frame_size
-        self.frame_timeout = frame_timeout
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
         self._sock: socket.socket | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[_ServerConnection] = set()
@@ -292,7 +298,7 @@ class _Server:
     def _admit(self, conn: _ServerConnection) -> bool:
         if self._closing:
             return False
-        if len(self._connections) >= self.max_connections:
+        if len(self._connections) >= self.limits.max_connections:
             log.warning(
                 "registrar: refusing connection from %s: %d connections open",
                 conn.peer,
@@ -346,7 +352,7 @@ class _ResolveService(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
-            message = one_message(data, self._server.max_frame_size)
+            message = one_message(data, self._server.limits.max_frame_size)
         except (RemoteProtocolError, ErrTooLarge) as exc:
             # Anyone can send a datagram: no reply, and only a debug line,
             # so that junk cannot flood the log.

@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Protocol
 
 import pykka
@@ -234,22 +236,16 @@ class ProcessActor(pykka.ThreadingActor):
 
     def _handle_sends(self, items: list[tuple[PID, Any, Any]]) -> None:
         """``handle_message`` for each, as ``_handle`` does for a ``Deliver``."""
-        handle = self._actor.handle_message
-        for sender, _, message in items:
-            if self._dead:
-                return
-            try:
-                handle(sender, message)
-            except Exception as exc:
-                self._crashed(exc)
-                return
-            if self._actor._stop_reason is not _NO_STOP:  # _check_stop, without a call per message
-                self._check_stop()
+        self._handle_each((sender, message) for sender, _, message in items)
 
     def _handle_batch(self, sender: PID, messages: list[Any]) -> None:
         """``handle_message(sender, m)`` for each of a ``gen.SendBatch``'s, in order."""
+        self._handle_each(zip(repeat(sender), messages))
+
+    def _handle_each(self, pairs: Iterable[tuple[PID, Any]]) -> None:
+        """``handle_message`` per (sender, message) in order, until one crashes or stops it."""
         handle = self._actor.handle_message
-        for message in messages:
+        for sender, message in pairs:
             if self._dead:
                 return
             try:

@@ -1,6 +1,11 @@
-"""A/B of the one-way scenario: two revisions of ergo_py, alternately, in one run.
+"""A/B of make bench's node scenarios: two revisions of ergo_py, alternately, in one run.
 
     python benchmarks/ab.py BASE [NEW] [--rounds 9] [--messages 100000]
+                            [--setups 40] [--seconds 1.0]
+
+Measured: one-way msg/s (1 sender, 4 -> 4), set-ups/s (disconnect, then a
+call that dials) and calls/s and p50 with one caller, each as
+``scenarios`` does it for the table.
 
 ``BASE`` and ``NEW`` are git revisions, or ``.`` for the working tree (``NEW``
 defaults to it). On a shared, noisy machine a figure measured a minute ago is
@@ -11,9 +16,8 @@ the ratio NEW/BASE of each round's pair (their median).
 Each side is a worker process whose ``ergo_py`` is that revision's (``git
 archive`` of ``ergo_py/`` into a temporary directory, put first on
 ``PYTHONPATH``); the scenario code is this directory's for both
-(``scenarios.server``: node b with its sinks in a process of its own,
-``scenarios.client``: node a, ``scenarios.one_way``: what ``make bench``'s
-one-way rows measure). Both workers start, connect and warm up before the
+(``scenarios.server``: node b with its sinks and pongs in a process of its
+own, ``scenarios.client``: node a). Both workers start, connect and warm up before the
 first round and stay up throughout, idle while the other side measures.
 """
 
@@ -32,7 +36,14 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SCENARIOS = (("ow1", 1), ("ow4", 4))  # name, senders (each to a sink of its own)
+# name, what it measures (one figure per run), higher better?
+SCENARIOS = (
+    ("ow1", "one-way msg/s, 1 sender", True),
+    ("ow4", "one-way msg/s, 4 senders", True),
+    ("setup", "set-ups/s", True),
+    ("call", "calls/s, 1 caller", True),
+    ("p50", "call p50 µs, 1 caller", False),
+)
 _TAG = "AB "  # the worker's answers on stdout; anything else there is passed through
 
 
@@ -51,11 +62,20 @@ def worker() -> None:
     with scenarios.server(ca_pem) as srv, scenarios.client(srv) as a:
         scenarios.one_way(a, 1, 2_000)  # warm up, untimed
         scenarios.one_way(a, 4, 2_000)
+        scenarios.setups(a, 5)
+        scenarios.ergo_calls(a, 1, 0.2)
         print(_TAG + json.dumps({"ready": ergo_py.__file__}), flush=True)
         for line in sys.stdin:
-            senders, per_sender = json.loads(line)
-            rate = scenarios.one_way(a, senders, per_sender)
-            print(_TAG + json.dumps({"rate": rate}), flush=True)
+            messages, setups, seconds = json.loads(line)
+            calls = scenarios.ergo_calls(a, 1, seconds)
+            figures = {
+                "ow1": scenarios.one_way(a, 1, messages),
+                "ow4": scenarios.one_way(a, 4, messages),
+                "setup": scenarios.setups(a, setups),
+                "call": calls.replies / calls.elapsed,
+                "p50": calls.p50_us,
+            }
+            print(_TAG + json.dumps(figures), flush=True)
 
 
 class Side:
@@ -87,7 +107,7 @@ class Side:
             cwd=str(src),
         )
         self.where = self._answer()["ready"]
-        self.rates: dict[str, list[float]] = {name: [] for name, _ in SCENARIOS}
+        self.figures: dict[str, list[float]] = {name: [] for name, _, _ in SCENARIOS}
 
     def _answer(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -97,13 +117,13 @@ class Side:
             sys.stdout.write(line)
         raise RuntimeError(f"{self.label} ({self.rev}): the worker ended")
 
-    def one_way(self, name: str, senders: int, per_sender: int) -> float:
+    def measure(self, messages: int, setups: int, seconds: float) -> None:
+        """One run of every scenario, one after the other."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps([senders, per_sender]) + "\n")
+        self.proc.stdin.write(json.dumps([messages, setups, seconds]) + "\n")
         self.proc.stdin.flush()
-        rate = float(self._answer()["rate"])
-        self.rates[name].append(rate)
-        return rate
+        for name, figure in self._answer().items():
+            self.figures[name].append(float(figure))
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -120,6 +140,8 @@ def main() -> None:
     parser.add_argument("new", nargs="?", default=".", help="the same (default: .)")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--messages", type=int, default=100_000, help="per sender and run")
+    parser.add_argument("--setups", type=int, default=40, help="set-ups per run")
+    parser.add_argument("--seconds", type=float, default=1.0, help="of calls per run")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -137,28 +159,26 @@ def main() -> None:
             a, b = sides
             for n in range(args.rounds):
                 t0 = time.monotonic()
-                cells = []
-                for name, senders in SCENARIOS:
-                    order = (a, b) if n % 2 == 0 else (b, a)
-                    for side in order:
-                        side.one_way(name, senders, args.messages)
-                    cells.append(f"{name} A {a.rates[name][-1]:9,.0f}  B {b.rates[name][-1]:9,.0f}")
-                print(
-                    f"round {n + 1}: " + "   ".join(cells) + f"   ({time.monotonic() - t0:.0f} s)"
-                )
+                for side in (a, b) if n % 2 == 0 else (b, a):
+                    side.measure(args.messages, args.setups, args.seconds)
+                cells = [
+                    f"{name} A {a.figures[name][-1]:,.0f} B {b.figures[name][-1]:,.0f}"
+                    for name, _, _ in SCENARIOS
+                ]
+                print(f"round {n + 1}: " + "  ".join(cells) + f"  ({time.monotonic() - t0:.0f} s)")
         finally:
             for side in sides:
                 side.close()
     a, b = sides
     print()
-    print(f"{'msg/s, medians of ' + str(args.rounds):<24} {'A':>10} {'B':>10} {'B/A':>6}")
-    for name, senders in SCENARIOS:
-        ra, rb = a.rates[name], b.rates[name]
-        ratio = statistics.median(y / x for x, y in zip(ra, rb, strict=True))
-        label = f"one-way, {senders} sender" + ("s" if senders > 1 else "")
+    print(f"{'medians of ' + str(args.rounds) + ' rounds':<26} {'A':>10} {'B':>10} {'B/A':>6}")
+    for name, label, higher in SCENARIOS:
+        fa, fb = a.figures[name], b.figures[name]
+        ratio = statistics.median(y / x for x, y in zip(fa, fb, strict=True))
+        mark = "↑" if higher else "↓"
         print(
-            f"{label:<24} {statistics.median(ra):>10,.0f} {statistics.median(rb):>10,.0f} "
-            f"{ratio:>6.2f}"
+            f"{label + ' ' + mark:<26} {statistics.median(fa):>10,.0f} "
+            f"{statistics.median(fb):>10,.0f} {ratio:>6.2f}"
         )
     print("(B/A: the median of each round's ratio; both sides measured in the same run)")
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import eventually
 from etcd_fixture import EtcdServer, etcd_binary
 
 from ergo_py import act, gen, net
@@ -52,16 +53,6 @@ class Watcher(act.Actor):
             case "received":
                 return [repr(m) for m in self.received]
         return None
-
-
-def eventually(check: Callable[[], bool], timeout: float = WAIT, what: str = "") -> float:
-    """Wait until ``check()``; returns the seconds it took; fails after ``timeout``."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    pytest.fail(f"not within {timeout} s: {what}")
 
 
 def keys(endpoint: str, prefix: str) -> list[str]:
@@ -220,7 +211,7 @@ def test_three_process_nodes_meet_through_etcd_and_a_killed_one_goes(etcd: EtcdS
         for node_name in NAMES:
             view = cluster[node_name].network().registrar()
             assert view is not None
-            eventually(lambda v=view: v.nodes() == NAMES, what=f"{node_name} sees all")
+            eventually(lambda v=view: v.nodes() == NAMES, WAIT, f"{node_name} sees all")
         # no embedded registrar, no static routes: etcd told them where to dial
         with pytest.raises(OSError):
             import socket
@@ -252,7 +243,8 @@ def test_three_process_nodes_meet_through_etcd_and_a_killed_one_goes(etcd: EtcdS
         for a in NAMES[:2]:
             eventually(
                 lambda a=a: any(str(target) in m for m in cluster[a].call(watchers[a], "received")),
-                what=f"exit of the linked process on {a}",
+                WAIT,
+                f"exit of the linked process on {a}",
             )
         assert cluster[NAMES[0]].call(gen.ProcessID("echo", NAMES[1]), 1) == ("echo", 1)
 
@@ -287,7 +279,9 @@ def test_an_etcd_outage_drops_no_connection_and_nodes_register_again() -> None:
             server.start()
 
             eventually(
-                lambda: keys(server.endpoint, f"/ergo/{name}/") == expected, what="registered again"
+                lambda: keys(server.endpoint, f"/ergo/{name}/") == expected,
+                WAIT,
+                "registered again",
             )
             time.sleep(TTL + 1.0)  # still registered a lease later: the keep-alive runs
             assert keys(server.endpoint, f"/ergo/{name}/") == expected

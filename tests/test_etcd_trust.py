@@ -15,9 +15,10 @@ import json
 import pickle
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from conftest import eventually
 from etcd_fixture import EtcdServer, etcd_binary
 
 from ergo_py import gen, net
@@ -28,15 +29,6 @@ from ergo_py.testing import Cluster, Pong
 TTL = 3
 WAIT = 15.0  # seconds any expected event may take (children share 2 cores)
 HOST = "127.0.0.1"
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"not within {timeout} s: {what}")
 
 
 def put_raw(endpoint: str, key: str, value: bytes) -> None:
@@ -157,6 +149,7 @@ def test_bad_bundles_are_refused_and_the_nodes_keep_their_pool(
             put_raw(etcd.endpoint, key, value)
             eventually(
                 lambda why=why: caplog.text.count(why) >= len(names),
+                WAIT,
                 f"every node refuses the bundle ({why})",
             )
         assert caplog.text.count("refused the CA bundle") == len(names) * len(bad)
@@ -171,6 +164,7 @@ def test_bad_bundles_are_refused_and_the_nodes_keep_their_pool(
         for node_name in names:
             eventually(
                 lambda n=node_name: cluster.managers[n].root_cas() == both(cluster.ca, stranger),
+                WAIT,
                 f"{node_name} takes the good bundle",
             )
         assert cluster.managers[names[0]].client_cas() == both(cluster.ca, stranger)
@@ -212,8 +206,8 @@ def test_a_ca_rotation_for_the_whole_cluster_is_one_put_per_step(etcd: EtcdServe
                 root_cas=both(old, new),
             )
         for peer in names[1:]:
-            eventually(lambda p=peer: reconnects(cluster, first, p), f"{first} -> {peer}")
-            eventually(lambda p=peer: reconnects(cluster, p, first), f"{peer} -> {first}")
+            eventually(lambda p=peer: reconnects(cluster, first, p), WAIT, f"{first} -> {peer}")
+            eventually(lambda p=peer: reconnects(cluster, p, first), WAIT, f"{peer} -> {first}")
         for a in names:
             for b in names:
                 if a != b:
@@ -229,7 +223,9 @@ def test_a_ca_rotation_for_the_whole_cluster_is_one_put_per_step(etcd: EtcdServe
         # step 3: one put drops the old CA; the late node refuses it (it would strand it)
         net.publish_trust([etcd.endpoint], name, new.pool())
         for peer in names:
-            eventually(lambda p=peer: not reconnects(cluster, late, p), f"{peer} drops the old CA")
+            eventually(
+                lambda p=peer: not reconnects(cluster, late, p), WAIT, f"{peer} drops the old CA"
+            )
         assert cluster.managers[late].root_cas() == both(old, new)
         for a in names:
             for b in names:

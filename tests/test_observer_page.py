@@ -24,14 +24,12 @@ import ssl
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from conftest import wait_threads_gone
+from conftest import eventually, wait_threads_gone
 from cryptography.hazmat.primitives import serialization
 from test_observe import client_ctx
 
@@ -60,13 +58,6 @@ def start_pair(cluster: Cluster, own: gen.CertManager | None) -> tuple[gen.Node,
     b.spawn_register("pong", Echo)
     assert a.call(gen.ProcessID("pong", B), "ping") == "ping"
     return a, b
-
-
-def wait_for(cond: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_json_and_page_show_node_peers_connection_cert_events_and_processes(
@@ -163,7 +154,9 @@ def test_headless_chromium_sees_the_connection_and_a_rotation(
 
         cluster.rotate(A, reconnect=True)
         network = a.network()
-        wait_for(lambda: B in network.nodes() and network.info(B)["local_cert_version"] == 2)
+        eventually(
+            lambda: B in network.nodes() and network.info(B)["local_cert_version"] == 2, 10.0
+        )
         snap = httpx.get(url + "observer.json", verify=False, timeout=10).json()
         assert snap["cert"]["version"] == 2
         assert [c["local_cert_version"] for c in snap["connections"]] == [2]

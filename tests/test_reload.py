@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_threads_gone
+from conftest import eventually, wait_threads_gone
 
 from ergo_py import gen
 from ergo_py.lib import CertificateAuthority
@@ -21,15 +21,6 @@ NAME = "a@127.0.0.1"
 B = "b@127.0.0.1"
 HOSTS = ("127.0.0.1",)
 WAIT = 6.0
-
-
-def wait_for(what: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if what():
-            return True
-        time.sleep(0.05)
-    return what()
 
 
 def stays(what: Callable[[], bool], seconds: float = 0.8) -> bool:
@@ -83,7 +74,7 @@ def test_an_atomic_rename_of_a_new_pair_is_applied(
     cert_pem, key_pem = new.to_pem()
     write_atomic(k, key_pem)
     write_atomic(c, cert_pem)
-    assert wait_for(lambda: reloader.manager.get_certificate() == new)
+    eventually(lambda: reloader.manager.get_certificate() == new, WAIT)
     assert reloader.reloads == 1
     assert reloader.last_error is None
 
@@ -102,7 +93,7 @@ def test_a_half_written_certificate_waits_for_the_rest(
         assert stays(lambda: reloader.manager.get_certificate() == old)
         assert reloader.last_error is not None
         f.write(cert_pem[len(cert_pem) // 2 :])
-    assert wait_for(lambda: reloader.manager.get_certificate() == new)
+    eventually(lambda: reloader.manager.get_certificate() == new, WAIT)
 
 
 def test_a_key_that_does_not_match_is_not_applied(
@@ -126,11 +117,11 @@ def test_a_truncated_ca_bundle_and_another_nodes_certificate_are_refused(
     assert stays(lambda: reloader.manager.state() is before)
     assert "truncated" in str(reloader.last_error)
     write_atomic(bundle, ca.pool().to_pem().encode())
-    assert wait_for(lambda: reloader.last_error is None, 3)
+    eventually(lambda: reloader.last_error is None, 3)
     cert_pem, key_pem = ca.issue("z@127.0.0.1", hosts=HOSTS).to_pem()
     write_atomic(k, key_pem)
     write_atomic(c, cert_pem)
-    assert wait_for(lambda: "node_name" in str(reloader.last_error))
+    eventually(lambda: "node_name" in str(reloader.last_error), WAIT)
     assert reloader.manager.get_certificate() == before.certificate
 
 
@@ -158,7 +149,7 @@ def test_a_kubernetes_data_symlink_swap_is_applied(key_dir: Path, ca: Certificat
         # What the kubelet does: a new timestamped dir, a new link, renamed over ..data.
         os.symlink(version_dir("b", second), key_dir / "..data_tmp")
         os.replace(key_dir / "..data_tmp", key_dir / "..data")
-        assert wait_for(lambda: r.manager.get_certificate() == second)
+        eventually(lambda: r.manager.get_certificate() == second, WAIT)
     assert wait_threads_gone(before) == []
 
 
@@ -167,7 +158,7 @@ def test_sighup_forces_a_reload(reloader: CertReloader) -> None:
     restore = reloader.install_sighup()
     try:
         os.kill(os.getpid(), signal.SIGHUP)
-        assert wait_for(lambda: reloader.reloads == 1)
+        eventually(lambda: reloader.reloads == 1, WAIT)
         assert reloader.manager.state().generation > generation
     finally:
         restore()
@@ -189,7 +180,7 @@ def test_a_node_keeps_serving_on_the_old_material_while_files_are_bad(key_dir: P
             time.sleep(0.2)
             new_pem = cluster.ca.issue(NAME, hosts=HOSTS).to_pem()[0]
             c.write_bytes(new_pem[: len(new_pem) // 3])  # half-written, and left so
-            assert wait_for(lambda: r.last_error is not None)
+            eventually(lambda: r.last_error is not None, WAIT)
             echo = a.spawn(Echo)
             assert b.call(echo, "still here") == "still here"
             assert b.network().info(NAME)["peer_cert_fingerprint"] == old.fingerprint

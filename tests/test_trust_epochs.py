@@ -5,12 +5,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import get, wait_threads_gone
+from conftest import eventually, get, wait_threads_gone
 from cryptography.hazmat.primitives import serialization
 
 from ergo_py import gen
@@ -24,15 +24,6 @@ A = "a@127.0.0.1"
 B = "b@127.0.0.1"
 C = "c@127.0.0.1"
 HOSTS = ("127.0.0.1",)
-
-
-def wait_for(what: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if what():
-            return True
-        time.sleep(step)
-    return what()
 
 
 def conn_id(node: gen.Node, peer: str) -> str | None:
@@ -192,7 +183,7 @@ def test_drain_replaces_every_connection_under_a_removed_ca_losing_nothing(
                 return False
         return True
 
-    assert wait_for(replaced, grace + 8.0), "not every connection was replaced"
+    eventually(replaced, grace + 8.0, "not every connection was replaced")
     took = time.monotonic() - started
     time.sleep(0.2)
     for stream in streams:
@@ -222,7 +213,7 @@ def test_close_policy_closes_connections_under_a_removed_ca(cluster: Cluster) ->
     assert a_cert == cam.get_certificate()
     down = get(signals, 10)
     assert isinstance(down, gen.MessageDownPID)
-    assert wait_for(lambda: B not in a.network().nodes(), 5)
+    eventually(lambda: B not in a.network().nodes(), 5)
 
 
 def test_keep_is_the_default_and_changes_nothing(cluster: Cluster) -> None:
@@ -268,7 +259,7 @@ def test_a_peer_certificate_expiring_redials_or_closes(policy: gen.RetiredPolicy
                     return False
                 return bool(a.network().info(B)["peer_cert_fingerprint"] == renewed.fingerprint)
 
-            assert wait_for(redialed, 6.0)
+            eventually(redialed, 6.0)
             assert signals.empty()
             assert a.call(target, 2) == 2
         else:
@@ -307,7 +298,7 @@ def test_removing_the_ca_that_verified_a_peer_alone_drains_its_connection(
     cam.set_retired_policy(gen.RetiredPolicy.DRAIN, 1.0)
     cam.set_client_cas(second.pool())  # A drops the CA that verified B
     cam.set_root_cas(second.pool())
-    assert wait_for(lambda: conn_id(a, B) not in (None, first), 8.0)
+    eventually(lambda: conn_id(a, B) not in (None, first), 8.0)
     received = stream.stop()
     assert stream.errors == []
     assert received == list(range(stream.sent))

@@ -72,11 +72,14 @@ class Router(TableShortcuts, NodeRouter):
     def route_spawn(self, parent: PID, spec: SpawnSpec) -> PID:
         return self._owner.spawn_from(parent, spec)
 
-    def route_send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
+    def _recipient(self, to: RemoteTarget) -> ProcessState:
+        """The local process ``to`` names (raises as ``ProcessTable.lookup``)."""
         to = self._norm(to)
         with self._lock:
-            state = self._lookup(to)
-        state.tell(Deliver(from_pid, message))
+            return self._lookup(to)
+
+    def route_send(self, from_pid: PID, to: RemoteTarget, message: Any) -> None:
+        self._recipient(to).tell(Deliver(from_pid, message))
 
     def route_sends(
         self, sends: Sequence[tuple[PID, RemoteTarget, Any]]
@@ -110,10 +113,7 @@ class Router(TableShortcuts, NodeRouter):
 
     def route_batch(self, batch: SendBatch) -> None:
         """One table look-up; the batch itself goes into the mailbox (``ProcessActor``)."""
-        to = self._norm(batch.to)
-        with self._lock:
-            state = self._lookup(to)
-        state.tell(batch)
+        self._recipient(batch.to).tell(batch)
 
     def route_call(self, from_pid: PID, to: RemoteTarget, ref: Ref, request: Any) -> None:
         to = self._norm(to)

@@ -1,4 +1,5 @@
-"""Reading frames in tests the way a link reads them: ``FrameDecoder.drain``."""
+"""Reading frames in tests the way a link reads them (``FrameDecoder.drain``), and
+making the send batch frames a writer makes."""
 
 from __future__ import annotations
 
@@ -29,6 +30,24 @@ def flat(frames: list[fr.Frame]) -> list[fr.Frame]:
         else:
             out.append(f)
     return out
+
+
+def run_frame(
+    enc: fr.FrameEncoder,
+    sender: PID,
+    to: PID | ProcessID | Alias,
+    messages: list[object],
+    order: int,
+) -> bytes:
+    """The frame a link's writer makes of ``messages`` sent one after the other from
+    ``sender`` to ``to``: a send batch frame, or a plain send frame for one message."""
+    items = []
+    entry = None
+    for m in messages:
+        entry, item = enc.send_item(sender, to, m, order)
+        items.append(item)
+    assert entry is not None
+    return fr.send_run(entry, order, items)
 
 
 def named(frame: fr.Frame) -> fr.Frame:

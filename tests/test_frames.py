@@ -8,7 +8,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from framereading import as_drained, flat, read
+from framereading import as_drained, flat, read, run_frame
 
 from ergo_py import gen
 from ergo_py.gen import PID, Alias, Atom, ProcessID, Ref
@@ -560,23 +560,12 @@ def test_a_long_stream_in_odd_sized_chunks_yields_every_frame() -> None:
 # --- send batches ---------------------------------------------------------------------
 
 
-def _run_frame(to: PID | ProcessID | Alias, messages: list[object], order: int = 3) -> bytes:
-    """The frame a writer makes of consecutive sends from A to ``to``."""
-    items = []
-    entry = None
-    for m in messages:
-        entry, item = ENC.send_item(A, to, m, order)
-        items.append(item)
-    assert entry is not None
-    return fr.send_run(entry, order, items)
-
-
 @pytest.mark.parametrize("to", [B, NAME, ALIAS], ids=repr)
 def test_a_run_of_sends_is_one_batch_frame_that_reads_back_as_the_sends(
     to: PID | ProcessID | Alias,
 ) -> None:
     messages: list[object] = [(1, "a"), [1, "a"], None, ((2,), [3]), "x"]
-    data = _run_frame(to, messages)
+    data = run_frame(ENC, A, to, messages, 3)
     assert data[7] in (fr.TYPE_SENDS_PID, fr.TYPE_SENDS_NAME, fr.TYPE_SENDS_ALIAS)
     dec = FrameDecoder()
     dec.receive_data(data + encode_frame(fr.Keepalive()))
@@ -590,7 +579,7 @@ def test_a_run_of_sends_is_one_batch_frame_that_reads_back_as_the_sends(
 
 
 def test_a_run_of_one_is_a_plain_send_frame() -> None:
-    assert _run_frame(B, [(1, 2)], order=9) == ENC.encode_send(A, B, (1, 2), 9)
+    assert run_frame(ENC, A, B, [(1, 2)], 9) == ENC.encode_send(A, B, (1, 2), 9)
 
 
 def test_send_item_refuses_what_encode_send_refuses() -> None:

@@ -10,12 +10,12 @@ test chooses exactly which frames travel.
 from __future__ import annotations
 
 import queue
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Recorder, get
+from conftest import Recorder, eventually, get
+from framereading import run_frame
 from rawpeer import RawPeer
 
 from ergo_py import gen
@@ -33,24 +33,9 @@ def nodes() -> Iterator[Cluster]:
 
 def _batch(sender: gen.PID, to: gen.PID | gen.ProcessID, messages: list[Any]) -> bytes:
     """The one frame a writer makes of ``messages`` sent one after the other."""
-    enc = fr.FrameEncoder()
-    order = fr.order_byte(sender.id)
-    items = []
-    entry = None
-    for m in messages:
-        entry, item = enc.send_item(sender, to, m, order)
-        items.append(item)
-    assert entry is not None
-    data = fr.send_run(entry, order, items)
+    data = run_frame(fr.FrameEncoder(), sender, to, messages, fr.order_byte(sender.id))
     assert data[7] in (fr.TYPE_SENDS_PID, fr.TYPE_SENDS_NAME)  # a batch, not a send
     return data
-
-
-def _messages_in(node: gen.Node, peer: str, want: int) -> int:
-    deadline = time.monotonic() + 5
-    while (n := node.network().info(peer)["messages_in"]) < want and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return int(n)
 
 
 def test_a_batch_is_delivered_in_order_between_the_frames_around_it(nodes: Cluster) -> None:
@@ -70,7 +55,13 @@ def test_a_batch_is_delivered_in_order_between_the_frames_around_it(nodes: Clust
         exit_sender, exit_msg = get(out)  # the exit queued behind every message
         assert exit_sender == sender and isinstance(exit_msg, gen.MessageExitPID)
         # The link counts a batch as its messages (and the exit).
-        assert _messages_in(nodes[A], M, 1 + len(batch) + 2 + 1) == 1 + len(batch) + 2 + 1
+        want = 1 + len(batch) + 2 + 1
+
+        def messages_in() -> int:
+            return int(nodes[A].network().info(M)["messages_in"])
+
+        eventually(lambda: messages_in() >= want, what=f"{want} messages counted in")
+        assert messages_in() == want
     finally:
         peer.close()
 
